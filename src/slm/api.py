@@ -1,0 +1,127 @@
+"""The Python API: ``train``, ``evaluate`` and ``load``. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from slm.bundle.bundle import Bundle, load
+from slm.console import console
+from slm.errors import ConfigError
+from slm.pipeline import (
+    DataSource,
+    checkpoint_dir_for,
+    component_metrics,
+    environment,
+    prepare_splits,
+    summary_metrics,
+)
+from slm.training.config import TrainConfig
+
+__all__ = ["Bundle", "evaluate", "load", "train"]
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def train(
+    data: str | Path,
+    *,
+    output: str | Path,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_cols: list[str] | None = None,
+    label_sep: str | None = None,
+    validation: str | Path | None = None,
+    test: str | Path | None = None,
+    val_size: float = 0.1,
+    test_size: float = 0.1,
+    config: TrainConfig | None = None,
+    margin_points: float = 1.0,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> Bundle:
+    """Fine-tune a base model on labelled text, evaluate it next to an n-gram baseline, write a bundle.
+
+    The bundle at ``output`` is replaced only when everything succeeded; checkpoints live in
+    ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``.
+    """
+    config = config or TrainConfig()
+    if margin_points < 0:
+        raise ConfigError("margin must be >= 0 points")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} exists and is not a directory")
+    source = DataSource(data, text_col, label_col, label_cols, label_sep)
+    splits = prepare_splits(
+        source, validation=validation, test=test, val_size=val_size, test_size=test_size, seed=config.seed
+    )
+    from slm.training.run import run_training  # heavy imports only once the data is known to be good
+
+    _quiet_transformers()
+    result = run_training(
+        splits,
+        config,
+        output=output,
+        margin_points=margin_points,
+        resume=resume,
+        show_progress=show_progress,
+        data_path=str(data),
+    )
+    shutil.rmtree(checkpoint_dir_for(output), ignore_errors=True)
+    return result
+
+
+def evaluate(
+    bundle: str | Path | Bundle,
+    data: str | Path,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_cols: list[str] | None = None,
+    label_sep: str | None = None,
+    output: str | Path | None = None,
+    margin_points: float = 1.0,
+) -> dict:
+    """Evaluate every component of a bundle on a labelled file; optionally write report files."""
+    from slm.reports import recommend
+
+    model = bundle if isinstance(bundle, Bundle) else load(bundle)
+    ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep).load(min_classes=1)
+    from slm.data import align_labels
+
+    ds = align_labels(ds, model.labels, multi_label=model.multi_label)
+    _quiet_transformers()
+    targets = ds.targets(model.labels)
+    components = ["ngram"] + (
+        ["transformer", "ensemble"] if "transformer" in model.manifest["components"] else []
+    )
+    started = time.perf_counter()
+    probas = {c: model.predict_proba(ds.texts, component=c) for c in components}
+    thresholds = {c: model.thresholds(c).tolist() for c in components}
+    models = component_metrics(model.task, targets, probas, thresholds, model.labels, ds.texts)
+    candidate = "ensemble" if model.default_component == "ensemble" else "transformer"
+    report = {
+        "title": f"slm evaluation: {model.path.name} on {Path(data).name}",
+        "task": model.task,
+        "dataset": {"source": str(data), "splits": {"test": len(ds)}, **data_report.to_dict()},
+        "models": models,
+        "shipped": candidate,
+        "recommendation": recommend(
+            models, task=model.task, candidate=candidate, margin_points=margin_points
+        ),
+        "evaluation_seconds": round(time.perf_counter() - started, 2),
+        "summary": summary_metrics(models, model.task),
+        "environment": environment(),
+    }
+    if output is not None:
+        from slm.reports import write_report
+
+        write_report(report, Path(output))
+        console.print(f"report written to {output}")
+    return report

@@ -1,0 +1,123 @@
+"""Load a bundle and predict with it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from slm.bundle.manifest import read_manifest
+from slm.errors import BundleError, ConfigError
+from slm.models.ensemble import combine, probabilities
+
+COMPONENTS = ("ensemble", "transformer", "ngram")
+
+
+class Bundle:
+    """A trained model directory: manifest, tokenizer, transformer weights and n-gram model.
+
+    Files are verified against the manifest's sha256 hashes on load.
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path, verify=verify)
+        self.labels: list[str] = list(self.manifest["labels"])
+        self.task: str = self.manifest["task"]
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, task={self.task!r}, labels={len(self.labels)})"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+    @property
+    def default_component(self) -> str:
+        return self.manifest.get("default_component", "ensemble")
+
+    # -- components, loaded on first use --------------------------------------------------
+    @cached_property
+    def _transformer(self):
+        from slm.bundle.transformer import TransformerComponent
+
+        return TransformerComponent(self.path, self.manifest["components"]["transformer"], len(self.labels))
+
+    @cached_property
+    def _ngram(self):
+        from slm.models.ngram import NgramClassifier
+
+        return NgramClassifier.load(self.path / self.manifest["components"]["ngram"]["dir"])
+
+    def _check_component(self, component: str | None) -> str:
+        component = component or self.default_component
+        if component not in COMPONENTS:
+            raise ConfigError(f"unknown component '{component}': choose from {', '.join(COMPONENTS)}")
+        if component != "ngram" and "transformer" not in self.manifest["components"]:
+            raise BundleError(f"{self.path} has no transformer component")
+        return component
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict_proba(
+        self,
+        texts: list[str],
+        *,
+        component: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Probabilities ``(n, k)`` in ``self.labels`` order."""
+        component = self._check_component(component)
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if component == "ngram":
+            return self._ngram.predict_proba(texts)
+        logits = self._transformer.logits(texts, batch_size=batch_size, show_progress=show_progress)
+        transformer = probabilities(logits, self.multi_label)
+        if component == "transformer":
+            return transformer
+        weight = float(self.manifest["ensemble"]["transformer_weight"])
+        if weight >= 1.0:
+            return transformer
+        return combine(transformer, self._ngram.predict_proba(texts), weight)
+
+    def thresholds(self, component: str | None = None) -> np.ndarray:
+        """Per-label decision thresholds (multi-label only)."""
+        component = self._check_component(component)
+        values = self.manifest.get("thresholds", {}).get(component)
+        return np.asarray(values if values is not None else [0.5] * len(self.labels), dtype=np.float32)
+
+    def predict(
+        self,
+        texts: list[str],
+        *,
+        component: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> list[dict]:
+        """One dict per text: ``label`` (``list`` for multi-label), ``score`` and ``probabilities``."""
+        proba = self.predict_proba(
+            texts, component=component, batch_size=batch_size, show_progress=show_progress
+        )
+        return decode(proba, self.labels, self.thresholds(component) if self.multi_label else None)
+
+
+def decode(proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> list[dict]:
+    """Turn a probability matrix into label predictions."""
+    out = []
+    for row in proba:
+        probs = {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
+        if thresholds is None:
+            top = int(row.argmax())
+            out.append({"label": labels[top], "score": float(row[top]), "probabilities": probs})
+        else:
+            chosen = [label for label, p, t in zip(labels, row, thresholds, strict=True) if p >= t]
+            out.append({"label": chosen, "score": float(row.max()), "probabilities": probs})
+    return out
+
+
+def load(path: str | Path) -> Bundle:
+    """Open and verify a bundle directory."""
+    return Bundle(path)

@@ -1,0 +1,40 @@
+"""The transformer part of a bundle, run with PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer
+
+from slm.errors import BundleError
+from slm.models.encoder import classifier_from_config
+from slm.training.batching import encode_texts
+from slm.training.trainer import predict_logits
+
+
+class TransformerComponent:
+    """Tokenizer + EncoderClassifier restored from bundle files."""
+
+    def __init__(self, root: Path, spec: dict, num_labels: int) -> None:
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(root / spec["tokenizer"])
+            config = AutoConfig.from_pretrained(root / spec["config"])
+            self.model = classifier_from_config(config, num_labels)
+            self.model.load_state_dict(load_file(str(root / spec["weights"])))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(f"{root}: cannot load the transformer: {first}") from None
+        self.model.eval()
+        self.max_length = int(spec["max_length"])
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+
+    def logits(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Raw logits ``(n, num_labels)``."""
+        encoded = encode_texts(self.tokenizer, texts, self.max_length)
+        with torch.inference_mode():
+            return predict_logits(
+                self.model, encoded, self.pad_id, batch_size=batch_size, show_progress=show_progress
+            )

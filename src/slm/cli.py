@@ -1,0 +1,870 @@
+"""The ``slm`` command line: train, evaluate, predict, models, info, quickstart.
+
+Every user-fixable problem ends as one line ``error: <message>`` on stderr and the exit code of
+the :class:`~slm.errors.SlmError` raised; nothing heavy (torch, transformers, the data layer) is
+imported until a command needs it, so ``--help`` and bad input answer at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from slm.errors import ConfigError, DataError, SlmError
+from slm.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _quiet_libraries() -> None:
+    """Silence transformers / Hugging Face chatter, now and for whenever they are imported later."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported: the environment is read too late, set it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+_quiet_libraries()
+
+DEFAULTS = TrainConfig()
+OUTPUT_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+PREFERRED_METRICS = (
+    "accuracy", "macro_f1", "micro_f1", "weighted_f1", "samples_f1", "macro_precision", "macro_recall",
+    "exact_match", "subset_accuracy", "hamming_loss",
+)  # fmt: skip
+MODEL_ORDER = ("transformer", "ngram_baseline", "ensemble")
+PERCENT_WORDS = ("accuracy", "f1", "precision", "recall", "auc", "exact_match", "hamming", "jaccard", "top")
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="slm",
+    help=(
+        "Fine-tune a small pretrained language model on your labelled text, on an ordinary CPU, "
+        "and compare it honestly with a TF-IDF + logistic-regression baseline.\n\n"
+        "Start with: slm quickstart"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+# ---------------------------------------------------------------- error handling
+
+
+def _one_line(message: object) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
+
+
+def _fail(message: object, code: int) -> NoReturn:
+    """Print ``error: message`` as exactly one line on stderr and exit with ``code``."""
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    raise typer.Exit(code)
+
+
+def _debug() -> bool:
+    return os.environ.get("SLM_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    """Turn every exception into one line on stderr and the right exit code."""
+    try:
+        yield
+    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except SlmError as exc:
+        if _debug():
+            traceback.print_exc()
+        message = _one_line(exc) or type(exc).__name__
+        if exc.exit_code == 130 and "resume" not in message:
+            message += " (run the same command again with --resume to continue)"
+        _fail(message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C)", 130)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
+    except Exception as exc:
+        if _debug():
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {_one_line(exc)} (set SLM_DEBUG=1 for a traceback)", 1)
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` whose function runs under :func:`_guard`."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def guarded(*a: Any, **kw: Any) -> Any:
+            with _guard():
+                return func(*a, **kw)
+
+        return app.command(*args, **kwargs)(guarded)
+
+    return decorate
+
+
+def _api() -> Any:
+    """``slm.api``, imported on first use (it brings in torch and transformers)."""
+    from slm import api
+
+    _quiet_libraries()
+    return api
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"slm {version('slm')}")
+        except PackageNotFoundError:
+            typer.echo("slm (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """slm: small, fast, domain-specific text classifiers on an ordinary CPU."""
+
+
+# ---------------------------------------------------------------- shared options
+
+
+class ClassWeight(StrEnum):
+    none = "none"
+    balanced = "balanced"
+
+
+DEFAULT_CLASS_WEIGHT = ClassWeight(DEFAULTS.class_weight)
+
+
+class Component(StrEnum):
+    ensemble = "ensemble"
+    transformer = "transformer"
+    ngram = "ngram"
+
+
+TextColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-col",
+        help="Column holding the text (default: found by name, e.g. 'text').",
+    ),
+]
+LabelColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-col",
+        help="Column holding the label (default: found by name, e.g. 'label').",
+    ),
+]
+LabelColsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-cols",
+        metavar="A,B,C",
+        help="Multi-label: comma-separated 0/1 columns, one per label (the column name is the label).",
+    ),
+]
+LabelSepOpt = Annotated[
+    str | None,
+    typer.Option("--label-sep", metavar="SEP", help="Multi-label: split the label column on SEP, e.g. '|'."),
+]
+MarginOpt = Annotated[
+    float,
+    typer.Option(
+        "--margin",
+        min=0.0,
+        help="Points (of the primary metric, in %) the transformer must beat the n-gram baseline by "
+        "to be recommended.",
+    ),
+]
+
+
+def _split_cols(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+# ---------------------------------------------------------------- printing results
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _is_percent(name: str, value: float) -> bool:
+    return 0.0 <= value <= 1.0 and any(word in name for word in PERCENT_WORDS)
+
+
+def _metrics_table(models: dict[str, dict[str, Any]], title: str) -> Table | None:
+    """Models side by side (columns), scalar metrics as rows, best score per row in bold."""
+    models = {name: m for name, m in (models or {}).items() if isinstance(m, dict)}
+    order = {name: i for i, name in enumerate(MODEL_ORDER)}
+    models = dict(sorted(models.items(), key=lambda kv: order.get(kv[0], len(order))))
+    if not models:
+        return None
+    names = [k for k in PREFERRED_METRICS if any(_scalar(m.get(k)) is not None for m in models.values())]
+    for m in models.values():
+        names += [k for k, v in m.items() if k not in names and _scalar(v) is not None]
+    if not names:
+        return None
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("metric", no_wrap=True)
+    for model in models:
+        table.add_column(escape(model), justify="right", no_wrap=True)
+    for key in names:
+        values = [_scalar(m.get(key)) for m in models.values()]
+        percent = all(v is None or _is_percent(key, v) for v in values)
+        lower_better = (
+            "loss" in key or key == "ece" or "latency" in key or key.endswith("_ms") or "seconds" in key
+        )
+        present = [v for v in values if v is not None]
+        best = (min(present) if lower_better else max(present)) if present and len(models) > 1 else None
+        cells = []
+        for v in values:
+            if v is None:
+                cells.append("–")
+                continue
+            text = f"{100 * v:.1f}" if percent else (str(int(v)) if v.is_integer() else f"{v:.4g}")
+            cells.append(f"[bold]{text}[/bold]" if v == best and percent else text)
+        table.add_row(escape(key + (" (%)" if percent else "")), *cells)
+    return table
+
+
+def _print_results(models: dict[str, dict[str, Any]] | None, recommendation: Any, title: str) -> None:
+    table = _metrics_table(models or {}, title)
+    if table is None:
+        out.print(f"[dim]{escape(title)}: no metrics (no test data)[/dim]")
+    else:
+        out.print(table)
+    message = recommendation.get("message") if isinstance(recommendation, dict) else recommendation
+    if message:
+        out.print(f"[bold]Recommendation:[/bold] {escape(str(message))}")
+
+
+def _q(path: object) -> str:
+    return shlex.quote(str(path))
+
+
+def _print_next_steps(bundle: Path, labelled: str | Path | None = None) -> None:
+    b = _q(bundle)
+    out.print("\n[bold]Next steps[/bold]")
+    out.print(f"  report:   {escape(str(Path(bundle) / 'report' / 'report.html'))}")
+    out.print(f"  predict:  slm predict {escape(b)} your_texts.csv -o predictions.csv")
+    out.print(f'            echo \'{{"text": "some text"}}\' | slm predict {escape(b)} -')
+    out.print(f"  evaluate: slm evaluate {escape(b)} {escape(_q(labelled) if labelled else 'labelled.csv')}")
+    out.print(f"  inspect:  slm info {escape(b)}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _manifest_get(manifest: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if manifest.get(key) not in (None, "", {}, []):
+            return manifest[key]
+    return None
+
+
+def _print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
+    manifest = bundle.manifest or {}
+    metrics = (manifest.get("metrics") or {}).get("test")
+    took = f" in {_duration(seconds)}" if seconds is not None else ""
+    out.print(f"\n[bold green]Bundle written[/bold green] to {escape(str(bundle.path))}{took}")
+    _print_results(metrics, manifest.get("recommendation"), "Test set")
+
+
+# ---------------------------------------------------------------- train
+
+
+@_command(no_args_is_help=True)
+def train(
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="Labelled CSV, TSV, JSONL or Parquet file.", show_default=False),
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Bundle directory to write (replaced only on success).")
+    ],
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    label_cols: LabelColsOpt = None,
+    label_sep: LabelSepOpt = None,
+    validation: Annotated[
+        Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Separate test file (instead of --test-size).")
+    ] = None,
+    val_size: Annotated[
+        float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")
+    ] = 0.1,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Fraction of DATA held out for testing.")
+    ] = 0.1,
+    base_model: Annotated[
+        str,
+        typer.Option(
+            "--base-model", help="Registry name (see 'slm models'), local model directory or hub id."
+        ),
+    ] = DEFAULTS.base_model,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Maximum passes over the training data.")
+    ] = DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the encoder.")] = DEFAULTS.learning_rate,
+    head_lr: Annotated[
+        float, typer.Option("--head-lr", help="Learning rate of the classification head.")
+    ] = DEFAULTS.head_learning_rate,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="AdamW weight decay.")
+    ] = DEFAULTS.weight_decay,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout before the head.")] = DEFAULTS.dropout,
+    max_length: Annotated[
+        int, typer.Option("--max-length", help="Tokens read per text (longer texts are cut).")
+    ] = DEFAULTS.max_length,
+    patience: Annotated[
+        int, typer.Option("--patience", help="Stop after this many epochs without validation gain.")
+    ] = DEFAULTS.patience,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed (splits, initialisation, order).")
+    ] = DEFAULTS.seed,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option("--max-minutes", help="Time budget for fine-tuning; the best model so far is kept."),
+    ] = DEFAULTS.max_minutes,
+    class_weight: Annotated[
+        ClassWeight, typer.Option("--class-weight", help="'balanced' up-weights rare labels in the loss.")
+    ] = DEFAULT_CLASS_WEIGHT,
+    ensemble: Annotated[
+        bool,
+        typer.Option("--ensemble/--no-ensemble", help="Also build the transformer + n-gram ensemble."),
+    ] = DEFAULTS.ensemble,
+    margin: MarginOpt = 1.0,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")
+    ] = DEFAULTS.threads,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from OUTPUT.ckpt/ next to OUTPUT.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Fine-tune a base model on a labelled file and write a reusable bundle.
+
+    DATA needs a text column and a label column (found by name, or set with --text-col and
+    --label-col). It is split into train/validation/test (stratified, seeded), the transformer is
+    fine-tuned next to a TF-IDF + logistic-regression baseline, both are scored on the test split,
+    and OUTPUT receives the model, the baseline and a report (OUTPUT/report/report.html).
+
+    Bad input is refused before any model is loaded; an existing OUTPUT is replaced only when
+    training succeeds. Ctrl-C saves a checkpoint: add --resume to continue.
+    """
+    config = TrainConfig(
+        base_model=base_model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        head_learning_rate=head_lr,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        max_length=max_length,
+        patience=patience,
+        seed=seed,
+        max_minutes=max_minutes,
+        class_weight=class_weight.value,
+        ensemble=ensemble,
+        threads=threads,
+    )
+    api = _api()
+    start = time.monotonic()
+    bundle = api.train(
+        data,
+        output=output,
+        text_col=text_col,
+        label_col=label_col,
+        label_cols=_split_cols(label_cols),
+        label_sep=label_sep,
+        validation=validation,
+        test=test,
+        val_size=val_size,
+        test_size=test_size,
+        config=config,
+        margin_points=margin,
+        resume=resume,
+        show_progress=not quiet,
+    )
+    _print_bundle_summary(bundle, time.monotonic() - start)
+    _print_next_steps(output, test)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@_command(no_args_is_help=True)
+def evaluate(
+    bundle: Annotated[
+        Path,
+        typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="Labelled CSV, TSV, JSONL or Parquet file.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write report.json/.md/.html and confusion.png here."),
+    ] = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    label_cols: LabelColsOpt = None,
+    label_sep: LabelSepOpt = None,
+    margin: MarginOpt = 1.0,
+) -> None:
+    """Score a bundle on a labelled file: every model side by side, plus a recommendation.
+
+    Labels the bundle never saw are refused. Use -o to keep the full report.
+    """
+    api = _api()
+    report = api.evaluate(
+        bundle,
+        data,
+        text_col=text_col,
+        label_col=label_col,
+        label_cols=_split_cols(label_cols),
+        label_sep=label_sep,
+        output=output,
+        margin_points=margin,
+    )
+    _print_results(report.get("models"), report.get("recommendation"), f"Evaluation on {data}")
+
+
+# ---------------------------------------------------------------- predict
+
+
+def _output_format(output: str | None) -> str | None:
+    """Format for ``-o`` (None: JSON lines on stdout)."""
+    if output is None or output == "-":
+        return None
+    fmt = OUTPUT_FORMATS.get(Path(output).suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"cannot tell the output format of {output!r}; end it in .csv, .tsv, .jsonl or .parquet, "
+            "or leave out -o for JSON lines on stdout"
+        )
+    return fmt
+
+
+def _read_input_file(path: Path, text_col: str | None) -> tuple[pd.DataFrame, str]:
+    """The input table and its text column, with the data layer's checks and messages."""
+    from slm.data import loading
+
+    loading._check_file(path)
+    fmt = loading._resolve_format(path, None)
+    loading._check_not_empty(path)
+    frame = loading._read_frame(path, fmt)
+    columns = list(frame.columns)
+    if text_col is not None:
+        column = loading._find_column(path, columns, text_col, "text")
+    else:
+        column = loading._detect_text_col(path, frame, set())
+    return frame, column
+
+
+def _read_stdin(text_col: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """JSON lines from stdin: each an object with a text field, or a JSON string."""
+    from slm.data.loading import TEXT_NAMES
+
+    if sys.stdin is None:
+        raise DataError("no standard input to read from")
+    if sys.stdin.isatty():
+        err.print("[dim]reading JSON lines from stdin (end with Ctrl-D)…[/dim]")
+    rows: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for lineno, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            message = f"stdin: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})"
+            raise DataError(message) from None
+        if isinstance(obj, str):
+            obj = {text_col or "text": obj}
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"stdin: line {lineno} is a JSON {type(obj).__name__}; expected an object "
+                '{"text": ...} or a JSON string'
+            )
+        key = text_col
+        if key is None:
+            found = [k for k in obj if k.strip().lower() in TEXT_NAMES]
+            key = found[0] if len(found) == 1 else None
+            if key is None:
+                strings = [k for k, v in obj.items() if isinstance(v, str)]
+                key = strings[0] if len(strings) == 1 else None
+        if key is None or key not in obj:
+            want = repr(text_col) if text_col else "'text'"
+            raise DataError(f"stdin: line {lineno} has no {want} field (keys: {', '.join(map(repr, obj))}); "
+                            "pass --text-col")  # fmt: skip
+        value = obj[key]
+        texts.append("" if value is None else str(value))
+        rows.append(obj)
+    if not rows:
+        raise DataError("stdin: no input lines (send one JSON object or string per line)")
+    return rows, texts
+
+
+def _jsonable(value: Any) -> Any:
+    """A value json.dumps accepts: numpy scalars/arrays, NaN, timestamps and bytes converted."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _jsonable(value.tolist())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _result_columns(existing: list[str]) -> tuple[str, str, str]:
+    names = ("label", "score", "probabilities")
+    if any(n in existing for n in names):
+        return ("predicted_label", "predicted_score", "predicted_probabilities")
+    return names
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(_jsonable(row), ensure_ascii=False) + "\n"
+
+
+def _write_predictions(
+    rows: list[dict[str, Any]], columns: list[str], fmt: str | None, output: str | None, multi_label: bool
+) -> None:
+    """Write rows (input columns + results) as ``fmt`` to ``output``, or JSON lines to stdout."""
+    from slm.fileio import write_text_atomic
+
+    if fmt is None:
+        for line in _jsonl(rows):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return
+    path = Path(str(output))
+    if fmt == "jsonl":
+        write_text_atomic(path, "".join(_jsonl(rows)))
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    label_col, _, prob_col = columns[-3:]
+    if fmt in ("csv", "tsv"):
+        frame[prob_col] = [json.dumps(_jsonable(p), ensure_ascii=False) for p in frame[prob_col]]
+        if multi_label:
+            frame[label_col] = [json.dumps(list(v), ensure_ascii=False) for v in frame[label_col]]
+        text = frame.to_csv(index=False, sep="," if fmt == "csv" else "\t", lineterminator="\n")
+        write_text_atomic(path, text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        try:
+            frame.to_parquet(tmp, index=False)
+        except Exception as exc:  # pyarrow raises its own types for values it cannot store
+            if isinstance(exc, TypeError | ValueError) or type(exc).__module__.startswith("pyarrow"):
+                why = _one_line(exc)
+                raise DataError(f"{path}: cannot write Parquet ({why}); write .jsonl instead") from None
+            raise
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@_command(no_args_is_help=True)
+def predict(
+    bundle: Annotated[
+        Path,
+        typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
+    ],
+    input: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="CSV, TSV, JSONL or Parquet file with a text column, or '-' for JSON lines on stdin.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Output file; its extension (.csv, .tsv, .jsonl, .parquet) sets the format. "
+            "Default (or '-'): JSON lines on stdout.",
+        ),
+    ] = None,
+    text_col: TextColOpt = None,
+    component: Annotated[
+        Component | None,
+        typer.Option("--component", help="Which model answers (default: the one the bundle recommends)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per inference batch.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")] = False,
+) -> None:
+    """Label new texts with a trained bundle.
+
+    Output rows are the input columns plus 'label', 'score' (confidence of the top label) and
+    'probabilities' (label -> probability; a JSON string in CSV/TSV). Multi-label bundles give a
+    list of labels (a JSON list in CSV/TSV). If the input already has a 'label' column, the new
+    columns are named 'predicted_label', 'predicted_score' and 'predicted_probabilities'.
+
+    Examples:
+
+        slm predict runs/model new.csv -o labelled.csv
+
+        echo '{"text": "where is my card?"}' | slm predict runs/model -
+    """
+    fmt = _output_format(output)
+    frame = None
+    if input != "-":
+        frame, column = _read_input_file(Path(input), text_col)
+        from slm.data.loading import _cell_str
+
+        texts = [_cell_str(v) for v in frame[column].tolist()]
+    api = _api()
+    model = api.load(bundle)
+    if frame is not None:
+        columns = [str(c) for c in frame.columns]
+        rows = frame.to_dict(orient="records")
+    else:
+        rows, texts = _read_stdin(text_col)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    results = model.predict(
+        texts,
+        component=component.value if component else None,
+        batch_size=batch_size,
+        show_progress=not quiet and fmt is not None,
+    )
+    names = _result_columns(columns)
+    if names[0] != "label" and not quiet:
+        err.print(f"[dim]note: the input has a 'label' column; predictions go to {', '.join(names)}[/dim]")
+    for row, result in zip(rows, results, strict=True):
+        row[names[0]] = result["label"]
+        row[names[1]] = round(float(result["score"]), 6)
+        row[names[2]] = result["probabilities"]
+    _write_predictions(rows, [*columns, *names], fmt, output, model.task == "multi_label")
+    if fmt is not None and not quiet:
+        err.print(f"Wrote {len(rows)} predictions to {escape(str(output))}")
+
+
+# ---------------------------------------------------------------- models, info
+
+
+@_command()
+def models() -> None:
+    """List the base models slm knows by name (use one with 'slm train --base-model NAME')."""
+    from slm.models.registry import DEFAULT_BASE_MODEL, available_models
+
+    table = Table(title="Base models", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("languages")
+    table.add_column("installed", no_wrap=True)
+    table.add_column("description", ratio=1)
+    for row in available_models():
+        name = str(row["name"]) + (" (default)" if row["name"] == DEFAULT_BASE_MODEL else "")
+        installed = "yes" if row["installed"] else f"no: {row['source']}"
+        table.add_row(
+            escape(name), f"{row['parameters_m']}M", escape(str(row["languages"])), escape(installed),
+            escape(str(row["description"])),
+        )  # fmt: skip
+    out.print(table)
+    out.print("Any local Hugging Face model directory or hub id works with --base-model too.")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        name = value.get("name") or value.get("id")
+        return str(name) if name else json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _files_line(manifest: dict[str, Any]) -> str:
+    """What ``slm.api.load`` checked: it verifies every listed file's sha256 before returning."""
+    files = manifest.get("files")
+    if isinstance(files, dict | list) and files:
+        return f"{len(files)} files, all match their sha256 in the manifest"
+    return "none listed in the manifest"
+
+
+@_command(no_args_is_help=True)
+def info(
+    bundle: Annotated[
+        Path,
+        typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show what a bundle is: task, labels, base model, test metrics, and whether its files are intact."""
+    api = _api()
+    loaded = api.load(bundle)
+    manifest = loaded.manifest or {}
+    if as_json:
+        sys.stdout.write(json.dumps(_jsonable(manifest), indent=2, ensure_ascii=False) + "\n")
+        return
+    labels = list(loaded.labels)
+    shown = ", ".join(labels[:8]) + (f", … ({len(labels) - 8} more)" if len(labels) > 8 else "")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    rows = [
+        ("bundle", str(loaded.path)),
+        ("task", str(loaded.task)),
+        ("labels", f"{len(labels)}: {shown}"),
+        ("base model", _describe(_manifest_get(manifest, "base_model", "base")) if manifest else "?"),
+        ("default model", _describe(_manifest_get(manifest, "default_component", "component", "default"))),
+        ("created", _describe(_manifest_get(manifest, "created_at", "created"))),
+        ("slm version", _describe(_manifest_get(manifest, "slm_version", "version"))),
+        ("files", _files_line(manifest)),
+    ]
+    for key, value in rows:
+        if value not in ("None", ""):
+            grid.add_row(key, escape(value))
+    out.print(grid)
+    metrics = (manifest.get("metrics") or {}).get("test")
+    _print_results(metrics, manifest.get("recommendation"), "Test set")
+
+
+# ---------------------------------------------------------------- quickstart
+
+
+@_command()
+def quickstart(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle directory to write.")] = Path(
+        "runs/quickstart"
+    ),
+    max_minutes: Annotated[
+        float, typer.Option("--max-minutes", help="Time budget for fine-tuning the transformer.")
+    ] = 4.0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum passes over the training data.")] = 2,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted quickstart.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train and evaluate on BANKING77 (77 banking intents) end to end, on this CPU.
+
+    Fetches the data set, fine-tunes the default base model with a time budget (about
+    --max-minutes of fine-tuning, ~10 minutes in all on 2 cores), scores it on the official test
+    split next to the TF-IDF baseline, writes a bundle and its report to OUTPUT, and shows what to
+    run next.
+    """
+    config = TrainConfig(epochs=epochs, max_minutes=max_minutes, threads=threads)
+    from slm.data.sources import fetch_banking77
+
+    out.print("[bold]slm quickstart[/bold]: BANKING77, 77 customer-service intents")
+    train_csv, test_csv = fetch_banking77()
+    out.print(f"  train: {escape(str(train_csv))}\n  test:  {escape(str(test_csv))}")
+    out.print(
+        f"Fine-tuning for at most {epochs} epoch(s) / {max_minutes:g} minutes, "
+        "then evaluating on the test split…"
+    )
+    api = _api()
+    start = time.monotonic()
+    bundle = api.train(
+        train_csv,
+        output=output,
+        test=test_csv,
+        config=config,
+        resume=resume,
+        show_progress=not quiet,
+    )
+    _print_bundle_summary(bundle, time.monotonic() - start)
+    _print_examples(bundle)
+    _print_next_steps(output, test_csv)
+    out.print("  your data: slm train your_data.csv -o runs/mine")
+
+
+def _print_examples(bundle: Any) -> None:
+    examples = [
+        "I still have not received my new card, it has been two weeks.",
+        "Why was I charged a fee for withdrawing cash?",
+        "How do I change my PIN?",
+    ]
+    results = bundle.predict(examples)
+    out.print("\n[bold]Try it[/bold]")
+    for text, result in zip(examples, results, strict=True):
+        label = result["label"] if isinstance(result["label"], str) else ", ".join(result["label"])
+        out.print(f"  {escape(text)}\n    → {escape(label)} ({100 * float(result['score']):.0f}%)")

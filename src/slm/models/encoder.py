@@ -1,0 +1,63 @@
+"""A pretrained transformer encoder with a mean-pooled classification head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+
+class EncoderClassifier(nn.Module):
+    """Encoder → masked mean pooling → dropout → linear head.
+
+    Mean pooling (rather than BERT's [CLS] pooler) matches how sentence encoders such as
+    all-MiniLM-L6-v2 were trained, so the head starts from useful features.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.encoder.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_labels)``."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+
+def _set_dropout(config: PretrainedConfig, dropout: float) -> None:
+    for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        if hasattr(config, attr):
+            setattr(config, attr, dropout)
+
+
+def build_classifier(
+    base_path: Path, num_labels: int, *, dropout: float = 0.1, attn_implementation: str = "sdpa"
+) -> EncoderClassifier:
+    """Load pretrained encoder weights from ``base_path`` and attach a fresh head."""
+    config = AutoConfig.from_pretrained(base_path)
+    _set_dropout(config, dropout)
+    encoder = AutoModel.from_pretrained(
+        base_path, config=config, add_pooling_layer=False, attn_implementation=attn_implementation
+    )
+    return EncoderClassifier(encoder, num_labels, dropout)
+
+
+def classifier_from_config(
+    config: PretrainedConfig, num_labels: int, *, attn_implementation: str = "sdpa"
+) -> EncoderClassifier:
+    """An untrained classifier with the architecture of ``config`` (weights are loaded afterwards)."""
+    encoder = AutoModel.from_config(config, add_pooling_layer=False, attn_implementation=attn_implementation)
+    return EncoderClassifier(encoder, num_labels, dropout=0.0)

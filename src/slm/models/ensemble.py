@@ -1,0 +1,42 @@
+"""Combine transformer and n-gram probabilities; the weight is chosen on validation data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Softmax over classes (single-label) or independent sigmoids (multi-label)."""
+    logits = logits.astype(np.float64)
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def combine(transformer: np.ndarray, ngram: np.ndarray, transformer_weight: float) -> np.ndarray:
+    """Weighted average of two probability matrices of the same shape."""
+    return (transformer_weight * transformer + (1.0 - transformer_weight) * ngram).astype(np.float32)
+
+
+def tune_weight(
+    transformer: np.ndarray,
+    ngram: np.ndarray,
+    score: Callable[[np.ndarray], float],
+    grid: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Transformer weight in [0, 1] maximising ``score(combined_probabilities)``.
+
+    Ties go to the larger transformer weight (the model the user asked to train). Returns
+    ``(weight, score)``.
+    """
+    grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
+    best_w, best_s = 1.0, -np.inf
+    for w in sorted(grid, reverse=True):
+        s = score(combine(transformer, ngram, float(w)))
+        if s > best_s + 1e-9:
+            best_w, best_s = float(w), s
+    return best_w, float(best_s)

@@ -1,0 +1,144 @@
+"""Train → evaluate → bundle: the steps behind ``slm train`` and ``slm evaluate``."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from slm.data import TextDataset, align_labels, load_dataset, min_examples_per_class, split_dataset
+from slm.data.report import DataReport
+from slm.errors import ConfigError
+from slm.reports import multi_label_metrics, single_label_metrics, tune_thresholds
+
+MODEL_NAMES = {"transformer": "transformer", "ngram": "ngram_baseline", "ensemble": "ensemble"}
+
+
+@dataclass
+class DataSource:
+    """Where labelled data comes from and which columns hold it."""
+
+    path: str | Path
+    text_col: str | None = None
+    label_col: str | None = None
+    label_cols: list[str] | None = None
+    label_sep: str | None = None
+
+    def load(self, *, min_per_class: int = 1, min_classes: int = 2) -> tuple[TextDataset, DataReport]:
+        return load_dataset(
+            self.path,
+            text_col=self.text_col,
+            label_col=self.label_col,
+            label_cols=self.label_cols,
+            label_sep=self.label_sep,
+            min_per_class=min_per_class,
+            min_classes=min_classes,
+        )
+
+
+@dataclass
+class Splits:
+    train: TextDataset
+    validation: TextDataset
+    test: TextDataset
+    report: DataReport
+
+
+def prepare_splits(
+    source: DataSource,
+    *,
+    validation: str | Path | None,
+    test: str | Path | None,
+    val_size: float,
+    test_size: float,
+    seed: int,
+) -> Splits:
+    """Load and validate the data, then split it (or use the user's validation/test files)."""
+    val_size = 0.0 if validation is not None else val_size
+    test_size = 0.0 if test is not None else test_size
+    if validation is None and val_size <= 0:
+        raise ConfigError(
+            "a validation set is needed for early stopping: pass --validation or --val-size > 0"
+        )
+    data, report = source.load(min_per_class=min_examples_per_class(val_size, test_size))
+    train, val, held = split_dataset(data, val_size=val_size, test_size=test_size, seed=seed)
+    extra = {}
+    for name, path in (("validation", validation), ("test", test)):
+        if path is not None:
+            other = DataSource(path, source.text_col, source.label_col, source.label_cols, source.label_sep)
+            ds, _ = other.load(min_classes=1)
+            extra[name] = align_labels(ds, train.label_names, multi_label=train.multi_label)
+    return Splits(train, extra.get("validation", val), extra.get("test", held), report)
+
+
+def score_function(task: str, targets: np.ndarray):
+    """Validation score used to pick the ensemble weight: macro-F1 (single) / micro-F1 (multi)."""
+    from sklearn.metrics import f1_score
+
+    if task == "multi_label":
+
+        def multi(proba: np.ndarray) -> float:
+            pred = (proba >= tune_thresholds(targets, proba)).astype(int)
+            return float(f1_score(targets.astype(int), pred, average="micro", zero_division=0))
+
+        return multi
+    labels = np.arange(0, int(targets.max()) + 1) if len(targets) else None
+
+    def single(proba: np.ndarray) -> float:
+        return float(f1_score(targets, proba.argmax(1), labels=labels, average="macro", zero_division=0))
+
+    return single
+
+
+def component_metrics(
+    task: str,
+    targets: np.ndarray,
+    probas: dict[str, np.ndarray],
+    thresholds: dict[str, list[float]],
+    labels: list[str],
+    texts: list[str],
+) -> dict[str, dict]:
+    """Full metrics for each component, keyed by report model name."""
+    out = {}
+    for component, proba in probas.items():
+        if task == "multi_label":
+            out[MODEL_NAMES[component]] = multi_label_metrics(
+                targets, proba, np.asarray(thresholds[component]), labels, texts
+            )
+        else:
+            out[MODEL_NAMES[component]] = single_label_metrics(targets, proba, labels, texts)
+    return out
+
+
+def summary_metrics(models: dict[str, dict], task: str) -> dict[str, dict]:
+    """The headline numbers of each model, for the manifest and the CLI table."""
+    keys = (
+        ["accuracy", "macro_f1", "micro_f1", "weighted_f1", "ece"]
+        if task == "single_label"
+        else ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "ece"]
+    )
+    return {name: {k: m[k] for k in keys if k in m} for name, m in models.items()}
+
+
+def environment() -> dict:
+    """Versions and machine load, recorded next to every timing."""
+    import torch
+    import transformers
+
+    return {
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def checkpoint_dir_for(output: Path) -> Path:
+    """Where ``slm train -o OUTPUT`` keeps its resumable checkpoint."""
+    return output.with_name(output.name + ".ckpt")

@@ -1,0 +1,82 @@
+"""Confusion-matrix plot that stays readable with many classes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MAX_TICK_LABELS = 100
+
+
+def _row_normalise(confusion: list[list[int]]) -> np.ndarray:
+    """Each row divided by its sum (rows of zeros stay zero)."""
+    cm = np.asarray(confusion, dtype=float)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
+    sums = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)
+
+
+def _layout(k: int) -> tuple[float, float]:
+    """(figure side in inches, tick font size) for k classes."""
+    side = float(np.clip(4.0 + 0.16 * k, 6.0, 26.0))
+    font = float(np.clip(360.0 / max(k, 1), 3.0, 10.0))
+    return side, font
+
+
+def _draw(cm: np.ndarray, label_names: list[str], title: str):
+    k = cm.shape[0]
+    side, font = _layout(k)
+    fig, ax = plt.subplots(figsize=(side, side * 0.92), constrained_layout=True)
+    image = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="fraction of true class")
+    ax.set_title(title)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    if k <= MAX_TICK_LABELS and len(label_names) == k:
+        ax.set_xticks(range(k), [str(x) for x in label_names], rotation=90, fontsize=font)
+        ax.set_yticks(range(k), [str(x) for x in label_names], fontsize=font)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if k <= 20:
+        for (i, j), v in np.ndenumerate(cm):
+            if v > 0:
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if v > 0.6 else "black",
+                )
+    return fig
+
+
+def plot_confusion(confusion: list[list[int]], label_names: list[str], path: Path, title: str) -> Path:
+    """Save a row-normalised confusion matrix as PNG at ``path`` (atomically) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = _draw(_row_normalise(confusion), list(label_names), title)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,72 @@
+"""Training hyper-parameters, validated up front."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from slm.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that changes how a model is trained. Defaults are tuned for a 2-core CPU."""
+
+    base_model: str = "minilm-l6"
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    dropout: float = 0.1
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    patience: int = 2
+    seed: int = 42
+    max_minutes: float | None = None
+    freeze_embeddings: bool = True
+    class_weight: str = "none"  # "none" or "balanced"
+    label_smoothing: float = 0.0
+    ensemble: bool = True
+    checkpoint_minutes: float = 5.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot train."""
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.learning_rate > 0 and self.head_learning_rate > 0, "learning rates must be positive"),
+            (self.weight_decay >= 0, "weight decay must be >= 0"),
+            (0 <= self.warmup_ratio < 1, "warm-up ratio must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.max_length >= 8, "max length must be at least 8 tokens"),
+            (self.patience >= 1, "patience must be at least 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max minutes must be positive"),
+            (self.class_weight in ("none", "balanced"), "class weight must be 'none' or 'balanced'"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (self.checkpoint_minutes > 0, "checkpoint interval must be positive"),
+            (self.threads is None or self.threads >= 1, "threads must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def resume_key(self) -> str:
+        """Hash of the settings that must not change between an interrupted run and its resume."""
+        volatile = {"max_minutes", "checkpoint_minutes", "threads"}
+        stable = {k: v for k, v in self.to_dict().items() if k not in volatile}
+        return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()

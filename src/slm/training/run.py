@@ -1,0 +1,217 @@
+"""One training run end to end: baseline, fine-tune, ensemble, evaluation, bundle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+
+from slm import __version__
+from slm.bundle.bundle import Bundle
+from slm.bundle.manifest import now_iso, write_manifest
+from slm.console import console
+from slm.fileio import atomic_directory
+from slm.models.encoder import build_classifier
+from slm.models.ensemble import combine, probabilities, tune_weight
+from slm.models.ngram import NgramClassifier
+from slm.models.registry import resolve_base_model
+from slm.pipeline import (
+    Splits,
+    checkpoint_dir_for,
+    component_metrics,
+    environment,
+    score_function,
+    summary_metrics,
+)
+from slm.reports import recommend, tune_thresholds, write_report
+from slm.training.batching import encode_texts
+from slm.training.config import TrainConfig
+from slm.training.trainer import Trainer, predict_logits, set_threads
+
+
+def _fit_baseline(splits: Splits, seed: int) -> tuple[NgramClassifier, float]:
+    started = time.perf_counter()
+    with console.status("fitting the TF-IDF + logistic-regression baseline…"):
+        model = NgramClassifier(multi_label=splits.train.multi_label, seed=seed)
+        model.fit(splits.train.texts, splits.train.targets(), n_classes=len(splits.train.label_names))
+    seconds = time.perf_counter() - started
+    console.print(f"baseline fitted in {seconds:.1f}s")
+    return model, seconds
+
+
+def _describe(splits: Splits) -> None:
+    counts = (
+        f"train {len(splits.train):,} · validation {len(splits.validation):,} · test {len(splits.test):,}"
+    )
+    kind = "multi-label" if splits.train.multi_label else "single-label"
+    console.print(f"[bold]data[/]: {len(splits.train.label_names)} labels ({kind}); {counts}")
+    for warning in splits.report.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+
+
+def run_training(
+    splits: Splits,
+    config: TrainConfig,
+    *,
+    output: Path,
+    margin_points: float,
+    resume: bool,
+    show_progress: bool,
+    data_path: str,
+) -> Bundle:
+    """Everything after the data is validated. Returns the written bundle."""
+    threads = set_threads(config.threads)
+    _describe(splits)
+    task = "multi_label" if splits.train.multi_label else "single_label"
+    labels = splits.train.label_names
+    base = resolve_base_model(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    tokenizer.backend_tokenizer.no_padding()  # some packaged tokenizers pad everything to 128
+    enc = {
+        name: encode_texts(tokenizer, ds.texts, config.max_length)
+        for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+    }
+    truncated = {name: e.n_truncated for name, e in enc.items()}
+    if truncated["train"]:
+        console.print(
+            f"[yellow]note[/]: {truncated['train']:,} training texts are longer than "
+            f"{config.max_length} tokens and were truncated (--max-length)"
+        )
+    targets = {
+        name: ds.targets(labels)
+        for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+    }
+
+    ngram, baseline_seconds = _fit_baseline(splits, config.seed)
+    model = build_classifier(base.path, len(labels), dropout=config.dropout)
+    trainer = Trainer(
+        config,
+        model,
+        pad_id=int(tokenizer.pad_token_id or 0),
+        multi_label=splits.train.multi_label,
+        checkpoint_dir=checkpoint_dir_for(output),
+        show_progress=show_progress,
+    )
+    started = time.perf_counter()
+    result = trainer.fit(
+        enc["train"],
+        targets["train"],
+        enc["validation"],
+        targets["validation"],
+        data_fingerprint=splits.train.fingerprint(),
+        resume=resume,
+    )
+    wall = time.perf_counter() - started
+
+    eval_split = "test" if len(splits.test) else "validation"
+    eval_ds = splits.test if len(splits.test) else splits.validation
+    probas: dict[str, dict[str, np.ndarray]] = {}
+    for split in dict.fromkeys(("validation", eval_split)):
+        logits = predict_logits(model, enc[split], trainer.pad_id)
+        ds = splits.validation if split == "validation" else eval_ds
+        probas[split] = {
+            "transformer": probabilities(logits, splits.train.multi_label),
+            "ngram": ngram.predict_proba(ds.texts),
+        }
+    val = probas["validation"]
+    weight, _ = tune_weight(val["transformer"], val["ngram"], score_function(task, targets["validation"]))
+    if not config.ensemble:
+        weight = 1.0
+    for split in probas:
+        probas[split]["ensemble"] = combine(probas[split]["transformer"], probas[split]["ngram"], weight)
+    thresholds = {
+        c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
+        for c, p in val.items()
+    }
+    models = component_metrics(
+        task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts
+    )
+    default = "ensemble" if config.ensemble else "transformer"
+    recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
+
+    training = {
+        "base_model": base.name,
+        "wall_time_s": round(wall, 1),
+        "train_seconds": round(result.state.train_seconds, 1),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "epochs_run": result.state.epoch,
+        "best_epoch": result.state.best_epoch,
+        "stopped_early": result.stopped_early,
+        "stopped_by_budget": result.stopped_by_budget,
+        "history": result.state.history,
+        "truncated_texts": truncated,
+        "ensemble_transformer_weight": weight,
+    }
+    report = {
+        "title": f"slm: {base.name} on {Path(data_path).name}",
+        "task": task,
+        "created": now_iso(),
+        "dataset": {
+            "source": data_path,
+            "splits": {
+                k: len(v)
+                for k, v in (
+                    ("train", splits.train),
+                    ("validation", splits.validation),
+                    ("test", splits.test),
+                )
+            },
+            "evaluated_on": eval_split,
+            **splits.report.to_dict(),
+        },
+        "models": models,
+        "shipped": default,
+        "recommendation": recommendation,
+        "training": training,
+        "baseline": {"fit_seconds": round(baseline_seconds, 1)},
+        "environment": environment(),
+    }
+    manifest = {
+        "slm_version": __version__,
+        "created": now_iso(),
+        "task": task,
+        "labels": labels,
+        "base_model": {"name": base.name, "source": base.source, "sha256": base.sha256},
+        "components": {
+            "transformer": {
+                "tokenizer": "tokenizer",
+                "config": "model/config.json",
+                "weights": "model/model.safetensors",
+                "max_length": config.max_length,
+                "pooling": "mean",
+                "architecture": "EncoderClassifier",
+            },
+            "ngram": {"dir": "ngram"},
+        },
+        "default_component": default,
+        "ensemble": {"transformer_weight": weight, "chosen_on": "validation"},
+        "thresholds": {c: t for c, t in thresholds.items() if t is not None},
+        "training": {
+            "config": config.to_dict(),
+            **{k: v for k, v in training.items() if k != "history"},
+            "threads": threads,
+        },
+        "metrics": {"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
+        "recommendation": recommendation,
+        "data": {
+            "source": data_path,
+            "fingerprint": splits.train.fingerprint(),
+            "n_train": len(splits.train),
+            "n_validation": len(splits.validation),
+            "n_test": len(splits.test),
+        },
+    }
+    with atomic_directory(output) as staging:
+        tokenizer.save_pretrained(staging / "tokenizer")
+        (staging / "model").mkdir()
+        model.config.save_pretrained(staging / "model")
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / "model" / "model.safetensors"), metadata={"format": "pt"})
+        ngram.save(staging / "ngram")
+        write_report(report, staging / "report")
+        write_manifest(staging, manifest)
+    console.print(f"[green]bundle written[/]: {output}")
+    return Bundle(output)

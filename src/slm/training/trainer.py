@@ -1,0 +1,321 @@
+"""Fine-tuning loop: AdamW, warm-up/decay, clipping, early stopping, checkpoints, time budget."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sklearn.metrics import f1_score
+from torch import nn
+
+from slm.console import console
+from slm.errors import SlmError
+from slm.models.encoder import EncoderClassifier
+from slm.training.batching import Encoded, collate, inference_batches, length_bucketed_batches
+from slm.training.checkpoint import TrainState, has_checkpoint, load_checkpoint, save_checkpoint
+from slm.training.config import TrainConfig
+
+
+class TrainingInterrupted(SlmError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a resumable checkpoint."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best validation weights loaded) and how training went."""
+
+    model: EncoderClassifier
+    state: TrainState
+    stopped_early: bool
+    stopped_by_budget: bool
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.state.examples_seen / max(self.state.train_seconds, 1e-9)
+
+
+def set_threads(threads: int | None) -> int:
+    """Use every core by default; returns the thread count in force."""
+    count = threads or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    return count
+
+
+def predict_logits(
+    model: EncoderClassifier,
+    encoded: Encoded,
+    pad_id: int,
+    batch_size: int = 128,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Logits for every encoded text, batched by length; rows in input order."""
+    model.eval()
+    lengths = np.array([len(row) for row in encoded.ids])
+    out = np.zeros((len(encoded), model.head.out_features), dtype=np.float32)
+    batches = inference_batches(lengths, batch_size)
+    with (
+        torch.inference_mode(),
+        Progress(
+            TextColumn("predicting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not show_progress,
+            transient=True,
+        ) as progress,
+    ):
+        for batch in progress.track(batches, total=len(batches)):
+            input_ids, mask = collate([encoded.ids[i] for i in batch], pad_id)
+            out[batch] = model(input_ids, mask).float().numpy()
+    return out
+
+
+def validation_macro_f1(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> float:
+    """Macro-F1 used for early stopping (argmax, or sigmoid > 0.5 for multi-label)."""
+    if multi_label:
+        predicted = (logits > 0).astype(int)
+        return float(f1_score(targets.astype(int), predicted, average="macro", zero_division=0))
+    labels = np.arange(logits.shape[1])
+    return float(f1_score(targets, logits.argmax(1), labels=labels, average="macro", zero_division=0))
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):  # noqa: ARG001
+            self.requested = True
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class Trainer:
+    """Fine-tunes an EncoderClassifier on pre-tokenised data."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: EncoderClassifier,
+        *,
+        pad_id: int,
+        multi_label: bool,
+        checkpoint_dir: Path,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.pad_id = pad_id
+        self.multi_label = multi_label
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.show_progress = show_progress
+        self.stop = _StopFlag()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.freeze_embeddings:
+            self.model.encoder.get_input_embeddings().weight.requires_grad_(False)
+        decay, no_decay = [], []
+        for name, param in self.model.encoder.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "lr": cfg.learning_rate, "weight_decay": 0.0},
+            {
+                "params": list(self.model.head.parameters()),
+                "lr": cfg.head_learning_rate,
+                "weight_decay": cfg.weight_decay,
+            },
+        ]
+        return torch.optim.AdamW(groups)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        warmup = max(1, int(total_steps * self.config.warmup_ratio))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def _loss(self, train_targets: np.ndarray, num_labels: int) -> nn.Module:
+        if self.multi_label:
+            return nn.BCEWithLogitsLoss()
+        weight = None
+        if self.config.class_weight == "balanced":
+            counts = np.bincount(train_targets, minlength=num_labels).astype(np.float64)
+            w = len(train_targets) / (num_labels * np.maximum(counts, 1.0))
+            weight = torch.tensor(w, dtype=torch.float32)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=self.config.label_smoothing)
+
+    # -- loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        train: Encoded,
+        train_targets: np.ndarray,
+        val: Encoded,
+        val_targets: np.ndarray,
+        *,
+        data_fingerprint: str,
+        resume: bool = False,
+    ) -> TrainResult:
+        """Train with early stopping on validation macro-F1; returns the best model."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        lengths = np.array([len(row) for row in train.ids])
+        n_batches = math.ceil(len(train) / cfg.batch_size)
+        optimizer = self._optimizer()
+        scheduler = self._scheduler(optimizer, n_batches * cfg.epochs)
+        loss_fn = self._loss(train_targets, self.model.head.out_features)
+        state = TrainState(resume_key=cfg.resume_key(), data_fingerprint=data_fingerprint)
+        best: dict[str, torch.Tensor] | None = None
+        if resume and has_checkpoint(self.checkpoint_dir):
+            state, best = load_checkpoint(
+                self.checkpoint_dir,
+                resume_key=state.resume_key,
+                data_fingerprint=data_fingerprint,
+                model=self.model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+            )
+        targets_t = torch.as_tensor(train_targets)
+        stopped_by_budget = False
+        last_save = time.monotonic()
+        with self.stop.installed(), self._progress() as progress:
+            task = progress.add_task(
+                "epoch",
+                total=n_batches * cfg.epochs,
+                loss="-",
+                rate="-",
+                completed=state.epoch * n_batches + state.next_batch,
+            )
+            while not state.finished and state.epoch < cfg.epochs:
+                batches = length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + state.epoch)
+                progress.update(task, description=f"epoch {state.epoch + 1}/{cfg.epochs}")
+                self.model.train()
+                running = 0.0
+                for index in range(state.next_batch, len(batches)):
+                    started = time.perf_counter()
+                    batch = batches[index]
+                    input_ids, mask = collate([train.ids[i] for i in batch], self.pad_id)
+                    logits = self.model(input_ids, mask)
+                    loss = loss_fn(logits, targets_t[batch])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.train_seconds += time.perf_counter() - started
+                    state.examples_seen += len(batch)
+                    state.global_step += 1
+                    state.next_batch = index + 1
+                    running = 0.9 * running + 0.1 * loss.item() if index else loss.item()
+                    progress.update(
+                        task,
+                        advance=1,
+                        loss=f"{running:.3f}",
+                        rate=f"{state.examples_seen / max(state.train_seconds, 1e-9):.0f}",
+                    )
+                    if self.stop.requested:
+                        save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                        raise TrainingInterrupted(
+                            f"training interrupted at epoch {state.epoch + 1}, batch {state.next_batch}: "
+                            "checkpoint saved; run the same command with --resume to continue"
+                        )
+                    if self._over_budget(state):
+                        stopped_by_budget = True
+                        break
+                    if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+                        save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                        last_save = time.monotonic()
+                best = self._end_epoch(state, val, val_targets, best, running)
+                if stopped_by_budget or state.bad_epochs >= cfg.patience:
+                    state.finished = True
+                save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                last_save = time.monotonic()
+        if best is not None:
+            self.model.load_state_dict(best)
+        stopped_early = state.bad_epochs >= cfg.patience
+        return TrainResult(self.model, state, stopped_early, stopped_by_budget)
+
+    def _over_budget(self, state: TrainState) -> bool:
+        limit = self.config.max_minutes
+        return limit is not None and state.train_seconds >= limit * 60
+
+    def _end_epoch(
+        self,
+        state: TrainState,
+        val: Encoded,
+        val_targets: np.ndarray,
+        best: dict[str, torch.Tensor] | None,
+        train_loss: float,
+    ) -> dict[str, torch.Tensor] | None:
+        started = time.perf_counter()
+        metric = validation_macro_f1(
+            predict_logits(self.model, val, self.pad_id), val_targets, self.multi_label
+        )
+        state.history.append(
+            {
+                "epoch": state.epoch + 1,
+                "train_loss": round(train_loss, 5),
+                "val_macro_f1": round(metric, 5),
+                "seconds": round(state.train_seconds, 1),
+                "eval_seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        improved = metric > state.best_metric + 1e-4
+        if self.show_progress:
+            console.print(
+                f"epoch {state.epoch + 1}: train loss {train_loss:.4f} · validation macro-F1 "
+                f"{metric:.4f}{' (best)' if improved else ''} · {state.train_seconds / 60:.1f} min"
+            )
+        if improved:
+            state.best_metric, state.best_epoch, state.bad_epochs = metric, state.epoch + 1, 0
+            best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch += 1
+        state.next_batch = 0
+        return best
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} ex/s"),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+            transient=False,
+        )

@@ -1,0 +1,62 @@
+"""Shared fixtures: slices of the real datasets in ../shared/data and one small trained bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Ten BANKING77 intents: enough classes to be a real problem, small enough to train in seconds.
+BANKING_INTENTS = [
+    "card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pin_blocked",
+    "cash_withdrawal_charge", "declined_card_payment", "transfer_not_received_by_recipient",
+    "change_pin", "request_refund",
+]
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data {path} is absent (expected the shared data folder beside the repo)")
+    return path
+
+
+def banking_frame(split: str = "train", per_class: int = 30, seed: int = 0) -> pd.DataFrame:
+    """A class-balanced slice of BANKING77 restricted to BANKING_INTENTS."""
+    frame = pd.read_csv(require(DATA / "banking77" / f"{split}.csv"))
+    frame = frame[frame["category"].isin(BANKING_INTENTS)]
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("category").head(per_class).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def banking_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "banking_slice.csv"
+    banking_frame("train", per_class=30).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def banking_test_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "banking_test.csv"
+    banking_frame("test", per_class=12).to_csv(path, index=False)
+    return path
+
+
+TINY_CONFIG = {"epochs": 2, "batch_size": 16, "max_length": 48, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, banking_csv, banking_test_csv) -> Path:
+    """A real minilm-l6 bundle trained for two short epochs on the BANKING77 slice."""
+    import slm
+    from slm.training.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    slm.train(banking_csv, output=out, test=banking_test_csv, config=TrainConfig(**TINY_CONFIG),
+              show_progress=False)
+    return out
