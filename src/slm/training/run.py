@@ -15,7 +15,7 @@ from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
 from slm.fileio import atomic_directory
 from slm.models.encoder import build_classifier
-from slm.models.ensemble import combine, probabilities, tune_weight
+from slm.models.ensemble import combine, probabilities, shift_priors, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
 from slm.models.registry import resolve_base_model
 from slm.pipeline import (
@@ -30,6 +30,10 @@ from slm.reports import recommend, tune_thresholds, write_report
 from slm.training.batching import encode_texts
 from slm.training.config import TrainConfig
 from slm.training.trainer import Trainer, predict_logits, set_threads
+
+# Per-class decision shifts are tuned on validation only for few classes, where they cannot overfit
+# much and where imbalance hurts macro-F1 most.
+MAX_CLASSES_FOR_PRIOR_SHIFT = 20
 
 
 def _fit_baseline(splits: Splits, seed: int) -> tuple[NgramClassifier, float]:
@@ -120,8 +124,13 @@ def run_training(
     weight, _ = tune_weight(val["transformer"], val["ngram"], score_function(task, targets["validation"]))
     if not config.ensemble:
         weight = 1.0
+    prior_shift = None
+    if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
+        score = score_function(task, targets["validation"])
+        prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
     for split in probas:
-        probas[split]["ensemble"] = combine(probas[split]["transformer"], probas[split]["ngram"], weight)
+        combined = combine(probas[split]["transformer"], probas[split]["ngram"], weight)
+        probas[split]["ensemble"] = shift_priors(combined, prior_shift)
     thresholds = {
         c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
         for c, p in val.items()
@@ -187,7 +196,7 @@ def run_training(
             "ngram": {"dir": "ngram"},
         },
         "default_component": default,
-        "ensemble": {"transformer_weight": weight, "chosen_on": "validation"},
+        "ensemble": {"transformer_weight": weight, "log_prior_shift": prior_shift, "chosen_on": "validation"},
         "thresholds": {c: t for c, t in thresholds.items() if t is not None},
         "training": {
             "config": config.to_dict(),
