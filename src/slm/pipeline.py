@@ -60,9 +60,7 @@ def prepare_splits(
     val_size = 0.0 if validation is not None else val_size
     test_size = 0.0 if test is not None else test_size
     if validation is None and val_size <= 0:
-        raise ConfigError(
-            "a validation set is needed for early stopping: pass --validation or --val-size > 0"
-        )
+        raise ConfigError("a validation set is needed for early stopping: pass --validation or --val-size > 0")
     data, report = source.load(min_per_class=min_examples_per_class(val_size, test_size))
     train, val, held = split_dataset(data, val_size=val_size, test_size=test_size, seed=seed)
     extra = {}
@@ -74,8 +72,8 @@ def prepare_splits(
     return Splits(train, extra.get("validation", val), extra.get("test", held), report)
 
 
-def score_function(task: str, targets: np.ndarray):
-    """Validation score used to pick the ensemble weight: macro-F1 (single) / micro-F1 (multi)."""
+def score_function(task: str, targets: np.ndarray, n_labels: int):
+    """Validation score used to pick ensemble settings: macro-F1 (single-label) or micro-F1 (multi-label)."""
     from sklearn.metrics import f1_score
 
     if task == "multi_label":
@@ -85,12 +83,25 @@ def score_function(task: str, targets: np.ndarray):
             return float(f1_score(targets.astype(int), pred, average="micro", zero_division=0))
 
         return multi
-    labels = np.arange(0, int(targets.max()) + 1) if len(targets) else None
+    labels = np.arange(n_labels)
 
     def single(proba: np.ndarray) -> float:
         return float(f1_score(targets, proba.argmax(1), labels=labels, average="macro", zero_division=0))
 
     return single
+
+
+def negative_log_loss(task: str, targets: np.ndarray):
+    """Mean log-likelihood of the true labels (higher is better): a smooth tie-breaker for scores."""
+
+    def single(proba: np.ndarray) -> float:
+        return float(np.mean(np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-12, 1.0))))
+
+    def multi(proba: np.ndarray) -> float:
+        p = np.clip(proba, 1e-12, 1 - 1e-12)
+        return float(np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+
+    return multi if task == "multi_label" else single
 
 
 def component_metrics(

@@ -98,9 +98,7 @@ class Bundle:
         show_progress: bool = False,
     ) -> list[dict]:
         """One dict per text: ``label`` (``list`` for multi-label), ``score`` and ``probabilities``."""
-        proba = self.predict_proba(
-            texts, component=component, batch_size=batch_size, show_progress=show_progress
-        )
+        proba = self.predict_proba(texts, component=component, batch_size=batch_size, show_progress=show_progress)
         return decode(proba, self.labels, self.thresholds(component) if self.multi_label else None)
 
 

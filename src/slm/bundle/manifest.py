@@ -69,6 +69,8 @@ def verify_files(root: Path, manifest: dict) -> None:
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{root}: manifest lists no files")
     for rel, expected in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"{root}: manifest lists a file outside the bundle ({rel})")
         file = root / rel
         if not file.is_file():
             raise BundleError(f"{root} is incomplete: {rel} is missing")

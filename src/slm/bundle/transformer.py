@@ -35,6 +35,4 @@ class TransformerComponent:
         """Raw logits ``(n, num_labels)``."""
         encoded = encode_texts(self.tokenizer, texts, self.max_length)
         with torch.inference_mode():
-            return predict_logits(
-                self.model, encoded, self.pad_id, batch_size=batch_size, show_progress=show_progress
-            )
+            return predict_logits(self.model, encoded, self.pad_id, batch_size=batch_size, show_progress=show_progress)

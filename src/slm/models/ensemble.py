@@ -26,20 +26,22 @@ def tune_weight(
     transformer: np.ndarray,
     ngram: np.ndarray,
     score: Callable[[np.ndarray], float],
+    tiebreak: Callable[[np.ndarray], float] | None = None,
     grid: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Transformer weight in [0, 1] maximising ``score(combined_probabilities)``.
 
-    Ties go to the larger transformer weight (the model the user asked to train). Returns
-    ``(weight, score)``.
+    Equal scores (common on small validation sets) are broken by the higher ``tiebreak`` (e.g.
+    negative log-loss), then by the larger transformer weight. Returns ``(weight, score)``.
     """
     grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
-    best_w, best_s = 1.0, -np.inf
+    best_w, best = 1.0, (-np.inf, -np.inf)
     for w in sorted(grid, reverse=True):
-        s = score(combine(transformer, ngram, float(w)))
-        if s > best_s + 1e-9:
-            best_w, best_s = float(w), s
-    return best_w, float(best_s)
+        combined = combine(transformer, ngram, float(w))
+        key = (round(score(combined), 9), tiebreak(combined) if tiebreak else 0.0)
+        if key > best:
+            best_w, best = float(w), key
+    return best_w, float(best[0])
 
 
 def shift_priors(proba: np.ndarray, log_shift: np.ndarray | None) -> np.ndarray:

