@@ -35,6 +35,14 @@ def test_tuned_weight_is_at_least_as_good_as_either_model(fin_probabilities) -> 
     assert best == pytest.approx(score(combine(weak, strong, weight)))
 
 
+def test_tied_weights_take_the_middle_of_the_plateau(fin_probabilities) -> None:
+    _, strong, y = fin_probabilities
+    # the same model twice: every weight scores the same, so no end of the range is preferred
+    weight, best = tune_weight(strong, strong, macro_f1(y))
+    assert weight == 0.5
+    assert best == pytest.approx(macro_f1(y)(strong))
+
+
 def test_prior_shift_raises_macro_f1_on_imbalanced_classes(fin_probabilities) -> None:
     _, strong, y = fin_probabilities
     score = macro_f1(y)

@@ -91,19 +91,6 @@ def score_function(task: str, targets: np.ndarray, n_labels: int):
     return single
 
 
-def negative_log_loss(task: str, targets: np.ndarray):
-    """Mean log-likelihood of the true labels (higher is better): a smooth tie-breaker for scores."""
-
-    def single(proba: np.ndarray) -> float:
-        return float(np.mean(np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-12, 1.0))))
-
-    def multi(proba: np.ndarray) -> float:
-        p = np.clip(proba, 1e-12, 1 - 1e-12)
-        return float(np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
-
-    return multi if task == "multi_label" else single
-
-
 def component_metrics(
     task: str,
     targets: np.ndarray,

@@ -26,22 +26,20 @@ def tune_weight(
     transformer: np.ndarray,
     ngram: np.ndarray,
     score: Callable[[np.ndarray], float],
-    tiebreak: Callable[[np.ndarray], float] | None = None,
     grid: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Transformer weight in [0, 1] maximising ``score(combined_probabilities)``.
 
-    Equal scores (common on small validation sets) are broken by the higher ``tiebreak`` (e.g.
-    negative log-loss), then by the larger transformer weight. Returns ``(weight, score)``.
+    Small validation sets often give the same best score to a whole range of weights; then the
+    middle of that range is taken, the choice least sensitive to where the range really ends.
+    Returns ``(weight, score)``.
     """
-    grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else grid
-    best_w, best = 1.0, (-np.inf, -np.inf)
-    for w in sorted(grid, reverse=True):
-        combined = combine(transformer, ngram, float(w))
-        key = (round(score(combined), 9), tiebreak(combined) if tiebreak else 0.0)
-        if key > best:
-            best_w, best = float(w), key
-    return best_w, float(best[0])
+    grid = np.round(np.linspace(0.0, 1.0, 21), 2) if grid is None else np.asarray(grid)
+    scores = np.array([score(combine(transformer, ngram, float(w))) for w in grid])
+    best = scores.max()
+    tied = np.sort(grid[scores >= best - 1e-9])
+    weight = float(tied[len(tied) // 2])
+    return weight, float(best)
 
 
 def shift_priors(proba: np.ndarray, log_shift: np.ndarray | None) -> np.ndarray:

@@ -23,7 +23,6 @@ from slm.pipeline import (
     checkpoint_dir_for,
     component_metrics,
     environment,
-    negative_log_loss,
     score_function,
     summary_metrics,
 )
@@ -134,8 +133,7 @@ def run_training(
         }
     val = probas["validation"]
     score = score_function(task, targets["validation"], len(labels))
-    tiebreak = negative_log_loss(task, targets["validation"])
-    weight, _ = tune_weight(val["transformer"], val["ngram"], score, tiebreak)
+    weight, _ = tune_weight(val["transformer"], val["ngram"], score)
     if not config.ensemble:
         weight = 1.0
     prior_shift = None
