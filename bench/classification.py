@@ -32,7 +32,7 @@ RESULTS = ROOT / "results"
 DATASETS = {
     "banking77": {
         "train": "banking77/train.csv", "test": "banking77/test.csv", "text": "text", "label": "category",
-        "config": {"epochs": 6, "max_minutes": 17.0},
+        "config": {"epochs": 3, "max_minutes": 17.0},
         "targets": {"accuracy": 0.925, "train_minutes": 20.0},
     },
     "fin_tweets": {

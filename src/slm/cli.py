@@ -52,15 +52,6 @@ def _quiet_libraries() -> None:
 _quiet_libraries()
 
 DEFAULTS = TrainConfig()
-OUTPUT_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 PREFERRED_METRICS = (
     "accuracy", "macro_f1", "micro_f1", "weighted_f1", "samples_f1", "macro_precision", "macro_recall",
     "exact_match", "subset_accuracy", "hamming_loss",
@@ -501,7 +492,9 @@ def _output_format(output: str | None) -> str | None:
     """Format for ``-o`` (None: JSON lines on stdout)."""
     if output is None or output == "-":
         return None
-    fmt = OUTPUT_FORMATS.get(Path(output).suffix.lower())
+    from slm.data.loading import EXTENSIONS
+
+    fmt = EXTENSIONS.get(Path(output).suffix.lower())
     if fmt is None:
         raise ConfigError(
             f"cannot tell the output format of {output!r}; end it in .csv, .tsv, .jsonl or .parquet, "
@@ -805,7 +798,7 @@ def quickstart(
     """Train and evaluate on BANKING77 (77 banking intents) end to end, on this CPU.
 
     Fetches the data set, fine-tunes the default base model with a time budget (about
-    --max-minutes of fine-tuning, ~10 minutes in all on 2 cores), scores it on the official test
+    --max-minutes of fine-tuning, about 5 minutes in all on 2 cores), scores it on the official test
     split next to the TF-IDF baseline, writes a bundle and its report to OUTPUT, and shows what to
     run next.
     """
