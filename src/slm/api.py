@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slm.bundle.bundle import Bundle, load
 from slm.console import console
+from slm.data import align_labels
 from slm.errors import ConfigError
 from slm.pipeline import (
     DataSource,
@@ -17,6 +18,7 @@ from slm.pipeline import (
     prepare_splits,
     summary_metrics,
 )
+from slm.reports import recommend
 from slm.training.config import TrainConfig
 
 __all__ = ["Bundle", "evaluate", "load", "train"]
@@ -89,21 +91,14 @@ def evaluate(
     margin_points: float = 1.0,
 ) -> dict:
     """Evaluate every component of a bundle on a labelled file; optionally write report files."""
-    from slm.reports import recommend
-
     model = bundle if isinstance(bundle, Bundle) else load(bundle)
     ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep).load(min_classes=1)
-    from slm.data import align_labels
-
     ds = align_labels(ds, model.labels, multi_label=model.multi_label)
     _quiet_transformers()
     targets = ds.targets(model.labels)
-    components = ["ngram"] + (
-        ["transformer", "ensemble"] if "transformer" in model.manifest["components"] else []
-    )
     started = time.perf_counter()
-    probas = {c: model.predict_proba(ds.texts, component=c) for c in components}
-    thresholds = {c: model.thresholds(c).tolist() for c in components}
+    probas = model.component_probas(ds.texts)
+    thresholds = {c: model.thresholds(c).tolist() for c in probas}
     models = component_metrics(model.task, targets, probas, thresholds, model.labels, ds.texts)
     candidate = "ensemble" if model.default_component == "ensemble" else "transformer"
     report = {
@@ -112,9 +107,7 @@ def evaluate(
         "dataset": {"source": str(data), "splits": {"test": len(ds)}, **data_report.to_dict()},
         "models": models,
         "shipped": candidate,
-        "recommendation": recommend(
-            models, task=model.task, candidate=candidate, margin_points=margin_points
-        ),
+        "recommendation": recommend(models, task=model.task, candidate=candidate, margin_points=margin_points),
         "evaluation_seconds": round(time.perf_counter() - started, 2),
         "summary": summary_metrics(models, model.task),
         "environment": environment(),

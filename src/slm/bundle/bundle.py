@@ -74,14 +74,32 @@ class Bundle:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if component == "ngram":
             return self._ngram.predict_proba(texts)
-        logits = self._transformer.logits(texts, batch_size=batch_size, show_progress=show_progress)
-        transformer = probabilities(logits, self.multi_label)
+        transformer = self._transformer_proba(texts, batch_size, show_progress)
         if component == "transformer":
             return transformer
+        return self._ensemble(transformer, texts)
+
+    def component_probas(self, texts: list[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Probabilities of every component, running each model once (for evaluation)."""
+        texts = [str(t) for t in texts]
+        out = {"ngram": self._ngram.predict_proba(texts)}
+        if "transformer" in self.manifest["components"]:
+            out["transformer"] = self._transformer_proba(texts, batch_size, False)
+            out["ensemble"] = self._ensemble(out["transformer"], texts, ngram=out["ngram"])
+        return out
+
+    def _transformer_proba(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        logits = self._transformer.logits(texts, batch_size=batch_size, show_progress=show_progress)
+        return probabilities(logits, self.multi_label)
+
+    def _ensemble(self, transformer: np.ndarray, texts: list[str], ngram: np.ndarray | None = None) -> np.ndarray:
+        """The shipped combination: weighted transformer + n-gram, then the tuned prior shift."""
         ensemble = self.manifest["ensemble"]
         weight = float(ensemble["transformer_weight"])
-        combined = transformer if weight >= 1.0 else combine(transformer, self._ngram.predict_proba(texts), weight)
-        return shift_priors(combined, ensemble.get("log_prior_shift"))
+        if weight < 1.0:
+            ngram = self._ngram.predict_proba(texts) if ngram is None else ngram
+            transformer = combine(transformer, ngram, weight)
+        return shift_priors(transformer, ensemble.get("log_prior_shift"))
 
     def thresholds(self, component: str | None = None) -> np.ndarray:
         """Per-label decision thresholds (multi-label only)."""

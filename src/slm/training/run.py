@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
@@ -101,6 +102,7 @@ def run_training(
     }
 
     ngram, baseline_seconds = _fit_baseline(splits, config.seed)
+    torch.manual_seed(config.seed)  # the head's initialisation, so that a run is reproducible
     model = build_classifier(base.path, len(labels), dropout=config.dropout)
     trainer = Trainer(
         config,
@@ -136,12 +138,12 @@ def run_training(
     weight, _ = tune_weight(val["transformer"], val["ngram"], score)
     if not config.ensemble:
         weight = 1.0
+    combined = {split: combine(p["transformer"], p["ngram"], weight) for split, p in probas.items()}
     prior_shift = None
     if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
-        prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
+        prior_shift = tune_prior_shift(combined["validation"], score).tolist()
     for split in probas:
-        combined = combine(probas[split]["transformer"], probas[split]["ngram"], weight)
-        probas[split]["ensemble"] = shift_priors(combined, prior_shift)
+        probas[split]["ensemble"] = shift_priors(combined[split], prior_shift)
     thresholds = {
         c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
         for c, p in val.items()

@@ -212,6 +212,10 @@ class Trainer:
         stopped_by_budget = False
         last_save = time.monotonic()
         with self.stop.installed(), self._progress() as progress:
+            console.print(
+                f"fine-tuning: {len(train):,} examples, {n_batches:,} steps per epoch, up to {cfg.epochs} epochs"
+                + (f" (resuming at epoch {state.epoch + 1}, step {state.next_batch})" if state.global_step else "")
+            )
             task = progress.add_task(
                 "epoch",
                 total=n_batches * cfg.epochs,
