@@ -199,6 +199,8 @@ class Trainer:
         loss_fn = self._loss(train_targets, self.model.head.out_features)
         state = TrainState(resume_key=cfg.resume_key(), data_fingerprint=data_fingerprint)
         best: dict[str, torch.Tensor] | None = None
+        if resume and not has_checkpoint(self.checkpoint_dir):
+            console.print(f"[yellow]note[/]: no checkpoint in {self.checkpoint_dir}; starting from the beginning")
         if resume and has_checkpoint(self.checkpoint_dir):
             state, best = load_checkpoint(
                 self.checkpoint_dir,
