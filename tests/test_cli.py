@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.conftest import DATA
+
 TIMEOUT = 120
 
 

@@ -12,8 +12,7 @@ import pytest
 from slm.data import DataReport, TextDataset, align_labels, load_dataset, split_dataset
 from slm.data.splitting import min_examples_per_class
 from slm.errors import ConfigError, DataError
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.conftest import DATA
 
 
 def _data(rel: str) -> Path:

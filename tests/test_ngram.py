@@ -11,8 +11,7 @@ import pytest
 
 from slm.errors import BundleError, DataError
 from slm.models.ngram import ARRAYS_NAME, JSON_NAME, NgramClassifier
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.conftest import DATA, require
 
 # CLINC150 intents grouped by their CLINC domain: each row is labelled {intent, domain}.
 CLINC_DOMAINS = {
@@ -23,15 +22,10 @@ CLINC_DOMAINS = {
 }
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real test data {path} is absent (expected the shared data folder beside the repo)")
-    return path
-
 
 def _banking_slice(split: str, n_classes: int, per_class: int) -> tuple[list[str], np.ndarray]:
     """``per_class`` rows of each of the first ``n_classes`` BANKING77 intents (sorted by name)."""
-    frame = pd.read_csv(_require(DATA / "banking77" / f"{split}.csv"))
+    frame = pd.read_csv(require(DATA / "banking77" / f"{split}.csv"))
     intents = sorted(frame["category"].unique())[:n_classes]
     frame = frame[frame["category"].isin(intents)]
     frame = frame.groupby("category", group_keys=False).head(per_class)
@@ -41,7 +35,7 @@ def _banking_slice(split: str, n_classes: int, per_class: int) -> tuple[list[str
 
 def _clinc_multilabel(split: str, per_intent: int) -> tuple[list[str], np.ndarray, list[str]]:
     """CLINC150 rows with a 0/1 matrix over [intents..., domains..., 'unused'] (last column all zero)."""
-    rows = json.loads(_require(DATA / "clinc150" / "data_full.json").read_text())[split]
+    rows = json.loads(require(DATA / "clinc150" / "data_full.json").read_text())[split]
     intents = [i for group in CLINC_DOMAINS.values() for i in group]
     domain_of = {i: d for d, group in CLINC_DOMAINS.items() for i in group}
     names = intents + list(CLINC_DOMAINS) + ["unused"]

@@ -22,23 +22,18 @@ from slm.reports import (
     tune_thresholds,
     write_report,
 )
+from tests.conftest import DATA, require
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data set not available: {path}")
-    return path
 
 
 @pytest.fixture(scope="module")
 def banking() -> dict:
     """Small TF-IDF + LR fitted on a BANKING77 slice; real test-set probabilities."""
     pd = pytest.importorskip("pandas")
-    train = pd.read_csv(_require(DATA / "banking77" / "train.csv")).sample(2500, random_state=0)
-    test = pd.read_csv(_require(DATA / "banking77" / "test.csv")).sample(600, random_state=0)
+    train = pd.read_csv(require(DATA / "banking77" / "train.csv")).sample(2500, random_state=0)
+    test = pd.read_csv(require(DATA / "banking77" / "test.csv")).sample(600, random_state=0)
     labels = sorted(train["category"].unique())
     test = test[test["category"].isin(labels)]
     index = {name: i for i, name in enumerate(labels)}
@@ -58,7 +53,7 @@ def banking() -> dict:
 @pytest.fixture(scope="module")
 def clinc_multi() -> dict:
     """Real multi-label matrix: pairs of CLINC150 utterances concatenated, labels = their intents."""
-    raw = json.loads(_require(DATA / "clinc150" / "data_full.json").read_text())
+    raw = json.loads(require(DATA / "clinc150" / "data_full.json").read_text())
     intents = sorted({intent for _, intent in raw["train"]})[:8]
     col = {name: j for j, name in enumerate(intents)}
 

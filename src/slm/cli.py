@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -29,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from slm.errors import ConfigError, DataError, SlmError
+from slm.errors import ConfigError, DataError, SlmError, one_line
 from slm.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -80,14 +79,10 @@ app = typer.Typer(
 # ---------------------------------------------------------------- error handling
 
 
-def _one_line(message: object) -> str:
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
-
-
 def _fail(message: object, code: int) -> NoReturn:
     """Print ``error: message`` as exactly one line on stderr and exit with ``code``."""
     sys.stdout.flush()
-    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.write(f"error: {one_line(message)}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
 
@@ -106,7 +101,7 @@ def _guard() -> Iterator[None]:
     except SlmError as exc:
         if _debug():
             traceback.print_exc()
-        message = _one_line(exc) or type(exc).__name__
+        message = one_line(exc) or type(exc).__name__
         if exc.exit_code == 130 and "resume" not in message:
             message += " (run the same command again with --resume to continue)"
         _fail(message, exc.exit_code)
@@ -120,7 +115,7 @@ def _guard() -> Iterator[None]:
     except Exception as exc:
         if _debug():
             raise
-        _fail(f"internal error: {type(exc).__name__}: {_one_line(exc)} (set SLM_DEBUG=1 for a traceback)", 1)
+        _fail(f"internal error: {type(exc).__name__}: {one_line(exc)} (set SLM_DEBUG=1 for a traceback)", 1)
 
 
 def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -616,7 +611,7 @@ def _write_predictions(
         frame.to_parquet(buffer, index=False)
     except Exception as exc:  # pyarrow raises its own types for values it cannot store
         if isinstance(exc, TypeError | ValueError) or type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"{path}: cannot write Parquet ({_one_line(exc)}); write .jsonl instead") from None
+            raise DataError(f"{path}: cannot write Parquet ({one_line(exc)}); write .jsonl instead") from None
         raise
     write_bytes_atomic(path, buffer.getvalue())
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
+
+def one_line(message: object) -> str:
+    """``message`` as text with line breaks collapsed, so it prints as a single line."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
+
 
 class SlmError(Exception):
     """Base class for errors shown to the user as one line, never as a traceback."""
 
     exit_code: int = 1
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class DataError(SlmError):

@@ -54,14 +54,9 @@ FALSE_VALUES = frozenset({"0", "false", "no", "n", "f"})
 # ---------------------------------------------------------------- messages
 
 
-def _one_line(message: str) -> str:
-    """Collapse line breaks so the message prints as a single line."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", message).strip()
-
-
 def _error(path: Path, message: str) -> DataError:
     """A one-line DataError that starts with the file name."""
-    return DataError(_one_line(f"{path}: {message}"))
+    return DataError(f"{path}: {message}")
 
 
 def _q(value: str, limit: int = 40) -> str:

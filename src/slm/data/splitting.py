@@ -72,12 +72,8 @@ def _prefix(ds: TextDataset) -> str:
     return f"{ds.source}: " if ds.source else ""
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split("\n"))
-
-
 def _error(ds: TextDataset, message: str) -> DataError:
-    return DataError(_one_line(_prefix(ds) + message))
+    return DataError(_prefix(ds) + message)
 
 
 def _named(items: Sequence[tuple[str, int]], unit: str = "") -> str:
