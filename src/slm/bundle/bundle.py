@@ -9,7 +9,7 @@ import numpy as np
 
 from slm.bundle.manifest import read_manifest
 from slm.errors import BundleError, ConfigError
-from slm.models.ensemble import combine, probabilities, shift_priors
+from slm.models.ensemble import ensemble_probabilities, probabilities
 
 COMPONENTS = ("ensemble", "transformer", "ngram")
 
@@ -93,13 +93,12 @@ class Bundle:
         return probabilities(logits, self.multi_label)
 
     def _ensemble(self, transformer: np.ndarray, texts: list[str], ngram: np.ndarray | None = None) -> np.ndarray:
-        """The shipped combination: weighted transformer + n-gram, then the tuned prior shift."""
+        """The shipped combination of transformer and n-gram probabilities."""
         ensemble = self.manifest["ensemble"]
         weight = float(ensemble["transformer_weight"])
-        if weight < 1.0:
-            ngram = self._ngram.predict_proba(texts) if ngram is None else ngram
-            transformer = combine(transformer, ngram, weight)
-        return shift_priors(transformer, ensemble.get("log_prior_shift"))
+        if weight < 1.0 and ngram is None:
+            ngram = self._ngram.predict_proba(texts)
+        return ensemble_probabilities(transformer, ngram, weight, ensemble.get("log_prior_shift"))
 
     def thresholds(self, component: str | None = None) -> np.ndarray:
         """Per-label decision thresholds (multi-label only)."""

@@ -22,6 +22,20 @@ def combine(transformer: np.ndarray, ngram: np.ndarray, transformer_weight: floa
     return (transformer_weight * transformer + (1.0 - transformer_weight) * ngram).astype(np.float32)
 
 
+def ensemble_probabilities(
+    transformer: np.ndarray,
+    ngram: np.ndarray | None,
+    transformer_weight: float,
+    log_shift: list[float] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The shipped combination: weighted average, then the per-class prior shift.
+
+    ``ngram`` may be None when ``transformer_weight`` is 1 (the n-gram model is then not needed).
+    """
+    combined = transformer if transformer_weight >= 1.0 else combine(transformer, ngram, transformer_weight)
+    return shift_priors(combined, None if log_shift is None else np.asarray(log_shift))
+
+
 def tune_weight(
     transformer: np.ndarray,
     ngram: np.ndarray,

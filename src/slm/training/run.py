@@ -16,7 +16,7 @@ from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
 from slm.fileio import atomic_directory
 from slm.models.encoder import build_classifier
-from slm.models.ensemble import combine, probabilities, shift_priors, tune_prior_shift, tune_weight
+from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
 from slm.models.registry import resolve_base_model
 from slm.pipeline import (
@@ -138,12 +138,11 @@ def run_training(
     weight, _ = tune_weight(val["transformer"], val["ngram"], score)
     if not config.ensemble:
         weight = 1.0
-    combined = {split: combine(p["transformer"], p["ngram"], weight) for split, p in probas.items()}
     prior_shift = None
     if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
-        prior_shift = tune_prior_shift(combined["validation"], score).tolist()
-    for split in probas:
-        probas[split]["ensemble"] = shift_priors(combined[split], prior_shift)
+        prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
+    for p in probas.values():
+        p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
     thresholds = {
         c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
         for c, p in val.items()
