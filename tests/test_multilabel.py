@@ -14,8 +14,18 @@ import slm
 from slm.training.config import TrainConfig
 from tests.conftest import DATA, require
 
-INTENTS = ["transfer", "balance", "bill_due", "freeze_account", "report_fraud", "pin_change",
-           "credit_limit", "interest_rate", "exchange_rate", "spending_history"]
+INTENTS = [
+    "transfer",
+    "balance",
+    "bill_due",
+    "freeze_account",
+    "report_fraud",
+    "pin_change",
+    "credit_limit",
+    "interest_rate",
+    "exchange_rate",
+    "spending_history",
+]
 
 
 def _multi_intent_rows(pairs: list, n_pairs: int, rng: random.Random) -> list[dict]:
@@ -45,10 +55,21 @@ def clinc_multilabel(tmp_path_factory) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def test_multi_label_end_to_end_beats_baseline(clinc_multilabel, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def multilabel_bundle(clinc_multilabel, tmp_path_factory):
     train, test = clinc_multilabel
-    bundle = slm.train(train, output=tmp_path / "ml", test=test, label_sep="|", show_progress=False,
-                       config=TrainConfig(epochs=3, batch_size=16, max_length=64, seed=1))
+    return slm.train(
+        train,
+        output=tmp_path_factory.mktemp("ml") / "ml",
+        test=test,
+        label_sep="|",
+        show_progress=False,
+        config=TrainConfig(epochs=3, batch_size=16, max_length=64, seed=1),
+    )
+
+
+def test_multi_label_end_to_end_beats_baseline(multilabel_bundle) -> None:
+    bundle = multilabel_bundle
     assert bundle.task == "multi_label"
     assert sorted(bundle.labels) == sorted(INTENTS)
     metrics = bundle.manifest["metrics"]["test"]
@@ -58,3 +79,21 @@ def test_multi_label_end_to_end_beats_baseline(clinc_multilabel, tmp_path: Path)
     pred = bundle.predict(["what is my balance and also when is my bill due"])[0]
     assert isinstance(pred["label"], list)
     assert {"balance", "bill_due"} <= set(pred["label"])
+
+
+def test_multi_label_onnx_export_matches_pytorch(multilabel_bundle, clinc_multilabel, tmp_path: Path) -> None:
+    from slm.compression.export import export_bundle
+
+    texts = pd.read_json(clinc_multilabel[1], lines=True)["text"].tolist()
+    manifest = export_bundle(multilabel_bundle.path, tmp_path / "onnx", texts=texts)
+    spec = manifest["components"]["onnx"]
+    assert spec["parity"]["max_abs_diff"] <= 1e-4 and spec["parity"]["texts"] == len(texts[:256])
+    exported = slm.load(tmp_path / "onnx")
+    assert exported.backend == "onnx" and exported.multi_label
+    torch_proba = multilabel_bundle.predict_proba(texts, component="transformer")
+    onnx_proba = exported.predict_proba(texts, component="transformer")
+    np.testing.assert_allclose(onnx_proba, torch_proba, atol=1e-4)
+    # Multi-label decisions use the same per-label thresholds in both.
+    assert [p["label"] for p in exported.predict(texts[:20], component="transformer")] == [
+        p["label"] for p in multilabel_bundle.predict(texts[:20], component="transformer")
+    ]

@@ -74,6 +74,17 @@ def train(
         resume=resume,
         show_progress=show_progress,
         data_path=str(data),
+        split={
+            "val_size": val_size,
+            "test_size": test_size,
+            "seed": config.seed,
+            "validation": None if validation is None else str(validation),
+            "test": None if test is None else str(test),
+            "text_col": text_col,
+            "label_col": label_col,
+            "label_cols": label_cols,
+            "label_sep": label_sep,
+        },
     )
     shutil.rmtree(checkpoint_dir_for(output), ignore_errors=True)
     return result

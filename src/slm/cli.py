@@ -1,4 +1,4 @@
-"""The ``slm`` command line: train, evaluate, predict, models, info, quickstart.
+"""The ``slm`` command line: train, evaluate, predict, models, info, quickstart (export, compress: cli_compress).
 
 Every user-fixable problem ends as one line ``error: <message>`` on stderr and the exit code of
 the :class:`~slm.errors.SlmError` raised; nothing heavy (torch, transformers, the data layer) is
@@ -134,10 +134,28 @@ def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 
 def _api() -> Any:
     """``slm.api``, imported on first use (it brings in torch and transformers)."""
-    from slm import api
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        from slm import api
+    except ImportError as exc:
+        raise ConfigError(
+            f"this command needs the training extra ({exc.name} is not installed): pip install 'slm[train]'"
+        ) from None
 
     _quiet_libraries()
     return api
+
+
+def _load(bundle: Path) -> Any:
+    """Open a bundle; an exported one predicts without PyTorch, so this imports it only when needed."""
+    from slm.bundle.bundle import Bundle
+
+    loaded = Bundle(bundle)
+    if loaded.backend == "torch" and any(c in loaded.components for c in ("transformer", "ensemble")):
+        _api()  # PyTorch bundle: check the training extra is installed and quiet transformers
+    return loaded
 
 
 def _version_callback(value: bool) -> None:
@@ -155,9 +173,7 @@ def _version_callback(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-        ),
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """slm: small, fast, domain-specific text classifiers on an ordinary CPU."""
@@ -178,6 +194,7 @@ class Component(StrEnum):
     ensemble = "ensemble"
     transformer = "transformer"
     ngram = "ngram"
+    static = "static"
 
 
 TextColOpt = Annotated[
@@ -211,8 +228,7 @@ MarginOpt = Annotated[
     typer.Option(
         "--margin",
         min=0.0,
-        help="Points (of the primary metric, in %) the transformer must beat the n-gram baseline by "
-        "to be recommended.",
+        help="Points (of the primary metric, in %) the transformer must beat the n-gram baseline by to be recommended.",
     ),
 ]
 
@@ -255,9 +271,7 @@ def _metrics_table(models: dict[str, dict[str, Any]], title: str) -> Table | Non
     for key in names:
         values = [_scalar(m.get(key)) for m in models.values()]
         percent = all(v is None or _is_percent(key, v) for v in values)
-        lower_better = (
-            "loss" in key or key == "ece" or "latency" in key or key.endswith("_ms") or "seconds" in key
-        )
+        lower_better = "loss" in key or key == "ece" or "latency" in key or key.endswith("_ms") or "seconds" in key
         present = [v for v in values if v is not None]
         best = (min(present) if lower_better else max(present)) if present and len(models) > 1 else None
         cells = []
@@ -335,32 +349,20 @@ def train(
     validation: Annotated[
         Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
     ] = None,
-    test: Annotated[
-        Path | None, typer.Option("--test", help="Separate test file (instead of --test-size).")
-    ] = None,
-    val_size: Annotated[
-        float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")
-    ] = 0.1,
-    test_size: Annotated[
-        float, typer.Option("--test-size", help="Fraction of DATA held out for testing.")
-    ] = 0.1,
+    test: Annotated[Path | None, typer.Option("--test", help="Separate test file (instead of --test-size).")] = None,
+    val_size: Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")] = 0.1,
+    test_size: Annotated[float, typer.Option("--test-size", help="Fraction of DATA held out for testing.")] = 0.1,
     base_model: Annotated[
         str,
-        typer.Option(
-            "--base-model", help="Registry name (see 'slm models'), local model directory or hub id."
-        ),
+        typer.Option("--base-model", help="Registry name (see 'slm models'), local model directory or hub id."),
     ] = DEFAULTS.base_model,
-    epochs: Annotated[
-        int, typer.Option("--epochs", help="Maximum passes over the training data.")
-    ] = DEFAULTS.epochs,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum passes over the training data.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the encoder.")] = DEFAULTS.learning_rate,
     head_lr: Annotated[
         float, typer.Option("--head-lr", help="Learning rate of the classification head.")
     ] = DEFAULTS.head_learning_rate,
-    weight_decay: Annotated[
-        float, typer.Option("--weight-decay", help="AdamW weight decay.")
-    ] = DEFAULTS.weight_decay,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = DEFAULTS.weight_decay,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before the head.")] = DEFAULTS.dropout,
     max_length: Annotated[
         int, typer.Option("--max-length", help="Tokens read per text (longer texts are cut).")
@@ -368,9 +370,7 @@ def train(
     patience: Annotated[
         int, typer.Option("--patience", help="Stop after this many epochs without validation gain.")
     ] = DEFAULTS.patience,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Random seed (splits, initialisation, order).")
-    ] = DEFAULTS.seed,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (splits, initialisation, order).")] = DEFAULTS.seed,
     max_minutes: Annotated[
         float | None,
         typer.Option("--max-minutes", help="Time budget for fine-tuning; the best model so far is kept."),
@@ -668,8 +668,7 @@ def predict(
         frame, column = read_unlabelled(Path(input), text_col)
 
         texts = [cell_text(v) for v in frame[column].tolist()]
-    api = _api()
-    model = api.load(bundle)
+    model = _load(bundle)
     if frame is not None:
         columns = [str(c) for c in frame.columns]
         rows = frame.to_dict(orient="records")
@@ -743,8 +742,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
 ) -> None:
     """Show what a bundle is: task, labels, base model, test metrics, and whether its files are intact."""
-    api = _api()
-    loaded = api.load(bundle)
+    loaded = _load(bundle)
     manifest = loaded.manifest or {}
     if as_json:
         sys.stdout.write(json.dumps(_jsonable(manifest), indent=2, ensure_ascii=False) + "\n")
@@ -804,8 +802,7 @@ def quickstart(
     train_csv, test_csv = fetch_banking77()
     out.print(f"  train: {escape(str(train_csv))}\n  test:  {escape(str(test_csv))}")
     out.print(
-        f"Fine-tuning for at most {epochs} epoch(s) / {max_minutes:g} minutes, "
-        "then evaluating on the test split…"
+        f"Fine-tuning for at most {epochs} epoch(s) / {max_minutes:g} minutes, then evaluating on the test split…"
     )
     api = _api()
     start = time.monotonic()
@@ -834,3 +831,7 @@ def _print_examples(bundle: Any) -> None:
     for text, result in zip(examples, results, strict=True):
         label = result["label"] if isinstance(result["label"], str) else ", ".join(result["label"])
         out.print(f"  {escape(text)}\n    → {escape(label)} ({100 * float(result['score']):.0f}%)")
+
+
+# Commands defined in their own modules register themselves on ``app`` when imported.
+from slm import cli_compress  # noqa: E402, F401

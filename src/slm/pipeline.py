@@ -140,3 +140,36 @@ def environment() -> dict:
 def checkpoint_dir_for(output: Path) -> Path:
     """Where ``slm train -o OUTPUT`` keeps its resumable checkpoint."""
     return output.with_name(output.name + ".ckpt")
+
+
+def recorded_validation(manifest: dict) -> TextDataset:
+    """The validation split a bundle was trained with, rebuilt from the split recorded in its manifest."""
+    data = manifest.get("data", {})
+    split = data.get("split")
+    source = data.get("source")
+    if not split or not source or not Path(source).is_file():
+        raise ConfigError(
+            "this bundle does not record a reusable validation split: pass a labelled validation file with --validation"
+        )
+    cols = DataSource(
+        source, split.get("text_col"), split.get("label_col"), split.get("label_cols"), split.get("label_sep")
+    )
+    splits = prepare_splits(
+        cols,
+        validation=split.get("validation"),
+        test=split.get("test"),
+        val_size=float(split["val_size"]),
+        test_size=float(split["test_size"]),
+        seed=int(split["seed"]),
+    )
+    if data.get("fingerprint") and splits.train.fingerprint() != data["fingerprint"]:
+        raise ConfigError(f"{source} has changed since training: pass a labelled validation file with --validation")
+    return splits.validation
+
+
+def evaluation_set(manifest: dict, validation: DataSource | None) -> TextDataset:
+    """Labelled texts to gate a compressed variant on: the user's file, else the recorded validation split."""
+    if validation is None:
+        return recorded_validation(manifest)
+    ds, _ = validation.load(min_classes=1)
+    return align_labels(ds, list(manifest["labels"]), multi_label=manifest["task"] == "multi_label")

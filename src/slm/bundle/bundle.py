@@ -11,20 +11,35 @@ from slm.bundle.manifest import read_manifest
 from slm.errors import BundleError, ConfigError
 from slm.models.ensemble import ensemble_probabilities, probabilities
 
-COMPONENTS = ("ensemble", "transformer", "ngram")
+COMPONENTS = ("ensemble", "transformer", "ngram", "static")
+BACKENDS = ("onnx", "torch")
 
 
 class Bundle:
     """A trained model directory: manifest, tokenizer, transformer weights and n-gram model.
 
-    Files are verified against the manifest's sha256 hashes on load.
+    Files are verified against the manifest's sha256 hashes on load. The transformer runs with ONNX
+    Runtime when the bundle has an ONNX model (no PyTorch import), else with PyTorch; ``backend``
+    forces one. ``threads`` sets ONNX Runtime's intra-op threads.
     """
 
-    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, verify: bool = True, backend: str | None = None, threads: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.manifest = read_manifest(self.path, verify=verify)
         self.labels: list[str] = list(self.manifest["labels"])
         self.task: str = self.manifest["task"]
+        components = self.manifest["components"]
+        if backend is None:
+            backend = "onnx" if "onnx" in components else "torch"
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{backend}': choose from {', '.join(BACKENDS)}")
+        needed = "onnx" if backend == "onnx" else "transformer"
+        if needed not in components and ("transformer" in components or "onnx" in components):
+            raise BundleError(f"{self.path} has no {'ONNX' if backend == 'onnx' else 'PyTorch'} transformer")
+        self.backend = backend
+        self.threads = threads
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, labels={len(self.labels)})"
@@ -40,9 +55,28 @@ class Bundle:
     # -- components, loaded on first use --------------------------------------------------
     @cached_property
     def _transformer(self):
+        if self.backend == "onnx":
+            from slm.runtime.onnx import OnnxComponent
+
+            return OnnxComponent(self.path, self.manifest["components"]["onnx"], threads=self.threads)
         from slm.bundle.transformer import TransformerComponent
 
         return TransformerComponent(self.path, self.manifest["components"]["transformer"], len(self.labels))
+
+    @cached_property
+    def _static(self):
+        from slm.runtime.static import StaticComponent
+
+        return StaticComponent(self.path, self.manifest["components"]["static"], self.labels, self.multi_label)
+
+    @property
+    def components(self) -> list[str]:
+        """The components this bundle can predict with."""
+        have = self.manifest["components"]
+        out = [c for c in ("transformer", "ngram", "static") if c in have or (c == "transformer" and "onnx" in have)]
+        if "transformer" in out and "ngram" in have and "ensemble" in self.manifest:
+            out.insert(0, "ensemble")
+        return out
 
     @cached_property
     def _ngram(self):
@@ -54,8 +88,8 @@ class Bundle:
         component = component or self.default_component
         if component not in COMPONENTS:
             raise ConfigError(f"unknown component '{component}': choose from {', '.join(COMPONENTS)}")
-        if component != "ngram" and "transformer" not in self.manifest["components"]:
-            raise BundleError(f"{self.path} has no transformer component")
+        if component not in self.components:
+            raise BundleError(f"{self.path} has no {component} component (it has: {', '.join(self.components)})")
         return component
 
     # -- prediction ------------------------------------------------------------------------
@@ -74,6 +108,8 @@ class Bundle:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if component == "ngram":
             return self._ngram.predict_proba(texts)
+        if component == "static":
+            return self._static.predict_proba(texts)
         transformer = self._transformer_proba(texts, batch_size, show_progress)
         if component == "transformer":
             return transformer
@@ -82,10 +118,16 @@ class Bundle:
     def component_probas(self, texts: list[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Probabilities of every component, running each model once (for evaluation)."""
         texts = [str(t) for t in texts]
-        out = {"ngram": self._ngram.predict_proba(texts)}
-        if "transformer" in self.manifest["components"]:
+        out = {}
+        have = self.components
+        if "ngram" in have:
+            out["ngram"] = self._ngram.predict_proba(texts)
+        if "static" in have:
+            out["static"] = self._static.predict_proba(texts)
+        if "transformer" in have:
             out["transformer"] = self._transformer_proba(texts, batch_size, False)
-            out["ensemble"] = self._ensemble(out["transformer"], texts, ngram=out["ngram"])
+        if "ensemble" in have:
+            out["ensemble"] = self._ensemble(out["transformer"], texts, ngram=out.get("ngram"))
         return out
 
     def _transformer_proba(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
@@ -133,6 +175,6 @@ def decode(proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) 
     return out
 
 
-def load(path: str | Path) -> Bundle:
+def load(path: str | Path, *, backend: str | None = None, threads: int | None = None) -> Bundle:
     """Open and verify a bundle directory."""
-    return Bundle(path)
+    return Bundle(path, backend=backend, threads=threads)

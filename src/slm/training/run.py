@@ -77,6 +77,7 @@ def run_training(
     resume: bool,
     show_progress: bool,
     data_path: str,
+    split: dict | None = None,
 ) -> Bundle:
     """Everything after the data is validated. Returns the written bundle."""
     threads = set_threads(config.threads)
@@ -126,10 +127,10 @@ def run_training(
     eval_split = "test" if len(splits.test) else "validation"
     eval_ds = splits.test if len(splits.test) else splits.validation
     probas: dict[str, dict[str, np.ndarray]] = {}
-    for split in dict.fromkeys(("validation", eval_split)):
-        logits = predict_logits(model, enc[split], trainer.pad_id)
-        ds = splits.validation if split == "validation" else eval_ds
-        probas[split] = {
+    for part in dict.fromkeys(("validation", eval_split)):
+        logits = predict_logits(model, enc[part], trainer.pad_id)
+        ds = splits.validation if part == "validation" else eval_ds
+        probas[part] = {
             "transformer": probabilities(logits, splits.train.multi_label),
             "ngram": ngram.predict_proba(ds.texts),
         }
@@ -221,6 +222,7 @@ def run_training(
             "n_train": len(splits.train),
             "n_validation": len(splits.validation),
             "n_test": len(splits.test),
+            "split": split or {},
         },
     }
     _write_bundle(output, tokenizer, model, ngram, report, manifest)

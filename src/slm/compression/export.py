@@ -1,0 +1,169 @@
+"""Export a bundle's transformer to ONNX, fuse it with ONNX Runtime's transformer optimizer, check parity."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from slm.bundle.derive import derive_bundle
+from slm.bundle.manifest import read_manifest
+from slm.console import console
+from slm.errors import BundleError, ConfigError, ModelError
+from slm.models.ensemble import probabilities
+
+ONNX_DIR = "onnx"
+ONNX_FILE = "model.onnx"
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def _torch_model(bundle: Path, manifest: dict):
+    """The bundle's classifier in PyTorch with eager attention (the form ORT's BERT fusions recognise)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    from slm.models.encoder import classifier_from_config
+
+    spec = manifest["components"].get("transformer")
+    if spec is None or not (bundle / spec.get("weights", "")).is_file():
+        raise BundleError(f"{bundle} has no PyTorch transformer weights to export")
+    config = AutoConfig.from_pretrained(bundle / spec["config"])
+    model = classifier_from_config(config, len(manifest["labels"]), attn_implementation="eager")
+    model.load_state_dict(load_file(str(bundle / spec["weights"])))
+    return model.eval()
+
+
+def export_onnx_graph(bundle: str | Path, onnx_path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Plain fp32 ONNX graph of the classifier: inputs ``input_ids``/``attention_mask``, output ``logits``.
+
+    Batch and sequence axes are dynamic. Uses the TorchScript exporter (``dynamo=False``), whose
+    graph ONNX Runtime's BERT optimizer fuses completely.
+    """
+    import torch
+
+    bundle, onnx_path = Path(bundle), Path(onnx_path)
+    if opset < 17:
+        raise ConfigError(f"opset {opset} is too old: slm exports opset 17 or newer")
+    manifest = read_manifest(bundle)
+    model = _torch_model(bundle, manifest)
+    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 2129, 2079, 1045, 102]], dtype=torch.long)
+    mask = (ids != 0).long()
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(onnx_path),
+            input_names=INPUT_NAMES,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    return onnx_path
+
+
+def optimize_graph(source: Path, target: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """ONNX Runtime's offline BERT fusions (attention, layer norms, GELU); returns the fused-op counts."""
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(
+        str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1, use_gpu=False
+    )
+    optimized.save_model_to_file(str(target))
+    return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
+def sample_texts(manifest: dict, texts: list[str] | None, n: int = 256, seed: int = 0) -> list[str]:
+    """Texts for parity and calibration: the given ones, else a sample of the bundle's training file."""
+    if texts is None:
+        source = manifest.get("data", {}).get("source")
+        if not source or not Path(source).is_file():
+            raise ConfigError("no sample texts: pass --data FILE (the bundle's training file is not available)")
+        from slm.data.loading import read_unlabelled
+
+        frame, column = read_unlabelled(source)
+        texts = frame[column].tolist()
+    texts = [str(t) for t in texts if str(t).strip()]
+    if not texts:
+        raise ConfigError("no sample texts to check the export with")
+    rng = np.random.default_rng(seed)
+    if len(texts) > n:
+        texts = [texts[i] for i in sorted(rng.choice(len(texts), n, replace=False))]
+    return texts
+
+
+def parity(bundle: Path, manifest: dict, onnx_dir: Path, texts: list[str], multi_label: bool) -> float:
+    """Largest absolute difference between PyTorch and ONNX Runtime probabilities on ``texts``."""
+    from slm.bundle.transformer import TransformerComponent
+    from slm.runtime.onnx import OnnxComponent
+
+    n = len(manifest["labels"])
+    reference = TransformerComponent(bundle, manifest["components"]["transformer"], n).logits(texts, batch_size=32)
+    spec = {"file": f"{onnx_dir.name}/{ONNX_FILE}", "tokenizer": manifest["components"]["transformer"]["tokenizer"]}
+    spec["max_length"] = manifest["components"]["transformer"]["max_length"]
+    onnx = OnnxComponent(onnx_dir.parent, spec).logits(texts, batch_size=32)
+    return float(np.abs(probabilities(reference, multi_label) - probabilities(onnx, multi_label)).max())
+
+
+def export_bundle(
+    bundle: str | Path,
+    output: str | Path,
+    *,
+    texts: list[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = PARITY_TOLERANCE,
+) -> dict:
+    """Write a copy of ``bundle`` with a fused fp32 ONNX model; refuse it if parity with PyTorch fails.
+
+    The new bundle's default component is the ONNX transformer, run without PyTorch by
+    ``slm.runtime``; the PyTorch weights and the n-gram model stay for further training and the ensemble.
+    """
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if "transformer" not in manifest["components"]:
+        raise BundleError(f"{bundle} has no transformer component to export")
+    sample = sample_texts(manifest, texts)
+    multi_label = manifest["task"] == "multi_label"
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(bundle / manifest["components"]["transformer"]["config"])
+
+    def change(staging: Path, new: dict) -> dict:
+        onnx_dir = staging / ONNX_DIR
+        onnx_dir.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="slm-export-") as tmp:
+            raw = export_onnx_graph(bundle, Path(tmp) / "raw.onnx", opset=opset)
+            fused = optimize_graph(
+                raw, onnx_dir / ONNX_FILE, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+            )
+        diff = parity(bundle, manifest, onnx_dir, sample, multi_label)
+        if not diff <= tolerance:
+            raise ModelError(
+                f"ONNX export failed the parity check: probabilities differ from PyTorch by up to {diff:.2e} "
+                f"(tolerance {tolerance:.0e}); the bundle was not written"
+            )
+        new["components"]["onnx"] = {
+            "file": f"{ONNX_DIR}/{ONNX_FILE}",
+            "tokenizer": manifest["components"]["transformer"]["tokenizer"],
+            "max_length": manifest["components"]["transformer"]["max_length"],
+            "precision": "fp32",
+            "opset": opset,
+            "inputs": INPUT_NAMES,
+            "output": "logits",
+            "fused_operators": fused,
+            "parity": {"max_abs_diff": diff, "tolerance": tolerance, "texts": len(sample)},
+        }
+        new["default_component"] = "transformer"
+        new.setdefault("compression", {})
+        return new
+
+    console.print(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
+    return derive_bundle(bundle, output, change, drop=(ONNX_DIR,), step="export")

@@ -1,0 +1,26 @@
+"""Torch-free prediction with an exported bundle: onnxruntime + tokenizers + numpy only.
+
+>>> from slm.runtime import load
+>>> model = load("runs/banking77-int8")
+>>> model.predict(["my card has not arrived"])[0]["label"]
+
+Importing this module, loading an exported (ONNX or static) bundle and predicting never import
+PyTorch or transformers; ``tests/test_runtime.py`` proves it in a fresh process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slm.bundle.bundle import Bundle, decode
+from slm.errors import BundleError
+
+__all__ = ["Bundle", "decode", "load"]
+
+
+def load(path: str | Path, *, threads: int | None = None, verify: bool = True) -> Bundle:
+    """Open an exported bundle for torch-free prediction; BundleError if it would need PyTorch."""
+    bundle = Bundle(path, verify=verify, threads=threads)
+    if bundle.default_component in ("transformer", "ensemble") and bundle.backend != "onnx":
+        raise BundleError(f"{path} has no ONNX model: run `slm export {path}` first")
+    return bundle

@@ -1,0 +1,108 @@
+"""The transformer run by ONNX Runtime with the raw ``tokenizers`` library: no PyTorch, no transformers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from slm.errors import BundleError
+
+DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
+
+
+def session_options(threads: int | None = None):
+    """Options for a small CPU: fixed intra-op threads, no busy-waiting between calls, all graph optimizations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or DEFAULT_THREADS)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn a core while a server waits for the next request.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = True
+    return options
+
+
+def load_tokenizer(path: Path, max_length: int):
+    """A fast tokenizer with truncation at ``max_length`` and padding switched off (we pad per batch).
+
+    The packaged MiniLM ``tokenizer.json`` pads every text to 128 tokens: left on, that costs 4-5x.
+    """
+    from tokenizers import Tokenizer
+
+    file = path / "tokenizer.json" if path.is_dir() else path
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses
+        raise BundleError(f"cannot read the tokenizer {file}: {str(exc).splitlines()[0]}") from None
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+def pad_id(tokenizer) -> int:
+    for token in ("[PAD]", "<pad>", "<PAD>"):
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0
+
+
+class OnnxComponent:
+    """Tokenizer + ONNX Runtime session for a bundle's ``onnx`` component spec."""
+
+    def __init__(self, root: Path, spec: dict, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        root = Path(root)
+        self.max_length = int(spec["max_length"])
+        self.tokenizer = load_tokenizer(root / spec["tokenizer"], self.max_length)
+        self.pad_id = pad_id(self.tokenizer)
+        try:
+            self.session = ort.InferenceSession(
+                str(root / spec["file"]), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"{root}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+    def run(self, ids: list[list[int]]) -> np.ndarray:
+        """Logits for one batch of token id lists, padded to the longest."""
+        width = max(len(row) for row in ids)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return self.session.run(["logits"], feeds)[0]
+
+    def logits(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        """Raw logits ``(n, num_labels)``; texts are grouped by length so padding stays small."""
+        ids = self.encode(texts)
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        out: np.ndarray | None = None
+        starts = range(0, len(order), batch_size)
+        if show_progress:
+            from rich.progress import track
+
+            from slm.console import console
+
+            starts = track(starts, description="predicting", console=console, transient=True)
+        for start in starts:
+            chunk = order[start : start + batch_size]
+            logits = self.run([ids[i] for i in chunk])
+            if out is None:
+                out = np.empty((len(ids), logits.shape[1]), dtype=np.float32)
+            out[chunk] = logits
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
