@@ -766,6 +766,11 @@ def info(
         if value not in ("None", ""):
             grid.add_row(key, escape(value))
     out.print(grid)
+    if manifest.get("lineage"):
+        from slm.cli_compress import print_compression
+
+        print_compression(manifest)
+        return
     metrics = (manifest.get("metrics") or {}).get("test")
     _print_results(metrics, manifest.get("recommendation"), "Test set")
 
@@ -835,3 +840,6 @@ def _print_examples(bundle: Any) -> None:
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
 from slm import cli_compress  # noqa: E402, F401
+from slm.benchmark.command import bench  # noqa: E402
+
+_command(name="bench", no_args_is_help=True)(bench)

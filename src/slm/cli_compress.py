@@ -211,9 +211,19 @@ def _training_source(bundle: Path, given: Any) -> Any:
 
 
 def _report(target: Path, manifest: dict) -> None:
-    """One summary line per compression step recorded in the manifest."""
-    compression = manifest.get("compression", {})
     out.print(f"[green]bundle written[/]: {escape(str(target))} ({_size_mb(target):.1f} MB)")
+    print_compression(manifest)
+
+
+def print_compression(manifest: dict) -> None:
+    """Where a derived bundle comes from, and one summary line per compression step in its manifest."""
+    compression = manifest.get("compression", {})
+    steps = " -> ".join(step["step"] for step in manifest.get("lineage", []))
+    if steps:
+        out.print(f"derived from {escape(str(manifest['lineage'][0]['parent']))} by: {steps}")
+    onnx = manifest.get("components", {}).get("onnx")
+    if onnx and "parity" in onnx:
+        out.print(f"ONNX {onnx['precision']}: parity with PyTorch {onnx['parity']['max_abs_diff']:.1e}")
     quantization = compression.get("quantization")
     if quantization:
         if "fallback" in quantization:

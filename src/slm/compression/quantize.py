@@ -346,6 +346,8 @@ def _write(source_bundle: Path, output: Path, manifest: dict, spec: dict, chosen
         new["compression"] = {**new.get("compression", {}), "quantization": quantization}
         metrics = new.get("metrics", {})
         new["metrics"] = {"evaluated_on": "validation", "parent": metrics}
+        if "recommendation" in new:
+            new["metrics"]["parent_recommendation"] = new.pop("recommendation")
         if chosen is not None:
             new["metrics"]["validation"] = {"accuracy_drop_points": chosen[1].drop_points, **chosen[1].to_dict()}
         new["default_component"] = "transformer"

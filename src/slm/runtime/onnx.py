@@ -25,6 +25,7 @@ def session_options(threads: int | None = None):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.enable_cpu_mem_arena = True
+    options.log_severity_level = 3  # errors only: graph-cleanup notices are not the user's business
     return options
 
 

@@ -1,0 +1,1 @@
+"""Standalone scripts for the benchmark workers: no slm imports, runnable in another virtual environment."""
