@@ -2,8 +2,7 @@
 
 Kinds:
 
-- ``runtime``: slm's torch-free runtime (``slm.runtime.load(path, threads=N)``); when that runtime
-  is not available yet, the bundle's PyTorch transformer (``engine`` says which one ran).
+- ``runtime``: slm's torch-free runtime (``slm.runtime.load(path, threads=N)``).
 - ``torch``: the bundle's transformer in PyTorch fp32, eager (``TransformerComponent``).
 - ``torch-int8``: the same with ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``
   (qint8), applied at load time.
@@ -42,15 +41,8 @@ def _tokenizer_padding(model) -> object:
 
 
 def load_runtime(path: Path, threads: int):
-    try:
-        from slm.runtime import load
-    except ImportError:
-        load = None
-    if load is None:
-        predict, labels, info = load_torch(path, threads, quantize=False)
-        info["engine"] = "torch fp32 (slm.runtime not available: fallback)"
-        info["fallback"] = True
-        return predict, labels, info
+    from slm.runtime import load
+
     started = time.perf_counter()
     model = load(path, threads=threads)
 
@@ -62,7 +54,6 @@ def load_runtime(path: Path, threads: int):
     info = {
         "model_load_s": model_load_s,
         "engine": f"slm.runtime ({getattr(model, 'backend', type(model).__name__)})",
-        "fallback": False,
         "backend": getattr(model, "backend", None),
         "component": getattr(model, "default_component", None),
         "tokenizer_padding": _tokenizer_padding(model),
