@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from slm.benchmark.isolated.protocol import THREAD_ENV
 from slm.bundle.manifest import read_manifest
 from slm.console import console
 from slm.errors import BundleError, ConfigError, SlmError, one_line
