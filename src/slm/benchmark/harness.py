@@ -296,13 +296,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def _worker_env(threads: int, extra_path: bool) -> dict[str, str]:
     env = dict(os.environ)
-    for name in (
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "RAYON_NUM_THREADS",
-    ):
+    for name in THREAD_ENV:
         env[name] = str(threads)
     env.update(
         {
