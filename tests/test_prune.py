@@ -147,7 +147,7 @@ def test_manifest_never_labels_teacher_numbers_as_the_students(pruned, tiny_bund
     teacher_manifest = Bundle(tiny_bundle).manifest
     metrics = manifest["metrics"]
     assert "test" not in metrics and "recommendation" not in manifest
-    assert metrics["teacher_test"] == teacher_manifest["metrics"]["test"]
+    assert metrics["parent_test"] == teacher_manifest["metrics"]["test"]
     assert metrics["evaluated_on"] == "validation"
     assert set(metrics["validation"]["teacher"]) >= {"accuracy", "macro_f1"}
     assert set(metrics["validation"]["student"]) >= {"accuracy", "macro_f1"}

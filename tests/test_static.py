@@ -64,7 +64,7 @@ def test_manifest_describes_the_static_model(static_bundle: Path, tiny_bundle: P
     for who in ("static", "teacher"):
         assert {"accuracy", "macro_f1"} <= set(metrics["validation"][who])
     # The teacher's test numbers are kept, but never under a key that reads as this model's.
-    assert "test" not in metrics and metrics["teacher_test"] == parent["metrics"]["test"]
+    assert "test" not in metrics and metrics["parent_test"] == parent["metrics"]["test"]
     assert "recommendation" not in manifest and "ensemble" not in manifest
     assert manifest["lineage"][-1]["step"] == "static"
 

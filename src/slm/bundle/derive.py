@@ -47,3 +47,43 @@ def derive_bundle(
         manifest["created"] = now_iso()
         manifest = change(staging, manifest)
         return write_manifest(staging, manifest)
+
+
+def _roots(spec: object) -> set[str]:
+    """Top-level files or folders a component spec points into."""
+    values = spec.values() if isinstance(spec, dict) else [spec]
+    return {Path(v).parts[0] for v in values if isinstance(v, str) and v and not Path(v).is_absolute()}
+
+
+def drop_components(staging: Path, manifest: dict, *, keep: set[str]) -> list[str]:
+    """Remove every component not in ``keep`` from ``manifest`` and its files from ``staging``.
+
+    A derived model replaces its parent's: a component left over from the parent (an ONNX export,
+    the PyTorch weights) would silently serve the old model. Files a kept component still uses
+    (such as a shared ``tokenizer/``) stay.
+    """
+    components = manifest.get("components", {})
+    in_use = set().union(*(_roots(spec) for name, spec in components.items() if name in keep))
+    dropped = sorted(name for name in components if name not in keep)
+    for name in dropped:
+        for root in _roots(components.pop(name)) - in_use - {"manifest.json"}:
+            target = staging / root
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    return dropped
+
+
+def replace_metrics(manifest: dict, validation: dict) -> None:
+    """Make ``validation`` the derived model's metrics; keep the parent's under ``parent_<split>``.
+
+    The parent's recommendation judged the parent, so it goes (``slm evaluate`` makes a fresh one).
+    """
+    old = manifest.get("metrics") or {}
+    metrics = {"evaluated_on": "validation", "validation": validation}
+    evaluated = old.get("evaluated_on")
+    if evaluated and isinstance(old.get(evaluated), dict):
+        metrics[f"parent_{evaluated}"] = old[evaluated]
+    manifest["metrics"] = metrics
+    manifest.pop("recommendation", None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -259,31 +258,6 @@ def _summary(task: str, targets: np.ndarray, proba: np.ndarray, thresholds, labe
     return {k: round(v, 6) for k, v in summary_metrics(models, task)["transformer"].items()}
 
 
-def _drop_other_components(staging: Path, manifest: dict) -> list[str]:
-    """Remove components derived from the teacher's weights other than the two this step rewrites.
-
-    Anything besides ``transformer`` (replaced) and ``ngram`` (unchanged), e.g. an ONNX export, was
-    made from the teacher and would silently serve it: drop its manifest entry and top-level files.
-    """
-    components = manifest.get("components", {})
-    kept = {"transformer", "ngram"}
-
-    def roots(spec) -> set[str]:
-        values = spec.values() if isinstance(spec, dict) else [spec]
-        return {Path(v).parts[0] for v in values if isinstance(v, str) and v and not Path(v).is_absolute()}
-
-    in_use = set().union(*(roots(components[c]) for c in kept if c in components))
-    dropped = sorted(c for c in components if c not in kept)
-    for name in dropped:
-        for root in roots(components.pop(name)) - in_use - {"manifest.json"}:
-            target = staging / root
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    return dropped
-
-
 def prune_bundle(
     bundle: str | Path,
     output: str | Path,
@@ -314,7 +288,7 @@ def prune_bundle(
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
     from slm.bundle.bundle import Bundle
-    from slm.bundle.derive import derive_bundle
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
     from slm.bundle.transformer import TransformerComponent
     from slm.compression.distill import agreement, check_distillation_settings, recover
     from slm.models.ensemble import ensemble_probabilities, probabilities
@@ -474,19 +448,15 @@ def prune_bundle(
 
     def change(staging: Path, manifest: dict) -> dict:
         save_model(student, staging / "model")
-        dropped = _drop_other_components(staging, manifest)
+        # Anything besides the replaced transformer and the unchanged n-gram model (e.g. an ONNX
+        # export) was made from the teacher and would silently serve it.
+        dropped = drop_components(staging, manifest, keep={"transformer", "ngram"})
         if dropped:
             compression["pruning"]["dropped_components"] = dropped
         if manifest.get("compression"):
             compression["parent"] = manifest["compression"]
         manifest["compression"] = compression
-        old = manifest.get("metrics") or {}
-        metrics = {"evaluated_on": "validation", "validation": validation}
-        evaluated = old.get("evaluated_on")
-        if evaluated and isinstance(old.get(evaluated), dict):
-            metrics[f"teacher_{evaluated}"] = old[evaluated]  # the parent's numbers, clearly labelled
-        manifest["metrics"] = metrics
-        manifest.pop("recommendation", None)  # it judged the teacher; `slm evaluate` makes a fresh one
+        replace_metrics(manifest, validation)
         manifest["thresholds"] = new_thresholds
         return manifest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.bundle.derive import derive_bundle
+from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
 from slm.bundle.manifest import read_manifest
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
@@ -215,105 +215,96 @@ def quantize_bundle(
         spec = manifest["components"]["onnx"]
         if spec.get("precision", "fp32") != "fp32":
             raise ConfigError(f"{bundle} is already quantized ({spec['precision']}): quantize its fp32 parent")
-        evaluation = evaluation_set(manifest, validation)
-        targets = evaluation.targets(list(manifest["labels"]))
-        multi_label = manifest["task"] == "multi_label"
-        thresholds = manifest.get("thresholds", {}).get("transformer")
-        thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
-        reference = OnnxComponent(source_bundle, spec, threads=threads)
-        console.print(f"quantizing {bundle}: gate {gate_points:.2f} points on {len(evaluation)} validation texts")
-        ref_proba = probabilities(reference.logits(evaluation.texts), multi_label)
+        trials = _Trials(source_bundle, manifest, evaluation_set(manifest, validation), threads)
+        trials.calibration_texts = _calibration_texts(manifest, trials.evaluation.texts, calibration_size)
+        console.print(
+            f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts"
+        )
         cpu = cpu_features()
-        calibration_texts = _calibration_texts(manifest, evaluation.texts, calibration_size)
-        tried: list[dict] = []
-        chosen: tuple[QuantRecipe, GateResult, float, Path] | None = None
-        rejection: GateRejected | None = None
-        tiers = [recipes] if recipes else default_recipes(mode, per_channel, embeddings, cpu)
-        for tier in tiers:
-            accepted = []
-            for recipe in tier:
-                target = work / f"candidate-{len(tried)}.onnx"
-                entry, result, speedup = _try(
-                    recipe,
-                    source_bundle,
-                    spec,
-                    target,
-                    reference,
-                    ref_proba,
-                    evaluation,
-                    targets,
-                    manifest["task"],
-                    thresholds,
-                    calibration_texts,
-                    threads,
-                )
-                tried.append(entry)
-                try:
-                    enforce(result, gate_points, recipe.name)
-                except GateRejected as exc:
-                    entry["verdict"] = "rejected: accuracy"
-                    rejection = exc
-                    console.print(f"  {recipe.name}: [red]rejected[/] ({result.drop_points:+.2f} points)")
-                    continue
-                if speedup < 1.0:
-                    entry["verdict"] = "rejected: slower than fp32 on this CPU"
-                    console.print(f"  {recipe.name}: [red]rejected[/], {speedup:.2f}x the fp32 speed on this CPU")
-                    continue
-                entry["verdict"] = "acceptable"
-                console.print(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
-                accepted.append((recipe, result, speedup, target, entry))
+        chosen = None
+        for tier in [recipes] if recipes else default_recipes(mode, per_channel, embeddings, cpu):
+            accepted = [trial for trial in (trials.run(recipe, work, gate_points) for recipe in tier) if trial]
             if accepted:
-                best = _pick(accepted)
-                best[4]["verdict"] = "shipped"
-                console.print(f"  shipping {best[0].name}")
-                chosen = best[:4]
+                chosen = _pick(accepted)
+                chosen.entry["verdict"] = "shipped"
+                console.print(f"  shipping {chosen.recipe.name}")
                 break
         if chosen is None and fallback == "none":
-            if rejection is not None and all(t["verdict"] == "rejected: accuracy" for t in tried):
-                raise rejection
+            if trials.rejection is not None and all(t["verdict"] == "rejected: accuracy" for t in trials.tried):
+                raise trials.rejection
             raise GateRejected(
                 "no int8 variant is both accurate and faster than fp32 on this CPU; nothing was written "
                 "(use --fallback fp32 to ship the fp32 ONNX model)"
             )
-        return _write(source_bundle, output, manifest, spec, chosen, tried, cpu, gate_points, len(evaluation))
+        quantization = {"gate_points": gate_points, "validation_texts": len(trials.evaluation), "cpu": cpu}
+        quantization["tried"] = trials.tried
+        return _write(source_bundle, output, spec, chosen, quantization)
 
 
-def _pick(accepted: list[tuple]) -> tuple:
+@dataclass
+class _Candidate:
+    """A quantized model that passed the gate and the speed check."""
+
+    recipe: QuantRecipe
+    result: GateResult
+    speedup: float
+    path: Path
+    entry: dict
+
+
+class _Trials:
+    """Quantize with one recipe after another and measure each against the fp32 reference."""
+
+    def __init__(self, source_bundle: Path, manifest: dict, evaluation, threads: int | None) -> None:
+        self.source_bundle = source_bundle
+        self.spec = manifest["components"]["onnx"]
+        self.task = manifest["task"]
+        self.evaluation = evaluation
+        self.targets = evaluation.targets(list(manifest["labels"]))
+        self.threads = threads
+        thresholds = manifest.get("thresholds", {}).get("transformer")
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
+        self.reference = OnnxComponent(source_bundle, self.spec, threads=threads)
+        self.reference_proba = self._proba(self.reference)
+        self.calibration_texts: list[str] = []
+        self.tried: list[dict] = []
+        self.rejection: GateRejected | None = None
+
+    def _proba(self, component: OnnxComponent) -> np.ndarray:
+        return probabilities(component.logits(self.evaluation.texts), self.task == "multi_label")
+
+    def run(self, recipe: QuantRecipe, work: Path, gate_points: float) -> _Candidate | None:
+        """Quantize, score and time one recipe; the candidate if it is acceptable, else None."""
+        target = work / f"candidate-{len(self.tried)}.onnx"
+        calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
+        quantize_graph(self.source_bundle / self.spec["file"], target, recipe, calibration)
+        candidate = OnnxComponent(self.source_bundle, {**self.spec, "file": str(target)}, threads=self.threads)
+        result = measure(self.reference_proba, self._proba(candidate), self.targets, self.task, self.thresholds)
+        speedup = speed_ratio(self.reference, candidate, self.evaluation.texts)
+        entry = {"recipe": recipe.to_dict(), "gate": result.to_dict(), "speedup_vs_fp32": round(speedup, 3),
+                 "size_mb": round(target.stat().st_size / 1e6, 3)}  # fmt: skip
+        self.tried.append(entry)
+        try:
+            enforce(result, gate_points, recipe.name)
+        except GateRejected as exc:
+            entry["verdict"] = "rejected: accuracy"
+            self.rejection = exc
+            console.print(f"  {recipe.name}: [red]rejected[/] ({result.drop_points:+.2f} points)")
+            return None
+        if speedup < 1.0:
+            entry["verdict"] = "rejected: slower than fp32 on this CPU"
+            console.print(f"  {recipe.name}: [red]rejected[/], {speedup:.2f}x the fp32 speed on this CPU")
+            return None
+        entry["verdict"] = "acceptable"
+        console.print(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
+        return _Candidate(recipe, result, speedup, target, entry)
+
+
+def _pick(accepted: list[_Candidate]) -> _Candidate:
     """The fastest acceptable recipe, or a more accurate one that is within 10% of its speed."""
-    fastest = max(a[2] for a in accepted)
-    near = [a for a in accepted if a[2] >= 0.9 * fastest]
-    return max(near, key=lambda a: (a[1].candidate, a[1].agreement, a[2]))
-
-
-def _try(
-    recipe,
-    source_bundle,
-    spec,
-    target,
-    reference,
-    ref_proba,
-    evaluation,
-    targets,
-    task,
-    thresholds,
-    calibration_texts,
-    threads,
-) -> tuple[dict, GateResult, float]:
-    """Quantize with ``recipe`` and measure accuracy against fp32 and speed on this CPU."""
-    calibration = _Calibration(reference, calibration_texts) if recipe.static else None
-    quantize_graph(source_bundle / spec["file"], target, recipe, calibration)
-    candidate = OnnxComponent(source_bundle, {**spec, "file": str(target)}, threads=threads)
-    multi_label = task == "multi_label"
-    proba = probabilities(candidate.logits(evaluation.texts), multi_label)
-    result = measure(ref_proba, proba, targets, task, thresholds)
-    speedup = speed_ratio(reference, candidate, evaluation.texts)
-    entry = {
-        "recipe": recipe.to_dict(),
-        "gate": result.to_dict(),
-        "speedup_vs_fp32": round(speedup, 3),
-        "size_mb": round(target.stat().st_size / 1e6, 3),
-    }
-    return entry, result, speedup
+    fastest = max(c.speedup for c in accepted)
+    near = [c for c in accepted if c.speedup >= 0.9 * fastest]
+    return max(near, key=lambda c: (c.result.candidate, c.result.agreement, c.speedup))
 
 
 def _calibration_texts(manifest: dict, fallback: list[str], n: int) -> list[str]:
@@ -326,30 +317,27 @@ def _calibration_texts(manifest: dict, fallback: list[str], n: int) -> list[str]
         return sample_texts(manifest, fallback, n=n, seed=1)
 
 
-def _write(source_bundle: Path, output: Path, manifest: dict, spec: dict, chosen, tried, cpu, gate_points, n) -> dict:
+def _write(source_bundle: Path, output: Path, spec: dict, chosen: _Candidate | None, quantization: dict) -> dict:
     def change(staging: Path, new: dict) -> dict:
         (staging / ONNX_DIR).mkdir(exist_ok=True)
-        quantization = {"gate_points": gate_points, "validation_texts": n, "cpu": cpu, "tried": tried}
         if chosen is None:
             (staging / ONNX_DIR / ONNX_FILE).write_bytes((source_bundle / spec["file"]).read_bytes())
             precision = "fp32"
             quantization["fallback"] = "fp32: no int8 recipe passed the gate and the speed check"
         else:
-            recipe, result, speedup, target = chosen
-            (staging / ONNX_DIR / ONNX_FILE).write_bytes(target.read_bytes())
+            (staging / ONNX_DIR / ONNX_FILE).write_bytes(chosen.path.read_bytes())
             precision = "int8"
-            quantization.update(recipe=recipe.to_dict(), validation=result.to_dict(), speedup_vs_fp32=round(speedup, 3))
-        components = {k: v for k, v in new["components"].items() if k != "transformer"}
-        components["onnx"] = {**spec, "file": f"{ONNX_DIR}/{ONNX_FILE}", "precision": precision}
-        components["onnx"].pop("parity", None)
-        new["components"] = components
+            quantization.update(
+                recipe=chosen.recipe.to_dict(),
+                validation=chosen.result.to_dict(),
+                speedup_vs_fp32=round(chosen.speedup, 3),
+            )
+        drop_components(staging, new, keep={"onnx", "ngram"})
+        new["components"]["onnx"] = {**spec, "file": f"{ONNX_DIR}/{ONNX_FILE}", "precision": precision}
+        new["components"]["onnx"].pop("parity", None)
         new["compression"] = {**new.get("compression", {}), "quantization": quantization}
-        metrics = new.get("metrics", {})
-        new["metrics"] = {"evaluated_on": "validation", "parent": metrics}
-        if "recommendation" in new:
-            new["metrics"]["parent_recommendation"] = new.pop("recommendation")
-        if chosen is not None:
-            new["metrics"]["validation"] = {"accuracy_drop_points": chosen[1].drop_points, **chosen[1].to_dict()}
+        validation = {"transformer": chosen.result.to_dict()} if chosen is not None else {}
+        replace_metrics(new, validation)
         new["default_component"] = "transformer"
         return new
 

@@ -64,7 +64,7 @@ def build_static_bundle(
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
     from slm.bundle.bundle import Bundle
-    from slm.bundle.derive import derive_bundle
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
     from slm.console import console
     from slm.data import align_labels
     from slm.pipeline import prepare_splits
@@ -152,7 +152,8 @@ def build_static_bundle(
         }
 
         def change(staging: Path, manifest: dict) -> dict:
-            dropped = _drop_teacher_components(staging, manifest)
+            # Every component but the n-gram model serves the teacher's weights.
+            dropped = drop_components(staging, manifest, keep={"ngram"})
             shutil.copytree(static_tmp, staging / STATIC_DIR)
             head.save(staging / STATIC_DIR / HEAD_FILE)
             manifest["components"]["static"] = {
@@ -172,13 +173,7 @@ def build_static_bundle(
             if manifest.get("compression"):
                 compression["parent"] = manifest["compression"]
             manifest["compression"] = {"static": compression}
-            old = manifest.get("metrics") or {}
-            metrics = {"evaluated_on": "validation", "validation": validation}
-            evaluated = old.get("evaluated_on")
-            if evaluated and isinstance(old.get(evaluated), dict):
-                metrics[f"teacher_{evaluated}"] = old[evaluated]  # the parent's numbers, clearly labelled
-            manifest["metrics"] = metrics
-            manifest.pop("recommendation", None)  # it judged the teacher; `slm evaluate` makes a fresh one
+            replace_metrics(manifest, validation)
             manifest.pop("ensemble", None)  # the transformer + n-gram ensemble is gone with the transformer
             kept = {k: v for k, v in (manifest.get("thresholds") or {}).items() if k == "ngram"}
             if thresholds["static"] is not None:
@@ -482,28 +477,3 @@ def _agreement(a: np.ndarray, b: np.ndarray, multi_label: bool) -> float:
     if multi_label:
         return float(((a >= 0.5) == (b >= 0.5)).mean())
     return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
-
-
-def _drop_teacher_components(staging: Path, manifest: dict) -> list[str]:
-    """Remove every component but the n-gram model: all others serve the teacher's weights.
-
-    Their manifest entries go, and so do top-level files or folders only they use (the
-    transformer's ``tokenizer/``; ``model/`` and ``onnx/`` are not copied at all).
-    """
-    components = manifest.get("components", {})
-
-    def roots(spec) -> set[str]:
-        values = spec.values() if isinstance(spec, dict) else [spec]
-        return {Path(v).parts[0] for v in values if isinstance(v, str) and v and not Path(v).is_absolute()}
-
-    in_use = roots(components["ngram"]) if "ngram" in components else set()
-    dropped = sorted(c for c in components if c != "ngram")
-    for name in dropped:
-        for root in roots(components.pop(name)) - in_use - {"manifest.json", STATIC_DIR}:
-            target = staging / root
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    manifest["components"] = components
-    return dropped
