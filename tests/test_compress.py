@@ -19,6 +19,7 @@ from slm.errors import BundleError, ConfigError, DataError
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, recorded_validation
 from slm.runtime.onnx import OnnxComponent
+from tests.conftest import DATA, require
 
 runner = CliRunner()
 
@@ -73,8 +74,8 @@ def test_int8_bundle_is_smaller_accurate_and_recorded(exported, quantized, banki
     assert not (quantized / "model").exists()
     assert quantization["validation"]["drop_points"] <= 5.0
     assert any(t["verdict"] == "shipped" for t in quantization["tried"])
-    fp32_size = (exported / "onnx" / "model.onnx").stat().st_size
-    assert (quantized / "onnx" / "model.onnx").stat().st_size < 0.3 * fp32_size
+    fp32_size = (exported / "model" / "model.safetensors").stat().st_size
+    assert (quantized / "onnx" / "model.onnx").stat().st_size <= 0.25 * fp32_size
     texts, labels = _test_rows(banking_test_csv)
     fp32 = slm.load(exported).predict_proba(texts, component="transformer")
     int8 = slm.load(quantized).predict_proba(texts, component="transformer")
@@ -163,3 +164,26 @@ def test_cli_compress_bad_input_is_one_line(tiny_bundle, tmp_path) -> None:
     assert result.exit_code == 4 and result.output.count("\n") == 1, result.output
     result = runner.invoke(app, ["export", str(tmp_path / "nope")])
     assert result.exit_code == 4 and result.output.startswith("error:"), result.output
+
+
+def test_unreachable_vocabulary_is_trimmed_without_changing_tokenization(exported, quantized, banking_test_csv) -> None:
+    from tokenizers import Tokenizer
+
+    from slm.compression.vocabulary import trim_tokenizer, unreachable_ids
+
+    raw = json.loads((exported / "tokenizer" / "tokenizer.json").read_text())
+    drop = unreachable_ids(raw)
+    vocab = raw["model"]["vocab"]
+    names = {i: t for t, i in vocab.items()}
+    assert "[unused0]" in {names[i] for i in drop} and vocab["[CLS]"] not in drop and vocab["."] not in drop
+    trimmed, keep = trim_tokenizer(raw, drop)
+    old, new = Tokenizer.from_str(json.dumps(raw)), Tokenizer.from_str(json.dumps(trimmed))
+    for tok in (old, new):
+        tok.no_padding()
+    texts, _ = _test_rows(banking_test_csv)
+    waimai = pd.read_csv(require(DATA / "waimai_10k" / "waimai_10k.csv"))["review"].head(200).tolist()
+    tricky = ["[unused0] [UNK] [CLS] ##. ##, e.g. U.S.A.!!", "价格：¥12.5（含税）…好吃！", "Ünïcödé ﬁ — “quotes”"]
+    for text in [*texts, *waimai, *tricky]:
+        assert keep[new.encode(text).ids].tolist() == old.encode(text).ids, text
+    record = json.loads((quantized / "manifest.json").read_text())["compression"]["vocabulary"]
+    assert record["rows_after"] == record["rows_before"] - len(drop) and record["max_logit_change"] <= 1e-5

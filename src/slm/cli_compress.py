@@ -107,6 +107,13 @@ def compress(
     embeddings: Annotated[
         bool, typer.Option("--embeddings/--no-embeddings", help="Quantize the embedding table too (smaller file).")
     ] = True,
+    trim_vocabulary: Annotated[
+        bool,
+        typer.Option(
+            "--trim-unreachable/--keep-vocabulary",
+            help="Drop embedding rows the tokenizer can never produce (lossless, checked).",
+        ),
+    ] = True,
     gate: Annotated[
         float, typer.Option("--gate", min=0.0, help="Largest allowed validation accuracy drop, in points.")
     ] = 1.0,
@@ -189,7 +196,7 @@ def compress(
                 current, target, mode="static" if quantize == Quantize.int8_static else "dynamic",
                 per_channel=per_channel, embeddings=embeddings, gate_points=gate,
                 validation=_source(validation, text_col, label_col), calibration_size=calibration_size,
-                fallback=fallback.value, threads=threads,
+                fallback=fallback.value, trim_vocabulary=trim_vocabulary, threads=threads,
             )  # fmt: skip
     _report(target, manifest)
 

@@ -14,6 +14,7 @@ from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
 from slm.bundle.manifest import read_manifest
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
+from slm.compression.vocabulary import trim_unreachable
 from slm.console import console
 from slm.errors import ConfigError
 from slm.models.ensemble import probabilities
@@ -191,6 +192,7 @@ def quantize_bundle(
     calibration_size: int = 256,
     fallback: str = "none",
     recipes: list[QuantRecipe] | None = None,
+    trim_vocabulary: bool = True,
     threads: int | None = None,
 ) -> dict:
     """Write an int8 copy of ``bundle`` whose ONNX model passed the accuracy gate on validation data.
@@ -199,7 +201,9 @@ def quantize_bundle(
     at most ``gate_points`` of validation accuracy and runs faster than fp32 on this CPU, and the
     fastest acceptable one ships (a more accurate one within 10% of its speed wins). When none does, GateRejected is
     raised and nothing is written, unless ``fallback="fp32"`` ships the fp32 ONNX model instead.
-    The PyTorch weights are not copied (the manifest's lineage points to the parent bundle).
+    The PyTorch weights are not copied (the manifest's lineage points to the parent bundle). With
+    ``trim_vocabulary``, embedding rows the tokenizer can never produce are dropped first (lossless,
+    checked; see ``slm.compression.vocabulary``).
     """
     _check_args(mode, gate_points, fallback, calibration_size)
     bundle, output = Path(bundle), Path(output)
@@ -215,7 +219,12 @@ def quantize_bundle(
         spec = manifest["components"]["onnx"]
         if spec.get("precision", "fp32") != "fp32":
             raise ConfigError(f"{bundle} is already quantized ({spec['precision']}): quantize its fp32 parent")
-        trials = _Trials(source_bundle, manifest, evaluation_set(manifest, validation), threads)
+        evaluation = evaluation_set(manifest, validation)
+        if trim_vocabulary and trim_unreachable(source_bundle, work / "trimmed", evaluation.texts[:256]):
+            source_bundle = work / "trimmed"
+            manifest = read_manifest(source_bundle)
+            spec = manifest["components"]["onnx"]
+        trials = _Trials(source_bundle, manifest, evaluation, threads)
         trials.calibration_texts = _calibration_texts(manifest, trials.evaluation.texts, calibration_size)
         console.print(
             f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts"
