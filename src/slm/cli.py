@@ -308,6 +308,7 @@ def _print_next_steps(bundle: Path, labelled: str | Path | None = None) -> None:
     out.print(f'            echo \'{{"text": "some text"}}\' | slm predict {escape(b)} -')
     out.print(f"  evaluate: slm evaluate {escape(b)} {escape(_q(labelled) if labelled else 'labelled.csv')}")
     out.print(f"  inspect:  slm info {escape(b)}")
+    out.print(f"  compress: slm compress {escape(b)} --quantize int8")
 
 
 def _duration(seconds: float) -> str:

@@ -66,3 +66,19 @@ def replace_directory(source: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; BundleError naming ``what`` when it is missing, corrupt or not an object."""
+    from slm.errors import BundleError
+
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{what} file {path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise BundleError(f"{what} file {path} is corrupt (not valid JSON)") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{what} file {path} does not hold a JSON object")
+    return data

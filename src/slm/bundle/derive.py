@@ -87,3 +87,15 @@ def replace_metrics(manifest: dict, validation: dict) -> None:
         metrics[f"parent_{evaluated}"] = old[evaluated]
     manifest["metrics"] = metrics
     manifest.pop("recommendation", None)
+
+
+def training_data_record(source: str | Path, train, validation, val_size: float, seed: int) -> dict:
+    """Where a derived model's training data came from: path, fingerprint, split sizes and seed."""
+    return {
+        "source": str(source),
+        "fingerprint": train.fingerprint(),
+        "n_train": len(train),
+        "n_validation": len(validation),
+        "val_size": val_size,
+        "seed": seed,
+    }

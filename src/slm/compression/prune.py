@@ -288,7 +288,7 @@ def prune_bundle(
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
     from slm.bundle.bundle import Bundle
-    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
     from slm.bundle.transformer import TransformerComponent
     from slm.compression.distill import agreement, check_distillation_settings, recover
     from slm.models.ensemble import ensemble_probabilities, probabilities
@@ -435,14 +435,7 @@ def prune_bundle(
             "history": state.history,
             "config": {k: v for k, v in config.to_dict().items() if k not in {"base_model", "ensemble", "threads"}},
             "threads": threads,
-            "data": {
-                "source": str(data.path),
-                "fingerprint": train.fingerprint(),
-                "n_train": len(train),
-                "n_validation": len(val),
-                "val_size": val_size,
-                "seed": seed,
-            },
+            "data": training_data_record(data.path, train, val, val_size, seed),
         },
     }
 

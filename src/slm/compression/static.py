@@ -64,7 +64,7 @@ def build_static_bundle(
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
     from slm.bundle.bundle import Bundle
-    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
     from slm.console import console
     from slm.data import align_labels
     from slm.pipeline import prepare_splits
@@ -141,14 +141,7 @@ def build_static_bundle(
                 "fit_seconds": round(fit_seconds, 1),
                 "teacher_seconds": round(teacher_seconds, 1),
             },
-            "data": {
-                "source": str(data.path),
-                "fingerprint": train.fingerprint(),
-                "n_train": len(train),
-                "n_validation": len(val),
-                "val_size": val_size,
-                "seed": seed,
-            },
+            "data": training_data_record(data.path, train, val, val_size, seed),
         }
 
         def change(staging: Path, manifest: dict) -> dict:

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
 from slm.errors import BundleError, DataError
-from slm.fileio import write_bytes_atomic
+from slm.fileio import read_json_object, write_bytes_atomic
 
 JSON_NAME = "ngram.json"
 ARRAYS_NAME = "ngram.safetensors"
@@ -315,13 +315,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BundleError(f"n-gram model file {path} is missing")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise BundleError(f"n-gram model file {path} is corrupt (not valid JSON)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(path, "n-gram model")
+    if meta.get("format") != FORMAT:
         raise BundleError(f"{path} is not an slm n-gram model file")
     if meta.get("version") != FORMAT_VERSION:
         raise BundleError(f"{path} has unsupported n-gram format version {meta.get('version')!r}")

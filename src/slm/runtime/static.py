@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from slm.errors import BundleError
+from slm.fileio import read_json_object
 from slm.models.ensemble import probabilities
 
 EMBEDDINGS_FILE = "model.safetensors"
@@ -188,14 +189,7 @@ class StaticComponent:
 
 # ---------------------------------------------------------------------- file helpers
 def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise BundleError(f"static model file {path} is missing")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise BundleError(f"static model file {path} is corrupt (not valid JSON)") from None
-    if not isinstance(config, dict):
-        raise BundleError(f"{path} is not a static model config")
+    config = read_json_object(path, "static model")
     pooling = str(config.get("pooling", "mean"))
     if pooling != "mean":
         raise BundleError(f"{path}: pooling '{pooling}' is not supported (only 'mean')")
