@@ -243,6 +243,15 @@ def print_compression(manifest: dict) -> None:
                 f"(drop {gate['drop_points']:.2f} points, gate {quantization['gate_points']:.2f}), "
                 f"agreement with fp32 {100 * gate['agreement']:.1f}%, {quantization['speedup_vs_fp32']:.2f}x fp32 speed"
             )
+    validation = (manifest.get("metrics") or {}).get("validation") or {}
+    metric = "micro_f1" if manifest.get("task") == "multi_label" else "accuracy"
+    scores = [
+        f"{name} {100 * model[metric]:.2f}%"
+        for name, model in validation.items()
+        if isinstance(model, dict) and isinstance(model.get(metric), float)
+    ]
+    if scores and "quantization" not in compression:
+        out.print(f"validation {metric}: {', '.join(scores)}")
     for key in ("pruning", "distillation", "static"):
         if key in compression:
             summary = ", ".join(f"{k} {v}" for k, v in compression[key].items() if not isinstance(v, dict | list))
