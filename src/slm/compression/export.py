@@ -166,4 +166,10 @@ def export_bundle(
         return new
 
     console.print(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
+    if manifest.get("default_component", "transformer") != "transformer":
+        console.print(
+            f"note: {bundle} predicts with its {manifest['default_component']} by default; the exported bundle "
+            f"predicts with the ONNX transformer (use --component {manifest['default_component']} where "
+            "scikit-learn is installed)"
+        )
     return derive_bundle(bundle, output, change, drop=(ONNX_DIR,), step="export")
