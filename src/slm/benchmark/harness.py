@@ -10,15 +10,10 @@ noise falls on all variants alike. Threads are pinned to ``threads`` everywhere.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from slm.benchmark.client import Worker, WorkerError
 from slm.benchmark.isolated.protocol import THREAD_ENV
 from slm.bundle.manifest import read_manifest
 from slm.console import console
-from slm.errors import BundleError, ConfigError, SlmError, one_line
+from slm.errors import BundleError, ConfigError, one_line
 from slm.fileio import write_json_atomic, write_text_atomic
+from slm.hardware import cpu_info
 
 LONG_TOKENS = 64
 READY_TIMEOUT_S = 900.0
-COMMAND_TIMEOUT_S = 3600.0
 WARMUP_TEXTS = 5
 
 ROLE_BUNDLE = "bundle"
@@ -60,91 +56,6 @@ FALLBACK_TEXTS = [
     "How long does a transfer take to reach another bank?",
     "Is there a limit on how much I can top up each month?",
 ]
-
-
-class WorkerError(SlmError):
-    """A benchmark worker failed (its variant is reported as failed, the others go on)."""
-
-
-# ---------------------------------------------------------------- workers
-
-
-class Worker:
-    """One worker process and the JSON-lines conversation with it."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, *, load_only: bool = False) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.spawned_at = time.time()
-        argv = [*command, "--spawned-at", repr(self.spawned_at)] + (["--load-only"] if load_only else [])
-        try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1
-            )
-        except OSError as exc:
-            self._log.close()
-            raise WorkerError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_lines, daemon=True)
-        self._reader.start()
-
-    def _read_lines(self) -> None:
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _last_log_line(self) -> str:
-        with contextlib.suppress(OSError):
-            self._log.flush()
-            lines = [ln.strip() for ln in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
-            lines = [ln for ln in lines if ln and not ln.startswith(("warn", "Warn", "  "))]
-            if lines:
-                return one_line(lines[-1])[:300]
-        return "no message"
-
-    def receive(self, timeout: float) -> dict:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            self.kill()
-            raise WorkerError(f"no answer within {timeout:.0f}s") from None
-        if line is None:
-            code = self.proc.wait(timeout=30)
-            raise WorkerError(f"worker exited (code {code}): {self._last_log_line()}")
-        try:
-            message = json.loads(line)
-        except json.JSONDecodeError:
-            raise WorkerError(f"unreadable answer from the worker: {one_line(line)[:200]}") from None
-        if "error" in message:
-            raise WorkerError(message["error"])
-        return message
-
-    def ask(self, timeout: float = COMMAND_TIMEOUT_S, **message: Any) -> dict:
-        try:
-            self.proc.stdin.write(json.dumps(message) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            code = self.proc.poll()
-            raise WorkerError(f"worker exited (code {code}): {self._last_log_line()}") from None
-        return self.receive(timeout)
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(WorkerError, OSError, ValueError):
-                self.ask(timeout=30, cmd="quit")
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.proc.wait(timeout=30)
-        with contextlib.suppress(OSError):
-            if self.proc.stdin:
-                self.proc.stdin.close()
-        self._log.close()
 
 
 @dataclass
@@ -592,16 +503,13 @@ def _versions() -> dict:
 
 
 def _cpu() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    info = cpu_info()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
-    return {"model": model, "logical_cpus": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+    return {
+        "model": info["model"],
+        "logical_cpus": info["logical_cpus"],
+        "flags": [f for f in wanted if f in info["flags"]],
+    }
 
 
 def _load_average() -> list[float] | None:

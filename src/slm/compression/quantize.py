@@ -17,6 +17,7 @@ from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, 
 from slm.compression.vocabulary import trim_unreachable
 from slm.console import console
 from slm.errors import ConfigError
+from slm.hardware import cpu_info
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
 from slm.runtime.onnx import OnnxComponent
@@ -45,14 +46,7 @@ class QuantRecipe:
 
 def cpu_features() -> dict[str, bool]:
     """x86 SIMD features that decide which int8 kernels ONNX Runtime can use well."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_info()["flags"]
     return {
         "avx2": "avx2" in flags,
         "avx512": "avx512bw" in flags,
