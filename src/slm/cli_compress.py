@@ -206,15 +206,12 @@ def _training_source(bundle: Path, given: Any) -> Any:
     if given is not None:
         return given
     from slm.bundle.manifest import read_manifest
-    from slm.pipeline import DataSource
+    from slm.pipeline import recorded_source
 
-    data = read_manifest(bundle, verify=False).get("data", {})
-    source, split = data.get("source"), data.get("split") or {}
-    if not source or not Path(source).is_file():
+    source = recorded_source(read_manifest(bundle, verify=False))
+    if source is None:
         raise ConfigError("the bundle's training file is not available: pass it with --data FILE")
-    return DataSource(
-        source, split.get("text_col"), split.get("label_col"), split.get("label_cols"), split.get("label_sep")
-    )
+    return source
 
 
 def _report(target: Path, manifest: dict) -> None:

@@ -121,6 +121,17 @@ def summary_metrics(models: dict[str, dict], task: str) -> dict[str, dict]:
     return {name: {k: m[k] for k in keys if k in m} for name, m in models.items()}
 
 
+def model_summary(
+    task: str, targets: np.ndarray, proba: np.ndarray, thresholds: list[float] | None, labels: list[str]
+) -> dict:
+    """Headline metrics of one model's probabilities (multi-label: at ``thresholds``, default 0.5)."""
+    if task == "multi_label" and thresholds is None:
+        thresholds = [0.5] * len(labels)
+    models = component_metrics(task, targets, {"transformer": proba}, {"transformer": thresholds}, labels, None)
+    summary = summary_metrics(models, task)[MODEL_NAMES["transformer"]]
+    return {k: round(v, 6) for k, v in summary.items()}
+
+
 def environment() -> dict:
     """Versions and machine load, recorded next to every timing."""
     import torch
@@ -142,20 +153,28 @@ def checkpoint_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
+def recorded_source(manifest: dict) -> DataSource | None:
+    """The training file a bundle's manifest names, with its recorded columns; None if it is gone."""
+    data = manifest.get("data", {})
+    source, split = data.get("source"), data.get("split") or {}
+    if not source or not Path(source).is_file():
+        return None
+    return DataSource(
+        source, split.get("text_col"), split.get("label_col"), split.get("label_cols"), split.get("label_sep")
+    )
+
+
 def recorded_validation(manifest: dict) -> TextDataset:
     """The validation split a bundle was trained with, rebuilt from the split recorded in its manifest."""
     data = manifest.get("data", {})
     split = data.get("split")
-    source = data.get("source")
-    if not split or not source or not Path(source).is_file():
+    source = recorded_source(manifest)
+    if not split or source is None:
         raise ConfigError(
             "this bundle does not record a reusable validation split: pass a labelled validation file with --validation"
         )
-    cols = DataSource(
-        source, split.get("text_col"), split.get("label_col"), split.get("label_cols"), split.get("label_sep")
-    )
     splits = prepare_splits(
-        cols,
+        source,
         validation=split.get("validation"),
         test=split.get("test"),
         val_size=float(split["val_size"]),
@@ -163,7 +182,9 @@ def recorded_validation(manifest: dict) -> TextDataset:
         seed=int(split["seed"]),
     )
     if data.get("fingerprint") and splits.train.fingerprint() != data["fingerprint"]:
-        raise ConfigError(f"{source} has changed since training: pass a labelled validation file with --validation")
+        raise ConfigError(
+            f"{source.path} has changed since training: pass a labelled validation file with --validation"
+        )
     return splits.validation
 
 

@@ -69,7 +69,7 @@ class Bundle:
 
         return StaticComponent(self.path, self.manifest["components"]["static"], self.labels, self.multi_label)
 
-    @property
+    @cached_property
     def components(self) -> list[str]:
         """The components this bundle can predict with."""
         have = self.manifest["components"]

@@ -84,12 +84,13 @@ def optimize_graph(source: Path, target: Path, *, num_heads: int, hidden_size: i
 def sample_texts(manifest: dict, texts: list[str] | None, n: int = 256, seed: int = 0) -> list[str]:
     """Texts for parity and calibration: the given ones, else a sample of the bundle's training file."""
     if texts is None:
-        source = manifest.get("data", {}).get("source")
-        if not source or not Path(source).is_file():
-            raise ConfigError("no sample texts: pass --data FILE (the bundle's training file is not available)")
         from slm.data.loading import read_unlabelled
+        from slm.pipeline import recorded_source
 
-        frame, column = read_unlabelled(source)
+        source = recorded_source(manifest)
+        if source is None:
+            raise ConfigError("no sample texts: pass --data FILE (the bundle's training file is not available)")
+        frame, column = read_unlabelled(source.path, source.text_col)
         texts = frame[column].tolist()
     texts = [str(t) for t in texts if str(t).strip()]
     if not texts:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -25,7 +24,7 @@ from torch import nn
 from slm.console import console
 from slm.errors import BundleError, ConfigError, DataError
 from slm.models.encoder import EncoderClassifier, classifier_from_config
-from slm.pipeline import DataSource
+from slm.pipeline import DataSource, model_summary
 
 LAYER_PREFIX = "encoder.encoder.layer."
 FFN_IN = ("intermediate.dense.weight", "intermediate.dense.bias")  # rows are FFN neurons
@@ -249,15 +248,6 @@ def _load_data(source: DataSource, labels: list[str], multi_label: bool, val_siz
     return train, val
 
 
-def _summary(task: str, targets: np.ndarray, proba: np.ndarray, thresholds, labels: list[str]) -> dict:
-    from slm.pipeline import component_metrics, summary_metrics
-
-    if task == "multi_label" and thresholds is None:
-        thresholds = [0.5] * len(labels)
-    models = component_metrics(task, targets, {"transformer": proba}, {"transformer": thresholds}, labels, None)
-    return {k: round(v, 6) for k, v in summary_metrics(models, task)["transformer"].items()}
-
-
 def prune_bundle(
     bundle: str | Path,
     output: str | Path,
@@ -404,8 +394,8 @@ def prune_bundle(
             )
             new_thresholds["ensemble"] = tune_thresholds(val_targets, combined).tolist()
     validation = {
-        "teacher": _summary(task, val_targets, proba["teacher"], old_thresholds.get("transformer"), labels),
-        "student": _summary(task, val_targets, proba["student"], new_thresholds.get("transformer"), labels),
+        "teacher": model_summary(task, val_targets, proba["teacher"], old_thresholds.get("transformer"), labels),
+        "student": model_summary(task, val_targets, proba["student"], new_thresholds.get("transformer"), labels),
         "agreement": {"before_recovery": round(before, 6), "after_recovery": round(after, 6)},
         "n": len(val),
     }

@@ -6,6 +6,7 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +79,7 @@ class _Calibration:
 
     def __init__(self, component: OnnxComponent, texts: list[str], batch_size: int = 16) -> None:
         ids = component.encode(texts)
-        self.batches = []
-        for start in range(0, len(ids), batch_size):
-            rows = ids[start : start + batch_size]
-            width = max(len(r) for r in rows)
-            input_ids = np.full((len(rows), width), component.pad_id, dtype=np.int64)
-            mask = np.zeros_like(input_ids)
-            for i, row in enumerate(rows):
-                input_ids[i, : len(row)] = row
-                mask[i, : len(row)] = 1
-            self.batches.append({"input_ids": input_ids, "attention_mask": mask})
+        self.batches = [component.feeds(ids[start : start + batch_size]) for start in range(0, len(ids), batch_size)]
         self._iter = iter(self.batches)
 
     def get_next(self) -> dict | None:
@@ -218,8 +210,7 @@ def quantize_bundle(
             source_bundle = work / "trimmed"
             manifest = read_manifest(source_bundle)
             spec = manifest["components"]["onnx"]
-        trials = _Trials(source_bundle, manifest, evaluation, threads)
-        trials.calibration_texts = _calibration_texts(manifest, trials.evaluation.texts, calibration_size)
+        trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
         console.print(
             f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts"
         )
@@ -258,8 +249,12 @@ class _Candidate:
 class _Trials:
     """Quantize with one recipe after another and measure each against the fp32 reference."""
 
-    def __init__(self, source_bundle: Path, manifest: dict, evaluation, threads: int | None) -> None:
+    def __init__(
+        self, source_bundle: Path, manifest: dict, evaluation, threads: int | None, calibration_size: int
+    ) -> None:
         self.source_bundle = source_bundle
+        self.manifest = manifest
+        self.calibration_size = calibration_size
         self.spec = manifest["components"]["onnx"]
         self.task = manifest["task"]
         self.evaluation = evaluation
@@ -269,9 +264,13 @@ class _Trials:
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
         self.reference = OnnxComponent(source_bundle, self.spec, threads=threads)
         self.reference_proba = self._proba(self.reference)
-        self.calibration_texts: list[str] = []
         self.tried: list[dict] = []
         self.rejection: GateRejected | None = None
+
+    @cached_property
+    def calibration_texts(self) -> list[str]:
+        """Read only when a static recipe is tried: training texts, else the validation texts."""
+        return _calibration_texts(self.manifest, self.evaluation.texts, self.calibration_size)
 
     def _proba(self, component: OnnxComponent) -> np.ndarray:
         return probabilities(component.logits(self.evaluation.texts), self.task == "multi_label")

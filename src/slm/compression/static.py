@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from slm.errors import BundleError, ConfigError, DataError
-from slm.pipeline import DataSource
+from slm.pipeline import DataSource, model_summary
 from slm.runtime.static import CONFIG_FILE, EMBEDDINGS_FILE, HEAD_FILE, TOKENIZER_FILE, StaticEmbedder
 
 STATIC_DIR = "static"
@@ -117,8 +117,8 @@ def build_static_bundle(
 
         thresholds = _thresholds(task, y_val, {"static": proba_val, "teacher": teacher_val}, parent.manifest)
         validation = {
-            "static": _summary(task, y_val, proba_val, thresholds["static"], labels),
-            "teacher": _summary(task, y_val, teacher_val, thresholds["teacher"], labels),
+            "static": model_summary(task, y_val, proba_val, thresholds["static"], labels),
+            "teacher": model_summary(task, y_val, teacher_val, thresholds["teacher"], labels),
             "agreement_with_teacher": round(_agreement(proba_val, teacher_val, multi_label), 6),
             "n": len(val),
         }
@@ -451,18 +451,6 @@ def _thresholds(task: str, y_val: np.ndarray, probas: dict[str, np.ndarray], man
 
     teacher = (manifest.get("thresholds") or {}).get("transformer")
     return {"static": tune_thresholds(y_val, probas["static"]).tolist(), "teacher": teacher}
-
-
-def _summary(task: str, targets: np.ndarray, proba: np.ndarray, thresholds, labels: list[str]) -> dict:
-    from slm.pipeline import summary_metrics
-    from slm.reports import multi_label_metrics, single_label_metrics
-
-    if task == "multi_label":
-        cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels))
-        metrics = multi_label_metrics(targets, proba, cut, labels, None)
-    else:
-        metrics = single_label_metrics(targets, proba, labels, None)
-    return {k: round(v, 6) for k, v in summary_metrics({"m": metrics}, task)["m"].items()}
 
 
 def _agreement(a: np.ndarray, b: np.ndarray, multi_label: bool) -> float:

@@ -78,8 +78,8 @@ class OnnxComponent:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
-    def run(self, ids: list[list[int]]) -> np.ndarray:
-        """Logits for one batch of token id lists, padded to the longest."""
+    def feeds(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """The model's inputs for one batch of token id lists, padded to the longest."""
         width = max(len(row) for row in ids)
         input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -89,7 +89,11 @@ class OnnxComponent:
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        return self.session.run(["logits"], feeds)[0]
+        return feeds
+
+    def run(self, ids: list[list[int]]) -> np.ndarray:
+        """Logits for one batch of token id lists."""
+        return self.session.run(["logits"], self.feeds(ids))[0]
 
     def logits(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         """Raw logits ``(n, num_labels)``; texts are grouped by length so padding stays small."""
