@@ -9,6 +9,7 @@ from pathlib import Path
 from slm.bundle.bundle import Bundle, load
 from slm.console import console
 from slm.data import align_labels
+from slm.data.loading import read_texts
 from slm.errors import ConfigError
 from slm.pipeline import (
     DataSource,
@@ -21,7 +22,7 @@ from slm.pipeline import (
 from slm.reports import recommend
 from slm.training.config import TrainConfig
 
-__all__ = ["Bundle", "evaluate", "load", "train"]
+__all__ = ["Bundle", "evaluate", "load", "train", "tune"]
 
 
 def _quiet_transformers() -> None:
@@ -47,13 +48,19 @@ def train(
     margin_points: float = 1.0,
     resume: bool = False,
     show_progress: bool = True,
+    unlabeled: str | Path | None = None,
+    unlabeled_text_col: str | None = None,
 ) -> Bundle:
     """Fine-tune a base model on labelled text, evaluate it next to an n-gram baseline, write a bundle.
 
+    ``config.method`` chooses how (full fine-tuning, LoRA/AdaLoRA, few-shot, head-only, or
+    "auto"). ``unlabeled``: a file of unlabelled domain texts for self-training.
     The bundle at ``output`` is replaced only when everything succeeded; checkpoints live in
     ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``.
     """
     config = config or TrainConfig()
+    if unlabeled is not None and resume:
+        raise ConfigError("--resume cannot continue a self-training run (--unlabeled); start it again")
     if margin_points < 0:
         raise ConfigError("margin must be >= 0 points")
     output = Path(output)
@@ -63,6 +70,7 @@ def train(
     splits = prepare_splits(
         source, validation=validation, test=test, val_size=val_size, test_size=test_size, seed=config.seed
     )
+    unlabeled_texts = None if unlabeled is None else read_texts(unlabeled, unlabeled_text_col)
     from slm.training.run import run_training  # heavy imports only once the data is known to be good
 
     _quiet_transformers()
@@ -85,9 +93,58 @@ def train(
             "label_cols": label_cols,
             "label_sep": label_sep,
         },
+        unlabeled=unlabeled_texts,
     )
     shutil.rmtree(checkpoint_dir_for(output), ignore_errors=True)
     return result
+
+
+def tune(
+    data: str | Path,
+    *,
+    output: str | Path,
+    budget: str | float = "20m",
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_cols: list[str] | None = None,
+    label_sep: str | None = None,
+    validation: str | Path | None = None,
+    val_size: float = 0.1,
+    test_size: float = 0.1,
+    config: TrainConfig | None = None,
+    methods: tuple[str, ...] | None = None,
+    show_progress: bool = True,
+):
+    """Search training hyper-parameters with Optuna for ``budget`` ('20m', '90s' or seconds).
+
+    Uses the same train/validation split as ``train`` with the same sizes and seed (the test
+    split is held out and never looked at). Writes ``best_config.json``, ``trials.md``/``.json``,
+    ``summary.json`` and the Optuna study (``study.db``, SQLite) to ``output``; returns a TuneResult.
+    """
+    from slm.training.tune import TUNABLE_METHODS, parse_budget
+
+    config = config or TrainConfig()
+    seconds = float(budget) if isinstance(budget, int | float) else parse_budget(budget)
+    if seconds <= 0:
+        raise ConfigError("budget must be positive")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} exists and is not a directory")
+    source = DataSource(data, text_col, label_col, label_cols, label_sep)
+    splits = prepare_splits(
+        source, validation=validation, test=None, val_size=val_size, test_size=test_size, seed=config.seed
+    )
+    from slm.training.tune import tune as run_tune
+
+    _quiet_transformers()
+    return run_tune(
+        splits,
+        output=output,
+        budget_seconds=seconds,
+        base=config,
+        methods=tuple(methods or TUNABLE_METHODS),
+        show_progress=show_progress,
+    )
 
 
 def evaluate(

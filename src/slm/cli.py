@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from slm.errors import ConfigError, DataError, SlmError, one_line
-from slm.training.config import TrainConfig
+from slm.training.config import METHODS, TrainConfig
 
 if TYPE_CHECKING:
     pass
@@ -189,6 +189,9 @@ class ClassWeight(StrEnum):
 
 DEFAULT_CLASS_WEIGHT = ClassWeight(DEFAULTS.class_weight)
 
+Method = StrEnum("Method", {m: m for m in METHODS})
+DEFAULT_METHOD = Method(DEFAULTS.method)
+
 
 class Component(StrEnum):
     ensemble = "ensemble"
@@ -334,8 +337,27 @@ def _print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
 # ---------------------------------------------------------------- train
 
 
+def _train_config(ctx: typer.Context, flags: dict[str, tuple[str, Any]], config_file: Path | None) -> TrainConfig:
+    """Flag values, or a saved configuration (e.g. from 'slm tune') with the flags given explicitly on top."""
+    settings = {name: value for name, (_, value) in flags.items()}
+    if config_file is not None:
+        from click.core import ParameterSource
+
+        from slm.fileio import read_json_object
+
+        saved = TrainConfig.from_dict(read_json_object(config_file, "training configuration")).to_dict()
+        explicit = {
+            name: value
+            for name, (param, value) in flags.items()
+            if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
+        }
+        settings = {**saved, **explicit}
+    return TrainConfig.from_dict(settings)
+
+
 @_command(no_args_is_help=True)
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path,
         typer.Argument(metavar="DATA", help="Labelled CSV, TSV, JSONL or Parquet file.", show_default=False),
@@ -390,6 +412,41 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from OUTPUT.ckpt/ next to OUTPUT.")
     ] = False,
+    method: Annotated[
+        Method,
+        typer.Option(
+            "--method",
+            help="full: fine-tune every weight; lora/adalora: low-rank adapters, merged before saving; "
+            "fewshot: contrastive tuning + linear head (few examples per class); head: linear head on the "
+            "frozen encoder; auto: choose from the examples per class.",
+        ),
+    ] = DEFAULT_METHOD,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option("--unlabeled", help="Unlabelled domain texts (CSV/TSV/JSONL/Parquet) for self-training."),
+    ] = None,
+    unlabeled_text_col: Annotated[
+        str | None, typer.Option("--unlabeled-text-col", help="Text column of the --unlabeled file.")
+    ] = None,
+    self_training_rounds: Annotated[
+        int, typer.Option("--self-training-rounds", help="Pseudo-labelling rounds with --unlabeled.")
+    ] = DEFAULTS.self_training_rounds,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA/AdaLoRA rank.")] = DEFAULTS.lora_r,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling numerator.")] = DEFAULTS.lora_alpha,
+    lora_lr: Annotated[
+        float, typer.Option("--lora-lr", help="Learning rate of the LoRA adapters.")
+    ] = DEFAULTS.lora_learning_rate,
+    contrastive_epochs: Annotated[
+        int, typer.Option("--contrastive-epochs", help="Few-shot: passes over the classes in contrastive tuning.")
+    ] = DEFAULTS.contrastive_epochs,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Training configuration JSON (e.g. best_config.json from 'slm tune'); flags given explicitly "
+            "override it.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Fine-tune a base model on a labelled file and write a reusable bundle.
@@ -402,22 +459,29 @@ def train(
     Bad input is refused before any model is loaded; an existing OUTPUT is replaced only when
     training succeeds. Ctrl-C saves a checkpoint: add --resume to continue.
     """
-    config = TrainConfig(
-        base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        head_learning_rate=head_lr,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        max_length=max_length,
-        patience=patience,
-        seed=seed,
-        max_minutes=max_minutes,
-        class_weight=class_weight.value,
-        ensemble=ensemble,
-        threads=threads,
-    )
+    flags = {
+        "base_model": ("base_model", base_model),
+        "epochs": ("epochs", epochs),
+        "batch_size": ("batch_size", batch_size),
+        "learning_rate": ("lr", lr),
+        "head_learning_rate": ("head_lr", head_lr),
+        "weight_decay": ("weight_decay", weight_decay),
+        "dropout": ("dropout", dropout),
+        "max_length": ("max_length", max_length),
+        "patience": ("patience", patience),
+        "seed": ("seed", seed),
+        "max_minutes": ("max_minutes", max_minutes),
+        "class_weight": ("class_weight", class_weight.value),
+        "ensemble": ("ensemble", ensemble),
+        "threads": ("threads", threads),
+        "method": ("method", method.value),
+        "lora_r": ("lora_r", lora_r),
+        "lora_alpha": ("lora_alpha", lora_alpha),
+        "lora_learning_rate": ("lora_lr", lora_lr),
+        "contrastive_epochs": ("contrastive_epochs", contrastive_epochs),
+        "self_training_rounds": ("self_training_rounds", self_training_rounds),
+    }
+    config = _train_config(ctx, flags, config_file)
     api = _api()
     start = time.monotonic()
     bundle = api.train(
@@ -435,9 +499,86 @@ def train(
         margin_points=margin,
         resume=resume,
         show_progress=not quiet,
+        unlabeled=unlabeled,
+        unlabeled_text_col=unlabeled_text_col,
     )
     _print_bundle_summary(bundle, time.monotonic() - start)
     _print_next_steps(output, test)
+
+
+# ---------------------------------------------------------------- tune
+
+
+@_command(no_args_is_help=True)
+def tune(
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="Labelled CSV, TSV, JSONL or Parquet file.", show_default=False),
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for best_config.json, trials.md/.json and study.db.")
+    ],
+    budget: Annotated[
+        str, typer.Option("--budget", help="Wall-clock budget for the whole search: 20m, 90s, 1.5h.")
+    ] = "20m",
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated methods to search among: full,lora,fewshot,head.")
+    ] = "full,lora,fewshot,head",
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    label_cols: LabelColsOpt = None,
+    label_sep: LabelSepOpt = None,
+    validation: Annotated[
+        Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
+    ] = None,
+    val_size: Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")] = 0.1,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Fraction of DATA held out (unused) for a later 'slm train'.")
+    ] = 0.1,
+    base_model: Annotated[
+        str, typer.Option("--base-model", help="Registry name, local model directory or hub id.")
+    ] = DEFAULTS.base_model,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens read per text.")] = DEFAULTS.max_length,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the sampler.")] = DEFAULTS.seed,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = DEFAULTS.threads,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Search training hyper-parameters within a time budget (Optuna) and save the best configuration.
+
+    Trial 0 is the default configuration; later trials vary the method (full fine-tuning, LoRA,
+    few-shot, head-only), learning rates, epochs, batch size and weight decay, and weak trials are
+    pruned after an epoch. Everything is scored on the validation split; the test split is left
+    untouched for 'slm train DATA --config OUTPUT/best_config.json'. Running the same command
+    again continues the study.
+    """
+    config = TrainConfig(base_model=base_model, max_length=max_length, seed=seed, threads=threads)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    api = _api()
+    result = api.tune(
+        data,
+        output=output,
+        budget=budget,
+        text_col=text_col,
+        label_col=label_col,
+        label_cols=_split_cols(label_cols),
+        label_sep=label_sep,
+        validation=validation,
+        val_size=val_size,
+        test_size=test_size,
+        config=config,
+        methods=chosen,
+        show_progress=not quiet,
+    )
+    from slm.training.tune import summary_table
+
+    table = Table(title="slm tune", show_header=False)
+    for key, value in summary_table(result):
+        table.add_row(key, value)
+    out.print(table)
+    out.print(f"trials: {escape(str(output / 'trials.md'))}")
+    out.print(
+        f"next: slm train {escape(str(data))} --config {escape(str(output / 'best_config.json'))} -o runs/tuned"
+    )
 
 
 # ---------------------------------------------------------------- evaluate

@@ -663,3 +663,12 @@ def read_unlabelled(path: str | Path, text_col: str | None = None) -> tuple[pd.D
     if text_col is not None:
         return frame, _find_column(path, list(frame.columns), text_col, "text")
     return frame, _detect_text_col(path, frame, set())
+
+
+def read_texts(path: str | Path, text_col: str | None = None) -> list[str]:
+    """The non-blank texts of an unlabelled file (e.g. for self-training), in file order."""
+    frame, column = read_unlabelled(path, text_col)
+    texts = [t for t in (cell_text(v).strip() for v in frame[column]) if t]
+    if not texts:
+        raise _error(Path(path), f"column {_q(column)} has no non-blank text")
+    return texts

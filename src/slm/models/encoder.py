@@ -8,12 +8,18 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
+# Stored in the encoder's config.json, so every place that rebuilds a classifier from a bundle
+# (PyTorch loading, ONNX export, pruning, benchmarks) restores the same pooling.
+NORMALIZE_ATTR = "slm_normalize_pooled"
+
 
 class EncoderClassifier(nn.Module):
-    """Encoder → masked mean pooling → dropout → linear head.
+    """Encoder → masked mean pooling → (L2 normalisation) → dropout → linear head.
 
     Mean pooling (rather than BERT's [CLS] pooler) matches how sentence encoders such as
-    all-MiniLM-L6-v2 were trained, so the head starts from useful features.
+    all-MiniLM-L6-v2 were trained, so the head starts from useful features. Few-shot and
+    head-only training fit the head on unit-length embeddings (cosine geometry), which the
+    ``slm_normalize_pooled`` config flag turns on.
     """
 
     def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
@@ -26,15 +32,28 @@ class EncoderClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @property
+    def normalize(self) -> bool:
+        """Whether pooled embeddings are scaled to unit length before the head."""
+        return bool(getattr(self.encoder.config, NORMALIZE_ATTR, False))
+
+    @normalize.setter
+    def normalize(self, value: bool) -> None:
+        setattr(self.encoder.config, NORMALIZE_ATTR, bool(value))
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled sentence embeddings ``(batch, hidden)`` (unit length when ``normalize``)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    @property
     def config(self) -> PretrainedConfig:
         return self.encoder.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_labels)``."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(self.embed(input_ids, attention_mask)))
 
 
 def _set_dropout(config: PretrainedConfig, dropout: float) -> None:

@@ -8,12 +8,17 @@ from dataclasses import asdict, dataclass, fields
 
 from slm.errors import ConfigError
 
+METHODS = ("auto", "full", "lora", "adalora", "fewshot", "head")
+
 
 @dataclass
 class TrainConfig:
     """Everything that changes how a model is trained. Defaults are tuned for a 2-core CPU."""
 
     base_model: str = "minilm-l6"
+    # full fine-tuning, LoRA/AdaLoRA adapters (merged before saving), few-shot contrastive
+    # encoder tuning + a linear head, a linear head on the frozen encoder, or "auto" to choose.
+    method: str = "full"
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -32,6 +37,19 @@ class TrainConfig:
     ensemble: bool = True
     checkpoint_minutes: float = 5.0
     threads: int | None = None
+    # LoRA / AdaLoRA: rank, scaling and learning rate of the adapters (the head uses head_learning_rate).
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_learning_rate: float = 1e-3
+    # Few-shot contrastive tuning: class-balanced batches of classes_per_batch x examples_per_class texts.
+    contrastive_epochs: int = 20
+    contrastive_learning_rate: float = 2e-5
+    classes_per_batch: int = 16
+    examples_per_class: int = 4
+    temperature: float = 0.05
+    # Self-training with unlabelled text: rounds of pseudo-labelling, each kept only if validation improves.
+    self_training_rounds: int = 3
 
     def __post_init__(self) -> None:
         self.validate()
@@ -52,6 +70,15 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (self.checkpoint_minutes > 0, "checkpoint interval must be positive"),
             (self.threads is None or self.threads >= 1, "threads must be at least 1"),
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.lora_r >= 1 and self.lora_alpha >= 1, "LoRA rank and alpha must be at least 1"),
+            (0 <= self.lora_dropout < 1, "LoRA dropout must be in [0, 1)"),
+            (self.lora_learning_rate > 0 and self.contrastive_learning_rate > 0, "learning rates must be positive"),
+            (self.contrastive_epochs >= 0, "contrastive epochs must be >= 0"),
+            (self.classes_per_batch >= 2, "classes per batch must be at least 2"),
+            (self.examples_per_class >= 2, "examples per class must be at least 2"),
+            (self.temperature > 0, "temperature must be positive"),
+            (self.self_training_rounds >= 1, "self-training rounds must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -63,7 +90,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:  # a value of the wrong type, e.g. "epochs": "three"
+            raise ConfigError(f"invalid training configuration: {exc}") from None
 
     def resume_key(self) -> str:
         """Hash of the settings that must not change between an interrupted run and its resume."""

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
@@ -15,7 +14,6 @@ from slm.bundle.bundle import Bundle
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
 from slm.fileio import atomic_directory
-from slm.models.encoder import build_classifier
 from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
 from slm.models.registry import resolve_base_model
@@ -28,9 +26,12 @@ from slm.pipeline import (
     summary_metrics,
 )
 from slm.reports import recommend, tune_thresholds, write_report
-from slm.training.batching import encode_texts
+from slm.training.batching import Encoded, encode_texts
 from slm.training.config import TrainConfig
-from slm.training.trainer import Trainer, predict_logits, set_threads
+from slm.training.fit import Fitted, fit_transformer
+from slm.training.method import choose_method
+from slm.training.self_training import self_train
+from slm.training.trainer import predict_logits, set_threads
 
 # Per-class decision shifts are tuned on validation only for few classes, where they cannot overfit
 # much and where imbalance hurts macro-F1 most.
@@ -78,6 +79,7 @@ def run_training(
     show_progress: bool,
     data_path: str,
     split: dict | None = None,
+    unlabeled: list[str] | None = None,
 ) -> Bundle:
     """Everything after the data is validated. Returns the written bundle."""
     threads = set_threads(config.threads)
@@ -103,32 +105,58 @@ def run_training(
     }
 
     ngram, baseline_seconds = _fit_baseline(splits, config.seed)
-    torch.manual_seed(config.seed)  # the head's initialisation, so that a run is reproducible
-    model = build_classifier(base.path, len(labels), dropout=config.dropout)
-    trainer = Trainer(
-        config,
-        model,
-        pad_id=int(tokenizer.pad_token_id or 0),
-        multi_label=splits.train.multi_label,
-        checkpoint_dir=checkpoint_dir_for(output),
-        show_progress=show_progress,
-    )
-    started = time.perf_counter()
-    result = trainer.fit(
-        enc["train"],
-        targets["train"],
-        enc["validation"],
-        targets["validation"],
-        data_fingerprint=splits.train.fingerprint(),
-        resume=resume,
-    )
-    wall = time.perf_counter() - started
+    method = config.method
+    choice = None
+    if method == "auto":
+        choice = choose_method(targets["train"], len(labels), config)
+        method = choice.method
+        console.print(f"[bold]method[/]: {method} ({choice.reason})")
+    pad_id = int(tokenizer.pad_token_id or 0)
 
+    def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
+        return fit_transformer(
+            method,
+            base.path,
+            len(labels),
+            train_enc,
+            train_targets,
+            enc["validation"],
+            targets["validation"],
+            config,
+            pad_id=pad_id,
+            multi_label=splits.train.multi_label,
+            checkpoint_dir=checkpoint_dir_for(output),
+            data_fingerprint=splits.train.fingerprint(),
+            resume=resume,
+            show_progress=show_progress,
+        )
+
+    started = time.perf_counter()
+    self_training = None
+    if unlabeled:
+        known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
+        fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
+        dropped = len(unlabeled) - len(fresh)
+        console.print(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
+        fitted, self_training = self_train(
+            fit,
+            enc["train"],
+            targets["train"],
+            enc["validation"],
+            targets["validation"],
+            encode_texts(tokenizer, fresh, config.max_length),
+            rounds=config.self_training_rounds,
+            pad_id=pad_id,
+        )
+    else:
+        fitted = fit(enc["train"], targets["train"])
+    wall = time.perf_counter() - started
+    model = fitted.model
     eval_split = "test" if len(splits.test) else "validation"
     eval_ds = splits.test if len(splits.test) else splits.validation
     probas: dict[str, dict[str, np.ndarray]] = {}
     for part in dict.fromkeys(("validation", eval_split)):
-        logits = predict_logits(model, enc[part], trainer.pad_id)
+        logits = predict_logits(model, enc[part], pad_id)
         ds = splits.validation if part == "validation" else eval_ds
         probas[part] = {
             "transformer": probabilities(logits, splits.train.multi_label),
@@ -154,14 +182,10 @@ def run_training(
 
     training = {
         "base_model": base.name,
+        **fitted.info,
+        "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
+        "self_training": self_training,
         "wall_time_s": round(wall, 1),
-        "train_seconds": round(result.state.train_seconds, 1),
-        "examples_per_s": round(result.examples_per_s, 1),
-        "epochs_run": result.state.epoch,
-        "best_epoch": result.state.best_epoch,
-        "stopped_early": result.stopped_early,
-        "stopped_by_budget": result.stopped_by_budget,
-        "history": result.state.history,
         "truncated_texts": truncated,
         "ensemble_transformer_weight": weight,
     }
@@ -202,6 +226,7 @@ def run_training(
                 "weights": "model/model.safetensors",
                 "max_length": config.max_length,
                 "pooling": "mean",
+                "normalize": model.normalize,
                 "architecture": "EncoderClassifier",
             },
             "ngram": {"dir": "ngram"},

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +61,40 @@ def predict_logits(
     show_progress: bool = False,
 ) -> np.ndarray:
     """Logits for every encoded text, batched by length; rows in input order."""
+    return _batched(model, model, model.head.out_features, encoded, pad_id, batch_size, show_progress, "predicting")
+
+
+def predict_embeddings(
+    model: EncoderClassifier,
+    encoded: Encoded,
+    pad_id: int,
+    batch_size: int = 128,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Pooled sentence embeddings (what the head sees) for every encoded text, in input order."""
+    width = model.head.in_features
+    return _batched(model, model.embed, width, encoded, pad_id, batch_size, show_progress, "embedding")
+
+
+def _batched(
+    model: EncoderClassifier,
+    fn,
+    width: int,
+    encoded: Encoded,
+    pad_id: int,
+    batch_size: int,
+    show_progress: bool,
+    label: str,
+) -> np.ndarray:
+    """``fn(input_ids, mask)`` over length-sorted batches of ``encoded``, in eval mode, no grad."""
     model.eval()
     lengths = np.array([len(row) for row in encoded.ids])
-    out = np.zeros((len(encoded), model.head.out_features), dtype=np.float32)
+    out = np.zeros((len(encoded), width), dtype=np.float32)
     batches = inference_batches(lengths, batch_size)
     with (
         torch.inference_mode(),
         Progress(
-            TextColumn("predicting"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
@@ -78,7 +104,7 @@ def predict_logits(
     ):
         for batch in progress.track(batches, total=len(batches)):
             input_ids, mask = collate([encoded.ids[i] for i in batch], pad_id)
-            out[batch] = model(input_ids, mask).float().numpy()
+            out[batch] = fn(input_ids, mask).float().numpy()
     return out
 
 
@@ -128,8 +154,17 @@ class Trainer:
         multi_label: bool,
         checkpoint_dir: Path,
         show_progress: bool = True,
+        encoder_learning_rate: float | None = None,
+        step_hook: Callable[[int], None] | None = None,
+        epoch_hook: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``step_hook(global_step)`` runs after each optimiser step (AdaLoRA's rank allocation);
+        ``epoch_hook(epoch, validation_macro_f1)`` after each epoch (it may raise to stop, e.g. to
+        prune a hyper-parameter trial)."""
         self.config = config
+        self.encoder_learning_rate = encoder_learning_rate or config.learning_rate
+        self.step_hook = step_hook
+        self.epoch_hook = epoch_hook
         self.model = model
         self.pad_id = pad_id
         self.multi_label = multi_label
@@ -147,9 +182,10 @@ class Trainer:
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
+        lr = self.encoder_learning_rate
         groups = [
-            {"params": decay, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "lr": cfg.learning_rate, "weight_decay": 0.0},
+            {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
             {
                 "params": list(self.model.head.parameters()),
                 "lr": cfg.head_learning_rate,
@@ -239,6 +275,8 @@ class Trainer:
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
+                    if self.step_hook is not None:
+                        self.step_hook(state.global_step)
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.train_seconds += time.perf_counter() - started
@@ -312,6 +350,8 @@ class Trainer:
             state.bad_epochs += 1
         state.epoch += 1
         state.next_batch = 0
+        if self.epoch_hook is not None:
+            self.epoch_hook(state.epoch, metric)
         return best
 
     def _progress(self) -> Progress:

@@ -1,0 +1,61 @@
+"""``--method auto``: pick few-shot, head-only or full fine-tuning from the labelled data, and say why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slm.training.config import TrainConfig
+
+# At or below this many examples per class (median) contrastive few-shot training is chosen.
+# bench/learning_curves.py measures the crossing point on BANKING77 (see bench/results).
+FEWSHOT_MAX_PER_CLASS = 32
+# Full fine-tuning speed on 2 CPU cores with minilm-l6 (BANKING77, 128-token limit, measured by
+# bench/classification.py): used only to estimate whether full fine-tuning fits --max-minutes.
+FULL_EXAMPLES_PER_SECOND = 100.0
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    method: str
+    reason: str
+
+
+def examples_per_class(targets: np.ndarray, n_labels: int) -> np.ndarray:
+    """Training examples per label: class counts (single-label) or positives per label (multi-label)."""
+    if targets.ndim == 2:
+        return targets.sum(axis=0).astype(int)
+    return np.bincount(targets, minlength=n_labels)
+
+
+def choose_method(targets: np.ndarray, n_labels: int, config: TrainConfig) -> MethodChoice:
+    """The training method for this much labelled data, with the reason in one sentence."""
+    counts = examples_per_class(targets, n_labels)
+    counts = counts[counts > 0]
+    median = float(np.median(counts)) if len(counts) else 0.0
+    n = len(targets)
+    if median < 2:
+        return MethodChoice(
+            "head",
+            f"a median of {median:g} labelled example per class leaves no same-class pairs for contrastive "
+            "tuning, so a linear head is fitted on the frozen encoder's embeddings",
+        )
+    if median <= FEWSHOT_MAX_PER_CLASS:
+        return MethodChoice(
+            "fewshot",
+            f"a median of {median:g} labelled examples per class is few-shot data (<= {FEWSHOT_MAX_PER_CLASS}): "
+            "contrastive tuning of the encoder plus a linear head learns more from it than full fine-tuning",
+        )
+    estimate_min = n * config.epochs / FULL_EXAMPLES_PER_SECOND / 60
+    if config.max_minutes is not None and estimate_min > config.max_minutes:
+        return MethodChoice(
+            "head",
+            f"full fine-tuning of {n:,} examples for {config.epochs} epochs would take about {estimate_min:.0f} min, "
+            f"more than --max-minutes {config.max_minutes:g}, so a linear head is fitted on the frozen encoder",
+        )
+    return MethodChoice(
+        "full",
+        f"a median of {median:g} labelled examples per class is enough to fine-tune every weight "
+        f"(about {estimate_min:.0f} min for {config.epochs} epochs on 2 cores)",
+    )

@@ -1,0 +1,106 @@
+"""Semi-supervised self-training: pseudo-label confident unlabelled texts over several rounds.
+
+Round 0 trains on the labelled data alone. Each later round predicts every unlabelled text with
+the best model so far, keeps the most confident predictions of each class (the same quota per
+class, so frequent classes do not crowd out rare ones), and trains a fresh model on labelled +
+pseudo-labelled texts. The quota grows every round (the confidence schedule: the bar drops as the
+model improves), and a round is kept only if validation macro-F1 improves; the first round that
+does not improve ends self-training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from slm.console import console
+from slm.errors import ConfigError
+from slm.models.ensemble import probabilities
+from slm.training.batching import Encoded
+from slm.training.fit import Fitted
+from slm.training.trainer import predict_logits, validation_macro_f1
+
+
+def pseudo_label(proba: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pick ``share`` of the unlabelled rows, an equal quota per class, most confident first.
+
+    Returns ``(row indices, predicted classes, lowest confidence taken)``.
+    """
+    n, n_labels = proba.shape
+    predicted = proba.argmax(1)
+    confidence = proba.max(1)
+    quota = math.ceil(share * n / n_labels)
+    rows: list[np.ndarray] = []
+    for k in range(n_labels):
+        members = np.flatnonzero(predicted == k)
+        rows.append(members[np.argsort(-confidence[members], kind="stable")[:quota]])
+    picked = np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=int)
+    floor = float(confidence[picked].min()) if len(picked) else 1.0
+    return picked, predicted[picked], floor
+
+
+def self_train(
+    fit: Callable[[Encoded, np.ndarray], Fitted],
+    train: Encoded,
+    train_targets: np.ndarray,
+    val: Encoded,
+    val_targets: np.ndarray,
+    unlabeled: Encoded,
+    *,
+    rounds: int,
+    pad_id: int,
+) -> tuple[Fitted, dict]:
+    """Self-train with ``fit(encoded, targets)``; returns the best model and a per-round record."""
+    if train_targets.ndim == 2:
+        raise ConfigError("self-training (--unlabeled) supports single-label data only")
+    if len(val) == 0:
+        raise ConfigError("self-training (--unlabeled) needs a validation split to decide which rounds to keep")
+    if len(unlabeled) == 0:
+        raise ConfigError("the unlabelled file has no texts")
+
+    def score(fitted: Fitted) -> float:
+        return validation_macro_f1(predict_logits(fitted.model, val, pad_id), val_targets, False)
+
+    console.print(f"[bold]self-training[/]: round 0 of {rounds} on the {len(train):,} labelled texts")
+    best = fit(train, train_targets)
+    best_score = score(best)
+    history = [
+        {"round": 0, "pseudo_labels": 0, "min_confidence": None, "val_macro_f1": round(best_score, 5), "kept": True}
+    ]
+    console.print(f"round 0: validation macro-F1 {best_score:.4f}")
+    for r in range(1, rounds + 1):
+        proba = probabilities(predict_logits(best.model, unlabeled, pad_id, show_progress=True), False)
+        picked, labels, floor = pseudo_label(proba, share=r / rounds)
+        ids = train.ids + [unlabeled.ids[i] for i in picked]
+        targets = np.concatenate([train_targets, labels.astype(train_targets.dtype)])
+        console.print(
+            f"[bold]self-training[/]: round {r} of {rounds} with {len(picked):,} pseudo-labelled texts "
+            f"(confidence >= {floor:.3f})"
+        )
+        candidate = fit(Encoded(ids, train.n_truncated), targets)
+        candidate_score = score(candidate)
+        kept = candidate_score > best_score + 1e-4
+        history.append(
+            {
+                "round": r,
+                "pseudo_labels": int(len(picked)),
+                "min_confidence": round(floor, 4),
+                "val_macro_f1": round(candidate_score, 5),
+                "kept": kept,
+            }
+        )
+        verdict = "kept" if kept else f"not kept (best stays {best_score:.4f}); self-training stops"
+        console.print(f"round {r}: validation macro-F1 {candidate_score:.4f}, {verdict}")
+        if not kept:
+            break
+        best, best_score = candidate, candidate_score
+    record = {
+        "rounds": history,
+        "unlabeled_texts": len(unlabeled),
+        "kept_rounds": sum(1 for h in history[1:] if h["kept"]),
+        "val_macro_f1_labelled_only": history[0]["val_macro_f1"],
+        "val_macro_f1": round(best_score, 5),
+    }
+    return best, record

@@ -1,0 +1,238 @@
+"""Hyper-parameter search with Optuna under a wall-clock budget (``slm tune``).
+
+Trial 0 is always the default configuration, so the study shows in one run whether searching
+paid off. Later trials are proposed by Optuna's TPE sampler over the method (full fine-tuning,
+LoRA, few-shot, head-only), learning rates, epochs, batch size and weight decay; full and LoRA
+trials report validation macro-F1 after every epoch and are pruned when they fall below the
+median of earlier trials at the same epoch. Every trial runs with the budget that is left as its
+time limit, so the whole search ends within the budget (plus one validation pass).
+
+The study lives in SQLite (``study.db``) in the output folder: a search can be continued by running
+the same command again, and the trials are queryable with Optuna's own tools.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from slm.console import console
+from slm.errors import ConfigError
+from slm.fileio import write_json_atomic, write_text_atomic
+from slm.pipeline import Splits
+from slm.training.batching import encode_texts
+from slm.training.config import TrainConfig
+from slm.training.trainer import predict_logits, set_threads, validation_macro_f1
+
+TUNABLE_METHODS = ("full", "lora", "fewshot", "head")
+# A trial is not started with less than this left of the budget.
+MIN_TRIAL_SECONDS = 30.0
+STUDY_NAME = "slm-tune"
+
+
+@dataclass
+class TuneResult:
+    best_config: TrainConfig
+    best_value: float
+    default_value: float | None
+    trials: list[dict]
+    output: Path
+
+
+def parse_budget(text: str) -> float:
+    """'20m', '90s', '1.5h' or plain minutes -> seconds."""
+    raw = text.strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    factor = units.get(raw[-1:])
+    number = raw[:-1] if factor else raw
+    try:
+        value = float(number) * (factor or 60.0)
+    except ValueError:
+        raise ConfigError(f"budget {text!r} is not a duration like 20m, 90s or 1.5h") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"budget must be positive, got {text!r}")
+    return value
+
+
+def suggest(trial, base: TrainConfig, methods: tuple[str, ...]) -> TrainConfig:
+    """A configuration proposed by ``trial`` (an ``optuna.Trial``) on top of ``base``."""
+    method = trial.suggest_categorical("method", list(methods))
+    changes: dict = {"method": method}
+    changes["weight_decay"] = trial.suggest_categorical("weight_decay", [0.0, 0.01, 0.1])
+    if method in ("full", "lora"):
+        changes["epochs"] = trial.suggest_int("epochs", 1, 5)
+        changes["batch_size"] = trial.suggest_categorical("batch_size", [16, 32, 64])
+        changes["head_learning_rate"] = trial.suggest_float("head_learning_rate", 3e-4, 1e-2, log=True)
+    if method == "full":
+        changes["learning_rate"] = trial.suggest_float("learning_rate", 1e-5, 3e-4, log=True)
+    elif method == "lora":
+        changes["lora_learning_rate"] = trial.suggest_float("lora_learning_rate", 1e-4, 3e-3, log=True)
+        changes["lora_r"] = trial.suggest_categorical("lora_r", [4, 8, 16])
+    elif method == "fewshot":
+        changes["contrastive_learning_rate"] = trial.suggest_float("contrastive_learning_rate", 5e-6, 1e-4, log=True)
+        changes["contrastive_epochs"] = trial.suggest_int("contrastive_epochs", 5, 40)
+    return replace(base, **changes)
+
+
+def _trial_row(trial) -> dict:
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "val_macro_f1": None if trial.value is None else round(float(trial.value), 5),
+        "seconds": round(float(trial.user_attrs.get("seconds", 0.0)), 1),
+        "default": bool(trial.user_attrs.get("default", False)),
+        **trial.params,
+    }
+
+
+def _write_outputs(output: Path, study, best: TrainConfig | None, default_value: float | None) -> list[dict]:
+    rows = [_trial_row(t) for t in study.trials]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row.get(k) is None else str(row.get(k)) for k in keys) + " |")
+    write_text_atomic(output / "trials.md", "\n".join(lines) + "\n")
+    write_json_atomic(output / "trials.json", rows)
+    if best is not None:
+        summary = {
+            "best_config": best.to_dict(),
+            "best_val_macro_f1": round(float(study.best_value), 5),
+            "default_val_macro_f1": None if default_value is None else round(default_value, 5),
+        }
+        write_json_atomic(output / "best_config.json", best.to_dict())
+        write_json_atomic(output / "summary.json", summary)
+    return rows
+
+
+def tune(
+    splits: Splits,
+    *,
+    output: Path,
+    budget_seconds: float,
+    base: TrainConfig,
+    methods: tuple[str, ...] = TUNABLE_METHODS,
+    show_progress: bool = True,
+) -> TuneResult:
+    """Search hyper-parameters on ``splits`` (validation macro-F1) for ``budget_seconds``."""
+    import optuna
+    from transformers import AutoTokenizer
+
+    from slm.models.registry import resolve_base_model
+    from slm.training.fit import fit_transformer
+
+    unknown = [m for m in methods if m not in TUNABLE_METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"methods to tune must be among {', '.join(TUNABLE_METHODS)}; got {', '.join(methods)}")
+    if not len(splits.validation):
+        raise ConfigError("tuning needs a validation split (--val-size > 0 or --validation)")
+    deadline = time.monotonic() + budget_seconds
+    set_threads(base.threads)
+    output.mkdir(parents=True, exist_ok=True)
+    labels = splits.train.label_names
+    multi = splits.train.multi_label
+    base_model = resolve_base_model(base.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    tokenizer.backend_tokenizer.no_padding()
+    pad_id = int(tokenizer.pad_token_id or 0)
+    train = encode_texts(tokenizer, splits.train.texts, base.max_length)
+    val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
+    y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{(output / 'study.db').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=base.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    if not any(t.user_attrs.get("default") for t in study.trials):
+        study.enqueue_trial({"method": base.method if base.method in methods else methods[0]}, {"default": True})
+
+    def objective(trial) -> float:
+        started = time.monotonic()
+        remaining = deadline - started
+        is_default = bool(trial.user_attrs.get("default"))
+        if is_default:
+            config = replace(base, method=trial.suggest_categorical("method", list(methods)))
+        else:
+            config = suggest(trial, base, methods)
+        config = replace(config, max_minutes=remaining / 60, checkpoint_minutes=1e6)
+        described = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        label = "default configuration" if is_default else described
+        console.print(f"[bold]trial {trial.number}[/] ({remaining / 60:.1f} min left): {label}")
+
+        def report(epoch: int, metric: float) -> None:
+            trial.report(metric, epoch)
+            if not is_default and trial.should_prune():
+                raise optuna.TrialPruned(f"validation macro-F1 {metric:.4f} after epoch {epoch} is below the median")
+
+        with tempfile.TemporaryDirectory(prefix="slm-tune-") as tmp:
+            try:
+                fitted = fit_transformer(
+                    config.method,
+                    base_model.path,
+                    len(labels),
+                    train,
+                    y_train,
+                    val,
+                    y_val,
+                    config,
+                    pad_id=pad_id,
+                    multi_label=multi,
+                    checkpoint_dir=Path(tmp) / "ckpt",
+                    data_fingerprint=splits.train.fingerprint(),
+                    show_progress=show_progress,
+                    epoch_hook=report,
+                )
+            finally:
+                trial.set_user_attr("seconds", time.monotonic() - started)
+        value = validation_macro_f1(predict_logits(fitted.model, val, pad_id), y_val, multi)
+        trial.set_user_attr("seconds", time.monotonic() - started)
+        console.print(f"trial {trial.number}: validation macro-F1 {value:.4f} in {time.monotonic() - started:.0f}s")
+        return value
+
+    def stop_when_out_of_time(study, trial) -> None:
+        if deadline - time.monotonic() < MIN_TRIAL_SECONDS:
+            study.stop()
+
+    try:
+        study.optimize(
+            objective,
+            timeout=max(budget_seconds, 1.0),
+            callbacks=[stop_when_out_of_time],
+            catch=(),
+            gc_after_trial=True,
+        )
+    finally:
+        completed = [t for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
+        default_trials = [t for t in completed if t.user_attrs.get("default")]
+        default_value = float(default_trials[0].value) if default_trials else None
+        best_trial = max(completed, key=lambda t: t.value) if completed else None
+        best = None
+        if best_trial is not None:
+            best = (
+                replace(base, method=best_trial.params["method"])
+                if best_trial.user_attrs.get("default")
+                else suggest(optuna.trial.FixedTrial(best_trial.params), base, methods)
+            )
+        rows = _write_outputs(output, study, best, default_value)
+    if best is None:
+        raise ConfigError("no trial finished within the budget; give tuning more time (--budget)")
+    return TuneResult(best, float(best_trial.value), default_value, rows, output)
+
+
+def summary_table(result: TuneResult) -> list[tuple[str, str]]:
+    """Lines for the CLI: the best configuration against the default."""
+    best = result.best_config
+    out = [("best validation macro-F1", f"{result.best_value:.4f}")]
+    if result.default_value is not None:
+        gain = (result.best_value - result.default_value) * 100
+        out.append(("default configuration", f"{result.default_value:.4f} ({gain:+.2f} points for the best)"))
+    out.append(("best method", best.method))
+    out.append(("trials", str(len(result.trials))))
+    return out
