@@ -1,6 +1,6 @@
 """slm: small, fast, domain-specific language models on an ordinary CPU.
 
-``slm.train``, ``slm.evaluate`` and ``slm.load`` are imported on first use, so ``import slm``
+``slm.train``, ``slm.tune``, ``slm.evaluate`` and ``slm.load`` are imported on first use, so ``import slm``
 stays cheap.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Bundle", "__version__", "evaluate", "load", "train"]
+__all__ = ["Bundle", "__version__", "evaluate", "load", "train", "tune"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"train", "evaluate", "load", "Bundle"}:
+    if name in {"train", "tune", "evaluate", "load", "Bundle"}:
         from slm import api
 
         return getattr(api, name)

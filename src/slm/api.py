@@ -67,10 +67,10 @@ def train(
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a directory")
     source = DataSource(data, text_col, label_col, label_cols, label_sep)
+    unlabeled_texts = None if unlabeled is None else read_texts(unlabeled, unlabeled_text_col)
     splits = prepare_splits(
         source, validation=validation, test=test, val_size=val_size, test_size=test_size, seed=config.seed
     )
-    unlabeled_texts = None if unlabeled is None else read_texts(unlabeled, unlabeled_text_col)
     from slm.training.run import run_training  # heavy imports only once the data is known to be good
 
     _quiet_transformers()
@@ -121,9 +121,11 @@ def tune(
     split is held out and never looked at). Writes ``best_config.json``, ``trials.md``/``.json``,
     ``summary.json`` and the Optuna study (``study.db``, SQLite) to ``output``; returns a TuneResult.
     """
-    from slm.training.tune import TUNABLE_METHODS, parse_budget
+    from slm.training.tune import TUNABLE_METHODS, check_methods, parse_budget
 
     config = config or TrainConfig()
+    methods = tuple(methods or TUNABLE_METHODS)
+    check_methods(methods)
     seconds = float(budget) if isinstance(budget, int | float) else parse_budget(budget)
     if seconds <= 0:
         raise ConfigError("budget must be positive")
@@ -142,7 +144,7 @@ def tune(
         output=output,
         budget_seconds=seconds,
         base=config,
-        methods=tuple(methods or TUNABLE_METHODS),
+        methods=methods,
         show_progress=show_progress,
     )
 

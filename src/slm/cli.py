@@ -326,11 +326,40 @@ def _manifest_get(manifest: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _training_line(training: Any) -> str:
+    """How the transformer was trained, in one line: method, trained parameters, self-training."""
+    method = training.get("method") if isinstance(training, dict) else None
+    if not method:
+        return ""
+    parts = [method]
+    choice = training.get("method_choice")
+    if choice:
+        parts[0] = f"{method} (chosen by --method auto)"
+    params = training.get("parameters") or {}
+    if params.get("total"):
+        parts.append(
+            f"{params['trainable']:,} of {params['total']:,} parameters trained ({params['trainable_share']:.2%})"
+        )
+    if method in ("lora", "adalora"):
+        parts.append("adapters merged")
+    record = training.get("self_training")
+    if record:
+        rounds = len(record["rounds"]) - 1
+        parts.append(
+            f"self-training kept {record['kept_rounds']} of {rounds} round(s) "
+            f"(validation macro-F1 {record['val_macro_f1_labelled_only']:.4f} -> {record['val_macro_f1']:.4f})"
+        )
+    return " · ".join(parts)
+
+
 def _print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
     manifest = bundle.manifest or {}
     metrics = (manifest.get("metrics") or {}).get("test")
     took = f" in {_duration(seconds)}" if seconds is not None else ""
     out.print(f"\n[bold green]Bundle written[/bold green] to {escape(str(bundle.path))}{took}")
+    line = _training_line(manifest.get("training"))
+    if line:
+        out.print(f"training: {escape(line)}")
     _print_results(metrics, manifest.get("recommendation"), "Test set")
 
 
@@ -341,15 +370,14 @@ def _train_config(ctx: typer.Context, flags: dict[str, tuple[str, Any]], config_
     """Flag values, or a saved configuration (e.g. from 'slm tune') with the flags given explicitly on top."""
     settings = {name: value for name, (_, value) in flags.items()}
     if config_file is not None:
-        from click.core import ParameterSource
-
         from slm.fileio import read_json_object
 
         saved = TrainConfig.from_dict(read_json_object(config_file, "training configuration")).to_dict()
         explicit = {
             name: value
             for name, (param, value) in flags.items()
-            if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
+            # compared by name: typer ships its own copy of click's ParameterSource enum
+            if getattr(ctx.get_parameter_source(param), "name", None) == "COMMANDLINE"
         }
         settings = {**saved, **explicit}
     return TrainConfig.from_dict(settings)
@@ -576,9 +604,7 @@ def tune(
         table.add_row(key, value)
     out.print(table)
     out.print(f"trials: {escape(str(output / 'trials.md'))}")
-    out.print(
-        f"next: slm train {escape(str(data))} --config {escape(str(output / 'best_config.json'))} -o runs/tuned"
-    )
+    out.print(f"next: slm train {escape(str(data))} --config {escape(str(output / 'best_config.json'))} -o runs/tuned")
 
 
 # ---------------------------------------------------------------- evaluate
@@ -902,6 +928,7 @@ def info(
         ("default model", _describe(_manifest_get(manifest, "default_component", "component", "default"))),
         ("created", _describe(_manifest_get(manifest, "created_at", "created"))),
         ("slm version", _describe(_manifest_get(manifest, "slm_version", "version"))),
+        ("training", _training_line(manifest.get("training"))),
         ("files", _files_line(manifest)),
     ]
     for key, value in rows:

@@ -49,7 +49,7 @@ class TrainConfig:
     examples_per_class: int = 4
     temperature: float = 0.05
     # Self-training with unlabelled text: rounds of pseudo-labelling, each kept only if validation improves.
-    self_training_rounds: int = 3
+    self_training_rounds: int = 2
 
     def __post_init__(self) -> None:
         self.validate()

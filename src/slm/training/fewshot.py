@@ -36,6 +36,7 @@ HEAD_MAX_ITER = 2000
 # Logit scales tried when calibrating the head on validation (a regularised LR on unit vectors
 # has small logits, i.e. flat, under-confident probabilities; argmax is unchanged by scaling).
 SCALE_GRID = np.geomspace(0.25, 64.0, 33)
+SCALE_TOLERANCE = 0.01
 
 
 class ClassBalancedSampler:
@@ -46,6 +47,7 @@ class ClassBalancedSampler:
     ``examples_per_class`` are sampled with replacement (dropout makes repeated texts differ).
     With fewer classes than ``classes_per_batch``, every batch holds all classes and more
     examples of each, so the batch size stays ``classes_per_batch * examples_per_class``.
+    ``examples_per_class`` (attribute) is the per-class count, before any remainder.
     """
 
     def __init__(self, targets: np.ndarray, classes_per_batch: int, examples_per_class: int, seed: int) -> None:
@@ -58,7 +60,11 @@ class ClassBalancedSampler:
         n_classes = len(self.members)
         batch = classes_per_batch * examples_per_class
         self.classes_per_batch = min(classes_per_batch, n_classes)
-        self.examples_per_class = max(examples_per_class, batch // max(self.classes_per_batch, 1))
+        # Texts per class in a batch: examples_per_class, or more when there are fewer classes than
+        # classes_per_batch (the remainder of the division goes one each to the first classes).
+        base, extra = divmod(batch, max(self.classes_per_batch, 1))
+        self.per_class = [base + (i < extra) for i in range(self.classes_per_batch)]
+        self.examples_per_class = base
         self.rng = np.random.default_rng(seed)
 
     def batches_per_epoch(self) -> int:
@@ -75,10 +81,9 @@ class ClassBalancedSampler:
                 extra = self.rng.choice(others, self.classes_per_batch - len(chosen), replace=False)
                 chosen = np.concatenate([chosen, extra])
             parts = []
-            for k in chosen:
+            for k, count in zip(chosen, self.per_class, strict=True):
                 pool = self.members[k]
-                replace = len(pool) < self.examples_per_class
-                parts.append(self.rng.choice(pool, self.examples_per_class, replace=replace))
+                parts.append(self.rng.choice(pool, count, replace=len(pool) < count))
             out.append(np.concatenate(parts))
         return out
 
@@ -250,7 +255,12 @@ def _log_loss(logits: np.ndarray, targets: np.ndarray) -> float:
 def calibrate_scale(head: LinearHead, x_val: np.ndarray, val_targets: np.ndarray) -> LinearHead:
     """Scale the head's logits by the factor with the lowest validation log-loss (temperature scaling)."""
     logits = _head_logits(head, x_val).astype(np.float64)
-    scale = min(SCALE_GRID, key=lambda s: _log_loss(logits * s, val_targets))
+    losses = [_log_loss(logits * s, val_targets) for s in SCALE_GRID]
+    # The smallest scale within SCALE_TOLERANCE nats of the best: on a validation split the head
+    # gets entirely right the loss falls forever with the scale, and probabilities of exactly 1.0
+    # would make every later confidence ranking (self-training) meaningless.
+    best = min(losses)
+    scale = next(s for s, loss in zip(SCALE_GRID, losses, strict=True) if loss <= best + SCALE_TOLERANCE)
     return LinearHead(head.weight * scale, head.bias * scale, head.c, float(scale))
 
 

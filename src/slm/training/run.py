@@ -147,6 +147,7 @@ def run_training(
             encode_texts(tokenizer, fresh, config.max_length),
             rounds=config.self_training_rounds,
             pad_id=pad_id,
+            show_progress=show_progress,
         )
     else:
         fitted = fit(enc["train"], targets["train"])

@@ -24,7 +24,9 @@ from slm.training.trainer import predict_logits, validation_macro_f1
 
 
 def pseudo_label(proba: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Pick ``share`` of the unlabelled rows, an equal quota per class, most confident first.
+    """Up to ``share`` of the unlabelled rows: an equal quota of ``ceil(share * n / labels)`` per
+    predicted class, most confident first. A class predicted more often than its quota keeps only
+    its quota (class balancing), so even ``share=1`` may leave rows out.
 
     Returns ``(row indices, predicted classes, lowest confidence taken)``.
     """
@@ -51,6 +53,7 @@ def self_train(
     *,
     rounds: int,
     pad_id: int,
+    show_progress: bool = True,
 ) -> tuple[Fitted, dict]:
     """Self-train with ``fit(encoded, targets)``; returns the best model and a per-round record."""
     if train_targets.ndim == 2:
@@ -71,7 +74,7 @@ def self_train(
     ]
     console.print(f"round 0: validation macro-F1 {best_score:.4f}")
     for r in range(1, rounds + 1):
-        proba = probabilities(predict_logits(best.model, unlabeled, pad_id, show_progress=True), False)
+        proba = probabilities(predict_logits(best.model, unlabeled, pad_id, show_progress=show_progress), False)
         picked, labels, floor = pseudo_label(proba, share=r / rounds)
         ids = train.ids + [unlabeled.ids[i] for i in picked]
         targets = np.concatenate([train_targets, labels.astype(train_targets.dtype)])

@@ -57,6 +57,14 @@ def parse_budget(text: str) -> float:
     return value
 
 
+def check_methods(methods: tuple[str, ...]) -> None:
+    """ConfigError unless ``methods`` is a non-empty selection of TUNABLE_METHODS."""
+    unknown = [m for m in methods if m not in TUNABLE_METHODS]
+    if unknown or not methods:
+        shown = ", ".join(methods) or "none"
+        raise ConfigError(f"methods to tune must be among {', '.join(TUNABLE_METHODS)}; got {shown}")
+
+
 def suggest(trial, base: TrainConfig, methods: tuple[str, ...]) -> TrainConfig:
     """A configuration proposed by ``trial`` (an ``optuna.Trial``) on top of ``base``."""
     method = trial.suggest_categorical("method", list(methods))
@@ -123,9 +131,7 @@ def tune(
     from slm.models.registry import resolve_base_model
     from slm.training.fit import fit_transformer
 
-    unknown = [m for m in methods if m not in TUNABLE_METHODS]
-    if unknown or not methods:
-        raise ConfigError(f"methods to tune must be among {', '.join(TUNABLE_METHODS)}; got {', '.join(methods)}")
+    check_methods(methods)
     if not len(splits.validation):
         raise ConfigError("tuning needs a validation split (--val-size > 0 or --validation)")
     deadline = time.monotonic() + budget_seconds
