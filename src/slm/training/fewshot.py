@@ -112,6 +112,11 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, targets: torch.Tensor,
     return per_row[has_pos].mean()
 
 
+def _untuned() -> dict:
+    """The training record of an encoder that was not tuned."""
+    return {"contrastive_steps": 0, "contrastive_seconds": 0.0, "contrastive_loss": [], "stopped_by_budget": False}
+
+
 def tune_encoder(
     model: EncoderClassifier,
     train: Encoded,
@@ -124,7 +129,7 @@ def tune_encoder(
     """Contrastive tuning of ``model.encoder`` in place; returns what happened (for the manifest)."""
     model.normalize = True
     if config.contrastive_epochs == 0:
-        return {"contrastive_steps": 0, "contrastive_seconds": 0.0, "contrastive_loss": []}
+        return _untuned()
     if config.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -137,7 +142,7 @@ def tune_encoder(
     )
     targets_t = torch.as_tensor(targets)
     losses: list[float] = []
-    seconds, steps = 0.0, 0
+    seconds, steps, stopped = 0.0, 0, False
     console.print(
         f"contrastive tuning: {total:,} batches of {sampler.classes_per_batch} classes x "
         f"{sampler.examples_per_class} texts ({config.contrastive_epochs} passes over the classes)"
@@ -171,9 +176,15 @@ def tune_encoder(
             losses.append(round(float(np.mean(epoch_loss)), 5))
             if config.max_minutes is not None and seconds >= config.max_minutes * 60:
                 console.print("[yellow]note[/]: contrastive tuning stopped by the time budget (--max-minutes)")
+                stopped = True
                 break
     model.eval()
-    return {"contrastive_steps": steps, "contrastive_seconds": round(seconds, 1), "contrastive_loss": losses}
+    return {
+        "contrastive_steps": steps,
+        "contrastive_seconds": round(seconds, 1),
+        "contrastive_loss": losses,
+        "stopped_by_budget": stopped,
+    }
 
 
 @dataclass
@@ -289,7 +300,7 @@ def fit_fewshot(
     info = (
         tune_encoder(model, train, train_targets, config, pad_id=pad_id, show_progress=show_progress)
         if contrastive
-        else {"contrastive_steps": 0, "contrastive_seconds": 0.0, "contrastive_loss": []}
+        else _untuned()
     )
     with console.status("fitting the linear head on sentence embeddings…"):
         x_train = predict_embeddings(model, train, pad_id)

@@ -75,10 +75,10 @@ def fit_transformer(
                 "epochs_run": len(info["contrastive_loss"]),
                 "best_epoch": None,
                 "stopped_early": False,
-                "stopped_by_budget": False,
+                "stopped_by_budget": info["stopped_by_budget"],
                 "history": [{"epoch": i + 1, "contrastive_loss": v} for i, v in enumerate(info["contrastive_loss"])],
                 "parameters": parameters.to_dict(),
-                "fewshot": {k: v for k, v in info.items() if k != "contrastive_loss"},
+                "fewshot": {k: v for k, v in info.items() if k not in ("contrastive_loss", "stopped_by_budget")},
             },
         )
     step_hook = None
