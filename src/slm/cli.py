@@ -235,6 +235,17 @@ MarginOpt = Annotated[
     ),
 ]
 
+ValidationOpt = Annotated[
+    Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
+]
+ValSizeOpt = Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")]
+BaseModelOpt = Annotated[
+    str, typer.Option("--base-model", help="Registry name (see 'slm models'), local model directory or hub id.")
+]
+MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Tokens read per text (longer texts are cut).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
 
 def _split_cols(value: str | None) -> list[str] | None:
     if value is None:
@@ -397,16 +408,11 @@ def train(
     label_col: LabelColOpt = None,
     label_cols: LabelColsOpt = None,
     label_sep: LabelSepOpt = None,
-    validation: Annotated[
-        Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
-    ] = None,
+    validation: ValidationOpt = None,
     test: Annotated[Path | None, typer.Option("--test", help="Separate test file (instead of --test-size).")] = None,
-    val_size: Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")] = 0.1,
+    val_size: ValSizeOpt = 0.1,
     test_size: Annotated[float, typer.Option("--test-size", help="Fraction of DATA held out for testing.")] = 0.1,
-    base_model: Annotated[
-        str,
-        typer.Option("--base-model", help="Registry name (see 'slm models'), local model directory or hub id."),
-    ] = DEFAULTS.base_model,
+    base_model: BaseModelOpt = DEFAULTS.base_model,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum passes over the training data.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the encoder.")] = DEFAULTS.learning_rate,
@@ -415,9 +421,7 @@ def train(
     ] = DEFAULTS.head_learning_rate,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = DEFAULTS.weight_decay,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before the head.")] = DEFAULTS.dropout,
-    max_length: Annotated[
-        int, typer.Option("--max-length", help="Tokens read per text (longer texts are cut).")
-    ] = DEFAULTS.max_length,
+    max_length: MaxLengthOpt = DEFAULTS.max_length,
     patience: Annotated[
         int, typer.Option("--patience", help="Stop after this many epochs without validation gain.")
     ] = DEFAULTS.patience,
@@ -434,9 +438,7 @@ def train(
         typer.Option("--ensemble/--no-ensemble", help="Also build the transformer + n-gram ensemble."),
     ] = DEFAULTS.ensemble,
     margin: MarginOpt = 1.0,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")
-    ] = DEFAULTS.threads,
+    threads: ThreadsOpt = DEFAULTS.threads,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from OUTPUT.ckpt/ next to OUTPUT.")
     ] = False,
@@ -475,7 +477,7 @@ def train(
             "override it.",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a base model on a labelled file and write a reusable bundle.
 
@@ -556,20 +558,16 @@ def tune(
     label_col: LabelColOpt = None,
     label_cols: LabelColsOpt = None,
     label_sep: LabelSepOpt = None,
-    validation: Annotated[
-        Path | None, typer.Option("--validation", help="Separate validation file (instead of --val-size).")
-    ] = None,
-    val_size: Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")] = 0.1,
+    validation: ValidationOpt = None,
+    val_size: ValSizeOpt = 0.1,
     test_size: Annotated[
         float, typer.Option("--test-size", help="Fraction of DATA held out (unused) for a later 'slm train'.")
     ] = 0.1,
-    base_model: Annotated[
-        str, typer.Option("--base-model", help="Registry name, local model directory or hub id.")
-    ] = DEFAULTS.base_model,
-    max_length: Annotated[int, typer.Option("--max-length", help="Tokens read per text.")] = DEFAULTS.max_length,
+    base_model: BaseModelOpt = DEFAULTS.base_model,
+    max_length: MaxLengthOpt = DEFAULTS.max_length,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the sampler.")] = DEFAULTS.seed,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = DEFAULTS.threads,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    threads: ThreadsOpt = DEFAULTS.threads,
+    quiet: QuietOpt = False,
 ) -> None:
     """Search training hyper-parameters within a time budget (Optuna) and save the best configuration.
 
@@ -960,7 +958,7 @@ def quickstart(
         int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted quickstart.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train and evaluate on BANKING77 (77 banking intents) end to end, on this CPU.
 
