@@ -61,3 +61,16 @@ def test_prior_shift_is_refused_when_it_cannot_help(fin_probabilities) -> None:
     perfect = np.eye(3, dtype=np.float32)[y]
     assert not np.any(tune_prior_shift(perfect, macro_f1(y)))
     assert shift_priors(strong, None) is strong
+
+
+def test_ensemble_is_shipped_only_when_it_wins_on_validation(fin_probabilities) -> None:
+    from slm.training.run import _default_component
+
+    weak, strong, y = fin_probabilities
+    score = macro_f1(y)
+    assert score(strong) > score(weak)
+    # a blend that is no better than the transformer alone: the simpler model ships
+    assert _default_component(True, score, {"transformer": strong, "ensemble": strong}) == "transformer"
+    # a blend that helps on validation ships
+    assert _default_component(True, score, {"transformer": weak, "ensemble": strong}) == "ensemble"
+    assert _default_component(False, score, {"transformer": weak, "ensemble": strong}) == "transformer"
