@@ -113,6 +113,7 @@ def tune(
     test_size: float = 0.1,
     config: TrainConfig | None = None,
     methods: tuple[str, ...] | None = None,
+    max_train_examples: int | None = None,
     show_progress: bool = True,
 ):
     """Search training hyper-parameters with Optuna for ``budget`` ('20m', '90s' or seconds).
@@ -120,6 +121,8 @@ def tune(
     Uses the same train/validation split as ``train`` with the same sizes and seed (the test
     split is held out and never looked at). Writes ``best_config.json``, ``trials.md``/``.json``,
     ``summary.json`` and the Optuna study (``study.db``, SQLite) to ``output``; returns a TuneResult.
+    ``max_train_examples``: trials train on a stratified sample of this many texts (default: sized
+    so the default configuration takes a quarter of the budget; 0: all of them).
     """
     from slm.training.tune import TUNABLE_METHODS, check_methods, parse_budget
 
@@ -129,6 +132,8 @@ def tune(
     seconds = float(budget) if isinstance(budget, int | float) else parse_budget(budget)
     if seconds <= 0:
         raise ConfigError("budget must be positive")
+    if max_train_examples is not None and max_train_examples < 0:
+        raise ConfigError("max train examples must be >= 0 (0 uses all)")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a directory")
@@ -145,6 +150,7 @@ def tune(
         budget_seconds=seconds,
         base=config,
         methods=methods,
+        max_train_examples=max_train_examples,
         show_progress=show_progress,
     )
 

@@ -554,6 +554,14 @@ def tune(
     methods: Annotated[
         str, typer.Option("--methods", help="Comma-separated methods to search among: full,lora,fewshot,head.")
     ] = "full,lora,fewshot,head",
+    max_train_examples: Annotated[
+        int | None,
+        typer.Option(
+            "--max-train-examples",
+            help="Trials train on a stratified sample of this many texts (default: sized so the default "
+            "configuration takes a quarter of the budget; 0: all).",
+        ),
+    ] = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     label_cols: LabelColsOpt = None,
@@ -593,6 +601,7 @@ def tune(
         test_size=test_size,
         config=config,
         methods=chosen,
+        max_train_examples=max_train_examples,
         show_progress=not quiet,
     )
     from slm.training.tune import summary_table

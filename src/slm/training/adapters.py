@@ -8,6 +8,7 @@ and runs at the same speed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ def add_adapters(
         )
     else:
         raise ConfigError(f"unknown adapter method {method!r}")
-    model.encoder = get_peft_model(model.encoder, peft_config)
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*gradient_checkpointing.*")
+        model.encoder = get_peft_model(model.encoder, peft_config)
     if method == "adalora":
         allocator = model.encoder.base_model
         return lambda step: allocator.update_and_allocate(step)

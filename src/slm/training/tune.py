@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from slm.console import console
 from slm.errors import ConfigError
 from slm.fileio import write_json_atomic, write_text_atomic
@@ -30,6 +32,9 @@ from slm.training.trainer import predict_logits, set_threads, validation_macro_f
 TUNABLE_METHODS = ("full", "lora", "fewshot", "head")
 # A trial is not started with less than this left of the budget.
 MIN_TRIAL_SECONDS = 30.0
+# With the automatic training subsample, the default configuration (trial 0) is sized to take
+# about this share of the budget, so the search proper keeps the rest.
+DEFAULT_TRIAL_SHARE = 0.25
 STUDY_NAME = "slm-tune"
 
 
@@ -40,6 +45,37 @@ class TuneResult:
     default_value: float | None
     trials: list[dict]
     output: Path
+    train_examples: int
+    train_examples_total: int
+
+
+def auto_train_examples(budget_seconds: float, base: TrainConfig) -> int:
+    """Training examples for trials such that the default configuration takes ~DEFAULT_TRIAL_SHARE of the budget.
+
+    Estimated from full fine-tuning's measured speed on 2 cores (FULL_EXAMPLES_PER_SECOND) and the
+    default number of epochs; at least 2,000 examples.
+    """
+    from slm.training.method import FULL_EXAMPLES_PER_SECOND
+
+    seconds = budget_seconds * DEFAULT_TRIAL_SHARE
+    return max(2000, int(seconds * FULL_EXAMPLES_PER_SECOND / base.epochs))
+
+
+def subsample(ds, n: int, seed: int):
+    """A stratified (single-label) or random (multi-label) subset of ``n`` rows of ``ds``; all rows if fewer."""
+    if n >= len(ds):
+        return ds
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(ds))
+    stratify = None
+    if not ds.multi_label:
+        labels = np.array(ds.labels, dtype=object)
+        counts = {k: int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}
+        if min(counts.values()) >= 2 and n >= len(counts):
+            stratify = labels
+    kept, _ = train_test_split(indices, train_size=n, stratify=stratify, random_state=seed)
+    return ds.subset(sorted(kept.tolist()))
 
 
 def parse_budget(text: str) -> float:
@@ -96,7 +132,9 @@ def _trial_row(trial) -> dict:
     }
 
 
-def _write_outputs(output: Path, study, best: TrainConfig | None, default_value: float | None) -> list[dict]:
+def _write_outputs(
+    output: Path, study, best: TrainConfig | None, default_value: float | None, n_train: int, n_total: int
+) -> list[dict]:
     rows = [_trial_row(t) for t in study.trials]
     keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -109,6 +147,8 @@ def _write_outputs(output: Path, study, best: TrainConfig | None, default_value:
             "best_config": best.to_dict(),
             "best_val_macro_f1": round(float(study.best_value), 5),
             "default_val_macro_f1": None if default_value is None else round(default_value, 5),
+            "train_examples": n_train,
+            "train_examples_total": n_total,
         }
         write_json_atomic(output / "best_config.json", best.to_dict())
         write_json_atomic(output / "summary.json", summary)
@@ -122,9 +162,15 @@ def tune(
     budget_seconds: float,
     base: TrainConfig,
     methods: tuple[str, ...] = TUNABLE_METHODS,
+    max_train_examples: int | None = None,
     show_progress: bool = True,
 ) -> TuneResult:
-    """Search hyper-parameters on ``splits`` (validation macro-F1) for ``budget_seconds``."""
+    """Search hyper-parameters on ``splits`` (validation macro-F1) for ``budget_seconds``.
+
+    Trials train on at most ``max_train_examples`` training texts (a stratified sample; ``None``:
+    sized so that the default configuration takes about a quarter of the budget, ``0``: all), and
+    every trial, the default included, is scored on the whole validation split.
+    """
     import optuna
     from transformers import AutoTokenizer
 
@@ -139,13 +185,21 @@ def tune(
     output.mkdir(parents=True, exist_ok=True)
     labels = splits.train.label_names
     multi = splits.train.multi_label
+    limit = auto_train_examples(budget_seconds, base) if max_train_examples is None else max_train_examples
+    train_ds = subsample(splits.train, limit, base.seed) if limit else splits.train
+    if len(train_ds) < len(splits.train):
+        console.print(
+            f"trials train on a stratified sample of {len(train_ds):,} of the {len(splits.train):,} training texts "
+            f"(so the default configuration fits about {DEFAULT_TRIAL_SHARE:.0%} of the budget; "
+            "--max-train-examples 0 uses all)"
+        )
     base_model = resolve_base_model(base.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_model.path)
     tokenizer.backend_tokenizer.no_padding()
     pad_id = int(tokenizer.pad_token_id or 0)
-    train = encode_texts(tokenizer, splits.train.texts, base.max_length)
+    train = encode_texts(tokenizer, train_ds.texts, base.max_length)
     val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
-    y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
+    y_train, y_val = train_ds.targets(labels), splits.validation.targets(labels)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -191,7 +245,7 @@ def tune(
                     pad_id=pad_id,
                     multi_label=multi,
                     checkpoint_dir=Path(tmp) / "ckpt",
-                    data_fingerprint=splits.train.fingerprint(),
+                    data_fingerprint=train_ds.fingerprint(),
                     show_progress=show_progress,
                     epoch_hook=report,
                 )
@@ -226,10 +280,10 @@ def tune(
                 if best_trial.user_attrs.get("default")
                 else suggest(optuna.trial.FixedTrial(best_trial.params), base, methods)
             )
-        rows = _write_outputs(output, study, best, default_value)
+        rows = _write_outputs(output, study, best, default_value, len(train_ds), len(splits.train))
     if best is None:
         raise ConfigError("no trial finished within the budget; give tuning more time (--budget)")
-    return TuneResult(best, float(best_trial.value), default_value, rows, output)
+    return TuneResult(best, float(best_trial.value), default_value, rows, output, len(train_ds), len(splits.train))
 
 
 def summary_table(result: TuneResult) -> list[tuple[str, str]]:
@@ -240,5 +294,7 @@ def summary_table(result: TuneResult) -> list[tuple[str, str]]:
         gain = (result.best_value - result.default_value) * 100
         out.append(("default configuration", f"{result.default_value:.4f} ({gain:+.2f} points for the best)"))
     out.append(("best method", best.method))
+    if result.train_examples < result.train_examples_total:
+        out.append(("trials trained on", f"{result.train_examples:,} of {result.train_examples_total:,} texts"))
     out.append(("trials", str(len(result.trials))))
     return out
