@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from slm.data.dataset import TextDataset
 from slm.errors import ConfigError
 from slm.training.config import TrainConfig
-from slm.training.tune import parse_budget
+from slm.training.tune import auto_train_examples, parse_budget, sample_indices
 from tests.conftest import banking_frame
 from tests.test_cli import assert_one_line_error, slm
 
@@ -25,6 +26,20 @@ def test_parse_budget() -> None:
     for bad in ("soon", "-5m", "0", "m", "nanm"):
         with pytest.raises(ConfigError):
             parse_budget(bad)
+
+
+def test_trials_train_on_a_stratified_sample_sized_to_the_budget() -> None:
+    frame = banking_frame("train", per_class=30)
+    ds = TextDataset(frame["text"].tolist(), frame["category"].tolist())
+    kept = sample_indices(ds, 100, seed=0)
+    assert len(kept) == 100 and len(set(kept.tolist())) == 100
+    assert set(ds.subset(kept.tolist()).label_counts().values()) == {10}  # 30 per class -> 10 per class
+    assert sample_indices(ds, 10_000, seed=0).tolist() == list(range(len(ds)))
+    # a bigger budget allows more examples; longer texts and more default epochs fewer
+    default = TrainConfig()
+    assert auto_train_examples(4800, default, 14) > auto_train_examples(2400, default, 14) > 1000
+    assert auto_train_examples(4800, default, 40) < auto_train_examples(4800, default, 14)
+    assert auto_train_examples(4800, TrainConfig(epochs=10), 14) < auto_train_examples(4800, default, 14)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,11 @@ from slm.training.config import TrainConfig
 # At or below this many examples per class (median) contrastive few-shot training is chosen.
 # bench/learning_curves.py measures the crossing point on BANKING77 (see bench/results).
 FEWSHOT_MAX_PER_CLASS = 32
-# Full fine-tuning speed on 2 CPU cores with minilm-l6 (BANKING77, 128-token limit, measured by
-# bench/classification.py): used only to estimate whether full fine-tuning fits --max-minutes.
-FULL_EXAMPLES_PER_SECOND = 100.0
+# Full fine-tuning speed on 2 CPU cores with minilm-l6, measured by bench/classification.py:
+# ~100 examples/s on BANKING77 (~14 tokens a text), ~34 on finance tweets (~40 tokens), i.e. about
+# this many tokens a second. Used only for estimates (does full fine-tuning fit --max-minutes?).
+FULL_TOKENS_PER_SECOND = 1400.0
+FULL_EXAMPLES_PER_SECOND = 100.0  # at BANKING77's text lengths, when lengths are not known
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from slm.console import console
 from slm.errors import ConfigError
 from slm.fileio import write_json_atomic, write_text_atomic
 from slm.pipeline import Splits
-from slm.training.batching import encode_texts
+from slm.training.batching import Encoded, encode_texts
 from slm.training.config import TrainConfig
 from slm.training.trainer import predict_logits, set_threads, validation_macro_f1
 
@@ -49,33 +49,33 @@ class TuneResult:
     train_examples_total: int
 
 
-def auto_train_examples(budget_seconds: float, base: TrainConfig) -> int:
+def auto_train_examples(budget_seconds: float, base: TrainConfig, mean_tokens: float) -> int:
     """Training examples for trials such that the default configuration takes ~DEFAULT_TRIAL_SHARE of the budget.
 
-    Estimated from full fine-tuning's measured speed on 2 cores (FULL_EXAMPLES_PER_SECOND) and the
-    default number of epochs; at least 2,000 examples.
+    Estimated from full fine-tuning's measured token throughput on 2 cores, the texts' mean length
+    in tokens and the default number of epochs; at least 1,000 examples.
     """
-    from slm.training.method import FULL_EXAMPLES_PER_SECOND
+    from slm.training.method import FULL_TOKENS_PER_SECOND
 
-    seconds = budget_seconds * DEFAULT_TRIAL_SHARE
-    return max(2000, int(seconds * FULL_EXAMPLES_PER_SECOND / base.epochs))
+    examples_per_s = FULL_TOKENS_PER_SECOND / max(mean_tokens, 1.0)
+    return max(1000, int(budget_seconds * DEFAULT_TRIAL_SHARE * examples_per_s / base.epochs))
 
 
-def subsample(ds, n: int, seed: int):
-    """A stratified (single-label) or random (multi-label) subset of ``n`` rows of ``ds``; all rows if fewer."""
+def sample_indices(ds, n: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a stratified (single-label) or random (multi-label) sample of ``n`` rows."""
+    indices = np.arange(len(ds))
     if n >= len(ds):
-        return ds
+        return indices
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(len(ds))
     stratify = None
     if not ds.multi_label:
         labels = np.array(ds.labels, dtype=object)
-        counts = {k: int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}
-        if min(counts.values()) >= 2 and n >= len(counts):
+        _, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 2 and n >= len(counts):
             stratify = labels
     kept, _ = train_test_split(indices, train_size=n, stratify=stratify, random_state=seed)
-    return ds.subset(sorted(kept.tolist()))
+    return np.sort(kept)
 
 
 def parse_budget(text: str) -> float:
@@ -185,21 +185,25 @@ def tune(
     output.mkdir(parents=True, exist_ok=True)
     labels = splits.train.label_names
     multi = splits.train.multi_label
-    limit = auto_train_examples(budget_seconds, base) if max_train_examples is None else max_train_examples
-    train_ds = subsample(splits.train, limit, base.seed) if limit else splits.train
-    if len(train_ds) < len(splits.train):
-        console.print(
-            f"trials train on a stratified sample of {len(train_ds):,} of the {len(splits.train):,} training texts "
-            f"(so the default configuration fits about {DEFAULT_TRIAL_SHARE:.0%} of the budget; "
-            "--max-train-examples 0 uses all)"
-        )
     base_model = resolve_base_model(base.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_model.path)
     tokenizer.backend_tokenizer.no_padding()
     pad_id = int(tokenizer.pad_token_id or 0)
-    train = encode_texts(tokenizer, train_ds.texts, base.max_length)
+    train = encode_texts(tokenizer, splits.train.texts, base.max_length)
     val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
-    y_train, y_val = train_ds.targets(labels), splits.validation.targets(labels)
+    y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
+    mean_tokens = float(np.mean([len(ids) for ids in train.ids]))
+    limit = auto_train_examples(budget_seconds, base, mean_tokens) if max_train_examples is None else max_train_examples
+    kept = sample_indices(splits.train, limit, base.seed) if limit else np.arange(len(splits.train))
+    if len(kept) < len(splits.train):
+        console.print(
+            f"trials train on a stratified sample of {len(kept):,} of the {len(splits.train):,} training texts "
+            f"(sized for the default configuration to take about {DEFAULT_TRIAL_SHARE:.0%} of the budget; "
+            "--max-train-examples 0 uses all)"
+        )
+        train = Encoded([train.ids[i] for i in kept], 0)
+        y_train = y_train[kept]
+    train_ds = splits.train.subset(kept.tolist())
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
