@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         slm.tune(DATA, output=STUDY, budget=args.budget, text_col="text", label_col="label", show_progress=False)
         wall = time.perf_counter() - started
+    previous = RESULTS / "tune_fin_tweets.json"
+    if args.report_only and previous.is_file():  # keep the measured wall time of the search
+        minutes = json.loads(previous.read_text()).get("wall_minutes")
+        wall = None if minutes is None else minutes * 60
     summary = json.loads((STUDY / "summary.json").read_text())
     trials = json.loads((STUDY / "trials.json").read_text())
     best, default = summary["best_val_macro_f1"], summary["default_val_macro_f1"]
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- default configuration (trial 0): **{default}**",
         f"- best found: **{best}** ({result['gain_points']:+.2f} points), method `{summary['best_config']['method']}`",
         f"- trials: {len(trials)} ({sum(t['state'] == 'pruned' for t in trials)} pruned)"
-        + ("" if wall is None else f", search wall time {wall / 60:.1f} min"),
+        + ("" if wall is None else f", search wall time {wall / 60:.1f} min")
+        + f"; trials trained on {summary['train_examples']:,} of {summary['train_examples_total']:,} training texts",
         "",
         (STUDY / "trials.md").read_text(),
     ]

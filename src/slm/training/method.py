@@ -9,7 +9,9 @@ import numpy as np
 from slm.training.config import TrainConfig
 
 # At or below this many examples per class (median) contrastive few-shot training is chosen.
-# bench/learning_curves.py measures the crossing point on BANKING77 (see bench/results).
+# Measured on BANKING77 at 8 and 16 per class (few-shot 84% / 88% test accuracy, see
+# bench/results/learning_curves.md); the crossing point with full fine-tuning above 16 is a
+# judgement until `bench/learning_curves.py --sizes 32,64` has been run.
 FEWSHOT_MAX_PER_CLASS = 32
 # Full fine-tuning speed on 2 CPU cores with minilm-l6, measured by bench/classification.py:
 # ~100 examples/s on BANKING77 (~14 tokens a text), ~34 on finance tweets (~40 tokens), i.e. about

@@ -132,6 +132,14 @@ def _trial_row(trial) -> dict:
     }
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _write_outputs(
     output: Path, study, best: TrainConfig | None, default_value: float | None, n_train: int, n_total: int
 ) -> list[dict]:
@@ -139,7 +147,7 @@ def _write_outputs(
     keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        lines.append("| " + " | ".join("" if row.get(k) is None else str(row.get(k)) for k in keys) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
     write_text_atomic(output / "trials.md", "\n".join(lines) + "\n")
     write_json_atomic(output / "trials.json", rows)
     if best is not None:
