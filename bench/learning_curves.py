@@ -182,16 +182,24 @@ def markdown(rows: list[dict], runs: dict[str, dict]) -> str:
     self_runs = [r for r in runs.values() if r["self_training"]]
     if self_runs:
         lines += ["", "## Self-training (rest of the train split given without labels)", ""]
-        lines += ["| examples/class | draw | labelled only | with self-training | gain (points) | rounds kept |"]
-        lines += ["|---|---|---|---|---|---|"]
+        lines += [
+            "| examples/class | draw | labelled only | with self-training | gain (points) | rounds kept "
+            "| validation macro-F1 by round (pseudo-labels) |"
+        ]
+        lines += ["|---|---|---|---|---|---|---|"]
         for r in sorted(self_runs, key=lambda r: (r["k"], r["draw"])):
             plain = runs.get(f"{r['k']}/{r['draw']}/{r['method']}")
             before = plain["accuracy"]["transformer"] if plain else None
             after = r["accuracy"]["transformer"]
             gain = "" if before is None else f"{(after - before) * 100:+.2f}"
-            kept = (r["self_training_record"] or {}).get("kept_rounds")
+            record = r["self_training_record"] or {}
             shown = "" if before is None else f"{before:.2%}"
-            lines.append(f"| {r['k']} | {r['draw']} | {shown} | {after:.2%} | {gain} | {kept} |")
+            by_round = ", ".join(
+                f"{x['val_macro_f1']:.4f} ({x['pseudo_labels']:,}{'' if x['kept'] else ', rejected'})"
+                for x in record.get("rounds", [])
+            )
+            kept = record.get("kept_rounds")
+            lines.append(f"| {r['k']} | {r['draw']} | {shown} | {after:.2%} | {gain} | {kept} | {by_round} |")
     return "\n".join(lines) + "\n"
 
 
