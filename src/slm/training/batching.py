@@ -19,6 +19,15 @@ class Encoded:
         return len(self.ids)
 
 
+def load_tokenizer(path) -> tuple[object, int]:
+    """A model's fast tokenizer with padding off (some packaged ones pad every text to 128), and its pad id."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.backend_tokenizer.no_padding()
+    return tokenizer, int(tokenizer.pad_token_id or 0)
+
+
 def encode_texts(tokenizer, texts: list[str], max_length: int, chunk: int = 2048) -> Encoded:
     """Tokenise without padding; count texts longer than ``max_length`` tokens."""
     ids: list[list[int]] = []

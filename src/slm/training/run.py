@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 
 from slm import __version__
 from slm.bundle.bundle import Bundle
@@ -26,7 +25,7 @@ from slm.pipeline import (
     summary_metrics,
 )
 from slm.reports import recommend, tune_thresholds, write_report
-from slm.training.batching import Encoded, encode_texts
+from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
 from slm.training.method import choose_method
@@ -104,8 +103,7 @@ def run_training(
     task = "multi_label" if splits.train.multi_label else "single_label"
     labels = splits.train.label_names
     base = resolve_base_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base.path)
-    tokenizer.backend_tokenizer.no_padding()  # some packaged tokenizers pad everything to 128
+    tokenizer, pad_id = load_tokenizer(base.path)
     enc = {
         name: encode_texts(tokenizer, ds.texts, config.max_length)
         for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
@@ -128,7 +126,6 @@ def run_training(
         choice = choose_method(targets["train"], len(labels), config)
         method = choice.method
         console.print(f"[bold]method[/]: {method} ({choice.reason})")
-    pad_id = int(tokenizer.pad_token_id or 0)
 
     def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
         return fit_transformer(

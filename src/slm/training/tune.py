@@ -25,7 +25,7 @@ from slm.console import console
 from slm.errors import ConfigError
 from slm.fileio import write_json_atomic, write_text_atomic
 from slm.pipeline import Splits
-from slm.training.batching import Encoded, encode_texts
+from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.trainer import predict_logits, set_threads, validation_macro_f1
 
@@ -180,7 +180,6 @@ def tune(
     every trial, the default included, is scored on the whole validation split.
     """
     import optuna
-    from transformers import AutoTokenizer
 
     from slm.models.registry import resolve_base_model
     from slm.training.fit import fit_transformer
@@ -194,9 +193,7 @@ def tune(
     labels = splits.train.label_names
     multi = splits.train.multi_label
     base_model = resolve_base_model(base.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
-    tokenizer.backend_tokenizer.no_padding()
-    pad_id = int(tokenizer.pad_token_id or 0)
+    tokenizer, pad_id = load_tokenizer(base_model.path)
     train = encode_texts(tokenizer, splits.train.texts, base.max_length)
     val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
     y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
