@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(name, args.bundles)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: result[k] for k in ("dataset", "models", "train_wall_minutes", "checks")}, indent=2))
-    done = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    # Only this benchmark's per-dataset files: results/ also holds other benchmarks' JSON.
+    done = [json.loads(p.read_text()) for p in (RESULTS / f"{n}.json" for n in DATASETS) if p.is_file()]
     (RESULTS / "classification.md").write_text(markdown(done))
     print(markdown(done))
     return 0

@@ -60,3 +60,13 @@ def tiny_bundle(tmp_path_factory, banking_csv, banking_test_csv) -> Path:
     slm.train(banking_csv, output=out, test=banking_test_csv, config=TrainConfig(**TINY_CONFIG),
               show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle exported to fused fp32 ONNX (``slm export``): what the runtime and server run."""
+    from slm.compression.export import export_bundle
+
+    out = tmp_path_factory.mktemp("export") / "tiny-onnx"
+    export_bundle(tiny_bundle, out)
+    return out

@@ -25,13 +25,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_bundle, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "tiny-onnx"
-    export_bundle(tiny_bundle, out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def quantized(exported, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "tiny-int8"
     quantize_bundle(exported, out, gate_points=5.0)

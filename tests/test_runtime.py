@@ -7,13 +7,11 @@ import json
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
 import slm
-from slm.compression.export import export_bundle
 from slm.errors import BundleError
 
 HEAVY = ("torch", "transformers", "sklearn", "scipy", "pandas", "matplotlib", "onnx")
@@ -29,13 +27,6 @@ print(json.dumps({{
     "heavy": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
 }}))
 """
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_bundle, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runtime") / "tiny-onnx"
-    export_bundle(tiny_bundle, out)
-    return out
 
 
 def test_runtime_process_never_imports_torch(exported, tiny_bundle) -> None:

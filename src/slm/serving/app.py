@@ -1,0 +1,192 @@
+"""The FastAPI application: routes, error bodies and middleware around a :class:`ModelService`."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from slm import __version__
+from slm.serving import log
+from slm.serving.batching import QueueFull, ShuttingDown
+from slm.serving.config import ServeConfig
+from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
+from slm.serving.schemas import ErrorResponse, PredictRequest, PredictResponse, request_body_schema, validation_message
+from slm.serving.service import ModelService
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def json_response(data: Any) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False), media_type="application/json")
+
+
+def create_app(service: ModelService) -> FastAPI:
+    """The HTTP API for ``service`` (already loaded); starting the app starts its batchers."""
+    config = service.config
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await service.start()
+        log.event("ready", models=sorted(service.models))
+        try:
+            yield
+        finally:
+            await service.close()
+            log.event("stopped")
+
+    app = FastAPI(
+        title="slm",
+        version=__version__,
+        summary="Small, fast, domain-specific text models on a CPU.",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app, config)
+    _add_routes(app, service)
+    # Added innermost first: a request meets AccessLog, then CORS, then API keys, then the body limit.
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(ApiKeys, config=config)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"])  # fmt: skip
+    app.add_middleware(AccessLog, metrics=service.metrics, enabled=config.access_log)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        return error_response(413, "body_too_large", too_large_message(config.max_body_bytes))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.event("internal_error", level=40, path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+        return error_response(500, "internal_error", "the server failed to answer this request; see its log")
+
+
+def _add_routes(app: FastAPI, service: ModelService) -> None:
+    config = service.config
+    playground = files("slm.serving").joinpath("static/playground.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(playground)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Every model is loaded and warmed", responses={503: {"model": ErrorResponse}})
+    async def readyz() -> JSONResponse:
+        if not service.ready:
+            return error_response(503, "not_ready", "the models are not loaded yet, or the server is shutting down")
+        return JSONResponse({"status": "ready", "models": sorted(service.models)})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=PROMETHEUS_TYPE)
+
+    @app.get("/v1/models", summary="The served models, from their manifests")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [model.summary() for model in service.models.values()]}
+
+    @app.get("/v1/models/{name}", summary="One served model", responses={404: {"model": ErrorResponse}})
+    async def one_model(name: str) -> dict[str, Any]:
+        return _model(service, name).summary()
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        summary="Labels and probabilities for one text or a list",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        openapi_extra=request_body_schema(),
+    )
+    async def predict(name: str, request: Request) -> Response:
+        started = time.perf_counter()
+        model = _model(service, name)
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            code, message = validation_message(exc)
+            raise ApiError(400 if code == "invalid_json" else 422, code, message) from None
+        texts, truncated = _checked_texts(body.inputs, config)
+        request.state.log = {"model": name, "texts": len(texts)}
+        try:
+            predictions = await model.predict(texts, top_k=body.top_k or config.top_k,
+                                              with_probabilities=body.probabilities)  # fmt: skip
+        except QueueFull as exc:
+            service.metrics.rejected.labels(name, "queue_full").inc()
+            raise ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        except ShuttingDown:
+            service.metrics.rejected.labels(name, "shutting_down").inc()
+            raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}) from None
+        for index, prediction in enumerate(predictions):
+            prediction["truncated"] = index in truncated
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        return json_response({"model": name, "predictions": predictions, "latency_ms": latency})
+
+
+def _model(service: ModelService, name: str):
+    model = service.get(name)
+    if model is None:
+        known = ", ".join(sorted(service.models))
+        raise ApiError(404, "unknown_model", f"no model named '{name}' is served here (served: {known})")
+    return model
+
+
+def _checked_texts(texts: list[str], config: ServeConfig) -> tuple[list[str], set[int]]:
+    """Refuse empty input and too many texts; cut or refuse texts over ``max_chars``."""
+    if not texts:
+        raise ApiError(422, "invalid_request", "texts: give at least one text")
+    if len(texts) > config.max_texts:
+        raise ApiError(422, "too_many_texts", f"texts: {len(texts)} texts, more than this server's limit of "
+                       f"{config.max_texts} per request")  # fmt: skip
+    out: list[str] = []
+    truncated: set[int] = set()
+    for index, text in enumerate(texts):
+        if not text.strip():
+            where = "text" if len(texts) == 1 else f"texts.{index}"
+            raise ApiError(422, "empty_text", f"{where}: the text is empty")
+        if len(text) > config.max_chars:
+            if config.long_texts == "reject":
+                raise ApiError(422, "text_too_long", f"texts.{index}: {len(text):,} characters, more than this "
+                               f"server's limit of {config.max_chars:,}")  # fmt: skip
+            text = text[: config.max_chars]
+            truncated.add(index)
+        out.append(text)
+    return out, truncated

@@ -1,0 +1,117 @@
+"""The service's settings, validated once: every limit the server enforces lives here."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slm.errors import ConfigError
+
+LONG_TEXT_POLICIES = ("truncate", "reject")
+# Model names appear in URLs and metric labels: keep them to a safe alphabet.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_workers() -> int:
+    """One batch in flight per core (each ONNX run then uses one thread): measured best on 2 cores."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of ``slm serve``; :meth:`validated` refuses impossible values with one clear line."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 32
+    max_wait_ms: float = 0.0
+    max_queue: int = 512
+    workers: int = field(default_factory=default_workers)
+    threads: int = 1
+    max_body_bytes: int = 1_048_576
+    max_texts: int = 64
+    max_chars: int = 2_000
+    long_texts: str = "truncate"
+    top_k: int = 5
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    watch: bool = False
+    watch_interval: float = 1.0
+    graceful_timeout: float = 30.0
+    access_log: bool = True
+
+    def validated(self) -> ServeConfig:
+        positive = {
+            "max_batch": self.max_batch, "max_queue": self.max_queue, "workers": self.workers,
+            "threads": self.threads, "max_body_bytes": self.max_body_bytes, "max_texts": self.max_texts,
+            "max_chars": self.max_chars, "top_k": self.top_k,
+        }  # fmt: skip
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be between 0 and 65535 (got {self.port})")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"--max-wait-ms cannot be negative (got {self.max_wait_ms})")
+        if self.watch_interval <= 0:
+            raise ConfigError(f"--watch-interval must be positive (got {self.watch_interval})")
+        if self.graceful_timeout < 0:
+            raise ConfigError(f"--graceful-timeout cannot be negative (got {self.graceful_timeout})")
+        if self.long_texts not in LONG_TEXT_POLICIES:
+            raise ConfigError(f"--long-texts must be one of {', '.join(LONG_TEXT_POLICIES)} (got {self.long_texts})")
+        if self.max_queue < self.max_texts:
+            raise ConfigError(
+                f"--max-queue ({self.max_queue}) must hold at least one full request (--max-texts {self.max_texts})"
+            )
+        return self
+
+    def key_is_valid(self, candidate: str | None) -> bool:
+        """Constant-time check of ``candidate`` against every configured key (all are compared, always)."""
+        given = (candidate or "").encode("utf-8")
+        found = False
+        for key in self.api_keys:
+            found |= hmac.compare_digest(given, key.encode("utf-8"))
+        return found and bool(given)
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """API keys from a file: one per line, blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"API key file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the API key file {path}: {exc}") from None
+    keys = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        raise ConfigError(f"API key file {path} holds no key (one key per line)")
+    short = [i for i, key in enumerate(keys, 1) if len(key) < 16]
+    if short:
+        raise ConfigError(f"API key file {path}: key {short[0]} is shorter than 16 characters; use long random keys")
+    return keys
+
+
+def parse_model_specs(specs: list[str]) -> list[tuple[str, Path]]:
+    """``[NAME=]PATH`` arguments as ``(name, path)``; the name defaults to the directory's name."""
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if sep and rest and "/" not in name:  # NAME=PATH (a path with '=' in a folder name stays a path)
+            path = Path(rest)
+        else:
+            path = Path(spec)
+            name = path.resolve().name if path.name in ("", ".", "..") else path.name
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(
+                f"model name '{name}' (from {spec}) must be letters, digits, '.', '_' or '-': serve it as NAME={spec}"
+            )
+        if any(name == seen for seen, _ in out):
+            raise ConfigError(f"two bundles are named '{name}': give one another name with NAME=PATH")
+        out.append((name, path))
+    if not out:
+        raise ConfigError("name at least one bundle to serve")
+    return out

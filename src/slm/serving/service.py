@@ -1,0 +1,146 @@
+"""The models behind the HTTP API: one micro-batcher each, a shared worker pool, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from slm.errors import SlmError, one_line
+from slm.serving import log
+from slm.serving.batching import MicroBatcher
+from slm.serving.config import ServeConfig
+from slm.serving.metrics import ServiceMetrics
+from slm.serving.models import LoadedBundle, decode_rows, load_bundle, manifest_signature, summary
+
+# A reload that failed is tried again after this many watch intervals even if nothing changed.
+RETRY_INTERVALS = 10
+
+
+class ServedModel:
+    """A named bundle: its current loaded version and the batcher that feeds it."""
+
+    def __init__(self, name: str, path: Path, loaded: LoadedBundle, config: ServeConfig) -> None:
+        self.name, self.path, self.config = name, Path(path), config
+        self.current = loaded
+        self.batcher: MicroBatcher | None = None
+        self.failed: tuple[tuple[int, int, int] | None, float] | None = None
+
+    def attach(self, executor: ThreadPoolExecutor, metrics: ServiceMetrics) -> None:
+        c = self.config
+        self.batcher = MicroBatcher(
+            self._run, executor=executor, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms,
+            max_queue=c.max_queue, concurrency=c.workers, observer=metrics.observer(self.name),
+        )  # fmt: skip
+
+    def _run(self, texts: list[str]) -> tuple[Any, LoadedBundle]:
+        loaded = self.current  # read once: a reload during this batch does not mix versions
+        return loaded.bundle.predict_proba(texts, batch_size=self.config.max_batch), loaded
+
+    async def predict(self, texts: list[str], *, top_k: int, with_probabilities: bool) -> list[dict[str, Any]]:
+        assert self.batcher is not None, "the service has not started"
+        rows, loaded = await self.batcher.submit(texts)
+        return decode_rows(rows, loaded, top_k=top_k, with_probabilities=with_probabilities)
+
+    def summary(self) -> dict[str, Any]:
+        return summary(self.name, self.current)
+
+
+class ModelService:
+    """Every served model, loaded and warmed before the server listens."""
+
+    def __init__(self, models: dict[str, ServedModel], config: ServeConfig) -> None:
+        self.models, self.config = models, config
+        self.metrics = ServiceMetrics()
+        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
+        self.ready = False
+        self._watcher: asyncio.Task | None = None
+        for model in models.values():
+            model.attach(self.executor, self.metrics)
+            self._record_model(model)
+
+    @classmethod
+    def load(cls, specs: list[tuple[str, Path]], config: ServeConfig) -> ModelService:
+        """Load, verify and warm every bundle; the first one that fails raises its error, naming it."""
+        models = {}
+        for name, path in specs:
+            started = time.perf_counter()
+            try:
+                loaded = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
+            except SlmError as exc:
+                raise type(exc)(f"cannot serve '{name}': {exc}") from None
+            models[name] = ServedModel(name, path, loaded, config)
+            log.event("model_loaded", model=name, seconds=round(time.perf_counter() - started, 3),
+                      labels=len(loaded.labels), component=loaded.bundle.default_component)  # fmt: skip
+        return cls(models, config)
+
+    def get(self, name: str) -> ServedModel | None:
+        return self.models.get(name)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        for model in self.models.values():
+            assert model.batcher is not None
+            model.batcher.start()
+        if self.config.watch:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def close(self) -> None:
+        """Stop watching, finish every queued and running batch, then release the workers."""
+        self.ready = False
+        self.metrics.ready.set(0)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await asyncio.gather(*(m.batcher.close() for m in self.models.values() if m.batcher is not None))
+        self.executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ hot reload
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            for model in self.models.values():
+                await self.reload_if_changed(model)
+
+    async def reload_if_changed(self, model: ServedModel) -> bool:
+        """Load ``model``'s bundle again if its manifest changed; keep the old version if that fails."""
+        signature = manifest_signature(model.path)
+        if signature is None or signature == model.current.signature:
+            return False
+        if model.failed is not None:
+            failed_signature, failed_at = model.failed
+            retry_at = failed_at + RETRY_INTERVALS * self.config.watch_interval
+            if signature == failed_signature and time.monotonic() < retry_at:
+                return False
+        started = time.perf_counter()
+        try:
+            loaded = await asyncio.to_thread(
+                load_bundle, model.path, threads=self.config.threads, max_batch=self.config.max_batch
+            )
+        except Exception as exc:  # a broken new version must never take the served one down
+            model.failed = (signature, time.monotonic())
+            self.metrics.reloads.labels(model.name, "failed").inc()
+            log.event("model_reload_failed", level=40, model=model.name, error=one_line(exc),
+                      kept_loaded_at=model.summary()["loaded_at"])  # fmt: skip
+            return False
+        previous = model.current
+        model.current, model.failed = loaded, None
+        self.metrics.reloads.labels(model.name, "ok").inc()
+        self.metrics.model_info.remove(*_info_labels(model.name, previous))
+        self._record_model(model)
+        log.event("model_reloaded", model=model.name, seconds=round(time.perf_counter() - started, 3),
+                  labels=len(loaded.labels))  # fmt: skip
+        return True
+
+    def _record_model(self, model: ServedModel) -> None:
+        self.metrics.model_info.labels(*_info_labels(model.name, model.current)).set(1)
+        self.metrics.model_loaded.labels(model.name).set(model.current.loaded_at)
+
+
+def _info_labels(name: str, loaded: LoadedBundle) -> tuple[str, str, str, str, str]:
+    facts = summary(name, loaded)
+    return name, facts["task"], str(facts["num_labels"]), str(facts["backend"]), str(facts["base_model"])

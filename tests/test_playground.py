@@ -1,0 +1,93 @@
+"""The playground page at / in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.servers import KEY, running
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+TEXT = "I still have not received my new card, it has been two weeks"
+
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)",
+                allow_module_level=True)  # fmt: skip
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_playground_predicts_and_draws_probability_bars(browser, exported, tmp_path) -> None:
+    with running([("tiny", exported), ("second", exported)]) as (url, _):
+        expected = httpx.post(f"{url}/v1/models/second/predict", json={"text": TEXT, "top_k": 5}).json()
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        models = Select(browser.find_element(By.ID, "model"))
+        assert [o.text for o in models.options] == ["tiny", "second"]
+        models.select_by_visible_text("second")
+        assert "10 labels" in browser.find_element(By.ID, "model-facts").text
+        browser.find_element(By.ID, "text").send_keys(TEXT)
+        browser.find_element(By.ID, "predict").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "result")))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 5)
+        top = expected["predictions"][0]
+        assert browser.find_element(By.ID, "label").text == top["label"]
+        bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        assert [b.get_attribute("data-label") for b in bars] == [t["label"] for t in top["top_k"]]
+        widths = [b.find_element(By.CSS_SELECTOR, ".bar-fill").size["width"] for b in bars]
+        assert widths == sorted(widths, reverse=True) and widths[0] > 0
+        assert "ms" in browser.find_element(By.ID, "latency").text
+        browser.save_screenshot(str(tmp_path / "playground.png"))
+
+        # Empty text: the page says so and sends nothing.
+        browser.find_element(By.ID, "text").clear()
+        browser.find_element(By.ID, "predict").click()
+        error = wait.until(ec.visibility_of_element_located((By.ID, "error")))
+        assert "Type a text" in error.text
+
+
+def test_playground_under_api_keys_works_once_the_browser_has_logged_in(browser, exported) -> None:
+    with running([("tiny", exported)], api_keys=(KEY,)) as (url, _):
+        assert httpx.get(url + "/").status_code == 401  # without the key the page itself is refused
+        # What the browser's Basic-auth prompt leads to: every later request of the page carries the key.
+        token = base64.b64encode(f"user:{KEY}".encode()).decode()
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
+        try:
+            browser.get(url + "/")
+            wait = WebDriverWait(browser, 20)
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+            assert [o.text for o in Select(browser.find_element(By.ID, "model")).options] == ["tiny"]
+            browser.find_element(By.ID, "text").send_keys("how do I change my PIN?")
+            browser.find_element(By.ID, "predict").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 5)
+        finally:
+            browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
