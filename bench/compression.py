@@ -46,8 +46,8 @@ def _validation_file(fp32: Path) -> Path:
     return path
 
 
-def build_variants(fp32: Path) -> list[Path]:
-    """Make every missing variant of ``fp32`` with the public API; returns them all."""
+def build_variants(fp32: Path, only: tuple[str, ...] | None = None) -> list[Path]:
+    """Make every missing variant of ``fp32`` (or those named in ``only``) with the public API; returns them."""
     from slm.compression.export import export_bundle
     from slm.compression.prune import prune_bundle
     from slm.compression.quantize import quantize_bundle
@@ -67,6 +67,8 @@ def build_variants(fp32: Path) -> list[Path]:
         ("pruned3-int8", lambda out: quantize_bundle(name("pruned3"), out, validation=validation)),
         ("static", lambda out: build_static_bundle(fp32, out, train)),
     ]
+    if only is not None:
+        steps = [(suffix, build) for suffix, build in steps if suffix in only]
     for suffix, build in steps:
         if not (name(suffix) / "manifest.json").is_file():
             print(f"building {name(suffix)}", file=sys.stderr)

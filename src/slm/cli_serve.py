@@ -14,6 +14,9 @@ import typer
 
 from slm.cli import _command
 from slm.errors import ConfigError
+from slm.serving.config import ServeConfig
+
+DEFAULTS = ServeConfig()
 
 
 class LongTexts(StrEnum):
@@ -42,48 +45,67 @@ def serve(
     bundles: Annotated[
         list[str],
         typer.Argument(
-            metavar="[NAME=]BUNDLE...", envvar=_env("bundles"), show_default=False,
+            metavar="[NAME=]BUNDLE...",
+            envvar=_env("bundles"),
+            show_default=False,
             help="Exported bundles to serve (from 'slm export' or 'slm compress'); NAME defaults to the "
             "directory's name and is the {name} in /v1/models/{name}/predict.",
         ),
     ],
-    host: Annotated[str, _opt("host", "Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, _opt("port", "TCP port (0: any free port).")] = 8000,
-    max_batch: Annotated[int, _opt("max_batch", "Texts per model batch (1: no batching).")] = 32,
+    host: Annotated[str, _opt("host", "Address to listen on (0.0.0.0: every interface).")] = DEFAULTS.host,
+    port: Annotated[int, _opt("port", "TCP port (0: any free port).")] = DEFAULTS.port,
+    max_batch: Annotated[int, _opt("max_batch", "Texts per model batch (1: no batching).")] = DEFAULTS.max_batch,
     max_wait_ms: Annotated[
-        float, _opt("max_wait_ms", "Longest a batch waits to fill while a worker is free (0: run at once; "
-                    "batches still grow while every worker is busy).")
-    ] = 0.0,
-    max_queue: Annotated[int, _opt("max_queue", "Texts queued per model before requests get 503.")] = 512,
-    workers: Annotated[int | None, _opt("workers", "Batches run at once (default: one per core).")] = None,
-    threads: Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")] = 1,
-    max_body_bytes: Annotated[int, _opt("max_body_bytes", "Largest request body, in bytes.")] = 1_048_576,
-    max_texts: Annotated[int, _opt("max_texts", "Most texts in one request.")] = 64,
-    max_chars: Annotated[int, _opt("max_chars", "Longest text, in characters.")] = 2_000,
+        float,
+        _opt(
+            "max_wait_ms",
+            "Longest a batch waits to fill while a worker is free (0: run at once; "
+            "batches still grow while every worker is busy).",
+        ),
+    ] = DEFAULTS.max_wait_ms,
+    max_queue: Annotated[
+        int, _opt("max_queue", "Texts queued per model before requests get 503.")
+    ] = DEFAULTS.max_queue,
+    workers: Annotated[int | None, _opt("workers", "Batches run at once (default: one per core, plus one).")] = None,
+    threads: Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")] = DEFAULTS.threads,
+    max_body_bytes: Annotated[int, _opt("max_body_bytes", "Largest request body, in bytes.")] = DEFAULTS.max_body_bytes,
+    max_texts: Annotated[int, _opt("max_texts", "Most texts in one request.")] = DEFAULTS.max_texts,
+    max_chars: Annotated[int, _opt("max_chars", "Longest text, in characters.")] = DEFAULTS.max_chars,
     long_texts: Annotated[LongTexts, _opt("long_texts", "Texts over --max-chars: cut or refuse.")] = LongTexts.truncate,
-    top_k: Annotated[int, _opt("top_k", "Labels listed per text unless a request asks otherwise.")] = 5,
+    top_k: Annotated[int, _opt("top_k", "Labels listed per text unless a request asks otherwise.")] = DEFAULTS.top_k,
     api_key_file: Annotated[
-        Path | None, _opt("api_key_file", "File of API keys, one per line: then every endpoint but /healthz and "
-                          "/readyz needs one (Authorization: Bearer KEY).")
+        Path | None,
+        _opt(
+            "api_key_file",
+            "File of API keys, one per line: then every endpoint but /healthz and "
+            "/readyz needs one (Authorization: Bearer KEY).",
+        ),
     ] = None,
     cors_origin: Annotated[
         list[str] | None, _opt("cors_origin", "Let pages from this origin call the API (repeatable; CORS is off).")
     ] = None,
     watch: Annotated[bool, _opt("watch", "Reload a bundle when it is replaced on disk.", "--watch/--no-watch")] = False,
-    watch_interval: Annotated[float, _opt("watch_interval", "Seconds between checks with --watch.")] = 1.0,
-    graceful_timeout: Annotated[float, _opt("graceful_timeout", "Seconds in-flight requests get on shutdown.")] = 30.0,
+    watch_interval: Annotated[
+        float, _opt("watch_interval", "Seconds between checks with --watch.")
+    ] = DEFAULTS.watch_interval,
+    graceful_timeout: Annotated[
+        float, _opt("graceful_timeout", "Seconds in-flight requests get on shutdown.")
+    ] = DEFAULTS.graceful_timeout,
+    max_connections: Annotated[
+        int, _opt("max_connections", "Connections and requests handled at once; past it Uvicorn answers 503 itself.")
+    ] = DEFAULTS.max_connections,
     access_log: Annotated[
         bool, _opt("access_log", "One JSON line per request on stderr.", "--access-log/--no-access-log")
     ] = True,
     log_level: Annotated[LogLevel, _opt("log_level", "Least severe log level shown.")] = LogLevel.info,
-) -> None:  # fmt: skip
+) -> None:
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
 
     Example: slm serve runs/tickets-int8 --port 8000, then open http://127.0.0.1:8000/ or
     curl -d '{"text": "my card has not arrived"}' http://127.0.0.1:8000/v1/models/tickets-int8/predict
     """
     try:
-        from slm.serving.config import ServeConfig, default_workers, parse_model_specs, read_api_keys
+        from slm.serving.config import default_workers, parse_model_specs, read_api_keys
         from slm.serving.server import serve as run_server
     except ImportError as exc:
         raise ConfigError(
@@ -95,5 +117,6 @@ def serve(
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
         api_keys=read_api_keys(api_key_file) if api_key_file else (), cors_origins=tuple(cors_origin or ()),
         watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
+        max_connections=max_connections,
     ).validated()  # fmt: skip
     run_server(parse_model_specs(bundles), config, log_level=log_level.value)

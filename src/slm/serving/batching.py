@@ -83,6 +83,11 @@ class MicroBatcher:
         """Texts waiting for a batch."""
         return self._queued
 
+    @property
+    def full(self) -> bool:
+        """No room for even one more text."""
+        return self._queued >= self.max_queue
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -92,7 +97,7 @@ class MicroBatcher:
         if self._closing:
             raise ShuttingDown()
         if self._queued + len(texts) > self.max_queue:
-            raise QueueFull(self._retry_after())
+            raise QueueFull(self.retry_after())
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(texts, future, time.perf_counter()))
         self._set_queued(self._queued + len(texts))
@@ -114,7 +119,8 @@ class MicroBatcher:
         if self._observer is not None:
             self._observer.queue(value)
 
-    def _retry_after(self) -> int:
+    def retry_after(self) -> int:
+        """Seconds until the queue has drained at the recent rate (at least 1): the Retry-After hint."""
         if self._rate <= 0:
             return 1
         return max(1, math.ceil(self._queued / (self._rate * self._concurrency)))

@@ -16,8 +16,13 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def default_workers() -> int:
-    """One batch in flight per core (each ONNX run then uses one thread): measured best on 2 cores."""
-    return max(1, min(os.cpu_count() or 1, 8))
+    """One batch in flight per core, plus one (each ONNX run uses one thread).
+
+    The extra batch computes while another holds the GIL for its Python steps (tokens to arrays,
+    decoding). Measured on 2 cores, 32 clients, int8 MiniLM: 3 workers 627-719 requests/s, 2 workers
+    581-663, one 2-thread worker about 400.
+    """
+    return max(1, min((os.cpu_count() or 1) + 1, 8))
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class ServeConfig:
     port: int = 8000
     max_batch: int = 32
     max_wait_ms: float = 0.0
-    max_queue: int = 512
+    max_queue: int = 128
     workers: int = field(default_factory=default_workers)
     threads: int = 1
     max_body_bytes: int = 1_048_576
@@ -41,13 +46,14 @@ class ServeConfig:
     watch: bool = False
     watch_interval: float = 1.0
     graceful_timeout: float = 30.0
+    max_connections: int = 1024
     access_log: bool = True
 
     def validated(self) -> ServeConfig:
         positive = {
             "max_batch": self.max_batch, "max_queue": self.max_queue, "workers": self.workers,
             "threads": self.threads, "max_body_bytes": self.max_body_bytes, "max_texts": self.max_texts,
-            "max_chars": self.max_chars, "top_k": self.top_k,
+            "max_chars": self.max_chars, "top_k": self.top_k, "max_connections": self.max_connections,
         }  # fmt: skip
         for name, value in positive.items():
             if value < 1:

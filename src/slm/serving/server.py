@@ -59,6 +59,7 @@ def serve(specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str 
                 log_config=None,
                 log_level=log_level,
                 timeout_graceful_shutdown=int(config.graceful_timeout) or None,
+                limit_concurrency=config.max_connections,
                 backlog=2048,
                 server_header=False,
             )  # fmt: skip
