@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import slm
 from slm.training.config import TrainConfig
 from tests.conftest import DATA, require
+from tests.servers import running
 
 INTENTS = [
     "transfer",
@@ -97,3 +99,9 @@ def test_multi_label_onnx_export_matches_pytorch(multilabel_bundle, clinc_multil
     assert [p["label"] for p in exported.predict(texts[:20], component="transformer")] == [
         p["label"] for p in multilabel_bundle.predict(texts[:20], component="transformer")
     ]
+    # Served over HTTP, the same label lists come back.
+    with running([("multi", tmp_path / "onnx")]) as (url, _):
+        answer = httpx.post(f"{url}/v1/models/multi/predict", json={"texts": texts[:20]}).json()
+    served = [p["label"] for p in answer["predictions"]]
+    assert served == [p["label"] for p in exported.predict(texts[:20], component="transformer")]
+    assert all(isinstance(labels, list) for labels in served) and any(len(labels) == 2 for labels in served)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
 
+import numpy as np
+import pandas as pd
 import pytest
 from packaging.requirements import Requirement
 
@@ -79,3 +81,30 @@ def test_runtime_extra_does_not_pull_torch_or_transformers() -> None:
     assert not {"torch", "transformers", "scikit-learn", "sentence-transformers"} & runtime, runtime
     training = _closure([r for r in distribution("slm").requires or []], {"train"})
     assert "torch" in training  # the check itself can see torch when it is there
+
+
+def test_length_chunks_bound_batch_size_and_padding() -> None:
+    from slm.runtime.onnx import length_chunks
+
+    rng = np.random.default_rng(0)
+    lengths = sorted(rng.integers(3, 90, size=500).tolist())
+    chunks = length_chunks(lengths, batch_size=32, pad_budget=16)
+    assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(500))  # every text, once, in order
+    for c in chunks:
+        part = lengths[c]
+        assert 1 <= len(part) <= 32
+        assert len(part) == 1 or len(part) * part[-1] - sum(part) <= 16  # padding to the longest stays in budget
+    assert length_chunks([5] * 70, 32) == [slice(0, 32), slice(32, 64), slice(64, 70)]
+    assert length_chunks([3, 4, 60], 32, pad_budget=16) == [slice(0, 2), slice(2, 3)]
+    assert length_chunks([], 32) == []
+
+
+def test_length_chunked_logits_equal_one_padded_run(exported, banking_test_csv) -> None:
+    from slm.runtime.onnx import OnnxComponent
+
+    manifest = json.loads((exported / "manifest.json").read_text())
+    component = OnnxComponent(exported, manifest["components"]["onnx"], threads=1)
+    texts = pd.read_csv(banking_test_csv)["text"].tolist()[:40] + ["word " * 60]
+    chunked = component.logits(texts, batch_size=64)
+    one_run = component.run(component.encode(texts))
+    np.testing.assert_allclose(chunked, one_run, atol=1e-4)

@@ -22,13 +22,15 @@ from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
 from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
 from slm.serving.schemas import ErrorResponse, PredictRequest, PredictResponse, request_body_schema, validation_message
-from slm.serving.service import ModelService
+from slm.serving.service import ModelService, ServedModel
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
 
 
 class ApiError(Exception):
+    """An answer other than 200: status, a stable ``code`` and a one-line message, sent as JSON."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
@@ -133,8 +135,8 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     async def predict(name: str, request: Request) -> Response:
         started = time.perf_counter()
         model = _model(service, name)
-        if model.batcher is not None and model.batcher.full:  # refuse before reading and parsing the body
-            raise _overloaded(service, name, model.batcher.retry_after())
+        if model.batcher.full:  # refuse before reading and parsing the body
+            raise _overloaded(service, name, QueueFull(model.batcher.retry_after()))
         try:
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -146,7 +148,7 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
             predictions = await model.predict(texts, top_k=body.top_k or config.top_k,
                                               with_probabilities=body.probabilities)  # fmt: skip
         except QueueFull as exc:
-            raise _overloaded(service, name, exc.retry_after) from None
+            raise _overloaded(service, name, exc) from None
         except ShuttingDown:
             service.metrics.rejected.labels(name, "shutting_down").inc()
             raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}) from None
@@ -178,13 +180,12 @@ class _TaggedRoute(Route):
         return match, child
 
 
-def _overloaded(service: ModelService, name: str, retry_after: int) -> ApiError:
+def _overloaded(service: ModelService, name: str, full: QueueFull) -> ApiError:
     service.metrics.rejected.labels(name, "queue_full").inc()
-    message = f"the request queue is full; retry in {retry_after} s"
-    return ApiError(503, "overloaded", message, {"Retry-After": str(retry_after)})
+    return ApiError(503, "overloaded", str(full), {"Retry-After": str(full.retry_after)})
 
 
-def _model(service: ModelService, name: str):
+def _model(service: ModelService, name: str) -> ServedModel:
     model = service.get(name)
     if model is None:
         known = ", ".join(sorted(service.models))

@@ -22,17 +22,21 @@ RETRY_INTERVALS = 10
 class ServedModel:
     """A named bundle: its current loaded version and the batcher that feeds it."""
 
-    def __init__(self, name: str, path: Path, loaded: LoadedBundle, config: ServeConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        loaded: LoadedBundle,
+        config: ServeConfig,
+        executor: ThreadPoolExecutor,
+        metrics: ServiceMetrics,
+    ) -> None:
         self.name, self.path, self.config = name, Path(path), config
         self.current = loaded
-        self.batcher: MicroBatcher | None = None
         self.failed: tuple[tuple[int, int, int] | None, float] | None = None
-
-    def attach(self, executor: ThreadPoolExecutor, metrics: ServiceMetrics) -> None:
-        c = self.config
         self.batcher = MicroBatcher(
-            self._run, executor=executor, max_batch=c.max_batch, max_wait_ms=c.max_wait_ms,
-            max_queue=c.max_queue, concurrency=c.workers, observer=metrics.observer(self.name),
+            self._run, executor=executor, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue, concurrency=config.workers, observer=metrics.observer(name),
         )  # fmt: skip
 
     def _run(self, texts: list[str]) -> tuple[Any, LoadedBundle]:
@@ -40,7 +44,6 @@ class ServedModel:
         return loaded.bundle.predict_proba(texts, batch_size=self.config.max_batch), loaded
 
     async def predict(self, texts: list[str], *, top_k: int, with_probabilities: bool) -> list[dict[str, Any]]:
-        assert self.batcher is not None, "the service has not started"
         rows, loaded = await self.batcher.submit(texts)
         return decode_rows(rows, loaded, top_k=top_k, with_probabilities=with_probabilities)
 
@@ -49,32 +52,35 @@ class ServedModel:
 
 
 class ModelService:
-    """Every served model, loaded and warmed before the server listens."""
+    """Every served model, loaded and warmed before the server listens, and the workers they share."""
 
-    def __init__(self, models: dict[str, ServedModel], config: ServeConfig) -> None:
-        self.models, self.config = models, config
+    def __init__(self, loaded: dict[str, tuple[Path, LoadedBundle]], config: ServeConfig) -> None:
+        self.config = config
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
+        self.models = {
+            name: ServedModel(name, path, bundle, config, self.executor, self.metrics)
+            for name, (path, bundle) in loaded.items()
+        }
         self.ready = False
         self._watcher: asyncio.Task | None = None
-        for model in models.values():
-            model.attach(self.executor, self.metrics)
+        for model in self.models.values():
             self._record_model(model)
 
     @classmethod
     def load(cls, specs: list[tuple[str, Path]], config: ServeConfig) -> ModelService:
         """Load, verify and warm every bundle; the first one that fails raises its error, naming it."""
-        models = {}
+        loaded = {}
         for name, path in specs:
             started = time.perf_counter()
             try:
-                loaded = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
+                bundle = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
             except SlmError as exc:
                 raise type(exc)(f"cannot serve '{name}': {exc}") from None
-            models[name] = ServedModel(name, path, loaded, config)
+            loaded[name] = (Path(path), bundle)
             log.event("model_loaded", model=name, seconds=round(time.perf_counter() - started, 3),
-                      labels=len(loaded.labels), component=loaded.bundle.default_component)  # fmt: skip
-        return cls(models, config)
+                      labels=len(bundle.labels), component=bundle.bundle.default_component)  # fmt: skip
+        return cls(loaded, config)
 
     def get(self, name: str) -> ServedModel | None:
         return self.models.get(name)
@@ -82,7 +88,6 @@ class ModelService:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         for model in self.models.values():
-            assert model.batcher is not None
             model.batcher.start()
         if self.config.watch:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -96,7 +101,7 @@ class ModelService:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        await asyncio.gather(*(m.batcher.close() for m in self.models.values() if m.batcher is not None))
+        await asyncio.gather(*(m.batcher.close() for m in self.models.values()))
         self.executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ hot reload
