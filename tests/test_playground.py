@@ -91,3 +91,12 @@ def test_playground_under_api_keys_works_once_the_browser_has_logged_in(browser,
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 5)
         finally:
             browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+
+
+def test_openapi_docs_render_offline(browser, exported) -> None:
+    with running([("tiny", exported)]) as (url, _):
+        browser.get(url + "/docs")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+        assert "/v1/models/{name}/predict" in [p.replace("\u200b", "") for p in paths]

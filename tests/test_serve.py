@@ -68,6 +68,9 @@ def test_models_health_ready_docs(server, exported) -> None:
     assert "text" in predict["requestBody"]["content"]["application/json"]["schema"]["properties"]
     docs = httpx.get(f"{server}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn" not in docs.text  # the Swagger UI assets come from this server: docs work offline
+    bundle = httpx.get(f"{server}/static-offline-docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
 
 
 def test_metrics_count_requests_batches_and_models(server) -> None:

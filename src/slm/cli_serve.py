@@ -92,7 +92,7 @@ def serve(
         float, _opt("graceful_timeout", "Seconds in-flight requests get on shutdown.")
     ] = DEFAULTS.graceful_timeout,
     max_connections: Annotated[
-        int, _opt("max_connections", "Connections and requests handled at once; past it Uvicorn answers 503 itself.")
+        int, _opt("max_connections", "Open connections or requests at once; past it Uvicorn answers 503 to all.")
     ] = DEFAULTS.max_connections,
     access_log: Annotated[
         bool, _opt("access_log", "One JSON line per request on stderr.", "--access-log/--no-access-log")

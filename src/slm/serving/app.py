@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -58,7 +59,7 @@ def create_app(service: ModelService) -> FastAPI:
             await service.close()
             log.event("stopped")
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI app whose /docs and /redoc assets come from a package, not a CDN
         title="slm",
         version=__version__,
         summary="Small, fast, domain-specific text models on a CPU.",

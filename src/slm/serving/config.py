@@ -46,7 +46,7 @@ class ServeConfig:
     watch: bool = False
     watch_interval: float = 1.0
     graceful_timeout: float = 30.0
-    max_connections: int = 1024
+    max_connections: int = 2048
     access_log: bool = True
 
     def validated(self) -> ServeConfig:

@@ -55,7 +55,7 @@ class AccessLog:
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
         request_id = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})  # the handler adds fields for the log line in state["log"]
         status, size = 500, 0
 
         async def send_wrapper(message: Message) -> None:
@@ -82,7 +82,7 @@ class AccessLog:
                 log.event(
                     "request", logger=log.ACCESS_LOGGER, request_id=request_id, method=scope["method"],
                     path=scope["path"], status=status, duration_ms=round(seconds * 1000, 3), bytes=size,
-                    client=client[0] if client else None, **scope["state"].get("log", {}),
+                    client=client[0] if client else None, **state.get("log", {}),
                 )  # fmt: skip
 
 
