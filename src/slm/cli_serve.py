@@ -111,12 +111,12 @@ def serve(
         raise ConfigError(
             f"slm serve needs the serve extra ({exc.name} is not installed): pip install 'slm[serve]'"
         ) from None
-    config = ServeConfig(
+    config = ServeConfig(  # checked by run_server, before it binds the port
         host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
         workers=workers or default_workers(), threads=threads, max_body_bytes=max_body_bytes, max_texts=max_texts,
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
         api_keys=read_api_keys(api_key_file) if api_key_file else (), cors_origins=tuple(cors_origin or ()),
         watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
         max_connections=max_connections,
-    ).validated()  # fmt: skip
+    )  # fmt: skip
     run_server(parse_model_specs(bundles), config, log_level=log_level.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ class LoadedBundle:
     def labels(self) -> list[str]:
         return self.bundle.labels
 
+    @cached_property
     def thresholds(self) -> np.ndarray | None:
+        """Per-label decision thresholds of a multi-label bundle (read once, not per request)."""
         return self.bundle.thresholds() if self.bundle.multi_label else None
 
 
@@ -91,7 +94,7 @@ def decode_rows(
 ) -> list[dict[str, Any]]:
     """Predictions for rows of probabilities: label(s), score, the top-k labels and optionally all."""
     labels = loaded.labels
-    thresholds = loaded.thresholds()
+    thresholds = loaded.thresholds
     k = min(top_k, len(labels))
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     out = []
