@@ -70,3 +70,50 @@ def exported(tiny_bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "tiny-onnx"
     export_bundle(tiny_bundle, out)
     return out
+
+
+# Hand-written FAQ answers for three BANKING77 intents that get no template; the questions are real
+# BANKING77 training texts of those intents (see support_files).
+FAQ_ANSWERS = {
+    "exchange_rate": "Our exchange rates follow the interbank rate and are shown in the app before you confirm.",
+    "top_up_failed": "If a top-up fails, check the card details and try again; failed top-ups are never charged.",
+    "request_refund": "Refunds are issued by the merchant; they usually appear within 5 to 10 working days.",
+}
+SUPPORT_TEMPLATES = {
+    "card_arrival": {"answer": "Cards arrive within {days} working days, {name}.",
+                     "slots": {"days": {"default": "3-5"}, "name": {"default": "there"}}},
+    "change_pin": {"answer": "You can change your PIN at any cash machine."},
+    "cash_withdrawal_charge": {"answer": "Withdrawals over {amount} cost 2%.",
+                               "slots": {"amount": {"pattern": r"(\d+)\s*(?:eur|euros|gbp|pounds|\$)",
+                                                    "prompt": "How much did you withdraw?"}}},
+    "lost_or_stolen_card": {"handoff": True},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def support_files(tmp_path_factory) -> dict[str, Path]:
+    """A knowledge base (8 real questions per FAQ answer, one exact duplicate row) and templates file."""
+    import json
+
+    folder = tmp_path_factory.mktemp("support")
+    pool = pd.read_csv(require(DATA / "banking77" / "train.csv"))
+    used = set(banking_frame("train", per_class=30)["text"])
+    rows = []
+    for intent, answer in FAQ_ANSWERS.items():
+        questions = [q for q in pool[pool["category"] == intent]["text"] if q not in used][:8]
+        rows += [{"question": q, "answer": answer, "intent": intent} for q in questions]
+    rows.append(dict(rows[0]))  # a duplicate row: dropped with a warning
+    pd.DataFrame(rows).to_csv(folder / "kb.csv", index=False)
+    (folder / "templates.json").write_text(json.dumps(SUPPORT_TEMPLATES))
+    return {"kb": folder / "kb.csv", "templates": folder / "templates.json"}
+
+
+@pytest.fixture(scope="session")
+def assistant_bundle(tmp_path_factory, tiny_bundle, banking_csv, support_files) -> Path:
+    """A real assistant: the tiny BANKING77 intent bundle reused, the FAQ knowledge base and templates."""
+    from slm.apps.support.build import SupportConfig, build_assistant
+
+    out = tmp_path_factory.mktemp("assistants") / "assistant"
+    build_assistant(banking_csv, support_files["kb"], output=out, templates=support_files["templates"],
+                    intent_bundle=tiny_bundle, config=SupportConfig(target_accuracy=0.9), show_progress=False)
+    return out

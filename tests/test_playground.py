@@ -3,45 +3,26 @@
 from __future__ import annotations
 
 import base64
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.browser import headless_chromium, require_browser
 from tests.servers import KEY, running
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 TEXT = "I still have not received my new card, it has been two weeks"
 
-if CHROMIUM is None or DRIVER is None:
-    pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)",
-                allow_module_level=True)  # fmt: skip
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+require_browser()  # skips this module where Chromium, chromedriver or selenium is missing
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1100,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+def browser() -> Iterator[object]:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_playground_predicts_and_draws_probability_bars(browser, exported, tmp_path) -> None:

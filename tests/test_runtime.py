@@ -106,5 +106,5 @@ def test_length_chunked_logits_equal_one_padded_run(exported, banking_test_csv) 
     component = OnnxComponent(exported, manifest["components"]["onnx"], threads=1)
     texts = pd.read_csv(banking_test_csv)["text"].tolist()[:40] + ["word " * 60]
     chunked = component.logits(texts, batch_size=64)
-    one_run = component.run(component.encode(texts))
+    (one_run,) = component.run(component.encode(texts))
     np.testing.assert_allclose(chunked, one_run, atol=1e-4)

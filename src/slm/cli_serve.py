@@ -48,8 +48,9 @@ def serve(
             metavar="[NAME=]BUNDLE...",
             envvar=_env("bundles"),
             show_default=False,
-            help="Exported bundles to serve (from 'slm export' or 'slm compress'); NAME defaults to the "
-            "directory's name and is the {name} in /v1/models/{name}/predict.",
+            help="Exported bundles to serve (from 'slm export' or 'slm compress') or support assistants "
+            "(from 'slm app support build'); NAME defaults to the directory's name and is the {name} in "
+            "/v1/models/{name}/predict or /v1/support/{name}/answer.",
         ),
     ],
     host: Annotated[str, _opt("host", "Address to listen on (0.0.0.0: every interface).")] = DEFAULTS.host,
@@ -98,8 +99,18 @@ def serve(
         bool, _opt("access_log", "One JSON line per request on stderr.", "--access-log/--no-access-log")
     ] = True,
     log_level: Annotated[LogLevel, _opt("log_level", "Least severe log level shown.")] = LogLevel.info,
+    support_db: Annotated[
+        Path,
+        _opt(
+            "support_db",
+            "SQLite file logging every support-assistant turn (created when an assistant is served; "
+            "export the handed-off questions with 'slm app support unanswered').",
+        ),
+    ] = DEFAULTS.support_db,
 ) -> None:
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
+
+    Support assistants answer at /v1/support/answer, with a chat page at /support.
 
     Example: slm serve runs/tickets-int8 --port 8000, then open http://127.0.0.1:8000/ or
     curl -d '{"text": "my card has not arrived"}' http://127.0.0.1:8000/v1/models/tickets-int8/predict
@@ -117,6 +128,6 @@ def serve(
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
         api_keys=read_api_keys(api_key_file) if api_key_file else (), cors_origins=tuple(cors_origin or ()),
         watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
-        max_connections=max_connections,
+        max_connections=max_connections, support_db=support_db,
     )  # fmt: skip
     run_server(parse_model_specs(bundles), config, log_level=log_level.value)

@@ -93,29 +93,42 @@ class OnnxComponent:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         return feeds
 
-    def run(self, ids: list[list[int]]) -> np.ndarray:
-        """Logits for one batch of token id lists."""
-        return self.session.run(["logits"], self.feeds(ids))[0]
+    def run(self, ids: list[list[int]], outputs: tuple[str, ...] = ("logits",)) -> list[np.ndarray]:
+        """The named outputs (default: logits) for one batch of token id lists."""
+        return self.session.run(list(outputs), self.feeds(ids))
 
     def logits(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         """Raw logits ``(n, num_labels)``; texts are grouped by length so padding stays small."""
+        return self.infer(texts, ("logits",), batch_size=batch_size, show_progress=show_progress)[0]
+
+    def infer(
+        self,
+        texts: list[str],
+        outputs: tuple[str, ...],
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+        description: str = "predicting",
+    ) -> list[np.ndarray]:
+        """Each named output ``(n, width)`` for ``texts``, grouped by length so padding stays small."""
         ids = self.encode(texts)
         order = np.argsort([len(row) for row in ids], kind="stable")
-        out: np.ndarray | None = None
+        out: list[np.ndarray] | None = None
         chunks = length_chunks([len(ids[i]) for i in order], batch_size)
         if show_progress:
             from rich.progress import track
 
             from slm.console import console
 
-            chunks = track(chunks, description="predicting", console=console, transient=True)
+            chunks = track(chunks, description=description, console=console, transient=True)
         for chunk in chunks:
             rows = order[chunk]
-            logits = self.run([ids[i] for i in rows])
+            values = self.run([ids[i] for i in rows], outputs)
             if out is None:
-                out = np.empty((len(ids), logits.shape[1]), dtype=np.float32)
-            out[rows] = logits
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+                out = [np.empty((len(ids), v.shape[1]), dtype=np.float32) for v in values]
+            for target, value in zip(out, values, strict=True):
+                target[rows] = value
+        return out if out is not None else [np.zeros((0, 0), dtype=np.float32) for _ in outputs]
 
 
 def length_chunks(lengths: list[int], batch_size: int, pad_budget: int = PAD_BUDGET_TOKENS) -> list[slice]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
@@ -22,8 +24,18 @@ from slm.serving import log
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
 from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
-from slm.serving.schemas import ErrorResponse, PredictRequest, PredictResponse, request_body_schema, validation_message
+from slm.serving.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+    UnansweredResponse,
+    request_body_schema,
+    validation_message,
+)
 from slm.serving.service import ModelService, ServedModel
+from slm.serving.support import ServedAssistant
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
@@ -52,7 +64,7 @@ def create_app(service: ModelService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         await service.start()
-        log.event("ready", models=sorted(service.models))
+        log.event("ready", models=service.names)
         try:
             yield
         finally:
@@ -67,6 +79,7 @@ def create_app(service: ModelService) -> FastAPI:
     )
     _add_error_handlers(app, config)
     _add_routes(app, service)
+    _add_support_routes(app, service)
     # Added innermost first: a request meets AccessLog, then CORS, then API keys, then the body limit.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(ApiKeys, config=config)
@@ -119,7 +132,7 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     async def readyz() -> JSONResponse:
         if not service.ready:
             return error_response(503, "not_ready", "the models are not loaded yet, or the server is shutting down")
-        return JSONResponse({"status": "ready", "models": sorted(service.models)})
+        return JSONResponse({"status": "ready", "models": service.names})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
@@ -127,11 +140,12 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
 
     @app.get("/v1/models", summary="The served models, from their manifests")
     async def list_models() -> dict[str, Any]:
-        return {"models": [model.summary() for model in service.models.values()]}
+        return {"models": [model.summary() for model in service.served()]}
 
     @app.get("/v1/models/{name}", summary="One served model", responses={404: {"model": ErrorResponse}})
     async def one_model(name: str) -> dict[str, Any]:
-        return _model(service, name).summary()
+        assistant = service.assistant(name)
+        return assistant.summary() if assistant is not None else _model(service, name).summary()
 
     async def predict(name: str, request: Request) -> Response:
         started = time.perf_counter()
@@ -181,6 +195,71 @@ class _TaggedRoute(Route):
         return match, child
 
 
+def _add_support_routes(app: FastAPI, service: ModelService) -> None:
+    """The support assistants: answer, the unanswered questions, the chat page."""
+    config = service.config
+    chat = files("slm.serving").joinpath("static/chat.html").read_text(encoding="utf-8")
+
+    @app.get("/support", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        return HTMLResponse(chat)
+
+    async def answer(request: Request, name: str | None) -> Response:
+        started = time.perf_counter()
+        assistant = None if name is None else _assistant(service, name)
+        if assistant is not None and assistant.batcher.full:  # refuse before reading and parsing the body
+            raise _overloaded(service, assistant.name, QueueFull(assistant.batcher.retry_after()))
+        try:
+            body = AnswerRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            code, message = validation_message(exc)
+            raise ApiError(400 if code == "invalid_json" else 422, code, message) from None
+        if assistant is None:
+            assistant = _assistant(service, body.assistant)
+        elif body.assistant is not None and body.assistant != assistant.name:
+            raise ApiError(422, "invalid_request", f"assistant: '{body.assistant}' differs from the URL's "
+                           f"'{assistant.name}' (give one or the other)")  # fmt: skip
+        question = _checked_question(body.question, config)
+        conversation = body.conversation_id or uuid.uuid4().hex
+        request.state.log = {"assistant": assistant.name, "conversation_id": conversation}
+        try:
+            reply = await assistant.answer(question, context=body.context, conversation_id=conversation)
+        except QueueFull as exc:
+            raise _overloaded(service, assistant.name, exc) from None
+        except ShuttingDown:
+            service.metrics.rejected.labels(assistant.name, "shutting_down").inc()
+            raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}) from None
+        request.state.log.update(decision=reply["decision"], reason=reply["reason"])
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        return json_response({"assistant": assistant.name, "conversation_id": conversation, **reply,
+                              "latency_ms": latency})  # fmt: skip
+
+    documented = {"response_model": AnswerResponse, "responses": ERRORS,
+                  "openapi_extra": request_body_schema(AnswerRequest)}  # fmt: skip
+
+    @app.post("/v1/support/answer", summary="A support assistant's answer to a question, with its decision path",
+              **documented)  # fmt: skip
+    async def answer_any(request: Request) -> Response:
+        return await answer(request, None)
+
+    @app.post("/v1/support/{name}/answer", summary="The named assistant's answer to a question", **documented)
+    async def answer_named(name: str, request: Request) -> Response:
+        return await answer(request, name)
+
+    @app.get("/v1/support/unanswered", summary="The latest handed-off questions, for labelling",
+             response_model=UnansweredResponse, responses={404: {"model": ErrorResponse}})  # fmt: skip
+    async def unanswered(
+        limit: int = Query(100, ge=1, le=1000, description="How many, newest first."),
+        assistant: str | None = Query(None, description="Only this assistant's questions."),
+    ) -> Response:
+        if service.conversations is None:
+            raise ApiError(404, "unknown_assistant", "no support assistant is served here")
+        rows = await asyncio.to_thread(service.conversations.unanswered, limit=limit, assistant=assistant)
+        for row in rows:
+            row["predicted_intent"] = row.pop("intent")
+        return json_response({"unanswered": rows})
+
+
 def _overloaded(service: ModelService, name: str, full: QueueFull) -> ApiError:
     service.metrics.rejected.labels(name, "queue_full").inc()
     return ApiError(503, "overloaded", str(full), {"Retry-After": str(full.retry_after)})
@@ -189,9 +268,39 @@ def _overloaded(service: ModelService, name: str, full: QueueFull) -> ApiError:
 def _model(service: ModelService, name: str) -> ServedModel:
     model = service.get(name)
     if model is None:
-        known = ", ".join(sorted(service.models))
+        if service.assistant(name) is not None:
+            raise ApiError(404, "unknown_model", f"'{name}' is a support assistant, not a classification model: "
+                           f"POST /v1/support/{name}/answer")  # fmt: skip
+        known = ", ".join(service.names)
         raise ApiError(404, "unknown_model", f"no model named '{name}' is served here (served: {known})")
     return model
+
+
+def _assistant(service: ModelService, name: str | None) -> ServedAssistant:
+    """The assistant named ``name``; the only one served when ``name`` is None."""
+    if name is None:
+        if len(service.assistants) == 1:
+            return next(iter(service.assistants.values()))
+        if not service.assistants:
+            raise ApiError(404, "unknown_assistant", "no support assistant is served here")
+        raise ApiError(422, "invalid_request", "assistant: several assistants are served, name one of "
+                       f"{', '.join(sorted(service.assistants))}")  # fmt: skip
+    assistant = service.assistant(name)
+    if assistant is None:
+        served = ", ".join(sorted(service.assistants)) or "none"
+        kind = " is a classification model, not a support assistant" if service.get(name) else " is not served here"
+        raise ApiError(404, "unknown_assistant", f"assistant '{name}'{kind} (assistants: {served})")
+    return assistant
+
+
+def _checked_question(question: str, config: ServeConfig) -> str:
+    """Refuse a blank question or one over ``max_chars`` (never cut: a cut question changes its meaning)."""
+    if not question.strip():
+        raise ApiError(422, "empty_text", "question: the question is empty")
+    if len(question) > config.max_chars:
+        raise ApiError(422, "text_too_long", f"question: {len(question):,} characters, more than this server's "
+                       f"limit of {config.max_chars:,}")  # fmt: skip
+    return question
 
 
 def _checked_texts(texts: list[str], config: ServeConfig) -> tuple[list[str], set[int]]:

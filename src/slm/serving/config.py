@@ -13,6 +13,7 @@ from slm.errors import ConfigError
 LONG_TEXT_POLICIES = ("truncate", "reject")
 # Model names appear in URLs and metric labels: keep them to a safe alphabet.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_SUPPORT_DB = Path("slm-support.sqlite")  # the support assistants' conversation log, in the current folder
 
 
 def default_workers() -> int:
@@ -48,6 +49,7 @@ class ServeConfig:
     graceful_timeout: float = 30.0
     max_connections: int = 2048
     access_log: bool = True
+    support_db: Path = DEFAULT_SUPPORT_DB
 
     def validated(self) -> ServeConfig:
         positive = {

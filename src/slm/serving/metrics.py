@@ -37,6 +37,11 @@ class ServiceMetrics:
         self.reloads = Counter("slm_model_reloads", "Hot reloads of a bundle, by result.", ["model", "result"],
                                registry=r)  # fmt: skip
         self.ready = Gauge("slm_ready", "1 once every model is loaded and warmed.", registry=r)
+        self.support_answers = Counter("slm_support_answers", "Support assistant answers, by assistant, decision "
+                                       "and (for handoffs) reason.", ["assistant", "decision", "reason"],
+                                       registry=r)  # fmt: skip
+        self.support_log_failures = Counter("slm_support_log_failures", "Turns the conversation log failed to "
+                                            "store.", ["assistant"], registry=r)  # fmt: skip
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

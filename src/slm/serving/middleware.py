@@ -22,6 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PAGES = frozenset({"/", "/support"})  # HTML pages: a browser asks for the key with its Basic-auth prompt
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -90,7 +91,7 @@ class ApiKeys:
     """401 for every request without a valid key, except health checks and CORS preflights.
 
     The key is read from ``Authorization: Bearer KEY``, ``X-API-Key: KEY`` or HTTP Basic (any user
-    name, the key as password: a browser prompts for it on the playground page).
+    name, the key as password: a browser prompts for it on the playground and chat pages).
     """
 
     def __init__(self, app: ASGIApp, *, config: ServeConfig) -> None:
@@ -106,7 +107,7 @@ class ApiKeys:
         ):
             await self.app(scope, receive, send)
             return
-        challenge = b'Basic realm="slm", charset="UTF-8"' if scope["path"] == "/" else b'Bearer realm="slm"'
+        challenge = b'Basic realm="slm", charset="UTF-8"' if scope["path"] in PAGES else b'Bearer realm="slm"'
         await send_error(send, 401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)",
                          [(b"www-authenticate", challenge)])  # fmt: skip
 

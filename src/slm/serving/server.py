@@ -66,7 +66,7 @@ def serve(specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str 
         )
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        log.event("listening", url=f"http://{shown}:{port}", models=sorted(service.models),
+        log.event("listening", url=f"http://{shown}:{port}", models=service.names,
                   max_batch=config.max_batch, max_wait_ms=config.max_wait_ms, workers=config.workers,
                   threads=config.threads, auth=bool(config.api_keys), watch=config.watch)  # fmt: skip
         server.run(sockets=[sock])

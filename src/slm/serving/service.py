@@ -1,4 +1,8 @@
-"""The models behind the HTTP API: one micro-batcher each, a shared worker pool, hot reload."""
+"""The models behind the HTTP API: one micro-batcher each, a shared worker pool, hot reload.
+
+Classification bundles are :class:`ServedModel`; support assistant bundles (``slm app support
+build``) are :class:`~slm.serving.support.ServedAssistant`, sharing the workers, limits and reload.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from slm.errors import SlmError, one_line
 from slm.serving import log
 from slm.serving.batching import MicroBatcher
 from slm.serving.config import ServeConfig
+from slm.serving.conversations import ConversationLog
 from slm.serving.metrics import ServiceMetrics
 from slm.serving.models import LoadedBundle, decode_rows, load_bundle, manifest_signature, summary
+from slm.serving.support import LoadedAssistant, ServedAssistant, is_assistant, load_assistant
 
 # A reload that failed is tried again after this many watch intervals even if nothing changed.
 RETRY_INTERVALS = 10
@@ -50,11 +56,26 @@ class ServedModel:
     def summary(self) -> dict[str, Any]:
         return summary(self.name, self.current)
 
+    def load_version(self) -> LoadedBundle:
+        return load_bundle(self.path, threads=self.config.threads, max_batch=self.config.max_batch)
+
+    def info_labels(self, loaded: LoadedBundle) -> tuple[str, str, str, str, str]:
+        return _info_labels(self.name, loaded)
+
 
 class ModelService:
     """Every served model, loaded and warmed before the server listens, and the workers they share."""
 
-    def __init__(self, loaded: dict[str, tuple[Path, LoadedBundle]], config: ServeConfig) -> None:
+    def __init__(
+        self,
+        loaded: dict[str, tuple[Path, LoadedBundle]],
+        config: ServeConfig,
+        *,
+        assistants: dict[str, tuple[Path, LoadedAssistant]] | None = None,
+        conversations: ConversationLog | None = None,
+    ) -> None:
+        if assistants and conversations is None:
+            raise ValueError("serving an assistant needs a conversation log")
         self.config = config
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
@@ -62,32 +83,69 @@ class ModelService:
             name: ServedModel(name, path, bundle, config, self.executor, self.metrics)
             for name, (path, bundle) in loaded.items()
         }
+        self.conversations = conversations
+        self.assistants = {
+            name: ServedAssistant(name, path, version, config, self.executor, self.metrics, conversations)
+            for name, (path, version) in (assistants or {}).items()
+        }
         self.ready = False
         self._watcher: asyncio.Task | None = None
-        for model in self.models.values():
+        for model in self.served():
             self._record_model(model)
 
     @classmethod
     def load(cls, specs: list[tuple[str, Path]], config: ServeConfig) -> ModelService:
-        """Load, verify and warm every bundle; the first one that fails raises its error, naming it."""
-        loaded = {}
-        for name, path in specs:
-            started = time.perf_counter()
-            try:
-                bundle = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
-            except SlmError as exc:
-                raise type(exc)(f"cannot serve '{name}': {exc}") from None
-            loaded[name] = (Path(path), bundle)
-            log.event("model_loaded", model=name, seconds=round(time.perf_counter() - started, 3),
-                      labels=len(bundle.labels), component=bundle.bundle.default_component)  # fmt: skip
-        return cls(loaded, config)
+        """Load, verify and warm every bundle; the first one that fails raises its error, naming it.
+
+        With an assistant among them, the conversation log (``config.support_db``) is opened first.
+        """
+        kinds = {name: is_assistant(path) for name, path in specs}
+        conversations = None
+        if any(kinds.values()):
+            conversations = ConversationLog.open(config.support_db, not_inside=[path for _, path in specs])
+            log.event("support_log_opened", path=str(config.support_db))
+        loaded, assistants = {}, {}
+        try:
+            for name, path in specs:
+                started = time.perf_counter()
+                try:
+                    if kinds[name]:
+                        version = load_assistant(path, threads=config.threads)
+                    else:
+                        bundle = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
+                except SlmError as exc:
+                    raise type(exc)(f"cannot serve '{name}': {exc}") from None
+                seconds = round(time.perf_counter() - started, 3)
+                if kinds[name]:
+                    assistants[name] = (Path(path), version)
+                    log.event("assistant_loaded", model=name, seconds=seconds, intents=len(version.labels))
+                else:
+                    loaded[name] = (Path(path), bundle)
+                    log.event("model_loaded", model=name, seconds=seconds, labels=len(bundle.labels),
+                              component=bundle.bundle.default_component)  # fmt: skip
+        except BaseException:
+            if conversations is not None:
+                conversations.close()
+            raise
+        return cls(loaded, config, assistants=assistants, conversations=conversations)
 
     def get(self, name: str) -> ServedModel | None:
         return self.models.get(name)
 
+    def assistant(self, name: str) -> ServedAssistant | None:
+        return self.assistants.get(name)
+
+    def served(self) -> list[ServedModel | ServedAssistant]:
+        """Every served bundle: the classification models, then the assistants."""
+        return [*self.models.values(), *self.assistants.values()]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted([*self.models, *self.assistants])
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        for model in self.models.values():
+        for model in self.served():
             model.batcher.start()
         if self.config.watch:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -101,17 +159,19 @@ class ModelService:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        await asyncio.gather(*(m.batcher.close() for m in self.models.values()))
+        await asyncio.gather(*(m.batcher.close() for m in self.served()))
         self.executor.shutdown(wait=True)
+        if self.conversations is not None:
+            self.conversations.close()
 
     # ------------------------------------------------------------------ hot reload
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.config.watch_interval)
-            for model in self.models.values():
+            for model in self.served():
                 await self.reload_if_changed(model)
 
-    async def reload_if_changed(self, model: ServedModel) -> bool:
+    async def reload_if_changed(self, model: ServedModel | ServedAssistant) -> bool:
         """Load ``model``'s bundle again if its manifest changed; keep the old version if that fails."""
         signature = manifest_signature(model.path)
         if signature is None or signature == model.current.signature:
@@ -123,9 +183,7 @@ class ModelService:
                 return False
         started = time.perf_counter()
         try:
-            loaded = await asyncio.to_thread(
-                load_bundle, model.path, threads=self.config.threads, max_batch=self.config.max_batch
-            )
+            loaded = await asyncio.to_thread(model.load_version)
         except Exception as exc:  # a broken new version must never take the served one down
             model.failed = (signature, time.monotonic())
             self.metrics.reloads.labels(model.name, "failed").inc()
@@ -135,14 +193,14 @@ class ModelService:
         previous = model.current
         model.current, model.failed = loaded, None
         self.metrics.reloads.labels(model.name, "ok").inc()
-        self.metrics.model_info.remove(*_info_labels(model.name, previous))
+        self.metrics.model_info.remove(*model.info_labels(previous))
         self._record_model(model)
         log.event("model_reloaded", model=model.name, seconds=round(time.perf_counter() - started, 3),
                   labels=len(loaded.labels))  # fmt: skip
         return True
 
-    def _record_model(self, model: ServedModel) -> None:
-        self.metrics.model_info.labels(*_info_labels(model.name, model.current)).set(1)
+    def _record_model(self, model: ServedModel | ServedAssistant) -> None:
+        self.metrics.model_info.labels(*model.info_labels(model.current)).set(1)
         self.metrics.model_loaded.labels(model.name).set(model.current.loaded_at)
 
 

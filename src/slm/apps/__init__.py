@@ -1,0 +1,1 @@
+"""Ready-made vertical applications built on slm bundles."""

@@ -1,0 +1,212 @@
+"""``slm app support``: build, evaluate and query a customer-service assistant.
+
+Registered on the main Typer app by :mod:`slm.cli` as ``slm app support ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from slm.cli import _guard, app, out
+from slm.errors import ConfigError
+
+apps = typer.Typer(help="Ready-made applications on top of slm bundles.", no_args_is_help=True)
+support = typer.Typer(
+    help="Customer-service assistant: intents, out-of-scope detection, FAQ retrieval and human handoff.",
+    no_args_is_help=True,
+)
+apps.add_typer(support, name="support")
+app.add_typer(apps, name="app")
+
+
+def _guarded(func):
+    import functools
+
+    @functools.wraps(func)
+    def run(*a, **kw):
+        with _guard():
+            return func(*a, **kw)
+
+    return run
+
+
+@support.command("build", no_args_is_help=True)
+@_guarded
+def build(
+    intents: Annotated[Path, typer.Option(help="Labelled intents (text, intent): CSV, TSV, JSONL or Parquet.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Assistant bundle to write (replaced on success).")],
+    knowledge: Annotated[
+        Path | None,
+        typer.Option(help="Knowledge base of question/answer pairs (answer required; id, intent optional)."),
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="Answer templates per intent (JSON, or intent/answer table).")
+    ] = None,
+    validation: Annotated[
+        Path | None,
+        typer.Option(help="Validation intents for thresholds; rows labelled --oos-label are out-of-scope examples."),
+    ] = None,
+    intent_bundle: Annotated[
+        Path | None, typer.Option(help="Reuse this intent bundle (from 'slm train') instead of training one.")
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="Extra question/answer pairs to fine-tune the retriever on (e.g. past tickets).")
+    ] = None,
+    oos_label: Annotated[str, typer.Option(help="Intent label of out-of-scope examples.")] = "oos",
+    target_accuracy: Annotated[
+        float, typer.Option(help="In-scope accuracy the out-of-scope threshold must keep on validation.")
+    ] = 0.95,
+    faq_threshold: Annotated[
+        float | None,
+        typer.Option(help="Cosine similarity an FAQ answer needs (default: chosen on the knowledge base)."),
+    ] = None,
+    retriever_epochs: Annotated[
+        int, typer.Option(help="Fine-tuning epochs of the retriever (0: keep it un-tuned).")
+    ] = 1,
+    retriever_minutes: Annotated[float | None, typer.Option(help="Time budget of retriever fine-tuning.")] = None,
+    epochs: Annotated[int, typer.Option(help="Intent model fine-tuning epochs.")] = 4,
+    max_minutes: Annotated[float | None, typer.Option(help="Time budget of intent fine-tuning.")] = None,
+    base_model: Annotated[
+        str, typer.Option(help="Base model: registry name, local directory or hub id.")
+    ] = "minilm-l6",
+    int8: Annotated[bool, typer.Option(help="Quantize the encoders to int8 when they agree with fp32.")] = True,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Rewrite FAQ answers with a small LLM constrained to the retrieved text: smollm2-135m."),
+    ] = None,
+) -> None:
+    """Train (or reuse) an intent model, fit out-of-scope detection, build the FAQ index: one assistant bundle."""
+    from slm.apps.support.build import SupportConfig, build_assistant
+    from slm.apps.support.contrastive import RetrieverTraining
+    from slm.training.config import TrainConfig
+
+    config = SupportConfig(
+        base_model=base_model,
+        target_accuracy=target_accuracy,
+        oos_label=oos_label,
+        faq_threshold=faq_threshold,
+        retriever=RetrieverTraining(epochs=retriever_epochs, max_minutes=retriever_minutes),
+        tune_retriever=retriever_epochs > 0,
+        int8=int8,
+        generator=generator,
+    )
+    train_config = TrainConfig(base_model=base_model, epochs=epochs, max_minutes=max_minutes)
+    manifest = build_assistant(
+        intents, knowledge, output=output, templates=templates, validation=validation, intent_bundle=intent_bundle,
+        pairs=pairs, config=config, train_config=train_config, show_progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    scope = manifest["scope"]
+    out.print(
+        f"[bold]{escape(str(output))}[/bold]: {len(manifest['labels'])} intents, "
+        f"{manifest['knowledge_base']['entries']:,} FAQ entries"
+    )
+    out.print(
+        f"  out-of-scope threshold keeps {scope['validation_in_scope_accuracy']:.1%} validation in-scope accuracy "
+        f"(target {scope['target_in_scope_accuracy']:.1%})"
+        + (
+            f", rejects {scope['validation_oos_recall']:.1%} of validation out-of-scope queries"
+            if scope.get("validation_oos_recall") is not None
+            else ""
+        )  # fmt: skip
+    )
+    if not scope["target_met"]:
+        out.print("  [yellow]the intent model misses the target accuracy even without rejecting anything[/]")
+    out.print(
+        f'  try: slm app support ask {escape(str(output))} "your question"   ·   serve: slm serve {escape(str(output))}'
+    )
+
+
+@support.command("ask", no_args_is_help=True)
+@_guarded
+def ask(
+    bundle: Annotated[Path, typer.Argument(help="Assistant bundle.")],
+    questions: Annotated[list[str], typer.Argument(help="Questions ('-' reads one per line from stdin).")],
+    context: Annotated[str | None, typer.Option(help='JSON object of slot values, e.g. \'{"name": "Ana"}\'.')] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON reply per line.")] = False,
+) -> None:
+    """Answer questions with an assistant bundle and show each decision path."""
+    from slm.apps.support.assistant import load_assistant
+
+    slots = None
+    if context is not None:
+        try:
+            slots = json.loads(context)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--context is not valid JSON: {exc}") from None
+        if not isinstance(slots, dict):
+            raise ConfigError("--context must be a JSON object")
+    if questions == ["-"]:
+        questions = [line.strip() for line in sys.stdin if line.strip()]
+    assistant = load_assistant(bundle)
+    replies = assistant.answer_many(questions, contexts=[slots] * len(questions))
+    for question, reply in zip(questions, replies, strict=True):
+        if as_json:
+            sys.stdout.write(json.dumps({"question": question, **reply.to_dict()}, ensure_ascii=False) + "\n")
+            continue
+        out.print(f"[bold]{escape(question)}[/bold]")
+        label = {"intent": "[green]intent[/]", "faq": "[cyan]faq[/]", "handoff": "[yellow]handoff[/]"}[reply.decision]
+        detail = f" ({escape(reply.reason)})" if reply.reason else ""
+        out.print(f"  {label}{detail}: {escape(reply.answer or 'passed to a person')}")
+        for step in reply.path:
+            out.print(f"    · {escape(step)}")
+
+
+@support.command("evaluate", no_args_is_help=True)
+@_guarded
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Assistant bundle.")],
+    intents: Annotated[
+        Path | None,
+        typer.Option(help="Labelled test intents; rows labelled with the bundle's out-of-scope label are OOS."),
+    ] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Retrieval test queries: a question column and the gold entry id column ('id').")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for report.json and the trade-off PNG.")
+    ] = None,
+    untuned: Annotated[
+        bool, typer.Option(help="Also score the un-fine-tuned encoder (re-embeds the knowledge base).")
+    ] = True,
+) -> None:
+    """Intent accuracy, out-of-scope precision/recall, Recall@1/5 and MRR against BM25 and the un-tuned encoder."""
+    from slm.apps.support.assistant import load_assistant
+    from slm.apps.support.report import evaluation_report, print_report
+
+    if intents is None and queries is None:
+        raise ConfigError("give --intents and/or --queries to evaluate on")
+    assistant = load_assistant(bundle)
+    report = evaluation_report(assistant, intents=intents, queries=queries, output=output, untuned=untuned)
+    print_report(report, out)
+
+
+@support.command("unanswered", no_args_is_help=True)
+@_guarded
+def unanswered(
+    db: Annotated[Path, typer.Argument(help="Conversation log of 'slm serve' (its --support-db).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="CSV to write: text,intent,reason,conversation_id,ts.")
+    ],
+    assistant: Annotated[str | None, typer.Option(help="Only the questions of this served assistant.")] = None,
+) -> None:
+    """Export the handed-off questions as a CSV to label: fill in 'intent', then train on it."""
+    import csv
+    import io
+
+    from slm.fileio import write_text_atomic
+    from slm.serving.conversations import read_unanswered
+
+    rows = read_unanswered(db, assistant=assistant)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["text", "intent", "reason", "conversation_id", "ts"])
+    for row in rows:
+        writer.writerow([row["question"], "", row["reason"] or "", row["conversation_id"], row["ts"]])
+    write_text_atomic(output, buffer.getvalue())
+    out.print(f"[bold]{escape(str(output))}[/bold]: {len(rows):,} unanswered questions to label (column intent)")
