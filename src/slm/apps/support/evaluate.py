@@ -94,6 +94,8 @@ def retrieval_evaluation(
 
 def untuned_retriever(assistant: Assistant):
     """The assistant's knowledge base re-embedded with the base encoder, un-tuned (needs the train extra)."""
+    import atexit
+    import shutil
     import tempfile
 
     from slm.apps.support.build import SupportConfig, build_retriever
@@ -102,6 +104,7 @@ def untuned_retriever(assistant: Assistant):
 
     config = SupportConfig(base_model=assistant.manifest["components"]["retriever"]["base_model"], tune_retriever=False)
     tmp = Path(tempfile.mkdtemp(prefix="slm-untuned-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the models are read into memory; the files go at exit
     spec, _ = build_retriever(assistant.knowledge.kb, [], tmp, config, show_progress=False)
 
     class Base:
