@@ -305,13 +305,15 @@ from slm.serving.server import bind
 service = ModelService.load([("tiny", Path(sys.argv[1]))], ServeConfig(access_log=False))
 sock = bind("127.0.0.1", 0)
 server = uvicorn.Server(uvicorn.Config(create_app(service), log_config=None))
-threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+thread.start()
 while not server.started:
     time.sleep(0.02)
 request = urllib.request.Request(f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/tiny/predict",
                                  data=json.dumps({"text": "my card has not arrived"}).encode())
 answer = json.loads(urllib.request.urlopen(request).read())
 server.should_exit = True
+thread.join(30)  # a server thread still running ONNX Runtime while the interpreter tears down can crash it
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "sklearn", "pandas"})
 print(json.dumps({"label": answer["predictions"][0]["label"], "heavy": heavy}))
 """

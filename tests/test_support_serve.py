@@ -386,13 +386,15 @@ config = ServeConfig(access_log=False, support_db=Path(sys.argv[2]))
 service = ModelService.load([("help", Path(sys.argv[1]))], config)
 sock = bind("127.0.0.1", 0)
 server = uvicorn.Server(uvicorn.Config(create_app(service), log_config=None))
-threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+thread.start()
 while not server.started:
     time.sleep(0.02)
 request = urllib.request.Request(f"http://127.0.0.1:{sock.getsockname()[1]}/v1/support/answer",
                                  data=json.dumps({"question": "I lost my card"}).encode())
 answer = json.loads(urllib.request.urlopen(request).read())
 server.should_exit = True
+thread.join(30)  # a server thread still running ONNX Runtime while the interpreter tears down can crash it
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "sklearn", "pandas"})
 print(json.dumps({"reason": answer["reason"], "heavy": heavy}))
 """
