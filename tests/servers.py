@@ -45,3 +45,16 @@ def error_of(response: httpx.Response, status: int) -> dict:
     error = response.json()["error"]
     assert error["code"] and error["message"]
     return error
+
+
+def serve_once(bundle, support_db, route: str, body: dict) -> dict:
+    """``tests/serve_once.py`` in a fresh process: the reply and the heavy modules the server imported."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("serve_once.py")
+    done = subprocess.run([sys.executable, str(script), str(bundle), str(support_db), route, json.dumps(body)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -21,7 +21,7 @@ import pytest
 
 from slm.bundle.derive import derive_bundle
 from slm.serving.batching import MicroBatcher, QueueFull, ShuttingDown
-from tests.servers import error_of, running
+from tests.servers import error_of, running, serve_once
 
 LONG = "I was charged twice for the same card payment at the shop yesterday and I want my money back " * 3
 
@@ -296,31 +296,7 @@ def test_startup_refuses_what_it_cannot_serve_in_one_line(tiny_bundle, exported,
         assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
 
 
-SCRIPT = """
-import json, sys, threading, time, urllib.request
-from pathlib import Path
-import uvicorn
-from slm.serving import ModelService, ServeConfig, create_app
-from slm.serving.server import bind
-service = ModelService.load([("tiny", Path(sys.argv[1]))], ServeConfig(access_log=False))
-sock = bind("127.0.0.1", 0)
-server = uvicorn.Server(uvicorn.Config(create_app(service), log_config=None))
-thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-thread.start()
-while not server.started:
-    time.sleep(0.02)
-request = urllib.request.Request(f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/tiny/predict",
-                                 data=json.dumps({"text": "my card has not arrived"}).encode())
-answer = json.loads(urllib.request.urlopen(request).read())
-server.should_exit = True
-thread.join(30)  # a server thread still running ONNX Runtime while the interpreter tears down can crash it
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "sklearn", "pandas"})
-print(json.dumps({"label": answer["predictions"][0]["label"], "heavy": heavy}))
-"""
-
-
-def test_the_server_never_imports_torch(exported) -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(exported)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["heavy"] == [] and result["label"]
+def test_the_server_never_imports_torch(exported, tmp_path) -> None:
+    result = serve_once(exported, tmp_path / "unused.sqlite", "/v1/models/served/predict",
+                        {"text": "my card has not arrived"})  # fmt: skip
+    assert result["heavy"] == [] and result["reply"]["predictions"][0]["label"]

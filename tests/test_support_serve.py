@@ -19,7 +19,7 @@ import pytest
 
 from slm.serving.conversations import COLUMNS
 from tests.conftest import FAQ_ANSWERS
-from tests.servers import KEY, error_of, running
+from tests.servers import KEY, error_of, running, serve_once
 
 FAQ_QUESTION = "Do you know what your exchange rates are?"  # a knowledge-base question of exchange_rate (no template)
 # (question, context, decision, reason, answer): one per decision path of the assistant.
@@ -376,36 +376,9 @@ def test_without_an_assistant_there_is_no_log_and_no_support_answer(exported, tm
     assert not db.exists()
 
 
-SCRIPT = """
-import json, sys, threading, time, urllib.request
-from pathlib import Path
-import uvicorn
-from slm.serving import ModelService, ServeConfig, create_app
-from slm.serving.server import bind
-config = ServeConfig(access_log=False, support_db=Path(sys.argv[2]))
-service = ModelService.load([("help", Path(sys.argv[1]))], config)
-sock = bind("127.0.0.1", 0)
-server = uvicorn.Server(uvicorn.Config(create_app(service), log_config=None))
-thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-thread.start()
-while not server.started:
-    time.sleep(0.02)
-request = urllib.request.Request(f"http://127.0.0.1:{sock.getsockname()[1]}/v1/support/answer",
-                                 data=json.dumps({"question": "I lost my card"}).encode())
-answer = json.loads(urllib.request.urlopen(request).read())
-server.should_exit = True
-thread.join(30)  # a server thread still running ONNX Runtime while the interpreter tears down can crash it
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "sklearn", "pandas"})
-print(json.dumps({"reason": answer["reason"], "heavy": heavy}))
-"""
-
-
 def test_serving_an_assistant_never_imports_torch(assistant_bundle, tmp_path) -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(assistant_bundle), str(tmp_path / "log.sqlite")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"reason": "intent_requires_human", "heavy": []}
+    result = serve_once(assistant_bundle, tmp_path / "log.sqlite", "/v1/support/answer", {"question": "I lost my card"})
+    assert result["heavy"] == [] and result["reply"]["reason"] == "intent_requires_human"
 
 
 def test_an_assistant_with_an_empty_knowledge_base_hands_off_what_it_cannot_template(
