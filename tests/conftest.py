@@ -117,3 +117,27 @@ def assistant_bundle(tmp_path_factory, tiny_bundle, banking_csv, support_files) 
     build_assistant(banking_csv, support_files["kb"], output=out, templates=support_files["templates"],
                     intent_bundle=tiny_bundle, config=SupportConfig(target_accuracy=0.9), show_progress=False)
     return out
+
+
+def fin_frame(per_class: int, seed: int = 0, skip: int = 0) -> pd.DataFrame:
+    """A class-balanced slice of the financial tweets (labels 0 bearish, 1 bullish, 2 neutral), rows
+    ``skip..skip+per_class`` of each class after a seeded shuffle: disjoint slices for train and stream."""
+    frame = pd.read_csv(require(DATA / "fin_tweets_sentiment" / "sent_train.csv"), dtype=str, keep_default_na=False)
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("label").nth(list(range(skip, skip + per_class))).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def fin_bundle(tmp_path_factory) -> Path:
+    """A real minilm-l6 sentiment bundle (two short epochs on 80 tweets per class), exported to ONNX."""
+    import slm
+    from slm.compression.export import export_bundle
+    from slm.training.config import TrainConfig
+
+    folder = tmp_path_factory.mktemp("fin")
+    fin_frame(80).to_csv(folder / "train.csv", index=False)
+    fin_frame(20, skip=80).to_csv(folder / "test.csv", index=False)
+    slm.train(folder / "train.csv", output=folder / "model", test=folder / "test.csv",
+              config=TrainConfig(**{**TINY_CONFIG, "epochs": 3}), show_progress=False)  # fmt: skip
+    export_bundle(folder / "model", folder / "onnx")
+    return folder / "onnx"

@@ -107,10 +107,15 @@ def serve(
             "export the handed-off questions with 'slm app support unanswered').",
         ),
     ] = DEFAULTS.support_db,
+    monitor: Annotated[
+        Path | None,
+        _opt("monitor", "Also serve this financial sentiment monitor (monitor.yaml): /v1/monitor/* and /monitor."),
+    ] = None,
 ) -> None:
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
 
-    Support assistants answer at /v1/support/answer, with a chat page at /support.
+    Support assistants answer at /v1/support/answer, with a chat page at /support. With --monitor,
+    the sentiment monitor ingests at /v1/monitor/ingest, with a dashboard at /monitor.
 
     Example: slm serve runs/tickets-int8 --port 8000, then open http://127.0.0.1:8000/ or
     curl -d '{"text": "my card has not arrived"}' http://127.0.0.1:8000/v1/models/tickets-int8/predict
@@ -130,4 +135,9 @@ def serve(
         watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
         max_connections=max_connections, support_db=support_db,
     )  # fmt: skip
-    run_server(parse_model_specs(bundles), config, log_level=log_level.value)
+    monitor_config = None
+    if monitor is not None:
+        from slm.apps.monitor.config import load_config
+
+        monitor_config = load_config(monitor)
+    run_server(parse_model_specs(bundles), config, log_level=log_level.value, monitor=monitor_config)

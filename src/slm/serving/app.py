@@ -8,7 +8,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,7 @@ from slm.serving import log
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
 from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
+from slm.serving.monitor import add_monitor_routes
 from slm.serving.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -36,6 +37,9 @@ from slm.serving.schemas import (
 )
 from slm.serving.service import ModelService, ServedModel
 from slm.serving.support import ServedAssistant
+
+if TYPE_CHECKING:
+    from slm.apps.monitor.monitor import Monitor
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
@@ -57,8 +61,12 @@ def json_response(data: Any) -> Response:
     return Response(json.dumps(data, ensure_ascii=False), media_type="application/json")
 
 
-def create_app(service: ModelService) -> FastAPI:
-    """The HTTP API for ``service`` (already loaded); starting the app starts its batchers."""
+def create_app(service: ModelService, *, monitor: Monitor | None = None) -> FastAPI:
+    """The HTTP API for ``service`` (already loaded); starting the app starts its batchers.
+
+    With a ``monitor`` (:class:`slm.apps.monitor.Monitor`), /v1/monitor/* and the /monitor
+    dashboard serve it; the app closes it on shutdown.
+    """
     config = service.config
 
     @asynccontextmanager
@@ -69,6 +77,8 @@ def create_app(service: ModelService) -> FastAPI:
             yield
         finally:
             await service.close()
+            if monitor is not None:
+                await asyncio.to_thread(monitor.close)
             log.event("stopped")
 
     app = FastAPIOffline(  # a FastAPI app whose /docs and /redoc assets come from a package, not a CDN
@@ -80,6 +90,7 @@ def create_app(service: ModelService) -> FastAPI:
     _add_error_handlers(app, config)
     _add_routes(app, service)
     _add_support_routes(app, service)
+    add_monitor_routes(app, monitor, ApiError)
     # Added innermost first: a request meets AccessLog, then CORS, then API keys, then the body limit.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(ApiKeys, config=config)

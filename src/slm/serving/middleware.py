@@ -22,7 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-PAGES = frozenset({"/", "/support"})  # HTML pages: a browser asks for the key with its Basic-auth prompt
+PAGES = frozenset({"/", "/support", "/monitor"})  # HTML pages: a browser asks for the key with its Basic-auth prompt
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

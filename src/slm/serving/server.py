@@ -6,6 +6,7 @@ import signal
 import socket
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -14,6 +15,9 @@ from slm.serving import log
 from slm.serving.app import create_app
 from slm.serving.config import ServeConfig
 from slm.serving.service import ModelService
+
+if TYPE_CHECKING:
+    from slm.apps.monitor.config import MonitorConfig
 
 
 class _Server(uvicorn.Server):
@@ -43,14 +47,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str = "info") -> None:
-    """Load every bundle, then answer HTTP on ``config.host:config.port`` until SIGINT/SIGTERM."""
+def serve(
+    specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str = "info", monitor: MonitorConfig | None = None
+) -> None:
+    """Load every bundle (and the monitor), then answer HTTP on ``config.host:config.port`` until SIGINT/SIGTERM."""
     log.configure(log_level)
     config = config.validated()
     sock = bind(config.host, config.port)
     try:
         service = ModelService.load(specs, config)
-        app = create_app(service)
+        running = None
+        if monitor is not None:
+            from slm.apps.monitor.monitor import Monitor
+
+            running = Monitor(monitor, on_alert=lambda alert: log.event("monitor_alert", **alert))
+            log.event("monitor_opened", storage=running.store.engine.url.render_as_string(hide_password=True))
+        app = create_app(service, monitor=running)
         server = _Server(
             uvicorn.Config(
                 app,

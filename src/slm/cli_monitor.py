@@ -1,0 +1,166 @@
+"""``slm app monitor``: run the financial sentiment monitor over a stream, report on it, serve its dashboard.
+
+Registered on ``slm app`` by :mod:`slm.cli` (after :mod:`slm.cli_support`, which creates ``slm app``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from slm.cli import out
+from slm.cli_support import _guarded, apps
+from slm.console import console
+
+monitor = typer.Typer(
+    help="Financial sentiment monitor: classify a news stream, track entities over time, alert on negative spikes.",
+    no_args_is_help=True,
+)
+apps.add_typer(monitor, name="monitor")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="monitor.yaml (see 'slm app monitor --help').")]
+
+
+def _alert_line(alert: dict[str, Any]) -> None:
+    from slm.apps.monitor.items import iso
+
+    console.print(
+        f"[bold red]alert[/] {alert['kind']} [bold]{escape(alert['series'])}[/]: {alert['negatives']} negative of "
+        f"{alert['total']} in the window from {iso(alert['window_start_ms'] / 1000)} "
+        f"(baseline {alert['baseline']:.1f}, score {alert['score']:.1f})"
+    )
+
+
+@monitor.command("run", no_args_is_help=True)
+@_guarded
+def run(
+    config: ConfigOption,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="JSONL file, or - for stdin (default: the config's).")
+    ] = None,
+    follow: Annotated[
+        bool | None, typer.Option("--follow/--no-follow", help="Keep reading the file as it grows (Ctrl-C stops).")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's statistics as JSON.")] = False,
+) -> None:
+    """Classify every item of the input, attribute entities, store it, score closed windows and alert.
+
+    Each line is a JSON object with id, timestamp (ISO 8601 or epoch seconds) and text, and optionally
+    source. Bad lines are counted by reason and skipped; items already stored (same id) are not counted
+    again. A file's position is committed with each batch: run the same command after a crash and it
+    resumes where it stopped. SIGINT/SIGTERM finish the current batch and stop.
+    """
+    from slm.apps.monitor.config import load_config
+    from slm.apps.monitor.monitor import Monitor
+
+    settings = load_config(config, storage=storage)
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Monitor(settings, on_alert=_alert_line) as running:
+            source = running.source(input if input is not None else settings.input, follow=follow)
+            if getattr(source, "restarted", False):
+                console.print(f"[yellow]warning:[/] {escape(str(source.key))} is shorter than the committed "
+                              "offset (truncated or replaced): reading it again from the start")  # fmt: skip
+            stats = _run_with_progress(running, source, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if as_json:
+        out.print_json(json.dumps(stats.as_dict()))
+        return
+    _print_stats(stats, resumed=source.start)
+
+
+def _run_with_progress(running: Any, source: Any, stopping: threading.Event) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if source.size is None or source.follow or not sys.stderr.isatty():
+        return running.run(source, stop=stopping.is_set)
+    columns = (TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("ingest", total=source.size, completed=source.start)
+        return running.run(source, stop=stopping.is_set, progress=lambda offset: bar.update(task, completed=offset))
+
+
+def _print_stats(stats: Any, *, resumed: int) -> None:
+    if resumed:
+        out.print(f"resumed at byte {resumed:,} (the last committed batch)")
+    out.print(
+        f"read {stats.read:,} lines: stored {stats.stored:,}, {stats.duplicates:,} already stored (same id), "
+        f"rejected {sum(stats.rejected.values()):,}; {stats.alerts} alerts; {stats.items_per_second:,.0f} items/s"
+    )
+    if stats.rejected:
+        out.print("rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.rejected.items())))
+
+
+@monitor.command("report", no_args_is_help=True)
+@_guarded
+def report(
+    config: ConfigOption,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for summary.json/.md and charts/*.png.")
+    ] = Path("monitor-report"),
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Busiest series per kind to chart.")] = 12,
+    storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+) -> None:
+    """Print the busiest entities/topics with their sentiment and alerts; write PNG charts per series."""
+    from slm.apps.monitor.config import load_config
+    from slm.apps.monitor.report import write_report
+    from slm.apps.monitor.storage import MonitorStore
+
+    settings = load_config(config, storage=storage)
+    store = MonitorStore.open(settings.storage)
+    try:
+        data = write_report(store, int(round(settings.window_seconds * 1000)), output, limit=limit)
+    finally:
+        store.close()
+    table = Table(title=f"{data['totals']['items']:,} items, {data['totals']['alerts']:,} alerts")
+    for column in ("kind", "series", "items", "negative", "positive", "latest negative", "alerts", "last alert"):
+        table.add_column(column, justify="right" if column in ("items", "alerts") else "left")
+    for row in data["series"]:
+        table.add_row(row["kind"], escape(row["series"]), f"{row['items']:,}", _pct(row["negative_share"]),
+                      _pct(row["positive_share"]), _pct(row["latest_negative_share"]), str(row["alerts"]),
+                      row["last_alert"] or "-")  # fmt: skip
+    out.print(table)
+    if data["rejected"]:
+        out.print("rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in data["rejected"].items()))
+    out.print(f"wrote {escape(str(output / 'summary.md'))} and {len(data['series'])} charts in "
+              f"{escape(str(output / 'charts'))}")  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@monitor.command("serve", no_args_is_help=True)
+@_guarded
+def serve(
+    config: ConfigOption,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+) -> None:
+    """Serve POST /v1/monitor/ingest, the trend and alert endpoints, and the dashboard at /monitor.
+
+    For more server options (API keys, models beside the monitor) use 'slm serve --monitor monitor.yaml'.
+    """
+    from slm.apps.monitor.config import load_config
+    from slm.serving.config import ServeConfig
+    from slm.serving.server import serve as run_server
+
+    settings = load_config(config, storage=storage)
+    run_server([], ServeConfig(host=host, port=port), monitor=settings)

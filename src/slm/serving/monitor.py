@@ -1,0 +1,122 @@
+"""The monitor's HTTP side: ingest, summary, series, alerts, charts and the dashboard page at /monitor.
+
+Mounted by :func:`slm.serving.app.create_app` when the server was started with a monitor
+(``slm app monitor serve`` or ``slm serve --monitor monitor.yaml``). Ingest runs in a worker
+thread, one batch at a time (the monitor is the database's only writer); reads run in threads too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from slm.apps.monitor.items import Rejection
+
+if TYPE_CHECKING:
+    from slm.apps.monitor.monitor import Monitor
+
+KINDS = ("entity", "topic", "all")
+MAX_INGEST_ITEMS = 10_000
+
+
+def add_monitor_routes(app: FastAPI, monitor: Monitor | None, api_error: type[Exception]) -> None:
+    """The /v1/monitor/* endpoints and /monitor; every one answers 404 ``no_monitor`` without a monitor."""
+    page = files("slm.serving").joinpath("static/monitor.html").read_text(encoding="utf-8")
+
+    def need() -> Monitor:
+        if monitor is None:
+            raise api_error(404, "no_monitor", "no monitor is served here (start one with 'slm app monitor serve')")
+        return monitor
+
+    def kind_of(kind: str) -> str:
+        if kind not in KINDS:
+            raise api_error(422, "invalid_request", f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+        return kind
+
+    @app.get("/monitor", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.post("/v1/monitor/ingest", summary="Classify, store and score stream items (idempotent by item id)")
+    async def ingest(request: Request) -> Response:
+        current = need()
+        objects = _objects(await request.body(), request.headers.get("content-type", ""), api_error)
+        stats = await asyncio.to_thread(current.ingest, objects)
+        return _json(stats.as_dict())
+
+    @app.get("/v1/monitor/summary", summary="Totals, rejections by reason, and the busiest series")
+    async def monitor_summary(limit: int = Query(20, ge=1, le=200)) -> Response:
+        current = need()
+
+        def read() -> dict[str, Any]:
+            from slm.apps.monitor.trends import summary
+
+            return {"window_seconds": current.window_ms / 1000, "totals": current.store.totals(),
+                    "rejected": current.store.reject_counts(),
+                    "series": summary(current.store, current.window_ms, limit=limit)}  # fmt: skip
+
+        return _json(await asyncio.to_thread(read))
+
+    @app.get("/v1/monitor/series/{kind}/{name}", summary="One series' windows: counts and sentiment shares")
+    async def series(kind: str, name: str, limit: int = Query(500, ge=1, le=5000)) -> Response:
+        from slm.apps.monitor.trends import series_windows
+
+        current = need()
+        rows = await asyncio.to_thread(series_windows, current.store, kind_of(kind), name, current.window_ms,
+                                       limit=limit)  # fmt: skip
+        return _json({"kind": kind, "series": name, "windows": rows})
+
+    @app.get("/v1/monitor/alerts", summary="The latest alerts, newest first")
+    async def alerts(
+        limit: int = Query(100, ge=1, le=1000), kind: str | None = None, series: str | None = None
+    ) -> Response:
+        current = need()
+        rows = await asyncio.to_thread(current.store.list_alerts, limit=limit, kind=kind, series=series)
+        return _json({"alerts": [_alert(row) for row in rows]})
+
+    @app.get("/v1/monitor/chart/{kind}/{name}.png", summary="One series' chart (PNG), alerts marked")
+    async def chart(kind: str, name: str) -> Response:
+        from slm.apps.monitor.report import series_chart
+
+        current = need()
+        png = await asyncio.to_thread(series_chart, current.store, kind_of(kind), name, current.window_ms)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list[Any]:
+    """Items from a JSON array, ``{"items": [...]}``, one object, or JSON lines (application/x-ndjson)."""
+    text = body.decode("utf-8", errors="replace")
+    if "ndjson" in content_type or "jsonl" in content_type:
+        objects: list[Any] = []
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    objects.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    objects.append(Rejection("malformed_json", exc.msg, line[:200]))  # counted, not fatal
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise api_error(400, "invalid_json", f"body is not JSON: {exc.msg} at position {exc.pos}") from None
+        objects = data.get("items") if isinstance(data, dict) and "items" in data else data
+        objects = objects if isinstance(objects, list) else [objects]
+    if len(objects) > MAX_INGEST_ITEMS:
+        raise api_error(413, "too_many_items", f"{len(objects):,} items in one request (limit {MAX_INGEST_ITEMS:,})")
+    return objects
+
+
+def _alert(row: dict[str, Any]) -> dict[str, Any]:
+    from slm.apps.monitor.webhook import payload
+
+    return {**payload(row), "delivered": row["delivered_at"] is not None, "attempts": row["attempts"],
+            "last_error": row["last_error"]}  # fmt: skip
+
+
+def _json(data: Any) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False, default=str), media_type="application/json")
