@@ -129,7 +129,7 @@ def fin_frame(per_class: int, seed: int = 0, skip: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def fin_bundle(tmp_path_factory) -> Path:
-    """A real minilm-l6 sentiment bundle (two short epochs on 80 tweets per class), exported to ONNX."""
+    """A real minilm-l6 sentiment bundle (three short epochs on 80 tweets per class), exported to ONNX."""
     import slm
     from slm.compression.export import export_bundle
     from slm.training.config import TrainConfig

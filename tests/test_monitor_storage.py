@@ -119,6 +119,14 @@ def _count(url: str) -> tuple[int, int]:
         engine.dispose()
 
 
+def _snapshot(url: str) -> dict[str, list[tuple]]:
+    store = MonitorStore.open(url)
+    try:
+        return store.snapshot()
+    finally:
+        store.close()
+
+
 def test_a_monitor_killed_mid_stream_resumes_to_the_same_state_as_a_clean_run(storage_url, tmp_path, fin_bundle):
     stream = write_stream(tmp_path / "news.jsonl", windows=60, per_window=12)
     size = stream.path.stat().st_size
@@ -144,11 +152,7 @@ def test_a_monitor_killed_mid_stream_resumes_to_the_same_state_as_a_clean_run(st
     assert process.returncode == -signal.SIGKILL and 0 < killed_at[1] < size, killed_at
     done = subprocess.run([*command, "-c", str(crash)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    resumed = MonitorStore.open(storage_url)
-    try:
-        after_crash = resumed.snapshot()
-    finally:
-        resumed.close()
+    after_crash = _snapshot(storage_url)
     # The clean run, uninterrupted, into a fresh SQLite file.
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     clean = tmp_path / "clean"
@@ -156,11 +160,7 @@ def test_a_monitor_killed_mid_stream_resumes_to_the_same_state_as_a_clean_run(st
     done = subprocess.run([*command, "-c", str(write_config(clean, fin_bundle, stream.path, clean_url, batch_size=8))],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    store = MonitorStore.open(clean_url)
-    try:
-        expected = store.snapshot()
-    finally:
-        store.close()
+    expected = _snapshot(clean_url)
     assert len(expected["monitor_items"]) == stream.items
     assert len(expected["monitor_rejects"]) == len(BAD_LINES)
     assert any(row[1] == "TSLA" for row in expected["monitor_alerts"])
