@@ -15,6 +15,7 @@ from slm.apps.monitor.config import AlertConfig, load_config
 from slm.apps.monitor.detect import spike
 from slm.apps.monitor.items import Item, Rejection, parse_line, parse_timestamp
 from slm.apps.monitor.monitor import Monitor
+from slm.apps.monitor.sources import FileSource
 from slm.apps.monitor.storage import Counts
 from slm.errors import ConfigError
 from tests.monitor_stream import BAD_LINES, START, WINDOW, write_config, write_stream
@@ -114,7 +115,7 @@ def test_the_stream_alerts_on_the_injected_surge_once_counts_bad_lines_and_posts
         assert seen == [{k: a[k] for k in seen[0]} for a in sorted(alerts, key=lambda a: a["id"])]
         again = monitor.run(monitor.source())  # the committed offset is the end of the file: nothing new
         assert again.read == 0
-        rerun = monitor.run(monitor.source(follow=False).__class__(stream.path))  # the whole file again
+        rerun = monitor.run(FileSource(stream.path))  # the whole file again, from byte 0
         assert rerun.stored == 0 and rerun.duplicates == stream.items + 1
         assert monitor.store.totals()["items"] == stream.items
     # Delivered through two 500s (retries), once per alert, after the monitor closed at the latest.
