@@ -6,11 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-from sklearn.model_selection import train_test_split
-
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "fin_tweets_sentiment" / "sent_train.csv"
 WORK = ROOT / "runs" / "bench" / "monitor"
 LEXICON = Path(__file__).resolve().parent / "monitor_lexicon.txt"
 # The dataset's own label codes: 0 bearish, 1 bullish, 2 neutral.
@@ -18,14 +14,13 @@ NEGATIVE, POSITIVE = "0", "1"
 
 
 def split(workdir: Path = WORK) -> tuple[Path, Path]:
-    """The stratified 80/20 split (seed 42) of bench/classification.py: train for the model, held-out for replay."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths = workdir / "train.csv", workdir / "heldout.csv"
+    """The stratified 80/20 split (seed 42) of bench/classification.py: train for the model, test for replay."""
+    from classification import DATASETS, _split_8020
+
+    paths = workdir / "train.csv", workdir / "test.csv"
     if not all(p.exists() for p in paths):
-        frame = pd.read_csv(DATA, dtype=str, keep_default_na=False)
-        train, heldout = train_test_split(frame, test_size=0.2, random_state=42, stratify=frame["label"])
-        train.to_csv(paths[0], index=False)
-        heldout.to_csv(paths[1], index=False)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _split_8020(DATASETS["fin_tweets"], workdir)
     return paths
 
 

@@ -119,7 +119,7 @@ def report(
 ) -> None:
     """Print the busiest entities/topics with their sentiment and alerts; write PNG charts per series."""
     from slm.apps.monitor.config import load_config
-    from slm.apps.monitor.report import write_report
+    from slm.apps.monitor.report import percent, write_report
     from slm.apps.monitor.storage import MonitorStore
 
     settings = load_config(config, storage=storage)
@@ -132,18 +132,14 @@ def report(
     for column in ("kind", "series", "items", "negative", "positive", "latest negative", "alerts", "last alert"):
         table.add_column(column, justify="right" if column in ("items", "alerts") else "left")
     for row in data["series"]:
-        table.add_row(row["kind"], escape(row["series"]), f"{row['items']:,}", _pct(row["negative_share"]),
-                      _pct(row["positive_share"]), _pct(row["latest_negative_share"]), str(row["alerts"]),
+        table.add_row(row["kind"], escape(row["series"]), f"{row['items']:,}", percent(row["negative_share"]),
+                      percent(row["positive_share"]), percent(row["latest_negative_share"]), str(row["alerts"]),
                       row["last_alert"] or "-")  # fmt: skip
     out.print(table)
     if data["rejected"]:
         out.print("rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in data["rejected"].items()))
     out.print(f"wrote {escape(str(output / 'summary.md'))} and {len(data['series'])} charts in "
               f"{escape(str(output / 'charts'))}")  # fmt: skip
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
 
 
 @monitor.command("serve", no_args_is_help=True)

@@ -51,14 +51,6 @@ class Classifier:
             Classified(labels[j], float(proba[i, j]), int(self.polarity[j]), *topics[i]) for i, j in enumerate(best)
         ]
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "sentiment": str(self.sentiment.path),
-            "negative": sorted(self.negative),
-            "positive": sorted(self.positive),
-            "topic": None if self.topic is None else str(self.topic.path),
-        }
-
 
 def _open(path: Path, what: str, threads: int | None):
     bundle = load(path, threads=threads)

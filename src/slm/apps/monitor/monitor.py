@@ -150,7 +150,7 @@ class Monitor:
         previous = None
         for line, end in batch:
             parsed.append(parse_line(line, max_text_chars=self.config.max_text_chars))
-            start = end - len(line) if previous is None or source_key is None else previous
+            start = end - len(line) if previous is None else previous  # blank lines belong to the line before
             keys.append(f"{source_key}:{start}" if source_key else uuid.uuid4().hex)
             previous = end
         return self._process(parsed, keys, source=source_key, offset=batch[-1][1])

@@ -30,9 +30,9 @@ def write_report(store: MonitorStore, window_ms: int, output: Path, *, limit: in
     rows = summary(store, window_ms, limit=limit)
     charts = output / "charts"
     for row in rows:
-        png = series_chart(store, row["kind"], row["series"], window_ms)
-        row["chart"] = f"charts/{chart_name(row['kind'], row['series'])}"
-        write_bytes_atomic(charts / chart_name(row["kind"], row["series"]), png)
+        name = chart_name(row["kind"], row["series"])
+        write_bytes_atomic(charts / name, series_chart(store, row["kind"], row["series"], window_ms))
+        row["chart"] = f"charts/{name}"
     data = {"window_seconds": window_ms / 1000, "totals": store.totals(), "rejected": store.reject_counts(),
             "series": rows, "alerts": store.list_alerts(limit=200)}  # fmt: skip
     write_text_atomic(output / "summary.json", json.dumps(data, indent=2, ensure_ascii=False, default=str))
@@ -50,13 +50,13 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["| kind | series | items | negative | positive | latest window negative | alerts | last alert |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in data["series"]:
-        lines.append(f"| {row['kind']} | {row['series']} | {row['items']:,} | {_pct(row['negative_share'])} | "
-                     f"{_pct(row['positive_share'])} | {_pct(row['latest_negative_share'])} | {row['alerts']} | "
+        lines.append(f"| {row['kind']} | {row['series']} | {row['items']:,} | {percent(row['negative_share'])} | "
+                     f"{percent(row['positive_share'])} | {percent(row['latest_negative_share'])} | {row['alerts']} | "
                      f"{row['last_alert'] or '-'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 

@@ -185,25 +185,21 @@ class MonitorStore:
     ) -> dict[SeriesKey, dict[int, Counts]]:
         """Item counts per series and window index ``first..last`` (window index = ts_ms // window_ms)."""
         lo, hi = first * window_ms, (last + 1) * window_ms
-        negative = sa.func.sum(sa.case((items.c.polarity < 0, 1), else_=0))
-        positive = sa.func.sum(sa.case((items.c.polarity > 0, 1), else_=0))
-        queries: list[tuple[str, Any]] = []
         kinds = set(kinds)
-        if "entity" in kinds:
-            w = (mentions.c.ts_ms // window_ms).label("w")
-            queries.append(("entity", sa.select(
-                mentions.c.entity, w, sa.func.count(),
-                sa.func.sum(sa.case((mentions.c.polarity < 0, 1), else_=0)),
-                sa.func.sum(sa.case((mentions.c.polarity > 0, 1), else_=0)),
-            ).where(mentions.c.ts_ms >= lo, mentions.c.ts_ms < hi).group_by(mentions.c.entity, w)))  # fmt: skip
-        w = (items.c.ts_ms // window_ms).label("w")
-        if "topic" in kinds:
-            queries.append(("topic", sa.select(items.c.topic, w, sa.func.count(), negative, positive)
-                            .where(items.c.ts_ms >= lo, items.c.ts_ms < hi, items.c.topic.is_not(None))
-                            .group_by(items.c.topic, w)))  # fmt: skip
-        if "all" in kinds:
-            queries.append(("all", sa.select(sa.literal("*"), w, sa.func.count(), negative, positive)
-                            .where(items.c.ts_ms >= lo, items.c.ts_ms < hi).group_by(w)))  # fmt: skip
+        queries: list[tuple[str, Any]] = []
+        for kind, table, name, where in (
+            ("entity", mentions, mentions.c.entity, ()),
+            ("topic", items, items.c.topic, (items.c.topic.is_not(None),)),
+            ("all", items, sa.literal("*"), ()),
+        ):
+            if kind in kinds:
+                window = (table.c.ts_ms // window_ms).label("w")
+                negative = sa.func.sum(sa.case((table.c.polarity < 0, 1), else_=0))
+                positive = sa.func.sum(sa.case((table.c.polarity > 0, 1), else_=0))
+                query = sa.select(name, window, sa.func.count(), negative, positive).where(
+                    table.c.ts_ms >= lo, table.c.ts_ms < hi, *where
+                )
+                queries.append((kind, query.group_by(window) if kind == "all" else query.group_by(name, window)))
         out: dict[SeriesKey, dict[int, Counts]] = defaultdict(dict)
         with self.engine.connect() as conn:
             for kind, query in queries:

@@ -39,6 +39,7 @@ class WebhookSender:
         self.store, self.config, self.idle_seconds = store, config, idle_seconds
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._deadline = 0.0  # set by stop(): retries end at it
         self._thread = threading.Thread(target=self._loop, name="slm-monitor-webhook", daemon=True)
         self.client = httpx.Client(timeout=config.timeout_seconds)
         self.sent = 0
@@ -74,7 +75,7 @@ class WebhookSender:
         error = None
         for attempt in range(self.config.retries + 1):
             if attempt:
-                if self._stopping.is_set() and time.monotonic() > getattr(self, "_deadline", 0):
+                if self._stopping.is_set() and time.monotonic() > self._deadline:
                     break
                 time.sleep(self.config.backoff_seconds * 2 ** (attempt - 1))
             try:
