@@ -360,6 +360,12 @@ def _training_line(training: Any) -> str:
             f"self-training kept {record['kept_rounds']} of {rounds} round(s) "
             f"(validation macro-F1 {record['val_macro_f1_labelled_only']:.4f} -> {record['val_macro_f1']:.4f})"
         )
+    lexicon = training.get("lexicon")
+    if lexicon:
+        parts.append(
+            f"lexicon: {lexicon['added_tokens']:,} terms added as tokens (mean tokens per text "
+            f"{lexicon['mean_tokens_before']} -> {lexicon['mean_tokens_after']})"
+        )
     return " · ".join(parts)
 
 
@@ -469,6 +475,14 @@ def train(
     contrastive_epochs: Annotated[
         int, typer.Option("--contrastive-epochs", help="Few-shot: passes over the classes in contrastive tuning.")
     ] = DEFAULTS.contrastive_epochs,
+    lexicon: Annotated[
+        Path | None,
+        typer.Option(
+            "--lexicon",
+            help="Industry dictionary (one term per line, 'term | alias', CSV or JSON): its terms become whole "
+            "tokens, each initialised from the mean of its former pieces.",
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option(
@@ -510,6 +524,7 @@ def train(
         "lora_learning_rate": ("lora_lr", lora_lr),
         "contrastive_epochs": ("contrastive_epochs", contrastive_epochs),
         "self_training_rounds": ("self_training_rounds", self_training_rounds),
+        "lexicon": ("lexicon", None if lexicon is None else str(lexicon)),
     }
     config = _train_config(ctx, flags, config_file)
     api = _api()

@@ -114,6 +114,16 @@ def compress(
             help="Drop embedding rows the tokenizer can never produce (lossless, checked).",
         ),
     ] = True,
+    trim_vocab: Annotated[
+        bool,
+        typer.Option(
+            "--trim-vocab",
+            help="Keep only the tokens the domain corpus (--data, default: the training file) uses, plus a reserve.",
+        ),
+    ] = False,
+    vocab_reserve: Annotated[
+        int, typer.Option("--vocab-reserve", min=0, help="Most frequent tokens kept beyond the corpus (--trim-vocab).")
+    ] = 1000,
     gate: Annotated[
         float, typer.Option("--gate", min=0.0, help="Largest allowed validation accuracy drop, in points.")
     ] = 1.0,
@@ -138,7 +148,10 @@ def compress(
     dims: Annotated[int, typer.Option("--dims", min=8, help="Static embedding dimensions (--static).")] = 256,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Labelled training file for --prune-layers / --static (default: the bundle's)."),
+        typer.Option(
+            "--data",
+            help="Training file for --prune-layers / --static, corpus for --trim-vocab (default: the bundle's).",
+        ),
     ] = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
@@ -154,21 +167,26 @@ def compress(
 
     --quantize int8 writes an int8 ONNX bundle (the PyTorch bundle is exported first if needed).
     --prune-layers N removes transformer layers and recovers accuracy by distillation from the
-    original (combine it with --quantize). --static builds the turbo tier. A variant that loses more
-    than --gate points of validation accuracy is refused and nothing is written.
+    original (combine it with --quantize). --trim-vocab keeps only the vocabulary the domain corpus
+    uses (a multilingual model's embedding table shrinks ~30x; combine it with --quantize).
+    --static builds the turbo tier. A variant that loses more than --gate points of validation
+    accuracy is refused and nothing is written.
 
     Examples:
 
         slm compress runs/model --quantize int8
 
+        slm compress runs/model --trim-vocab --quantize int8
+
         slm compress runs/model --prune-layers 3 --quantize int8 --data train.csv
     """
-    if static and (quantize or prune_layers):
-        raise ConfigError("--static builds its own model: use it without --quantize or --prune-layers")
-    if not (static or quantize or prune_layers):
-        raise ConfigError("nothing to do: pass --quantize int8, --prune-layers N or --static")
+    if static and (quantize or prune_layers or trim_vocab):
+        raise ConfigError("--static builds its own model: use it without --quantize, --prune-layers or --trim-vocab")
+    if not (static or quantize or prune_layers or trim_vocab):
+        raise ConfigError("nothing to do: pass --quantize int8, --prune-layers N, --trim-vocab or --static")
     _api()
-    suffix = "static" if static else "-".join(s for s in ("pruned" if prune_layers else "", quantize or "") if s)
+    steps = ("trimmed" if trim_vocab else "", "pruned" if prune_layers else "", quantize or "")
+    suffix = "static" if static else "-".join(s for s in steps if s)
     target = output or _default_output(bundle, suffix)
     train_source = _source(data, text_col, label_col)
     if static:
@@ -180,12 +198,22 @@ def compress(
     target.resolve().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".slm-compress-", dir=target.resolve().parent) as tmp:
         current = bundle
+        if trim_vocab:
+            from slm.compression.trim_vocab import trim_to_corpus
+
+            corpus = _training_source(bundle, train_source)
+            trimmed = target if not (prune_layers or quantize) else Path(tmp) / "trimmed"
+            manifest = trim_to_corpus(
+                bundle, trimmed, _texts(Path(corpus.path), corpus.text_col) or [], reserve=vocab_reserve,
+                corpus=str(corpus.path),
+            )  # fmt: skip
+            current = trimmed
         if prune_layers:
             from slm.compression.prune import prune_bundle
 
             pruned = target if not quantize else Path(tmp) / "pruned"
             manifest = prune_bundle(
-                bundle, pruned, _training_source(bundle, train_source), layers=prune_layers, ffn_keep=ffn_keep,
+                current, pruned, _training_source(bundle, train_source), layers=prune_layers, ffn_keep=ffn_keep,
                 heads_keep=heads_keep, epochs=epochs, temperature=temperature, alpha=alpha, max_minutes=max_minutes,
             )  # fmt: skip
             current = pruned
@@ -249,7 +277,7 @@ def print_compression(manifest: dict) -> None:
     ]
     if scores and "quantization" not in compression:
         out.print(f"validation {metric}: {', '.join(scores)}")
-    for key in ("pruning", "distillation", "static"):
+    for key in ("trim_vocab", "pruning", "distillation", "static"):
         if key in compression:
             summary = ", ".join(f"{k} {v}" for k, v in compression[key].items() if not isinstance(v, dict | list))
             out.print(f"{key}: {escape(summary)}")

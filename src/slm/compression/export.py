@@ -52,6 +52,7 @@ def export_onnx_graph(bundle: str | Path, onnx_path: str | Path, *, opset: int =
     model = _torch_model(bundle, manifest)
     ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 2129, 2079, 1045, 102]], dtype=torch.long)
     mask = (ids != 0).long()
+    ids = ids % int(model.config.vocab_size)  # a trimmed vocabulary can be smaller than these sample ids
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     with warnings.catch_warnings(), torch.inference_mode():

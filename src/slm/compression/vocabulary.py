@@ -66,22 +66,39 @@ def unreachable_ids(tokenizer: dict) -> list[int]:
     return sorted(out)
 
 
+def token_ids(tokenizer: dict) -> dict[str, int]:
+    """Every token of a ``tokenizer.json`` (model vocabulary and added tokens) with its id."""
+    vocab = tokenizer["model"]["vocab"]
+    ids = dict(vocab) if isinstance(vocab, dict) else {piece: i for i, (piece, _score) in enumerate(vocab)}
+    ids.update({token["content"]: token["id"] for token in tokenizer.get("added_tokens", [])})
+    return ids
+
+
 def trim_tokenizer(tokenizer: dict, drop: list[int]) -> tuple[dict, np.ndarray]:
     """A copy of a ``tokenizer.json`` without the ``drop`` ids, renumbered densely in the old order.
 
-    Returns it and ``keep``: the old id of every new id (so ``new_table = old_table[keep]``).
+    Handles WordPiece (vocab dict) and Unigram (vocab list of ``[piece, score]``) models; added
+    tokens past the model vocabulary (e.g. domain terms) keep their order too. Returns the copy and
+    ``keep``: the old id of every new id (so ``new_table = old_table[keep]``).
     """
     model = tokenizer["model"]
-    size = len(model["vocab"])
     dropped = set(drop)
-    special = {token["id"] for token in tokenizer.get("added_tokens", [])}
+    special = {token["id"] for token in tokenizer.get("added_tokens", []) if token.get("special", True)}
     if dropped & special:
         raise ConfigError("cannot trim special tokens from the vocabulary")
+    size = max([len(model["vocab"]) - 1, *(t["id"] for t in tokenizer.get("added_tokens", []))]) + 1
     keep = np.array([i for i in range(size) if i not in dropped], dtype=np.int64)
     new_id = {int(old): new for new, old in enumerate(keep)}
     trimmed = json.loads(json.dumps(tokenizer))
-    trimmed["model"]["vocab"] = {t: new_id[i] for t, i in model["vocab"].items() if i not in dropped}
+    if isinstance(model["vocab"], dict):
+        trimmed["model"]["vocab"] = {t: new_id[i] for t, i in model["vocab"].items() if i not in dropped}
+    else:
+        trimmed["model"]["vocab"] = [entry for i, entry in enumerate(model["vocab"]) if i not in dropped]
+        if trimmed["model"].get("unk_id") is not None:
+            trimmed["model"]["unk_id"] = new_id[trimmed["model"]["unk_id"]]
     for token in trimmed.get("added_tokens", []):
+        if token["id"] in dropped:
+            raise ConfigError(f"cannot trim the added token {token['content']!r}")
         token["id"] = new_id[token["id"]]
     post = trimmed.get("post_processor") or {}
     for spec in (post.get("special_tokens") or {}).values():

@@ -130,6 +130,20 @@ def _read_bytes(path: Path) -> bytes:
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from exc
 
 
+def _looks_like_gb18030(data: bytes) -> bool:
+    """Whether the bytes decode as GB18030 into mostly CJK text."""
+    for end in range(min(len(data), 65536), max(0, min(len(data), 65536) - 4), -1):  # a cut multi-byte character
+        try:
+            text = data[:end].decode("gb18030")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return False
+    wide = [c for c in text if ord(c) > 0x7F]
+    return bool(wide) and sum("\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" for c in wide) / len(wide) > 0.8
+
+
 def _decode_utf8(path: Path, data: bytes) -> str:
     """Strictly decode UTF-8 (a leading BOM is allowed), pointing at the first bad byte."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
@@ -143,6 +157,8 @@ def _decode_utf8(path: Path, data: bytes) -> str:
         hint = ""
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             hint = " (it looks like UTF-16)"
+        elif _looks_like_gb18030(data):
+            hint = " (it looks like GBK/GB18030, common for Chinese Excel exports)"
         raise _error(
             path,
             f"is not valid UTF-8{hint}: cannot decode byte(s) 0x{bad} at line {line}, column {column} "

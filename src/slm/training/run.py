@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,8 +15,10 @@ from slm.bundle.bundle import Bundle
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
 from slm.fileio import atomic_directory
+from slm.models.domain_terms import add_domain_terms
 from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
+from slm.models.ngram import settings_for as ngram_settings
 from slm.models.registry import resolve_base_model
 from slm.pipeline import (
     Splits,
@@ -40,7 +44,8 @@ MAX_CLASSES_FOR_PRIOR_SHIFT = 20
 def _fit_baseline(splits: Splits, seed: int) -> tuple[NgramClassifier, float]:
     started = time.perf_counter()
     with console.status("fitting the TF-IDF + logistic-regression baseline…"):
-        model = NgramClassifier(multi_label=splits.train.multi_label, seed=seed)
+        settings = ngram_settings(splits.train.texts)
+        model = NgramClassifier(multi_label=splits.train.multi_label, seed=seed, **settings)
         model.fit(splits.train.texts, splits.train.targets(), n_classes=len(splits.train.label_names))
     seconds = time.perf_counter() - started
     console.print(f"baseline fitted in {seconds:.1f}s")
@@ -103,168 +108,183 @@ def run_training(
     task = "multi_label" if splits.train.multi_label else "single_label"
     labels = splits.train.label_names
     base = resolve_base_model(config.base_model)
-    tokenizer, pad_id = load_tokenizer(base.path)
-    enc = {
-        name: encode_texts(tokenizer, ds.texts, config.max_length)
-        for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-    }
-    truncated = {name: e.n_truncated for name, e in enc.items()}
-    if truncated["train"]:
+    workdir = None
+    base_path, terms = base.path, None
+    if config.lexicon:
+        workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
+        terms = add_domain_terms(base.path, config.lexicon, workdir / "base", splits.train.texts)
+        base_path = workdir / "base"
         console.print(
-            f"[yellow]note[/]: {truncated['train']:,} training texts are longer than "
-            f"{config.max_length} tokens and were truncated (--max-length)"
+            f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} already "
+            f"were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
         )
-    targets = {
-        name: ds.targets(labels)
-        for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-    }
-
-    ngram, baseline_seconds = _fit_baseline(splits, config.seed)
-    method = config.method
-    choice = None
-    if method == "auto":
-        choice = choose_method(targets["train"], len(labels), config)
-        method = choice.method
-        console.print(f"[bold]method[/]: {method} ({choice.reason})")
-
-    def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
-        return fit_transformer(
-            method,
-            base.path,
-            len(labels),
-            train_enc,
-            train_targets,
-            enc["validation"],
-            targets["validation"],
-            config,
-            pad_id=pad_id,
-            multi_label=splits.train.multi_label,
-            checkpoint_dir=checkpoint_dir_for(output),
-            data_fingerprint=splits.train.fingerprint(),
-            resume=resume,
-            show_progress=show_progress,
-        )
-
-    started = time.perf_counter()
-    self_training = None
-    if unlabeled:
-        known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
-        fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
-        dropped = len(unlabeled) - len(fresh)
-        console.print(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
-        fitted, self_training = self_train(
-            fit,
-            enc["train"],
-            targets["train"],
-            enc["validation"],
-            targets["validation"],
-            encode_texts(tokenizer, fresh, config.max_length),
-            rounds=config.self_training_rounds,
-            pad_id=pad_id,
-            show_progress=show_progress,
-        )
-    else:
-        fitted = fit(enc["train"], targets["train"])
-    wall = time.perf_counter() - started
-    model = fitted.model
-    eval_split = "test" if len(splits.test) else "validation"
-    eval_ds = splits.test if len(splits.test) else splits.validation
-    probas: dict[str, dict[str, np.ndarray]] = {}
-    for part in dict.fromkeys(("validation", eval_split)):
-        logits = predict_logits(model, enc[part], pad_id)
-        ds = splits.validation if part == "validation" else eval_ds
-        probas[part] = {
-            "transformer": probabilities(logits, splits.train.multi_label),
-            "ngram": ngram.predict_proba(ds.texts),
+    try:
+        tokenizer, pad_id = load_tokenizer(base_path)
+        enc = {
+            name: encode_texts(tokenizer, ds.texts, config.max_length)
+            for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
         }
-    val = probas["validation"]
-    score = score_function(task, targets["validation"], len(labels))
-    weight, _ = tune_weight(val["transformer"], val["ngram"], score)
-    if not config.ensemble:
-        weight = 1.0
-    prior_shift = None
-    if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
-        prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
-    for p in probas.values():
-        p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
-    thresholds = {
-        c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
-        for c, p in val.items()
-    }
-    models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
-    default = _default_component(config.ensemble, score, val)
-    recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
+        truncated = {name: e.n_truncated for name, e in enc.items()}
+        if truncated["train"]:
+            console.print(
+                f"[yellow]note[/]: {truncated['train']:,} training texts are longer than "
+                f"{config.max_length} tokens and were truncated (--max-length)"
+            )
+        targets = {
+            name: ds.targets(labels)
+            for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+        }
 
-    training = {
-        "base_model": base.name,
-        **fitted.info,
-        "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
-        "self_training": self_training,
-        "wall_time_s": round(wall, 1),
-        "truncated_texts": truncated,
-        "ensemble_transformer_weight": weight,
-    }
-    report = {
-        "title": f"slm: {base.name} on {Path(data_path).name}",
-        "task": task,
-        "created": now_iso(),
-        "dataset": {
-            "source": data_path,
-            "splits": {
-                k: len(v)
-                for k, v in (
-                    ("train", splits.train),
-                    ("validation", splits.validation),
-                    ("test", splits.test),
-                )
+        ngram, baseline_seconds = _fit_baseline(splits, config.seed)
+        method = config.method
+        choice = None
+        if method == "auto":
+            choice = choose_method(targets["train"], len(labels), config)
+            method = choice.method
+            console.print(f"[bold]method[/]: {method} ({choice.reason})")
+
+        def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
+            return fit_transformer(
+                method,
+                base_path,
+                len(labels),
+                train_enc,
+                train_targets,
+                enc["validation"],
+                targets["validation"],
+                config,
+                pad_id=pad_id,
+                multi_label=splits.train.multi_label,
+                checkpoint_dir=checkpoint_dir_for(output),
+                data_fingerprint=splits.train.fingerprint(),
+                resume=resume,
+                show_progress=show_progress,
+            )
+
+        started = time.perf_counter()
+        self_training = None
+        if unlabeled:
+            known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
+            fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
+            dropped = len(unlabeled) - len(fresh)
+            console.print(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
+            fitted, self_training = self_train(
+                fit,
+                enc["train"],
+                targets["train"],
+                enc["validation"],
+                targets["validation"],
+                encode_texts(tokenizer, fresh, config.max_length),
+                rounds=config.self_training_rounds,
+                pad_id=pad_id,
+                show_progress=show_progress,
+            )
+        else:
+            fitted = fit(enc["train"], targets["train"])
+        wall = time.perf_counter() - started
+        model = fitted.model
+        eval_split = "test" if len(splits.test) else "validation"
+        eval_ds = splits.test if len(splits.test) else splits.validation
+        probas: dict[str, dict[str, np.ndarray]] = {}
+        for part in dict.fromkeys(("validation", eval_split)):
+            logits = predict_logits(model, enc[part], pad_id)
+            ds = splits.validation if part == "validation" else eval_ds
+            probas[part] = {
+                "transformer": probabilities(logits, splits.train.multi_label),
+                "ngram": ngram.predict_proba(ds.texts),
+            }
+        val = probas["validation"]
+        score = score_function(task, targets["validation"], len(labels))
+        weight, _ = tune_weight(val["transformer"], val["ngram"], score)
+        if not config.ensemble:
+            weight = 1.0
+        prior_shift = None
+        if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
+            prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
+        for p in probas.values():
+            p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
+        thresholds = {
+            c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
+            for c, p in val.items()
+        }
+        models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
+        default = _default_component(config.ensemble, score, val)
+        recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
+
+        training = {
+            "base_model": base.name,
+            **fitted.info,
+            "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
+            "self_training": self_training,
+            "wall_time_s": round(wall, 1),
+            "truncated_texts": truncated,
+            "ensemble_transformer_weight": weight,
+            "lexicon": None if terms is None else terms.to_dict(),
+        }
+        report = {
+            "title": f"slm: {base.name} on {Path(data_path).name}",
+            "task": task,
+            "created": now_iso(),
+            "dataset": {
+                "source": data_path,
+                "splits": {
+                    k: len(v)
+                    for k, v in (
+                        ("train", splits.train),
+                        ("validation", splits.validation),
+                        ("test", splits.test),
+                    )
+                },
+                "evaluated_on": eval_split,
+                **splits.report.to_dict(),
             },
-            "evaluated_on": eval_split,
-            **splits.report.to_dict(),
-        },
-        "models": models,
-        "shipped": default,
-        "recommendation": recommendation,
-        "training": training,
-        "baseline": {"fit_seconds": round(baseline_seconds, 1)},
-        "environment": environment(),
-    }
-    manifest = {
-        "slm_version": __version__,
-        "created": now_iso(),
-        "task": task,
-        "labels": labels,
-        "base_model": {"name": base.name, "source": base.source, "sha256": base.sha256},
-        "components": {
-            "transformer": {
-                "tokenizer": "tokenizer",
-                "config": "model/config.json",
-                "weights": "model/model.safetensors",
-                "max_length": config.max_length,
-                "pooling": "mean",
-                "normalize": model.normalize,
-                "architecture": "EncoderClassifier",
+            "models": models,
+            "shipped": default,
+            "recommendation": recommendation,
+            "training": training,
+            "baseline": {"fit_seconds": round(baseline_seconds, 1)},
+            "environment": environment(),
+        }
+        manifest = {
+            "slm_version": __version__,
+            "created": now_iso(),
+            "task": task,
+            "labels": labels,
+            "base_model": {"name": base.name, "source": base.source, "sha256": base.sha256},
+            "components": {
+                "transformer": {
+                    "tokenizer": "tokenizer",
+                    "config": "model/config.json",
+                    "weights": "model/model.safetensors",
+                    "max_length": config.max_length,
+                    "pooling": "mean",
+                    "normalize": model.normalize,
+                    "architecture": "EncoderClassifier",
+                },
+                "ngram": {"dir": "ngram"},
             },
-            "ngram": {"dir": "ngram"},
-        },
-        "default_component": default,
-        "ensemble": {"transformer_weight": weight, "log_prior_shift": prior_shift, "chosen_on": "validation"},
-        "thresholds": {c: t for c, t in thresholds.items() if t is not None},
-        "training": {
-            "config": config.to_dict(),
-            **{k: v for k, v in training.items() if k != "history"},
-            "threads": threads,
-        },
-        "metrics": {"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
-        "recommendation": recommendation,
-        "data": {
-            "source": data_path,
-            "fingerprint": splits.train.fingerprint(),
-            "n_train": len(splits.train),
-            "n_validation": len(splits.validation),
-            "n_test": len(splits.test),
-            "split": split or {},
-        },
-    }
-    _write_bundle(output, tokenizer, model, ngram, report, manifest)
-    console.print(f"[green]bundle written[/]: {output}")
-    return Bundle(output)
+            "default_component": default,
+            "ensemble": {"transformer_weight": weight, "log_prior_shift": prior_shift, "chosen_on": "validation"},
+            "thresholds": {c: t for c, t in thresholds.items() if t is not None},
+            "training": {
+                "config": config.to_dict(),
+                **{k: v for k, v in training.items() if k != "history"},
+                "threads": threads,
+            },
+            "metrics": {"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
+            "recommendation": recommendation,
+            "data": {
+                "source": data_path,
+                "fingerprint": splits.train.fingerprint(),
+                "n_train": len(splits.train),
+                "n_validation": len(splits.validation),
+                "n_test": len(splits.test),
+                "split": split or {},
+            },
+        }
+        _write_bundle(output, tokenizer, model, ngram, report, manifest)
+        console.print(f"[green]bundle written[/]: {output}")
+        return Bundle(output)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
