@@ -154,8 +154,9 @@ def markdown(results: list[dict]) -> str:
             wall = r["train_wall_minutes"] if model in ("transformer", "ensemble") else "-"
             lines.append(f"| {r['dataset']} | {sizes} | {model}{mark} | {100 * m['accuracy']:.2f}% | "
                          f"{100 * m['macro_f1']:.2f}% | {wall} |")  # fmt: skip
-    lines += ["", "`ngram_baseline`: slm's TF-IDF word (1-2) + character (2-4) n-grams with logistic regression, "
-              "trained with the bundle. `char_baseline`: TF-IDF character 1-3-grams + logistic regression.", "",
+    lines += ["", "`ngram_baseline`: slm's TF-IDF word (1-2) + character n-grams with logistic regression, trained "
+              "with the bundle (on mostly-CJK text each ideograph is a word and character n-grams are 1-3). "
+              "`char_baseline`: TF-IDF character 1-3-grams + logistic regression.", "",
               "Targets:", ""]  # fmt: skip
     for r in results:
         for key, c in r["checks"].items():

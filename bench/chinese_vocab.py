@@ -83,10 +83,12 @@ def trimming(work: Path) -> dict:
     files = splits("waimai", work)
     test = pd.read_csv(files["test"], dtype=str, keep_default_na=False)
     variants = {"fp32": work / "fp32", "int8": work / "int8", "trimmed-int8": work / "trimmed-int8"}
-    slm_cli("export", str(parent), "-o", str(variants["fp32"]))
-    slm_cli("compress", str(variants["fp32"]), "--quantize", "int8", "-o", str(variants["int8"]))
-    slm_cli("compress", str(parent), "--trim-vocab", "--quantize", "int8", "--data", str(files["train"]),
-            "-o", str(variants["trimmed-int8"]))  # fmt: skip
+    train, validation = str(files["train"]), str(files["validation"])  # the bundle's own were temporary files
+    slm_cli("export", str(parent), "--data", train, "-o", str(variants["fp32"]))
+    slm_cli("compress", str(variants["fp32"]), "--quantize", "int8", "--validation", validation,
+            "-o", str(variants["int8"]))  # fmt: skip
+    slm_cli("compress", str(parent), "--trim-vocab", "--quantize", "int8", "--data", train,
+            "--validation", validation, "-o", str(variants["trimmed-int8"]))  # fmt: skip
     result = {"parent": str(parent), "variants": {}}
     for name, path in variants.items():
         result["variants"][name] = {"weights_mb": weights_mb(path), "test_accuracy": accuracy(path, test)}

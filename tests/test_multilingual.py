@@ -134,13 +134,34 @@ def test_domain_terms_become_whole_tokens_and_round_trip(e5_base, zh_files, tmp_
     np.testing.assert_array_equal(new[: len(before)], old[: len(before)])
 
 
-def test_chinese_bundle_trains_with_the_lexicon_and_reports_in_cjk(zh_bundle) -> None:
+def test_chinese_bundle_trains_with_the_lexicon_and_reports_in_cjk(zh_bundle, e5_base) -> None:
+    from safetensors.numpy import load_file
+
     manifest = json.loads((zh_bundle / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(manifest["labels"]) == sorted(["好评", "差评"])
     lexicon = manifest["training"]["lexicon"]
     assert lexicon["added_tokens"] >= 5 and lexicon["mean_tokens_after"] < lexicon["mean_tokens_before"]
     tokenizer = json.loads((zh_bundle / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
-    assert "麻辣香锅" in {t["content"] for t in tokenizer["added_tokens"]}
+    added = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    assert "麻辣香锅" in added
+    # The pretrained embedding rows stay frozen bit for bit; the rows of the added terms were trained.
+    trained = load_file(str(zh_bundle / "model" / "model.safetensors"))["encoder.embeddings.word_embeddings.weight"]
+    base = load_file(str(e5_base.path / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    start = json.loads((zh_bundle / "model" / "config.json").read_text())["slm_new_tokens_from"]
+    assert start == 250002 and added["麻辣香锅"] >= start
+    np.testing.assert_array_equal(trained[:start], base[:start])
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(e5_base.path)
+    moved = []
+    for term, term_id in added.items():
+        if term_id >= start:
+            pieces = [
+                i for i in plain(term, add_special_tokens=False)["input_ids"] if plain.convert_ids_to_tokens(i) != "▁"
+            ]
+            moved.append(not np.allclose(trained[term_id], base[pieces].mean(axis=0), atol=1e-6))
+    assert any(moved), "no added term's embedding moved from its mean initialisation"
+    assert manifest["training"]["parameters"]["trainable"] < 30_000_000
     assert manifest["metrics"]["test"]["transformer"]["accuracy"] > 0.7
     report = (zh_bundle / "report" / "report.html").read_text(encoding="utf-8")
     assert "好评" in report and "差评" in report

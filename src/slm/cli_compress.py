@@ -225,6 +225,7 @@ def compress(
                 per_channel=per_channel, embeddings=embeddings, gate_points=gate,
                 validation=_source(validation, text_col, label_col), calibration_size=calibration_size,
                 fallback=fallback.value, trim_vocabulary=trim_vocabulary, threads=threads,
+                export_texts=_texts(data, text_col),
             )  # fmt: skip
     _report(target, manifest)
 

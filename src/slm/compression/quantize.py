@@ -180,6 +180,7 @@ def quantize_bundle(
     recipes: list[QuantRecipe] | None = None,
     trim_vocabulary: bool = True,
     threads: int | None = None,
+    export_texts: list[str] | None = None,
 ) -> dict:
     """Write an int8 copy of ``bundle`` whose ONNX model passed the accuracy gate on validation data.
 
@@ -189,7 +190,8 @@ def quantize_bundle(
     raised and nothing is written, unless ``fallback="fp32"`` ships the fp32 ONNX model instead.
     The PyTorch weights are not copied (the manifest's lineage points to the parent bundle). With
     ``trim_vocabulary``, embedding rows the tokenizer can never produce are dropped first (lossless,
-    checked; see ``slm.compression.vocabulary``).
+    checked; see ``slm.compression.vocabulary``). ``export_texts``: parity-check texts for a bundle
+    that must be exported first (default: a sample of its training file).
     """
     _check_args(mode, gate_points, fallback, calibration_size)
     bundle, output = Path(bundle), Path(output)
@@ -197,7 +199,7 @@ def quantize_bundle(
     with tempfile.TemporaryDirectory(prefix="slm-quantize-") as tmp:
         work = Path(tmp)
         if "onnx" not in manifest["components"]:
-            export_bundle(bundle, work / "exported")
+            export_bundle(bundle, work / "exported", texts=export_texts)
             source_bundle = work / "exported"
             manifest = read_manifest(source_bundle)
         else:

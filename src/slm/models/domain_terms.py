@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from slm.errors import ConfigError, ModelError
+from slm.models.encoder import NEW_TOKENS_ATTR
 
 # Terms made of Latin letters or digits at both ends only match as whole words ("atm" not in "atmosphere").
 WORDLIKE = re.compile(r"^[0-9A-Za-z].*[0-9A-Za-z]$|^[0-9A-Za-z]$")
@@ -81,6 +82,7 @@ def add_domain_terms(base: Path, lexicon: str | Path, target: Path, texts: list[
     report = TermsReport(lexicon=str(lexicon), surface_forms=len(forms))
     if texts:
         report.mean_tokens_before = round(mean_tokens(tokenizer, texts), 3)
+    first_new = len(tokenizer)
     existing = set(tokenizer.get_vocab())
     new_terms: dict[str, list[int]] = {}
     for form in forms:
@@ -115,6 +117,7 @@ def add_domain_terms(base: Path, lexicon: str | Path, target: Path, texts: list[
     save_file(tensors, str(target / weights[0].name), metadata={"format": "pt"})
     config = json.loads((Path(base) / "config.json").read_text())
     config["vocab_size"] = int(rows)
+    config[NEW_TOKENS_ATTR] = int(first_new)  # these rows keep training while the table is frozen
     (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer.save_pretrained(target)
     if texts:

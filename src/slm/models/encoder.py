@@ -11,6 +11,54 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 # Stored in the encoder's config.json, so every place that rebuilds a classifier from a bundle
 # (PyTorch loading, ONNX export, pruning, benchmarks) restores the same pooling.
 NORMALIZE_ATTR = "slm_normalize_pooled"
+# Set by slm.models.domain_terms: the first id of the domain terms added to the vocabulary.
+NEW_TOKENS_ATTR = "slm_new_tokens_from"
+
+
+class TermEmbedding(nn.Module):
+    """The word-embedding table, frozen, with the rows of added domain terms as a small trainable parameter.
+
+    Training the terms in place would make the whole table's gradient dense (96M values per step
+    for multilingual-e5-small); this keeps the step as cheap as with a frozen table. ``weight`` is
+    the frozen table, so code that freezes ``get_input_embeddings().weight`` keeps working.
+    """
+
+    def __init__(self, base: nn.Embedding, start: int) -> None:
+        super().__init__()
+        self.base = base
+        self.start = start
+        self.terms = nn.Parameter(base.weight.detach()[start:].clone())
+        base.weight.requires_grad_(False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.base(ids)
+        is_term = ids >= self.start
+        if not bool(is_term.any()):
+            return out
+        return torch.where(is_term.unsqueeze(-1), self.terms[(ids - self.start).clamp(min=0)], out)
+
+
+def add_term_embedding(encoder: nn.Module) -> bool:
+    """Give an encoder whose config names added domain terms (``slm_new_tokens_from``) a TermEmbedding."""
+    table = encoder.get_input_embeddings()
+    start = getattr(encoder.config, NEW_TOKENS_ATTR, None)
+    if isinstance(table, TermEmbedding) or not isinstance(start, int) or not 0 < start < table.weight.shape[0]:
+        return False
+    encoder.set_input_embeddings(TermEmbedding(table, start))
+    return True
+
+
+def merge_term_embedding(encoder: nn.Module) -> None:
+    """Write the trained term rows back into the table and restore the plain embedding (before saving)."""
+    table = encoder.get_input_embeddings()
+    if isinstance(table, TermEmbedding):
+        with torch.no_grad():
+            table.base.weight[table.start :] = table.terms
+        encoder.set_input_embeddings(table.base)
 
 
 class EncoderClassifier(nn.Module):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slm.models.encoder import EncoderClassifier, build_classifier
+from slm.models.encoder import EncoderClassifier, add_term_embedding, build_classifier, merge_term_embedding
 from slm.training.adapters import add_adapters, count_parameters, merge_adapters
 from slm.training.batching import Encoded
 from slm.training.config import TrainConfig
@@ -48,6 +48,8 @@ def fit_transformer(
     """Build a classifier from the base weights and train it with ``method`` (not "auto")."""
     torch.manual_seed(config.seed)  # the head's initialisation, so that a run is reproducible
     model = build_classifier(base_path, n_labels, dropout=config.dropout)
+    if config.freeze_embeddings:  # added domain terms (--lexicon) still train, as their own small parameter
+        add_term_embedding(model.encoder)
     started = time.perf_counter()
     if method in ("fewshot", "head"):
         if method == "head":
@@ -64,6 +66,7 @@ def fit_transformer(
             show_progress=show_progress,
         )
         parameters = count_parameters(model)  # what was trained: the head, plus the encoder for few-shot
+        merge_term_embedding(model.encoder)
         seconds = time.perf_counter() - started
         return Fitted(
             model,
@@ -103,6 +106,7 @@ def fit_transformer(
     parameters = count_parameters(model)
     result = trainer.fit(train, train_targets, val, val_targets, data_fingerprint=data_fingerprint, resume=resume)
     merge_adapters(model)
+    merge_term_embedding(model.encoder)
     return Fitted(
         model,
         {

@@ -110,15 +110,16 @@ def run_training(
     base = resolve_base_model(config.base_model)
     workdir = None
     base_path, terms = base.path, None
-    if config.lexicon:
-        workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
-        terms = add_domain_terms(base.path, config.lexicon, workdir / "base", splits.train.texts)
-        base_path = workdir / "base"
-        console.print(
-            f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} already "
-            f"were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
-        )
     try:
+        if config.lexicon:  # the base model + the dictionary's terms, beside the output until training ends
+            Path(output).resolve().parent.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
+            terms = add_domain_terms(base.path, config.lexicon, workdir / "base", splits.train.texts)
+            base_path = workdir / "base"
+            console.print(
+                f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} "
+                f"already were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
+            )
         tokenizer, pad_id = load_tokenizer(base_path)
         enc = {
             name: encode_texts(tokenizer, ds.texts, config.max_length)
