@@ -213,6 +213,8 @@ def test_trimming_keeps_predictions_identical_on_texts_whose_tokens_are_kept(zh_
     assert trimmed.logits(uncovered).shape == (len(uncovered), labels)  # re-split into kept pieces, still served
     for text in covered:
         assert trimmed.tokenizer.tokenize(text) == original.tokenizer.tokenize(text)
+    first_term = json.loads((tmp_path / "trimmed" / "model" / "config.json").read_text())["slm_new_tokens_from"]
+    assert first_term == min(t["id"] for t in after["added_tokens"] if not t["special"])  # renumbered with the rest
     weights = (tmp_path / "trimmed" / "model" / "model.safetensors").stat().st_size
     assert weights < 0.25 * (zh_bundle / "model" / "model.safetensors").stat().st_size
 

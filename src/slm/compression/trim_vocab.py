@@ -85,6 +85,8 @@ def _trim_config(path: Path, keep: np.ndarray) -> None:
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
         if isinstance(config.get(key), int) and config[key] in new_id:
             config[key] = new_id[config[key]]
+    if isinstance(config.get("slm_new_tokens_from"), int):  # first added domain term: the order is kept
+        config["slm_new_tokens_from"] = int(np.searchsorted(keep, config["slm_new_tokens_from"]))
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
