@@ -3,8 +3,10 @@
 A term the tokenizer splits into several pieces (``麻辣香锅`` -> ``麻辣`` ``香`` ``锅``) is added as a
 token of its own, and its embedding starts as the mean of those pieces' embeddings, so the model
 begins from what it already knew about the term. The result is a new Hugging Face directory that
-training reads like any base model; the bundle's tokenizer carries the terms from then on.
-The dictionary is :class:`slm.lexicon.Lexicon` (the monitor's entity dictionary format).
+training reads like any base model; the bundle's tokenizer carries the terms from then on. The
+config's ``slm_new_tokens_from`` marks the new rows, which keep training while the pretrained table
+stays frozen (``slm.models.encoder.TermEmbedding``). The dictionary is :class:`slm.lexicon.Lexicon`
+(the monitor's entity dictionary format).
 """
 
 from __future__ import annotations
