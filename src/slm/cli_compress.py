@@ -189,6 +189,7 @@ def compress(
     suffix = "static" if static else "-".join(s for s in steps if s)
     target = output or _default_output(bundle, suffix)
     train_source = _source(data, text_col, label_col)
+    given_texts = _texts(data, text_col) if (trim_vocab or quantize) else None  # --data, read once
     if static:
         from slm.compression.static import build_static_bundle
 
@@ -202,11 +203,9 @@ def compress(
             from slm.compression.trim_vocab import trim_to_corpus
 
             corpus = _training_source(bundle, train_source)
+            texts = given_texts if given_texts is not None else _texts(Path(corpus.path), corpus.text_col) or []
             trimmed = target if not (prune_layers or quantize) else Path(tmp) / "trimmed"
-            manifest = trim_to_corpus(
-                bundle, trimmed, _texts(Path(corpus.path), corpus.text_col) or [], reserve=vocab_reserve,
-                corpus=str(corpus.path),
-            )  # fmt: skip
+            manifest = trim_to_corpus(bundle, trimmed, texts, reserve=vocab_reserve, corpus=str(corpus.path))
             current = trimmed
         if prune_layers:
             from slm.compression.prune import prune_bundle
@@ -225,7 +224,7 @@ def compress(
                 per_channel=per_channel, embeddings=embeddings, gate_points=gate,
                 validation=_source(validation, text_col, label_col), calibration_size=calibration_size,
                 fallback=fallback.value, trim_vocabulary=trim_vocabulary, threads=threads,
-                export_texts=_texts(data, text_col),
+                export_texts=given_texts,
             )  # fmt: skip
     _report(target, manifest)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer
+from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer, word_embedding_key
 from slm.errors import ConfigError, ModelError
 
 DEFAULT_RESERVE = 1000
@@ -69,11 +69,9 @@ def _trim_safetensors(source: Path, target: Path, keep: np.ndarray) -> tuple[int
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(source))
-    names = [name for name in tensors if name.endswith("word_embeddings.weight")]
-    if len(names) != 1:
-        raise ConfigError(f"{source}: cannot find the word-embedding table")
-    table = tensors[names[0]]
-    tensors[names[0]] = np.ascontiguousarray(table[keep])
+    key = word_embedding_key(tensors, source)
+    table = tensors[key]
+    tensors[key] = np.ascontiguousarray(table[keep])
     save_file(tensors, str(target), metadata={"format": "pt"})
     return int(table.shape[0]), int(len(keep))
 

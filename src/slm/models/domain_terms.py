@@ -78,6 +78,8 @@ def add_domain_terms(base: Path, lexicon: str | Path, target: Path, texts: list[
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
+    from slm.compression.vocabulary import word_embedding_key
+
     forms = surface_forms(lexicon)
     tokenizer = AutoTokenizer.from_pretrained(base)
     normalizer = tokenizer.backend_tokenizer.normalizer
@@ -102,16 +104,14 @@ def add_domain_terms(base: Path, lexicon: str | Path, target: Path, texts: list[
     if len(weights) != 1:
         raise ModelError(f"{base}: expected one safetensors weight file, found {len(weights)}")
     tensors = load_file(str(weights[0]))
-    names = [n for n in tensors if n.endswith("word_embeddings.weight")]
-    if len(names) != 1:
-        raise ModelError(f"{base}: cannot find the word-embedding table")
-    table = tensors[names[0]]
+    key = word_embedding_key(tensors, base, ModelError)
+    table = tensors[key]
     rows = max(table.shape[0], len(tokenizer))
     grown = np.zeros((rows, table.shape[1]), dtype=table.dtype)
     grown[: table.shape[0]] = table
     for term, pieces in new_terms.items():
         grown[tokenizer.convert_tokens_to_ids(term)] = table[pieces].mean(axis=0)
-    tensors[names[0]] = grown
+    tensors[key] = grown
     target = Path(target)
     if target.exists():
         shutil.rmtree(target)

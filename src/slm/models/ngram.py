@@ -33,8 +33,9 @@ FORMAT_VERSION = 1
 LEGACY_TOKEN_PATTERN = r"(?u)\$?\b\w+\b"
 # The same, except that each CJK ideograph is a word of its own (Chinese has no spaces: \w+ would
 # make a whole clause one "word"). Identical on text without ideographs.
-TOKEN_PATTERN = r"(?u)[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\$?\b\w+\b"
-CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_CLASS = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+TOKEN_PATTERN = rf"(?u){CJK_CLASS}|\$?\b\w+\b"
+CJK = re.compile(CJK_CLASS)
 # Character n-grams for mostly-CJK corpora: single ideographs carry meaning (measured on waimai_10k and ECDT).
 CJK_CHAR_NGRAMS = (1, 3)
 # Logit given to a class never seen in fit: its probability is ~e^-50 of the others.

@@ -36,21 +36,19 @@ def installed_cjk_families() -> tuple[str, ...]:
     return tuple(family for family in CJK_FAMILIES if family in names)
 
 
-def use_cjk_fallback() -> tuple[str, ...]:
-    """Put the installed CJK families after DejaVu Sans in matplotlib's font family list; returns them."""
+def use_cjk_fallback(texts: list[str]) -> tuple[str, ...]:
+    """Put the installed CJK families after DejaVu Sans in matplotlib's font family list; returns them.
+
+    Warns once per process when ``texts`` (the chart's labels) hold CJK characters no installed font draws.
+    """
     import matplotlib
 
     found = installed_cjk_families()
     # Fallback runs along font.family itself (a generic "sans-serif" resolves to one font), so list them there.
     matplotlib.rcParams["font.family"] = ["DejaVu Sans", *found, "sans-serif"]
+    if not found and any(CJK_TEXT.search(t) for t in texts):
+        _warn_missing()
     return found
-
-
-def check_cjk(texts: list[str]) -> None:
-    """Warn once per process when ``texts`` hold CJK characters that no installed font can draw."""
-    if installed_cjk_families() or not any(CJK_TEXT.search(t) for t in texts):
-        return
-    _warn_missing()
 
 
 @cache

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from slm.fileio import write_bytes_atomic  # noqa: E402
-from slm.reports.fonts import check_cjk, use_cjk_fallback  # noqa: E402
+from slm.reports.fonts import use_cjk_fallback  # noqa: E402
 
 MAX_TICK_LABELS = 100
 
@@ -36,8 +36,7 @@ def _layout(k: int) -> tuple[float, float]:
 def _draw(cm: np.ndarray, label_names: list[str], title: str):
     k = cm.shape[0]
     side, font = _layout(k)
-    use_cjk_fallback()
-    check_cjk([title, *map(str, label_names)])
+    use_cjk_fallback([title, *map(str, label_names)])
     fig, ax = plt.subplots(figsize=(side, side * 0.92), constrained_layout=True)
     image = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="fraction of true class")

@@ -16,10 +16,9 @@ def sentiment_chart(windows: list[dict[str, Any]], alerts: list[dict[str, Any]],
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    from slm.reports.fonts import check_cjk, use_cjk_fallback
+    from slm.reports.fonts import use_cjk_fallback
 
-    use_cjk_fallback()
-    check_cjk([title])
+    use_cjk_fallback([title])
     times = [datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")) for w in windows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     try:
