@@ -18,15 +18,18 @@ KEY = "k" * 8 + "-test-api-key-0123"
 
 
 @contextlib.contextmanager
-def running(specs: list[tuple[str, Path]], monitor=None, **settings) -> Iterator[tuple[str, ModelService]]:
+def running(
+    specs: list[tuple[str, Path]], monitor=None, recommender=None, **settings
+) -> Iterator[tuple[str, ModelService]]:
     """A real Uvicorn server on 127.0.0.1 in a background thread; yields its base URL and service.
 
-    ``monitor`` (a :class:`slm.apps.monitor.Monitor`) is served at /v1/monitor/* and /monitor.
+    ``monitor`` (a :class:`slm.apps.monitor.Monitor`) is served at /v1/monitor/* and /monitor,
+    ``recommender`` (a :class:`slm.apps.recommend.Recommender`) at /v1/recommend/*.
     """
     config = ServeConfig(port=0, access_log=False, **settings).validated()
     service = ModelService.load(specs, config)
     sock = bind("127.0.0.1", 0)
-    app = create_app(service, monitor=monitor)
+    app = create_app(service, monitor=monitor, recommender=recommender)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
                                            timeout_graceful_shutdown=5))  # fmt: skip
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1030,7 +1030,7 @@ def _print_examples(bundle: Any) -> None:
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
-from slm import cli_compress, cli_monitor, cli_serve, cli_support  # noqa: E402, F401
+from slm import cli_compress, cli_monitor, cli_recommend, cli_serve, cli_support  # noqa: E402, F401
 from slm.benchmark.command import bench  # noqa: E402
 
 _command(name="bench", no_args_is_help=True)(bench)

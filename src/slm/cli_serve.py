@@ -115,7 +115,8 @@ def serve(
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
 
     Support assistants answer at /v1/support/answer, with a chat page at /support. With --monitor,
-    the sentiment monitor ingests at /v1/monitor/ingest, with a dashboard at /monitor.
+    the sentiment monitor ingests at /v1/monitor/ingest, with a dashboard at /monitor. A recommender
+    bundle ('slm app recommend train') ranks items at /v1/recommend/rank.
 
     Example: slm serve runs/tickets-int8 --port 8000, then open http://127.0.0.1:8000/ or
     curl -d '{"text": "my card has not arrived"}' http://127.0.0.1:8000/v1/models/tickets-int8/predict
@@ -140,4 +141,12 @@ def serve(
         from slm.apps.monitor.config import load_config
 
         monitor_config = load_config(monitor)
-    run_server(parse_model_specs(bundles), config, log_level=log_level.value, monitor=monitor_config)
+    from slm.apps.recommend.recommender import is_recommender
+
+    specs = parse_model_specs(bundles)
+    recommenders = [path for _, path in specs if is_recommender(path)]
+    if len(recommenders) > 1:
+        raise ConfigError(f"serve one recommender bundle at a time, got {len(recommenders)}")
+    specs = [(name, path) for name, path in specs if not is_recommender(path)]
+    run_server(specs, config, log_level=log_level.value, monitor=monitor_config,
+               recommender=recommenders[0] if recommenders else None)  # fmt: skip

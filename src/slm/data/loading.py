@@ -669,13 +669,19 @@ def _report(
     return report
 
 
-def read_unlabelled(path: str | Path, text_col: str | None = None) -> tuple[pd.DataFrame, str]:
-    """An unlabelled table to predict on, and its text column, with the same checks and messages."""
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Any CSV/TSV/JSONL/Parquet table (format from the extension), with the same checks and messages."""
     path = Path(path)
     _check_file(path)
     fmt = _resolve_format(path, None)
     _check_not_empty(path)
-    frame = _read_frame(path, fmt)
+    return _read_frame(path, fmt)
+
+
+def read_unlabelled(path: str | Path, text_col: str | None = None) -> tuple[pd.DataFrame, str]:
+    """An unlabelled table to predict on, and its text column, with the same checks and messages."""
+    path = Path(path)
+    frame = read_table(path)
     if text_col is not None:
         return frame, _find_column(path, list(frame.columns), text_col, "text")
     return frame, _detect_text_col(path, frame, set())

@@ -25,6 +25,7 @@ from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
 from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
 from slm.serving.monitor import add_monitor_routes
+from slm.serving.recommend import add_recommend_routes
 from slm.serving.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -40,6 +41,7 @@ from slm.serving.support import ServedAssistant
 
 if TYPE_CHECKING:
     from slm.apps.monitor.monitor import Monitor
+    from slm.apps.recommend.recommender import Recommender
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
@@ -61,11 +63,14 @@ def json_response(data: Any) -> Response:
     return Response(json.dumps(data, ensure_ascii=False), media_type="application/json")
 
 
-def create_app(service: ModelService, *, monitor: Monitor | None = None) -> FastAPI:
+def create_app(
+    service: ModelService, *, monitor: Monitor | None = None, recommender: Recommender | None = None
+) -> FastAPI:
     """The HTTP API for ``service`` (already loaded); starting the app starts its batchers.
 
     With a ``monitor`` (:class:`slm.apps.monitor.Monitor`), /v1/monitor/* and the /monitor
-    dashboard serve it; the app closes it on shutdown.
+    dashboard serve it; the app closes it on shutdown. With a ``recommender``
+    (:class:`slm.apps.recommend.Recommender`), /v1/recommend/rank ranks items with it.
     """
     config = service.config
 
@@ -91,6 +96,7 @@ def create_app(service: ModelService, *, monitor: Monitor | None = None) -> Fast
     _add_routes(app, service)
     _add_support_routes(app, service)
     add_monitor_routes(app, monitor, ApiError)
+    add_recommend_routes(app, recommender, ApiError)
     # Added innermost first: a request meets AccessLog, then CORS, then API keys, then the body limit.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(ApiKeys, config=config)

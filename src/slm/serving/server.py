@@ -48,9 +48,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str = "info", monitor: MonitorConfig | None = None
+    specs: list[tuple[str, Path]],
+    config: ServeConfig,
+    *,
+    log_level: str = "info",
+    monitor: MonitorConfig | None = None,
+    recommender: Path | None = None,
 ) -> None:
-    """Load every bundle (and the monitor), then answer HTTP on ``config.host:config.port`` until SIGINT/SIGTERM."""
+    """Load every bundle (and the monitor or recommender), then answer HTTP on ``config.host:config.port``."""
     log.configure(log_level)
     config = config.validated()
     sock = bind(config.host, config.port)
@@ -62,7 +67,15 @@ def serve(
 
             running = Monitor(monitor, on_alert=lambda alert: log.event("monitor_alert", **alert))
             log.event("monitor_opened", storage=running.store.engine.url.render_as_string(hide_password=True))
-        app = create_app(service, monitor=running)
+        ranking = None
+        if recommender is not None:
+            from slm.apps.recommend.recommender import Recommender
+
+            ranking = Recommender(recommender, threads=config.threads)
+            if ranking.users:  # the first request should not pay for lazy initialisation
+                ranking.rank(user=next(iter(ranking.users)), k=10)
+            log.event("recommender_loaded", path=str(recommender), items=len(ranking.catalogue))
+        app = create_app(service, monitor=running, recommender=ranking)
         server = _Server(
             uvicorn.Config(
                 app,

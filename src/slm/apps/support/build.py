@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.apps.support.contrastive import RetrieverTraining
+from slm.apps.support.contrastive import RetrieverTraining, embed_with_torch
 from slm.apps.support.layout import ASSISTANT_FILE, INTENT_BUNDLE_DIR, KNOWLEDGE_DIR, SCOPE_FILE, TASK
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
 from slm.console import console
@@ -170,26 +170,10 @@ def fit_scope_model(staging: Path, encoder_spec: dict, labels: list[str], intent
 # ------------------------------------------------------------------------------- retriever
 
 
-def _embed_torch(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    import torch
-
-    from slm.apps.support.contrastive import _pool
-
-    order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")  # fmt: skip
-            out[rows] = _pool(encoder, batch["input_ids"], batch["attention_mask"]).numpy()
-    return out
-
-
 def _recall_at_1(encoder, tokenizer, val_pairs, documents: list[str], settings: RetrieverTraining) -> float:
     """Question → answer Recall@1 on held-out pairs, among ``documents`` (which hold every gold answer)."""
-    q = _embed_torch(encoder, tokenizer, [p[0] for p in val_pairs], settings.query_max_length)
-    d = _embed_torch(encoder, tokenizer, documents, settings.document_max_length)
+    q = embed_with_torch(encoder, tokenizer, [p[0] for p in val_pairs], settings.query_max_length)
+    d = embed_with_torch(encoder, tokenizer, documents, settings.document_max_length)
     position = {text: i for i, text in enumerate(documents)}
     gold = np.array([position[a] for _, a in val_pairs])
     return float(((q @ d.T).argmax(1) == gold).mean())

@@ -46,6 +46,21 @@ def _pool(encoder, ids, mask):
     return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
 
 
+def embed_with_torch(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    """Unit-length mean-pooled embeddings (n, hidden) of ``texts`` by a PyTorch encoder, in length-sorted batches."""
+    import torch
+
+    order = np.argsort([len(t) for t in texts])
+    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")  # fmt: skip
+            out[rows] = _pool(encoder, batch["input_ids"], batch["attention_mask"]).numpy()
+    return out
+
+
 def in_batch_loss(queries, documents, document_keys: list[str], scale: float):
     """Cross-entropy of each query against every document of the batch; duplicates of the positive are masked."""
     import torch
