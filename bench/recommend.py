@@ -1,6 +1,6 @@
 """Text-based recommendation on MovieLens 100k: quality beside the baselines, and HTTP ranking latency (issue #9).
 
-    python bench/recommend.py              # train (~15 min on 2 cores), evaluate, latency
+    python bench/recommend.py              # train (~25 min on 2 cores), evaluate, latency
     python bench/recommend.py --reuse      # keep runs/bench/movielens if it exists: evaluate again + latency
 
 Quality: ``slm app recommend train --movielens`` (rating >= 4 is positive; leave-last-out per user
@@ -238,7 +238,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="two-tower training steps")
+    parser.add_argument("--steps", type=int, default=800, help="two-tower training steps")
     parser.add_argument("--requests", type=int, default=300, help="timed ranking requests")
     parser.add_argument("--reuse", action="store_true", help="keep an existing runs/bench/movielens bundle")
     args = parser.parse_args()

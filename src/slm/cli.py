@@ -932,6 +932,13 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
 ) -> None:
     """Show what a bundle is: task, labels, base model, test metrics, and whether its files are intact."""
+    from slm.apps.recommend.layout import is_recommender
+
+    if is_recommender(bundle):
+        from slm.cli_recommend import print_info
+
+        print_info(bundle, as_json=as_json)
+        return
     loaded = _load(bundle)
     manifest = loaded.manifest or {}
     if as_json:

@@ -105,7 +105,7 @@ def train(
     numeric_cols: Annotated[
         str | None, typer.Option(help="Comma-separated numeric item features (default: numeric).")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Two-tower training steps (0: keep the un-tuned encoder).")] = 400,
+    steps: Annotated[int, typer.Option(help="Two-tower training steps (0: keep the un-tuned encoder).")] = 800,
     batch_size: Annotated[int, typer.Option(help="Examples per two-tower step (in-batch negatives).")] = 64,
     max_minutes: Annotated[float | None, typer.Option(help="Time budget of two-tower training.")] = None,
     cold_fraction: Annotated[
@@ -161,6 +161,30 @@ def train(
         f"  try: slm app recommend rank {escape(str(output))} --user {escape(next(iter(_users(output))))}"
         f"   ·   serve: slm app recommend serve {escape(str(output))}"
     )
+
+
+def print_info(bundle: Path, *, as_json: bool = False) -> None:
+    """``slm info`` of a recommender bundle: what it holds and how it scored (files verified)."""
+    from slm.bundle.manifest import read_manifest
+
+    manifest = read_manifest(bundle)
+    if as_json:
+        sys.stdout.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        return
+    encoder = manifest["components"]["item_encoder"]
+    data = manifest["data"]
+    out.print(f"[bold]bundle[/bold]      {escape(str(bundle))}")
+    out.print(
+        f"[bold]task[/bold]        {manifest['task']}: {manifest['items']:,} items, {data['users']:,} users, "
+        f"positive when {escape(manifest['recommender']['positive_rule'])}"
+    )
+    out.print(
+        f"[bold]base model[/bold]  {escape(str(manifest['base_model']))}; item encoder {encoder['precision']} ONNX"
+    )
+    out.print(f"[bold]created[/bold]     {manifest['created']}; files intact ({len(manifest['files'])} files)")
+    report = bundle / "report.md"
+    if report.is_file():
+        out.print(report.read_text(encoding="utf-8"), markup=False)
 
 
 def _users(bundle: Path) -> list[str]:

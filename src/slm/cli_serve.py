@@ -141,7 +141,7 @@ def serve(
         from slm.apps.monitor.config import load_config
 
         monitor_config = load_config(monitor)
-    from slm.apps.recommend.recommender import is_recommender
+    from slm.apps.recommend.layout import is_recommender
 
     specs = parse_model_specs(bundles)
     recommenders = [path for _, path in specs if is_recommender(path)]

@@ -15,6 +15,9 @@ COMPONENTS = ("ensemble", "transformer", "ngram", "static")
 BACKENDS = ("onnx", "torch")
 
 
+OTHER_COMMANDS = {"recommendation": ": use 'slm app recommend rank|evaluate' or 'slm serve' with it"}
+
+
 class Bundle:
     """A trained model directory: manifest, tokenizer, transformer weights and n-gram model.
 
@@ -28,6 +31,9 @@ class Bundle:
     ) -> None:
         self.path = Path(path)
         self.manifest = read_manifest(self.path, verify=verify)
+        if "labels" not in self.manifest:
+            hint = OTHER_COMMANDS.get(str(self.manifest.get("task")), "")
+            raise BundleError(f"{self.path} is a {self.manifest.get('task')} bundle, not a classifier{hint}")
         self.labels: list[str] = list(self.manifest["labels"])
         self.task: str = self.manifest["task"]
         components = self.manifest["components"]

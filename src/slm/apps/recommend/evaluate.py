@@ -21,6 +21,7 @@ from slm.console import console
 
 METHODS = ("random", "popularity", "item_knn", "untuned_encoder", "two_tower", "hybrid")
 COLLABORATIVE = ("popularity", "item_knn")
+BOOTSTRAP_ROUNDS = 2000
 
 
 def _method_scores(name: str, history, rows, at, scorer: Scorer, untuned: Scorer, knn: ItemKNN) -> np.ndarray:
@@ -37,8 +38,17 @@ def _method_scores(name: str, history, rows, at, scorer: Scorer, untuned: Scorer
     return scorer.hybrid(history, rows, at)
 
 
-def sampled(cases: Cases, scorer: Scorer, untuned: Scorer, knn: ItemKNN, methods, seed: int, label: str) -> dict:
-    """Metrics of each method ranking every case's target among its sampled negatives."""
+def sampled(
+    cases: Cases,
+    scorer: Scorer,
+    untuned: Scorer,
+    knn: ItemKNN,
+    methods,
+    seed: int,
+    label: str,
+    ranks: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Metrics of each method ranking every case's target among its sampled negatives (``ranks``: filled per case)."""
     candidates = cases.candidates()
     results = {}
     for name in methods:
@@ -49,7 +59,10 @@ def sampled(cases: Cases, scorer: Scorer, untuned: Scorer, knn: ItemKNN, methods
                 for i in range(len(cases))
             ]
         ).reshape(candidates.shape)
-        results[name] = summarize(target_ranks(scores, np.zeros(len(cases), dtype=np.int64), rng))
+        places = target_ranks(scores, np.zeros(len(cases), dtype=np.int64), rng)
+        if ranks is not None:
+            ranks[name] = places
+        results[name] = summarize(places)
         console.print(f"  {label} {name}: NDCG@{K} {results[name][f'ndcg@{K}']:.4f}")
     return results
 
@@ -96,8 +109,9 @@ def evaluate(
         "k": K,
         "sampled_candidates": negatives + 1,
         "random_expected": random_expectation(negatives + 1),
-        "warm_sampled": sampled(split.test, scorer, untuned, knn, METHODS, seed, "warm"),
     }
+    warm_ranks: dict[str, np.ndarray] = {}
+    report["warm_sampled"] = sampled(split.test, scorer, untuned, knn, METHODS, seed, "warm", warm_ranks)
     if len(split.cold):
         cold_rows = split.cold.candidates().ravel()
         report["cold_sampled"] = sampled(split.cold, scorer, untuned, knn, METHODS, seed, "cold")
@@ -111,11 +125,24 @@ def evaluate(
             split.test, split, scorer, untuned, knn, METHODS, seed, index_kind
         )
         report["full_catalogue_items"] = len(split.warm_items)
-    report["acceptance"] = acceptance(report)
+    report["acceptance"] = acceptance(report, warm_ranks, seed)
     return report
 
 
-def acceptance(report: dict) -> dict:
+def ndcg_per_case(ranks: np.ndarray, k: int = K) -> np.ndarray:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def gain_interval(ranks: np.ndarray, baseline: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS) -> list[float]:
+    """95% paired-bootstrap interval of the relative NDCG@K gain of ``ranks`` over ``baseline`` (same cases)."""
+    mine, theirs = ndcg_per_case(ranks), ndcg_per_case(baseline)
+    picks = np.random.default_rng(seed).integers(0, len(mine), size=(rounds, len(mine)))
+    gains = mine[picks].mean(axis=1) / np.maximum(theirs[picks].mean(axis=1), 1e-12) - 1.0
+    return [round(float(q), 4) for q in np.percentile(gains, [2.5, 97.5])]
+
+
+def acceptance(report: dict, warm_ranks: dict[str, np.ndarray] | None = None, seed: int = 42) -> dict:
     """The two quality targets: hybrid vs the collaborative baselines (warm), text model vs random (cold)."""
     warm = report["warm_sampled"]
     best = max(COLLABORATIVE, key=lambda name: warm[name][f"ndcg@{K}"])
@@ -126,6 +153,8 @@ def acceptance(report: dict) -> dict:
         "warm_target_relative_gain": 0.10,
         "warm_met": gain >= 0.10,
     }
+    if warm_ranks:
+        out["warm_gain_95_interval"] = gain_interval(warm_ranks["hybrid"], warm_ranks[best], seed)
     if "cold_sampled" in report:
         ratio = report["cold_sampled"]["two_tower"][f"hr@{K}"] / report["random_expected"][f"hr@{K}"]
         out.update(cold_text_vs_random=round(ratio, 3), cold_target_ratio=2.0, cold_met=ratio >= 2.0)

@@ -8,9 +8,12 @@ later events, and the same code serves live requests (t = now, or the data's las
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DAY = 86_400.0
 RECENT_DAYS = 30.0

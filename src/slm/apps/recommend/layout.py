@@ -1,5 +1,8 @@
 """What a recommender bundle holds, by name (shared by training, adding items and the run-time code)."""
 
+import json
+from pathlib import Path
+
 TASK = "recommendation"
 ENCODER_DIR = "item_encoder"  # model.onnx (int8 when it agrees with fp32), tokenizer/, pytorch/ (safetensors)
 ITEMS_FILE = "items.json"  # the catalogue: ids, texts, numeric features
@@ -11,3 +14,12 @@ USERS_FILE = "users.json"  # user id -> recent liked item ids and every item id 
 RANKER_FILE = "ranker.txt"  # LightGBM LambdaRank model
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.md"
+
+
+def is_recommender(path: Path) -> bool:
+    """Whether ``path`` holds a recommender bundle (read from its manifest; anything unreadable: no)."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("task") == TASK

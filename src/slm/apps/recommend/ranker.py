@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ class HybridRanker:
     def __init__(self, booster, feature_names: list[str]) -> None:
         self.booster = booster
         self.feature_names = list(feature_names)
+        self._lock = threading.Lock()  # one prediction at a time: the server ranks from several threads
 
     @classmethod
     def fit(
@@ -93,7 +95,8 @@ class HybridRanker:
     def predict(self, features: np.ndarray) -> np.ndarray:
         if features.shape[1] != len(self.feature_names):
             raise ConfigError(f"the ranker takes {len(self.feature_names)} features, got {features.shape[1]}")
-        return self.booster.predict(features, num_threads=1)
+        with self._lock:
+            return self.booster.predict(features, num_threads=1)
 
     def save(self, path: Path) -> None:
         self.booster.save_model(str(path))

@@ -8,14 +8,13 @@ scaled per batch, so batching would make an item's vector depend on its neighbou
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from slm.apps.recommend import layout
-from slm.apps.recommend.data import Catalogue
+from slm.apps.recommend.catalogue import Catalogue
 from slm.apps.recommend.features import ItemStats
 from slm.apps.recommend.ranker import HybridRanker
 from slm.apps.recommend.retrieval import DEFAULT_POPULAR, DEFAULT_RETRIEVE, shortlist
@@ -37,15 +36,6 @@ def write_items(staging: Path, catalogue: Catalogue, embeddings: np.ndarray, sta
     VectorIndex.build(embeddings, kind=index_kind).save(staging / layout.INDEX_DIR)
     with open(staging / layout.STATS_FILE, "wb") as handle:
         np.savez(handle, **stats.arrays())
-
-
-def is_recommender(path: Path) -> bool:
-    """Whether ``path`` holds a recommender bundle (read from its manifest; anything unreadable: no)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("task") == layout.TASK
 
 
 class Recommender:

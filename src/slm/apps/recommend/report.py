@@ -29,6 +29,10 @@ def table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _interval(bounds: list[float]) -> str:
+    return f"; paired-bootstrap 95% interval {bounds[0]:+.1%} to {bounds[1]:+.1%}."
+
+
 def markdown_report(evaluation: dict, data: dict | None = None) -> str:
     n = evaluation["sampled_candidates"]
     lines = ["# Recommender evaluation", ""]
@@ -59,7 +63,8 @@ def markdown_report(evaluation: dict, data: dict | None = None) -> str:
     lines += [
         "",
         f"Hybrid vs the best collaborative baseline ({a['warm_best_collaborative']}) on warm NDCG@{K}: "
-        f"{a['warm_hybrid_relative_gain']:+.1%} relative (target +10%: {'met' if a['warm_met'] else 'missed'}).",
+        f"{a['warm_hybrid_relative_gain']:+.1%} relative (target +10%: {'met' if a['warm_met'] else 'missed'})"
+        + (_interval(a["warm_gain_95_interval"]) if "warm_gain_95_interval" in a else "."),
     ]
     if "cold_text_vs_random" in a:
         lines.append(

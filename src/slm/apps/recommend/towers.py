@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from slm.console import console
 
@@ -27,7 +30,7 @@ from slm.console import console
 class TowerTraining:
     """How the two towers are fine-tuned."""
 
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 64
     sampled_negatives: int = 32
     learning_rate: float = 3e-5
