@@ -25,8 +25,8 @@ from slm.apps.recommend.evaluate import evaluate
 from slm.apps.recommend.features import ItemStats, feature_names
 from slm.apps.recommend.ranker import DEFAULT_ROUNDS, HybridRanker
 from slm.apps.recommend.recommender import write_items
-from slm.apps.recommend.scorer import Scorer
-from slm.apps.recommend.split import DEFAULT_COLD_FRACTION, DEFAULT_NEGATIVES, Cases, Split, leave_last_out
+from slm.apps.recommend.scorer import Scorer, ranker_queries
+from slm.apps.recommend.split import DEFAULT_COLD_FRACTION, DEFAULT_NEGATIVES, Split, leave_last_out
 from slm.apps.recommend.towers import TowerTraining, train_towers
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
@@ -60,22 +60,6 @@ class RecommendConfig:
             raise ConfigError(f"negatives must be at least 1, got {self.negatives}")
         if self.index_kind not in ("exact", "hnsw", "auto"):
             raise ConfigError(f"index kind must be exact, hnsw or auto, got {self.index_kind!r}")
-
-
-def ranker_queries(cases: Cases, scorer: Scorer, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One feature matrix and 0/1 label vector per case, the target at a random place among its negatives.
-
-    (With the target always first, tied scores would rank it first too: LightGBM's early stopping
-    then picks the first round, whose scores tie the most.)
-    """
-    rng = np.random.default_rng(seed)
-    candidates = cases.candidates()
-    features, labels = [], []
-    for i in range(len(cases)):
-        order = rng.permutation(candidates.shape[1])
-        features.append(scorer.features(cases.histories[i], candidates[i][order], cases.times[i]))
-        labels.append((order == 0).astype(np.float64))
-    return features, labels
 
 
 def user_histories(data: RecData, max_history: int) -> dict[str, dict[str, list[str]]]:

@@ -3,7 +3,8 @@
 Warm cases rank the held-out item among 100 sampled never-seen items and among the whole warm
 catalogue; cold cases rank a held-out cold item among 100 other cold items. Methods: random,
 popularity and item-kNN (fitted on the split's training events), the un-fine-tuned encoder, the
-fine-tuned two-tower text model, and the hybrid ranker (text + features).
+fine-tuned two-tower text model, the hybrid ranker (text + features), and the same ranker fitted
+without the text scores (``features_only``: what the features earn without the language model).
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from rich.progress import track
 from slm.apps.recommend.baselines import ItemKNN
 from slm.apps.recommend.metrics import K, random_expectation, summarize, target_ranks
 from slm.apps.recommend.retrieval import shortlist
-from slm.apps.recommend.scorer import Scorer
+from slm.apps.recommend.scorer import Scorer, ranker_queries
 from slm.apps.recommend.split import Cases, Split
 from slm.apps.support.index import VectorIndex
 from slm.console import console
 
-METHODS = ("random", "popularity", "item_knn", "untuned_encoder", "two_tower", "hybrid")
+METHODS = ("random", "popularity", "item_knn", "untuned_encoder", "two_tower", "features_only", "hybrid")
 COLLABORATIVE = ("popularity", "item_knn")
 BOOTSTRAP_ROUNDS = 2000
 
 
 def _method_scores(name: str, history, rows, at, scorer: Scorer, untuned: Scorer, knn: ItemKNN) -> np.ndarray:
+    if name == "features_only":
+        return scorer.plain.hybrid(history, rows, at)
     if name == "random":
         return np.zeros(len(rows))
     if name == "popularity":
@@ -104,6 +107,7 @@ def evaluate(
 ) -> dict:
     """Every metric of the recommender and its baselines on ``split`` (see the module docstring)."""
     negatives = split.test.negatives.shape[1]
+    scorer.plain = scorer.without_text(*ranker_queries(split.validation, scorer, seed), seed)
     console.print(f"evaluating on {len(split.test):,} warm and {len(split.cold):,} cold cases…")
     report = {
         "k": K,

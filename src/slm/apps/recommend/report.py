@@ -10,6 +10,7 @@ NAMES = {
     "item_knn": "item-kNN collaborative filtering",
     "untuned_encoder": "un-fine-tuned encoder (text)",
     "two_tower": "two-tower text model (fine-tuned)",
+    "features_only": "ranker without the text scores (features only)",
     "hybrid": "hybrid ranker (text + features)",
     "hybrid_served": "hybrid as served (ANN + popular shortlist, re-ranked)",
 }
