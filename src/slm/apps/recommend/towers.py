@@ -96,9 +96,8 @@ def train_towers(
     ``texts`` are the catalogue's item texts by row; ``pool`` the item rows negatives are drawn from.
     """
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from slm.apps.support.contrastive import _pool, embed_with_torch
+    from slm.apps.support.contrastive import _pool, embed_with_torch, loss_progress, warmup_then_linear_decay
 
     examples = training_examples(events, settings.max_history)
     report: dict = {"examples": len(examples), "steps": 0}
@@ -119,10 +118,7 @@ def train_towers(
         weight_decay=settings.weight_decay,
     )
     total = settings.steps
-    warmup = max(1, int(total * settings.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    scheduler = warmup_then_linear_decay(optimizer, total, settings.warmup_ratio)
     cache = np.zeros((len(texts), dim), dtype=np.float32)
 
     def refresh() -> None:
@@ -140,15 +136,7 @@ def train_towers(
     refresh()
     losses: list[float] = []
     started, stopped = time.perf_counter(), False
-    progress = Progress(
-        TextColumn("[bold]two-tower"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-    )
+    progress = loss_progress("two-tower", show_progress)
     with progress:
         task = progress.add_task("two-tower", total=total, loss="-")
         for step in range(total):
@@ -166,12 +154,10 @@ def train_towers(
             columns = targets + extra
             items = encode(columns)
             scores = user @ items.T * settings.scale
-            blocked = np.array(
-                [
-                    [c in set(h.tolist()) or (c == t and j != b) for j, c in enumerate(columns)]
-                    for b, (h, t) in enumerate(chosen)
-                ]
-            )
+            # A user's own liked items and other copies of their target are not negatives.
+            column_items = np.array(columns)
+            blocked = np.array([np.isin(column_items, h) | (column_items == t) for h, t in chosen])
+            np.fill_diagonal(blocked, False)
             scores = scores.masked_fill(torch.from_numpy(blocked), float("-inf"))
             loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(chosen)))
             loss.backward()

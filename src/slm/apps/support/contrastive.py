@@ -72,6 +72,31 @@ def in_batch_loss(queries, documents, document_keys: list[str], scale: float):
     return torch.nn.functional.cross_entropy(scores, torch.arange(len(queries)))
 
 
+def warmup_then_linear_decay(optimizer, total: int, warmup_ratio: float):
+    """A LambdaLR that warms up linearly over ``warmup_ratio`` of ``total`` steps, then decays linearly to 0."""
+    import torch
+
+    warmup = max(1, int(total * warmup_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+
+
+def loss_progress(label: str, show_progress: bool):
+    """A rich progress bar of training steps showing a ``loss`` field."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+    )
+
+
 def fine_tune(
     encoder,
     tokenizer,
@@ -82,7 +107,6 @@ def fine_tune(
 ) -> dict:
     """Tune ``encoder`` (a Hugging Face ``AutoModel``) in place on (question, answer) ``pairs``."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
@@ -92,10 +116,7 @@ def fine_tune(
         total = min(total, settings.max_steps)
     params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    warmup = max(1, int(total * settings.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    scheduler = warmup_then_linear_decay(optimizer, total, settings.warmup_ratio)
 
     def tokens(texts: list[str], max_length: int):
         batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
@@ -104,15 +125,7 @@ def fine_tune(
     losses: list[float] = []
     started, steps, stopped = time.perf_counter(), 0, False
     encoder.train()
-    progress = Progress(
-        TextColumn("[bold]retriever"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-    )
+    progress = loss_progress("retriever", show_progress)
     with progress:
         task = progress.add_task("retriever", total=total, loss="-")
         for _ in range(settings.epochs):
