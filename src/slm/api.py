@@ -21,6 +21,7 @@ from slm.pipeline import (
 )
 from slm.reports import recommend
 from slm.training.config import TrainConfig
+from slm.training.distributed import Launch
 
 __all__ = ["Bundle", "evaluate", "load", "train", "tune"]
 
@@ -50,8 +51,13 @@ def train(
     show_progress: bool = True,
     unlabeled: str | Path | None = None,
     unlabeled_text_col: str | None = None,
-) -> Bundle:
+    launch: Launch | None = None,
+) -> Bundle | None:
     """Fine-tune a base model on labelled text, evaluate it next to an n-gram baseline, write a bundle.
+
+    ``launch`` (:class:`slm.training.distributed.Launch`) trains with N processes per node over
+    M nodes (PyTorch DDP, started like torchrun); rank 0 writes the bundle, and a node without
+    rank 0 returns None.
 
     ``config.method`` chooses how (full fine-tuning, LoRA/AdaLoRA, few-shot, head-only, or
     "auto"). ``unlabeled``: a file of unlabelled domain texts for self-training.
@@ -74,7 +80,16 @@ def train(
     from slm.training.run import run_training  # heavy imports only once the data is known to be good
 
     _quiet_transformers()
-    result = run_training(
+    runner = run_training
+    if launch is not None and launch.distributed:
+        if unlabeled_texts is not None:
+            raise ConfigError("distributed training (--nproc/--nnodes) cannot self-train (--unlabeled)")
+        from functools import partial
+
+        from slm.training.distributed import launch as run_distributed
+
+        runner = partial(run_distributed, _distributed_job, launch)
+    result = runner(
         splits,
         config,
         output=output,
@@ -96,7 +111,24 @@ def train(
         unlabeled=unlabeled_texts,
     )
     shutil.rmtree(checkpoint_dir_for(output), ignore_errors=True)
+    if launch is not None and launch.distributed:
+        return load(result) if result is not None else None
     return result
+
+
+def _distributed_job(splits, config: TrainConfig, **options) -> str | None:
+    """One rank of a distributed ``train``: its share of the cores, the same run; rank 0 returns the bundle path."""
+    import dataclasses
+    import os
+
+    from slm.training.run import run_training
+
+    _quiet_transformers()
+    if config.threads is None:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        config = dataclasses.replace(config, threads=max(1, (os.cpu_count() or 1) // local))
+    bundle = run_training(splits, config, **options)
+    return None if bundle is None else str(bundle.path)
 
 
 def tune(

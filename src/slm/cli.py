@@ -30,6 +30,7 @@ from rich.table import Table
 
 from slm.errors import ConfigError, DataError, SlmError, one_line
 from slm.training.config import METHODS, TrainConfig
+from slm.training.distributed import Launch
 
 if TYPE_CHECKING:
     pass
@@ -467,6 +468,16 @@ def train(
     self_training_rounds: Annotated[
         int, typer.Option("--self-training-rounds", help="Pseudo-labelling rounds with --unlabeled.")
     ] = DEFAULTS.self_training_rounds,
+    nproc: Annotated[
+        int,
+        typer.Option("--nproc", min=1, help="Training processes on this machine (PyTorch DDP, started like torchrun)."),
+    ] = 1,
+    nnodes: Annotated[
+        int, typer.Option("--nnodes", min=1, help="Machines in the job; run the same command on each.")
+    ] = 1,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option("--rdzv-endpoint", help="HOST:PORT every node meets at (needed with --nnodes > 1).")
+    ] = None,
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA/AdaLoRA rank.")] = DEFAULTS.lora_r,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling numerator.")] = DEFAULTS.lora_alpha,
     lora_lr: Annotated[
@@ -546,7 +557,11 @@ def train(
         show_progress=not quiet,
         unlabeled=unlabeled,
         unlabeled_text_col=unlabeled_text_col,
+        launch=Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, run_id=f"slm-{output.name}"),
     )
+    if bundle is None:  # a node of a multi-node job without rank 0
+        out.print("this node's training processes finished; rank 0 writes the bundle on its node")
+        return
     _print_bundle_summary(bundle, time.monotonic() - start)
     _print_next_steps(output, test)
 

@@ -14,6 +14,7 @@ from slm import __version__
 from slm.bundle.bundle import Bundle
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
+from slm.errors import ConfigError
 from slm.fileio import atomic_directory
 from slm.models.domain_terms import add_domain_terms
 from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
@@ -29,6 +30,7 @@ from slm.pipeline import (
     summary_metrics,
 )
 from slm.reports import recommend, tune_thresholds, write_report
+from slm.training import distributed
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
@@ -136,13 +138,18 @@ def run_training(
             for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
         }
 
-        ngram, baseline_seconds = _fit_baseline(splits, config.seed)
+        main = distributed.is_main()  # in a distributed run the other ranks only train
+        ngram, baseline_seconds = _fit_baseline(splits, config.seed) if main else (None, 0.0)
         method = config.method
         choice = None
         if method == "auto":
             choice = choose_method(targets["train"], len(labels), config)
             method = choice.method
             console.print(f"[bold]method[/]: {method} ({choice.reason})")
+        if distributed.active() and method not in distributed.DISTRIBUTED_METHODS:
+            raise ConfigError(
+                f"--nproc trains with --method {', '.join(distributed.DISTRIBUTED_METHODS)}, not {method}"
+            )
 
         def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
             return fit_transformer(
@@ -183,6 +190,8 @@ def run_training(
         else:
             fitted = fit(enc["train"], targets["train"])
         wall = time.perf_counter() - started
+        if not main:
+            return None
         model = fitted.model
         eval_split = "test" if len(splits.test) else "validation"
         eval_ds = splits.test if len(splits.test) else splits.validation
@@ -221,6 +230,7 @@ def run_training(
             "truncated_texts": truncated,
             "ensemble_transformer_weight": weight,
             "lexicon": None if terms is None else terms.to_dict(),
+            "distributed": distributed.describe(),
         }
         report = {
             "title": f"slm: {base.name} on {Path(data_path).name}",

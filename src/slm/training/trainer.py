@@ -21,6 +21,7 @@ from torch import nn
 from slm.console import console
 from slm.errors import SlmError
 from slm.models.encoder import EncoderClassifier
+from slm.training import distributed
 from slm.training.batching import Encoded, collate, inference_batches, length_bucketed_batches
 from slm.training.checkpoint import TrainState, has_checkpoint, load_checkpoint, save_checkpoint
 from slm.training.config import TrainConfig
@@ -247,6 +248,10 @@ class Trainer:
                 scheduler=scheduler,
             )
         targets_t = torch.as_tensor(train_targets)
+        forward = self.model
+        if distributed.active():  # gradients averaged across ranks; each rank trains on its share of a batch
+            # Added domain-term rows (--lexicon) get no gradient in batches without a term.
+            forward = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=bool(cfg.lexicon))
         stopped_by_budget = False
         last_save = time.monotonic()
         with self.stop.installed(), self._progress() as progress:
@@ -268,9 +273,12 @@ class Trainer:
                 running = 0.0
                 for index in range(state.next_batch, len(batches)):
                     started = time.perf_counter()
-                    batch = batches[index]
+                    whole = batches[index]
+                    if len(whole) < distributed.world_size():  # a rank would get no rows: the same skip on all
+                        continue
+                    batch = distributed.shard(list(whole))
                     input_ids, mask = collate([train.ids[i] for i in batch], self.pad_id)
-                    logits = self.model(input_ids, mask)
+                    logits = forward(input_ids, mask)
                     loss = loss_fn(logits, targets_t[batch])
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -280,7 +288,7 @@ class Trainer:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.train_seconds += time.perf_counter() - started
-                    state.examples_seen += len(batch)
+                    state.examples_seen += len(whole)
                     state.global_step += 1
                     state.next_batch = index + 1
                     running = 0.9 * running + 0.1 * loss.item() if index else loss.item()
@@ -290,27 +298,35 @@ class Trainer:
                         loss=f"{running:.3f}",
                         rate=f"{state.examples_seen / max(state.train_seconds, 1e-9):.0f}",
                     )
-                    if self.stop.requested:
-                        save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                    stop = distributed.any_rank(self.stop.requested)
+                    over = distributed.any_rank(self._over_budget(state))
+                    if stop:
+                        self._save(state, optimizer, scheduler, best)
                         raise TrainingInterrupted(
                             f"training interrupted at epoch {state.epoch + 1}, batch {state.next_batch}: "
                             "checkpoint saved; run the same command with --resume to continue"
                         )
-                    if self._over_budget(state):
+                    if over:
                         stopped_by_budget = True
                         break
-                    if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
-                        save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                    if distributed.any_rank(time.monotonic() - last_save > cfg.checkpoint_minutes * 60):
+                        self._save(state, optimizer, scheduler, best)
                         last_save = time.monotonic()
                 best = self._end_epoch(state, val, val_targets, best, running)
                 if stopped_by_budget or state.bad_epochs >= cfg.patience:
                     state.finished = True
-                save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+                self._save(state, optimizer, scheduler, best)
                 last_save = time.monotonic()
         if best is not None:
             self.model.load_state_dict(best)
         stopped_early = state.bad_epochs >= cfg.patience
         return TrainResult(self.model, state, stopped_early, stopped_by_budget)
+
+    def _save(self, state: TrainState, optimizer, scheduler, best) -> None:
+        """Checkpoint from rank 0 only (the single writer); every rank waits until it is on disk."""
+        if distributed.is_main():
+            save_checkpoint(self.checkpoint_dir, state, self.model, optimizer, scheduler, best)
+        distributed.barrier()
 
     def _over_budget(self, state: TrainState) -> bool:
         limit = self.config.max_minutes
@@ -325,9 +341,11 @@ class Trainer:
         train_loss: float,
     ) -> dict[str, torch.Tensor] | None:
         started = time.perf_counter()
-        metric = validation_macro_f1(
-            predict_logits(self.model, val, self.pad_id), val_targets, self.multi_label
+        # Each rank predicts its share of the validation texts; every rank scores the gathered logits.
+        logits = distributed.gather_rows(
+            len(val), lambda rows: predict_logits(self.model, Encoded([val.ids[i] for i in rows], 0), self.pad_id)
         )
+        metric = validation_macro_f1(logits, val_targets, self.multi_label)
         state.history.append(
             {
                 "epoch": state.epoch + 1,
@@ -338,7 +356,7 @@ class Trainer:
             }
         )
         improved = metric > state.best_metric + 1e-4
-        if self.show_progress:
+        if self.show_progress and distributed.is_main():
             console.print(
                 f"epoch {state.epoch + 1}: train loss {train_loss:.4f} · validation macro-F1 "
                 f"{metric:.4f}{' (best)' if improved else ''} · {state.train_seconds / 60:.1f} min"
@@ -362,6 +380,6 @@ class Trainer:
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[rate]} ex/s"),
             TimeRemainingColumn(),
-            disable=not self.show_progress,
+            disable=not self.show_progress or not distributed.is_main(),
             transient=False,
         )
