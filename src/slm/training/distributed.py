@@ -122,8 +122,9 @@ def describe() -> dict | None:
         return None
     import torch.distributed as dist
 
-    return {"world_size": world_size(), "backend": dist.get_backend(), "nodes": int(os.environ.get("GROUP_WORLD_SIZE",
-            os.environ.get("SLM_NNODES", "1")))}  # fmt: skip
+    # The elastic agent sets GROUP_WORLD_SIZE (its number of nodes) in every worker's environment.
+    return {"world_size": world_size(), "backend": dist.get_backend(),
+            "nodes": int(os.environ.get("GROUP_WORLD_SIZE", "1"))}  # fmt: skip
 
 
 def _worker(job, args: tuple, kwargs: dict):
@@ -156,7 +157,6 @@ def launch(job, launch: Launch, *args, **kwargs):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     launch.validate()
-    os.environ["SLM_NNODES"] = str(launch.nnodes)
     config = LaunchConfig(
         min_nodes=launch.nnodes,
         max_nodes=launch.nnodes,
