@@ -141,3 +141,14 @@ def fin_bundle(tmp_path_factory) -> Path:
               config=TrainConfig(**{**TINY_CONFIG, "epochs": 3}), show_progress=False)  # fmt: skip
     export_bundle(folder / "model", folder / "onnx")
     return folder / "onnx"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with Serve, started on first use and shut down after the last test."""
+    pytest.importorskip("ray.serve", reason="the Ray Serve tests need the ray extra (pip install 'slm[ray]')")
+    from tests.servers import RayCluster
+
+    cluster = RayCluster()
+    yield cluster
+    cluster.close()

@@ -1,12 +1,14 @@
-"""A real Uvicorn server on loopback for the service tests, and helpers to read its answers."""
+"""A real server on loopback for the service tests (Uvicorn in a thread, or Ray Serve replicas), and helpers."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -19,13 +21,20 @@ KEY = "k" * 8 + "-test-api-key-0123"
 
 @contextlib.contextmanager
 def running(
-    specs: list[tuple[str, Path]], monitor=None, recommender=None, **settings
-) -> Iterator[tuple[str, ModelService]]:
+    specs: list[tuple[str, Path]], monitor=None, recommender=None, *, ray: RayCluster | None = None, **settings
+) -> Iterator[tuple[str, ModelService | None]]:
     """A real Uvicorn server on 127.0.0.1 in a background thread; yields its base URL and service.
 
     ``monitor`` (a :class:`slm.apps.monitor.Monitor`) is served at /v1/monitor/* and /monitor,
-    ``recommender`` (a :class:`slm.apps.recommend.Recommender`) at /v1/recommend/*.
+    ``recommender`` (a :class:`slm.apps.recommend.Recommender`) at /v1/recommend/*. With ``ray``
+    (the ``ray_cluster`` fixture), the same app runs as two Ray Serve replicas instead, and the
+    service, which lives in the replicas, is None.
     """
+    if ray is not None:
+        assert monitor is None and recommender is None, "the monitor and recommenders are not served on Ray"
+        with ray.running(specs, **settings) as served:
+            yield served
+        return
     config = ServeConfig(port=0, access_log=False, **settings).validated()
     service = ModelService.load(specs, config)
     sock = bind("127.0.0.1", 0)
@@ -44,6 +53,64 @@ def running(
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RayCluster:
+    """A local Ray cluster whose Serve proxy listens on one port: apps are deployed on it one at a time.
+
+    Serve has one HTTP port per cluster and the app needs the route "/", so a server started while
+    another runs replaces it, and the outer one is deployed again when the inner one ends.
+    """
+
+    REPLICAS = 2
+
+    def __init__(self) -> None:
+        import ray
+        from ray import serve
+
+        ray.init(address="local", include_dashboard=False, num_cpus=4, logging_level="WARNING")
+        self.port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        self._stack: list[tuple[list[tuple[str, Path]], dict[str, Any], tuple[int, int] | None]] = []
+
+    def _deploy(self, specs: list[tuple[str, Path]], settings: dict[str, Any], bounds: tuple[int, int] | None) -> str:
+        from slm.serving.ray_serve import deploy
+
+        config = ServeConfig(host="127.0.0.1", port=self.port, access_log=False, **settings)
+        if bounds is None:
+            return deploy(specs, config, replicas=self.REPLICAS)
+        return deploy(specs, config, min_replicas=bounds[0], max_replicas=bounds[1])
+
+    @contextlib.contextmanager
+    def running(
+        self, specs: list[tuple[str, Path]], *, autoscale: tuple[int, int] | None = None, **settings
+    ) -> Iterator[tuple[str, None]]:
+        """The app deployed with two replicas (or autoscaling between the ``autoscale`` bounds)."""
+        url = self._deploy(specs, settings, autoscale)
+        self._stack.append((specs, settings, autoscale))
+        try:
+            yield url, None
+        finally:
+            self._stack.pop()
+            if self._stack:
+                self._deploy(*self._stack[-1])
+            else:
+                from slm.serving.ray_serve import undeploy
+
+                undeploy()
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
 
 
 def error_of(response: httpx.Response, status: int) -> dict:

@@ -6,11 +6,16 @@ Accuracy against one process on the whole of BANKING77 is measured by ``bench/di
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from tests.conftest import banking_frame
-from tests.test_cli import slm
+from tests.test_cli import _env, slm
 
 pytest.importorskip("torch")
 
@@ -55,3 +60,31 @@ def test_distributed_options_refused_in_one_line(tmp_path, slice_csv, extra, mes
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "model").exists()
+
+
+def test_interrupted_two_process_lora_job_resumes(tmp_path, slice_csv):
+    """Ctrl-C stops both ranks after rank 0's checkpoint; ``--resume --nproc 2`` finishes the job."""
+    out, ckpt = tmp_path / "model", tmp_path / "model.ckpt"
+    args = [sys.executable, "-m", "slm", "train", str(slice_csv), "-o", str(out), "--nproc", "2", "--epochs", "2",
+            "--max-length", "32", "--method", "lora", "--no-ensemble", "--batch-size", "8"]  # fmt: skip
+    job = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                           start_new_session=True)  # fmt: skip
+    seen, deadline = "", time.monotonic() + 300
+    while time.monotonic() < deadline and "fine-tuning:" not in seen:
+        line = job.stderr.readline()
+        if not line:
+            break
+        seen += line
+    time.sleep(1.0)
+    os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the launcher and both ranks get it
+    _, rest = job.communicate(timeout=240)
+    assert job.returncode == 130, seen + rest
+    assert "--resume" in rest and not out.exists()
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 0 and state["next_batch"] > 0, state  # stopped mid-epoch, one writer's checkpoint
+    done = subprocess.run([*args, "--resume", "--quiet"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    training = manifest["training"]
+    assert training["distributed"]["world_size"] == 2 and training["method"] == "lora"
+    assert training["epochs_run"] == 2 and not ckpt.exists()

@@ -56,6 +56,7 @@ def test_runtime_refuses_a_pytorch_only_bundle(tiny_bundle) -> None:
 def _closure(requirements: list[str], extras: set[str]) -> set[str]:
     """Installed distributions reached from ``requirements`` (markers evaluated for ``extras``)."""
     seen: set[str] = set()
+    slm_extras = set(extras)
     todo = [(r, extras) for r in requirements]
     while todo:
         raw, active = todo.pop()
@@ -63,12 +64,14 @@ def _closure(requirements: list[str], extras: set[str]) -> set[str]:
         if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (active or {""})):
             continue
         name = req.name.lower().replace("_", "-")
+        if name == "slm":  # slm's own extras name each other (slm[serve] needs slm[runtime]): follow each once
+            fresh = set(req.extras) - slm_extras
+            slm_extras |= fresh
+            todo += [(r, fresh) for r in distribution("slm").requires or []] if fresh else []
+            continue
         if name in seen:
             continue
         seen.add(name)
-        if name == "slm":
-            todo += [(r, set(req.extras)) for r in distribution("slm").requires or []]
-            continue
         with contextlib.suppress(PackageNotFoundError):
             todo += [(r, set(req.extras)) for r in distribution(name).requires or []]
     return seen
@@ -81,6 +84,14 @@ def test_runtime_extra_does_not_pull_torch_or_transformers() -> None:
     assert not {"torch", "transformers", "scikit-learn", "sentence-transformers"} & runtime, runtime
     training = _closure([r for r in distribution("slm").requires or []], {"train"})
     assert "torch" in training  # the check itself can see torch when it is there
+
+
+def test_distributed_engines_are_extras_the_core_install_leaves_out() -> None:
+    requires = [r for r in distribution("slm").requires or []]
+    core = _closure(requires, set())
+    assert "typer" in core and not {"ray", "torch"} & core, core
+    assert "ray" in _closure(requires, {"ray"}) and "onnxruntime" in _closure(requires, {"ray"})
+    assert "torch" in _closure(requires, {"distributed"})  # torchrun's launcher ships in torch
 
 
 def test_length_chunks_bound_batch_size_and_padding() -> None:

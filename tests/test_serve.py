@@ -1,4 +1,7 @@
-"""The HTTP service on a real Uvicorn server over loopback, with the real tiny bundle exported to ONNX."""
+"""The HTTP service over loopback, with the real tiny bundle exported to ONNX.
+
+Every server test runs twice: on Uvicorn in a thread, and as two Ray Serve replicas (``--engine ray``).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +17,21 @@ from slm.errors import ConfigError
 from slm.runtime import load as load_runtime
 from slm.serving import ServeConfig
 from slm.serving.config import parse_model_specs, read_api_keys
-from tests.servers import KEY, error_of, running
+from tests.servers import KEY, RayCluster, error_of, running
 
 TEXTS = ["my card has not arrived yet", "how do I change my PIN?", "I was charged for a cash withdrawal",
          "the exchange rate looks wrong", "please refund my purchase"]  # fmt: skip
 
 
+@pytest.fixture(scope="module", params=["uvicorn", "ray"])
+def engine(request) -> RayCluster | None:
+    """None: one Uvicorn server; the session's Ray cluster: the same app as two Ray Serve replicas."""
+    return request.getfixturevalue("ray_cluster") if request.param == "ray" else None
+
+
 @pytest.fixture(scope="module")
-def server(exported) -> Iterator[str]:
-    with running([("tiny", exported)], max_texts=8, max_chars=300, max_body_bytes=4096) as (url, _):
+def server(exported, engine) -> Iterator[str]:
+    with running([("tiny", exported)], ray=engine, max_texts=8, max_chars=300, max_body_bytes=4096) as (url, _):
         yield url
 
 
@@ -73,7 +82,7 @@ def test_models_health_ready_docs(server, exported) -> None:
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
 
 
-def test_metrics_count_requests_batches_and_models(server) -> None:
+def test_metrics_count_requests_batches_and_models(server, engine) -> None:
     httpx.post(f"{server}/v1/models/tiny/predict", json={"texts": TEXTS})
     httpx.post(f"{server}/v1/models/nope/predict", json={"text": "x"})
     text = httpx.get(f"{server}/metrics").text
@@ -88,6 +97,8 @@ def test_metrics_count_requests_batches_and_models(server) -> None:
     assert "slm_ready 1.0" in text and "process_resident_memory_bytes" in text
     texts = [line for line in text.splitlines() if line.startswith('slm_predicted_texts_total{model="tiny"}')]
     assert texts and float(texts[0].split()[-1]) >= len(TEXTS)
+    if engine is not None:  # whichever replica answers, the numbers add up both
+        assert f"slm_replicas {RayCluster.REPLICAS}.0" in text
 
 
 # ---------------------------------------------------------------- bad input
@@ -140,11 +151,11 @@ def test_oversized_bodies_unknown_models_and_routes(server) -> None:
     assert httpx.get(f"{server}/healthz").status_code == 200  # still up
 
 
-def test_long_texts_are_cut_or_refused(exported, server) -> None:
+def test_long_texts_are_cut_or_refused(exported, server, engine) -> None:
     long = "my card has not arrived " * 20  # 480 characters, over max_chars=300
     cut = httpx.post(f"{server}/v1/models/tiny/predict", json={"texts": ["short one", long]})
     assert [p["truncated"] for p in cut.json()["predictions"]] == [False, True]
-    with running([("tiny", exported)], max_chars=300, long_texts="reject") as (url, _):
+    with running([("tiny", exported)], ray=engine, max_chars=300, long_texts="reject") as (url, _):
         refused = error_of(httpx.post(f"{url}/v1/models/tiny/predict", json={"texts": ["short one", long]}), 422)
         assert refused["code"] == "text_too_long" and "texts.1" in refused["message"]
 
@@ -152,10 +163,10 @@ def test_long_texts_are_cut_or_refused(exported, server) -> None:
 # ---------------------------------------------------------------- security
 
 
-def test_api_keys_guard_everything_but_health(exported, tmp_path) -> None:
+def test_api_keys_guard_everything_but_health(exported, engine, tmp_path) -> None:
     key_file = tmp_path / "keys"
     key_file.write_text(f"# keys\n{KEY}\nsecond-key-abcdefghijklmnop\n")
-    with running([("tiny", exported)], api_keys=read_api_keys(key_file)) as (url, _):
+    with running([("tiny", exported)], ray=engine, api_keys=read_api_keys(key_file)) as (url, _):
         for path in ("/healthz", "/readyz"):
             assert httpx.get(url + path).status_code == 200
         for method, path in [("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/docs"),
@@ -174,10 +185,10 @@ def test_api_keys_guard_everything_but_health(exported, tmp_path) -> None:
         assert httpx.get(url + "/", auth=("anyone", KEY)).status_code == 200  # a browser's Basic prompt
 
 
-def test_without_keys_nothing_is_asked_and_cors_is_off(server, exported) -> None:
+def test_without_keys_nothing_is_asked_and_cors_is_off(server, exported, engine) -> None:
     response = httpx.get(f"{server}/v1/models", headers={"Origin": "http://evil.example"})
     assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
-    with running([("tiny", exported)], cors_origins=("http://app.example",)) as (url, _):
+    with running([("tiny", exported)], ray=engine, cors_origins=("http://app.example",)) as (url, _):
         allowed = httpx.get(f"{url}/v1/models", headers={"Origin": "http://app.example"})
         assert allowed.headers["access-control-allow-origin"] == "http://app.example"
         other = httpx.get(f"{url}/v1/models", headers={"Origin": "http://evil.example"})

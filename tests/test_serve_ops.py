@@ -137,7 +137,10 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_concurrent_requests_share_batches(exported) -> None:
+@pytest.mark.parametrize("engine", ["uvicorn", "ray"])
+def test_concurrent_requests_share_batches(exported, engine, request) -> None:
+    ray = request.getfixturevalue("ray_cluster") if engine == "ray" else None  # two replicas: counts add up
+
     def burst(url: str, n: int) -> tuple[list[int], str]:
         with ThreadPoolExecutor(n) as pool:
             codes = list(pool.map(lambda i: httpx.post(url + "/v1/models/tiny/predict",
@@ -145,12 +148,12 @@ def test_concurrent_requests_share_batches(exported) -> None:
                                   range(n)))  # fmt: skip
         return codes, httpx.get(url + "/metrics").text
 
-    with running([("tiny", exported)], max_wait_ms=100, workers=1) as (url, _):
+    with running([("tiny", exported)], ray=ray, max_wait_ms=100, workers=1) as (url, _):
         codes, metrics = burst(url, 24)
         assert codes == [200] * 24
         assert _metric(metrics, 'slm_batch_size_texts_sum{model="tiny"}') == 24
         assert _metric(metrics, 'slm_batch_size_texts_count{model="tiny"}') <= 12  # two or more per batch
-    with running([("tiny", exported)], max_batch=1, workers=1) as (url, _):
+    with running([("tiny", exported)], ray=ray, max_batch=1, workers=1) as (url, _):
         codes, metrics = burst(url, 24)
         assert codes == [200] * 24
         assert _metric(metrics, 'slm_batch_size_texts_count{model="tiny"}') == 24  # batching off: one each

@@ -194,6 +194,18 @@ Method = StrEnum("Method", {m: m for m in METHODS})
 DEFAULT_METHOD = Method(DEFAULTS.method)
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+class ShardFormat(StrEnum):
+    parquet = "parquet"
+    jsonl = "jsonl"
+    csv = "csv"
+    tsv = "tsv"
+
+
 class Component(StrEnum):
     ensemble = "ensemble"
     transformer = "transformer"
@@ -849,8 +861,26 @@ def predict(
         Component | None,
         typer.Option("--component", help="Which model answers (default: the one the bundle recommends)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per inference batch.")] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Texts per inference batch (default: 64; 1024 on Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option("--engine", help="local: this process; ray: Ray Data on a Ray cluster, a folder of shards out."),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster to join (auto, or ray://HEAD:10001; default: start a local one)."),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option("--actors", min=1, help="Ray: model copies (default: the cluster's CPUs / threads).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Ray: ONNX Runtime threads per model copy.")] = 1,
+    shard_format: Annotated[
+        ShardFormat | None,
+        typer.Option("--format", help="Ray: shard format (default: the -o folder's suffix, else parquet)."),
+    ] = None,
 ) -> None:
     """Label new texts with a trained bundle.
 
@@ -859,12 +889,28 @@ def predict(
     list of labels (a JSON list in CSV/TSV). If the input already has a 'label' column, the new
     columns are named 'predicted_label', 'predicted_score' and 'predicted_probabilities'.
 
+    With --engine ray, INPUT may be a folder of shards, and -o names a folder that receives one
+    shard per block plus _manifest.json (rows, sha256 of every shard); it replaces an earlier
+    output only once every input row is written exactly once.
+
     Examples:
 
         slm predict runs/model new.csv -o labelled.csv
 
         echo '{"text": "where is my card?"}' | slm predict runs/model -
+
+        slm predict runs/model-int8 texts/ -o labelled.parquet --engine ray --address auto
     """
+    if engine is Engine.ray:
+        _predict_on_ray(bundle, input, output, text_col=text_col, component=component, batch_size=batch_size,
+                        quiet=quiet, address=address, actors=actors, threads=threads, shard_format=shard_format)
+        return
+    ray_only = {"--address": address is not None, "--actors": actors is not None, "--format": shard_format is not None,
+                "--threads": threads != 1}
+    given = [name for name, used in ray_only.items() if used]
+    if given:
+        raise ConfigError(f"{given[0]} is for --engine ray only")
+    batch_size = batch_size or 64
     fmt = _output_format(output)
     frame = None
     if input != "-":
@@ -896,6 +942,28 @@ def predict(
     _write_predictions(rows, [*columns, *names], fmt, output, model.task == "multi_label")
     if fmt is not None and not quiet:
         err.print(f"Wrote {len(rows)} predictions to {escape(str(output))}")
+
+
+def _predict_on_ray(bundle: Path, input: str, output: str | None, *, text_col: str | None,
+                    component: Component | None, batch_size: int | None, quiet: bool, address: str | None,
+                    actors: int | None, threads: int, shard_format: ShardFormat | None) -> None:  # fmt: skip
+    """``slm predict --engine ray``: Ray Data over the input, a folder of shards out."""
+    from slm.runtime.ray_predict import RayPredictConfig, predict_on_ray
+
+    if input == "-":
+        raise ConfigError("--engine ray reads files or folders, not stdin")
+    if output in (None, "-"):
+        raise ConfigError("--engine ray writes a folder of shards: pass -o FOLDER")
+    config = RayPredictConfig(address=address, actors=actors, threads=threads, batch_size=batch_size or 1024,
+                              component=component.value if component else None, text_col=text_col,
+                              output_format=shard_format.value if shard_format else None,
+                              show_progress=not quiet)  # fmt: skip
+    manifest = predict_on_ray(bundle, Path(input), Path(str(output)), config)
+    if not quiet:
+        rate = manifest["rows"] / max(manifest["seconds"], 1e-9)
+        err.print(f"Wrote {manifest['rows']} predictions in {len(manifest['shards'])} {manifest['format']} shards to "
+                  f"{escape(str(output))} ({manifest['seconds']:.1f} s, {rate:.0f} texts/s, "
+                  f"{manifest['engine']['actors']} actors)")  # fmt: skip
 
 
 # ---------------------------------------------------------------- models, info

@@ -2,10 +2,12 @@
 
 Registered on the main Typer app by :mod:`slm.cli`. Every option can also come from an environment
 variable, ``SLM_SERVE_<OPTION>`` (e.g. ``SLM_SERVE_PORT=9000``); a flag given on the command line wins.
+With ``--engine ray`` the same app runs as Ray Serve replicas (:mod:`slm.serving.ray_serve`).
 """
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +24,11 @@ DEFAULTS = ServeConfig()
 class LongTexts(StrEnum):
     truncate = "truncate"
     reject = "reject"
+
+
+class Engine(StrEnum):
+    uvicorn = "uvicorn"
+    ray = "ray"
 
 
 class LogLevel(StrEnum):
@@ -111,6 +118,39 @@ def serve(
         Path | None,
         _opt("monitor", "Also serve this financial sentiment monitor (monitor.yaml): /v1/monitor/* and /monitor."),
     ] = None,
+    engine: Annotated[
+        Engine,
+        _opt(
+            "engine",
+            "uvicorn: one server process; ray: replicas of the same app on Ray Serve (pip install 'slm[ray]').",
+        ),
+    ] = Engine.uvicorn,
+    replicas: Annotated[
+        int | None, _opt("replicas", "With --engine ray: copies of the app, each loading every bundle (default 1).")
+    ] = None,
+    min_replicas: Annotated[
+        int | None,
+        _opt("min_replicas", "With --engine ray: autoscale, down to this many replicas (and --max-replicas)."),
+    ] = None,
+    max_replicas: Annotated[
+        int | None, _opt("max_replicas", "With --engine ray: autoscale, up to this many replicas (and --min-replicas).")
+    ] = None,
+    address: Annotated[
+        str | None,
+        _opt(
+            "address",
+            "With --engine ray: the Ray cluster to deploy on (auto, or ray://HEAD:10001); "
+            "default: start one on this machine.",
+        ),
+    ] = None,
+    replica_cpus: Annotated[
+        float | None,
+        _opt(
+            "replica_cpus",
+            "With --engine ray: CPUs Ray reserves for each replica (default 1, fractions allowed; "
+            "--workers then defaults to one per CPU, plus one).",
+        ),
+    ] = None,
 ) -> None:
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
 
@@ -120,9 +160,18 @@ def serve(
 
     Example: slm serve runs/tickets-int8 --port 8000, then open http://127.0.0.1:8000/ or
     curl -d '{"text": "my card has not arrived"}' http://127.0.0.1:8000/v1/models/tickets-int8/predict
+
+    With --engine ray --replicas 2, the same API is answered by two Ray Serve replicas.
     """
+    ray_options = {"--replicas": replicas, "--min-replicas": min_replicas, "--max-replicas": max_replicas,
+                   "--address": address, "--replica-cpus": replica_cpus}  # fmt: skip
+    given = [flag for flag, value in ray_options.items() if value is not None]
+    if engine is Engine.uvicorn and given:
+        raise ConfigError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray only")
+    if engine is Engine.ray and monitor is not None:
+        raise ConfigError("--monitor is not served on Ray Serve yet: use --engine uvicorn for it")
     try:
-        from slm.serving.config import default_workers, parse_model_specs, read_api_keys
+        from slm.serving.config import parse_model_specs, read_api_keys
         from slm.serving.server import serve as run_server
     except ImportError as exc:
         raise ConfigError(
@@ -130,8 +179,8 @@ def serve(
         ) from None
     config = ServeConfig(  # checked by run_server, before it binds the port
         host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-        workers=workers or default_workers(), threads=threads, max_body_bytes=max_body_bytes, max_texts=max_texts,
-        max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
+        workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_body_bytes=max_body_bytes,
+        max_texts=max_texts, max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
         api_keys=read_api_keys(api_key_file) if api_key_file else (), cors_origins=tuple(cors_origin or ()),
         watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
         max_connections=max_connections, support_db=support_db,
@@ -148,5 +197,24 @@ def serve(
     if len(recommenders) > 1:
         raise ConfigError(f"serve one recommender bundle at a time, got {len(recommenders)}")
     specs = [(name, path) for name, path in specs if not is_recommender(path)]
+    if engine is Engine.ray:
+        if recommenders:
+            raise ConfigError(f"recommender bundles ({recommenders[0]}) are not served on Ray Serve yet: "
+                              "use --engine uvicorn for them")  # fmt: skip
+        from slm.serving.ray_serve import serve_on_ray
+
+        serve_on_ray(specs, config, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                     address=address, replica_cpus=1.0 if replica_cpus is None else replica_cpus,
+                     log_level=log_level.value)  # fmt: skip
+        return
     run_server(specs, config, log_level=log_level.value, monitor=monitor_config,
                recommender=recommenders[0] if recommenders else None)  # fmt: skip
+
+
+def _default_workers(engine: Engine, replica_cpus: float | None) -> int:
+    """One batch in flight per core, plus one: per machine for Uvicorn, per replica's CPUs on Ray."""
+    from slm.serving.config import default_workers
+
+    if engine is Engine.uvicorn:
+        return default_workers()
+    return max(1, min(math.ceil(replica_cpus or 1.0) + 1, 8))
