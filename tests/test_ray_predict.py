@@ -26,7 +26,8 @@ from tests.test_cli import _env, assert_one_line_error, slm
 pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
-ACTOR = "MapWorker(MapBatches(Predictor))"
+BUSY_CPU_SECONDS = 4.0  # an actor's start-up (imports, model load) takes about 2 CPU-seconds here
+ACTOR = "MapWorker(MapBatches(Predictor)"  # "...Predictor)->Write)" when Ray fuses the shard write in
 
 
 def _rows(n: int) -> pd.DataFrame:
@@ -44,6 +45,14 @@ def _actors() -> list[psutil.Process]:
     return found
 
 
+def _cpu_seconds(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
 def _check_manifest(folder: Path, rows: int, fmt: str) -> dict:
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["kind"] == "slm.predictions" and manifest["rows"] == rows and manifest["format"] == fmt
@@ -56,7 +65,7 @@ def _check_manifest(folder: Path, rows: int, fmt: str) -> dict:
 
 
 def test_every_row_exactly_once_when_a_worker_is_killed(exported, tmp_path) -> None:
-    n = 6_000
+    n = 8_000
     source = tmp_path / "texts.csv"
     _rows(n).to_csv(source, index=False)
     out = tmp_path / "labelled"
@@ -70,10 +79,10 @@ def test_every_row_exactly_once_when_a_worker_is_killed(exported, tmp_path) -> N
         while killed is None and job.poll() is None and time.monotonic() < deadline:
             staging = [p for p in tmp_path.glob(".labelled.*.staging") if p.is_dir()]
             written = [f for f in staging[0].iterdir() if f.is_file()] if staging else []
-            actors = _actors()
-            if written and actors:  # some shards are out, more to come: kill one predictor mid-job
+            busy = [a for a in _actors() if _cpu_seconds(a) >= BUSY_CPU_SECONDS]
+            if busy:  # a predictor past its start-up, labelling: kill it mid-job
                 written_at_kill = len(written)
-                killed = actors[0].pid
+                killed = busy[0].pid
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.05)
         _, stderr = job.communicate(timeout=300)

@@ -186,8 +186,10 @@ class Predictor:
 
 
 def _write(dataset, folder: Path, fmt: str) -> None:
-    """One shard per block, written by the actor that labelled it (Ray fuses the write into the map: no
-    extra worker processes, no block sent between processes)."""
+    """One shard per block. Write tasks take a CPU like any Ray task: while the actors hold every CPU, the
+    labelled blocks wait in Ray's object store (spilled to disk when it fills) and are written as actors
+    finish. Zero-CPU write tasks would run at once, but then Ray starts a fresh worker process for
+    nearly every block (about 2 CPU-seconds each), because it reaps idle workers above the CPU count."""
     remote: dict[str, Any] = {}
     if fmt == "parquet":
         dataset.write_parquet(str(folder), **remote)
