@@ -23,6 +23,12 @@ def import_ray(*parts: str) -> ModuleType:
     return ray
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (Ray's carry whole tracebacks), else its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return one_line(lines[0] if lines else type(exc).__name__)
+
+
 def connect(ray: ModuleType, address: str | None, *, debug: bool = False, worker_logs: bool = False) -> None:
     """Join the cluster at ``address`` (``auto``, ``ray://HEAD:10001``), or start a local one (None).
 
@@ -46,7 +52,6 @@ def connect(ray: ModuleType, address: str | None, *, debug: bool = False, worker
         else:
             ray.init(address=address, logging_level=level, log_to_driver=worker_logs or debug)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = one_line(lines[0] if lines else type(exc).__name__)
+        reason = first_line(exc)
         where = "start a local Ray cluster" if address is None else f"connect to the Ray cluster at {address}"
         raise ConfigError(f"cannot {where}: {reason}") from None

@@ -97,6 +97,13 @@ def _is_predictions(folder: Path) -> bool:
         return False
 
 
+def _csv_options(fmt: str):
+    """How Arrow parses the CSV/TSV inputs and shards: the same options for reading, sampling and counting."""
+    from pyarrow import csv
+
+    return csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+
+
 def _read(files: list[Path], fmt: str, blocks: int | None = None):
     """A Ray dataset over ``files`` in about ``blocks`` blocks (Ray splits a file's rows when there are
     fewer files), so every actor gets work. Read tasks reserve no CPU: they never wait for the actors.
@@ -109,9 +116,8 @@ def _read(files: list[Path], fmt: str, blocks: int | None = None):
         return ray.data.read_parquet(paths, **options)
     if fmt == "jsonl":
         return ray.data.read_json(paths, lines=True, **options)
-    from pyarrow import csv
 
-    parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    parse = _csv_options(fmt)
     return ray.data.read_csv(paths, parse_options=parse, **options)
 
 
@@ -129,7 +135,7 @@ def _sample(files: list[Path], fmt: str):
         return pd.read_json(first, lines=True, nrows=SAMPLE_ROWS)
     from pyarrow import csv
 
-    parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    parse = _csv_options(fmt)
     with csv.open_csv(first, parse_options=parse) as reader:
         return reader.read_next_batch().to_pandas()
 
@@ -213,7 +219,7 @@ def shard_rows(path: Path, fmt: str) -> int:
             return sum(1 for line in handle if line.strip())
     from pyarrow import csv
 
-    parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    parse = _csv_options(fmt)
     return csv.read_csv(path, parse_options=parse).num_rows
 
 

@@ -189,7 +189,7 @@ def deploy(
         serve.run(deployment.bind(specs, config, log_level), name=name, route_prefix="/",
                   logging_config={"enable_access_log": False, "log_level": quiet})  # fmt: skip
     except RuntimeError as exc:  # a replica failed to start: Ray gives up after its retries
-        reason = _replica_error(serve, name) or _first_line(exc)
+        reason = _replica_error(serve, name) or ray_cluster.first_line(exc)
         _metrics_dirs[name] = shared
         undeploy(name)
         raise SlmError(f"Ray Serve could not start the replicas of '{name}': {reason}") from None
@@ -220,11 +220,6 @@ def _replica_error(serve: ModuleType, name: str) -> str | None:
         if lines:
             return one_line(lines[-1])
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return one_line(lines[0] if lines else type(exc).__name__)
 
 
 # ---------------------------------------------------------------- the command
