@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slm.fileio import record_output
 from tests.conftest import DATA
 
 TIMEOUT = 120
@@ -294,6 +295,7 @@ def test_failed_train_leaves_existing_bundle_untouched(tmp_path: Path, banking: 
     (bundle / "sub").mkdir(parents=True)
     (bundle / "manifest.json").write_text('{"keep": "me"}\n', encoding="utf-8")
     (bundle / "sub" / "weights.bin").write_bytes(b"\x00\x01\x02")
+    record_output(bundle, ["manifest.json", "sub/weights.bin"])  # an earlier output of slm's: it may be replaced
     one_class = banking[banking["category"] == banking["category"].iloc[0]]
     data = _csv(tmp_path / "one.csv", one_class)
 
@@ -301,6 +303,7 @@ def test_failed_train_leaves_existing_bundle_untouched(tmp_path: Path, banking: 
     assert_one_line_error(proc, "only one label")
     assert _leftovers(runs) == ["model"]
     assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")) == [
+        ".slm-output.json",
         "manifest.json",
         "sub",
         "sub/weights.bin",

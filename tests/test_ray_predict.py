@@ -146,5 +146,5 @@ def test_bad_ray_jobs_are_refused_in_one_line(exported, tiny_bundle, tmp_path) -
     keep = tmp_path / "precious"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    assert_one_line_error(slm("predict", exported, source, "-o", keep, "--engine", "ray"), "not an slm prediction")
+    assert_one_line_error(slm("predict", exported, source, "-o", keep, "--engine", "ray"), "slm did not write")
     assert (keep / "notes.txt").read_text() == "mine"

@@ -27,6 +27,7 @@ from slm.apps.recommend.metrics import random_expectation, summarize, target_ran
 from slm.apps.recommend.split import leave_last_out
 from slm.apps.recommend.towers import training_examples
 from slm.errors import ConfigError, DataError
+from slm.fileio import record_output
 from tests.servers import error_of, running
 from tests.test_cli import slm
 
@@ -197,6 +198,7 @@ def test_cli_refuses_bad_input_and_keeps_the_previous_bundle(tmp_path, frames):
     previous = tmp_path / "model"
     previous.mkdir()
     (previous / "marker").write_text("good")
+    record_output(previous, ["marker"])  # an earlier output of slm's: it may be replaced, but not by a failed run
     bad = tmp_path / "events.csv"
     pd.DataFrame({"customer": ["a"], "product": [1]}).to_csv(bad, index=False)
     done = slm("app", "recommend", "train", "--interactions", bad, "--catalogue", frames["catalogue"], "-o", previous)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from slm.console import console
 from slm.data import align_labels
 from slm.data.loading import read_texts
 from slm.errors import ConfigError
+from slm.fileio import atomic_directory, claim_output_files, claim_output_folder, remove_output_folder
 from slm.pipeline import (
     DataSource,
     checkpoint_dir_for,
@@ -52,6 +52,7 @@ def train(
     unlabeled: str | Path | None = None,
     unlabeled_text_col: str | None = None,
     launch: Launch | None = None,
+    force: bool = False,
 ) -> Bundle | None:
     """Fine-tune a base model on labelled text, evaluate it next to an n-gram baseline, write a bundle.
 
@@ -62,7 +63,8 @@ def train(
     ``config.method`` chooses how (full fine-tuning, LoRA/AdaLoRA, few-shot, head-only, or
     "auto"). ``unlabeled``: a file of unlabelled domain texts for self-training.
     The bundle at ``output`` is replaced only when everything succeeded; checkpoints live in
-    ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``.
+    ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``. A folder at
+    ``output`` holding files slm did not write is refused before any work, or with ``force`` moved aside.
     """
     config = config or TrainConfig()
     if unlabeled is not None and resume:
@@ -70,8 +72,8 @@ def train(
     if margin_points < 0:
         raise ConfigError("margin must be >= 0 points")
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {output} exists and is not a directory")
+    for folder in (output, checkpoint_dir_for(output)):  # before the data is read, let alone a model trained
+        claim_output_folder(folder, force=force)
     source = DataSource(data, text_col, label_col, label_cols, label_sep)
     unlabeled_texts = None if unlabeled is None else read_texts(unlabeled, unlabeled_text_col)
     splits = prepare_splits(
@@ -110,7 +112,7 @@ def train(
         },
         unlabeled=unlabeled_texts,
     )
-    shutil.rmtree(checkpoint_dir_for(output), ignore_errors=True)
+    remove_output_folder(checkpoint_dir_for(output))
     if launch is not None and launch.distributed:
         return load(result) if result is not None else None
     return result
@@ -147,6 +149,7 @@ def tune(
     methods: tuple[str, ...] | None = None,
     max_train_examples: int | None = None,
     show_progress: bool = True,
+    force: bool = False,
 ):
     """Search training hyper-parameters with Optuna for ``budget`` ('20m', '90s' or seconds).
 
@@ -154,9 +157,10 @@ def tune(
     split is held out and never looked at). Writes ``best_config.json``, ``trials.md``/``.json``,
     ``summary.json`` and the Optuna study (``study.db``, SQLite) to ``output``; returns a TuneResult.
     ``max_train_examples``: trials train on a stratified sample of this many texts (default: sized
-    so the default configuration takes a quarter of the budget; 0: all of them).
+    so the default configuration takes a quarter of the budget; 0: all of them). Files of those names in
+    ``output`` that slm did not write are refused, or with ``force`` moved aside.
     """
-    from slm.training.tune import TUNABLE_METHODS, check_methods, parse_budget
+    from slm.training.tune import TUNABLE_METHODS, TUNE_FILES, check_methods, parse_budget
 
     config = config or TrainConfig()
     methods = tuple(methods or TUNABLE_METHODS)
@@ -167,8 +171,7 @@ def tune(
     if max_train_examples is not None and max_train_examples < 0:
         raise ConfigError("max train examples must be >= 0 (0 uses all)")
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {output} exists and is not a directory")
+    claim_output_files(output, TUNE_FILES, force=force)
     source = DataSource(data, text_col, label_col, label_cols, label_sep)
     splits = prepare_splits(
         source, validation=validation, test=None, val_size=val_size, test_size=test_size, seed=config.seed
@@ -197,8 +200,15 @@ def evaluate(
     label_sep: str | None = None,
     output: str | Path | None = None,
     margin_points: float = 1.0,
+    force: bool = False,
 ) -> dict:
-    """Evaluate every component of a bundle on a labelled file; optionally write report files."""
+    """Evaluate every component of a bundle on a labelled file; optionally write report files.
+
+    ``output`` receives the report (replaced as a whole); a folder holding files slm did not write is refused
+    before any work, or with ``force`` moved aside.
+    """
+    if output is not None:
+        claim_output_folder(Path(output), force=force)
     model = bundle if isinstance(bundle, Bundle) else load(bundle)
     ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep).load(min_classes=1)
     ds = align_labels(ds, model.labels, multi_label=model.multi_label)
@@ -223,6 +233,7 @@ def evaluate(
     if output is not None:
         from slm.reports import write_report
 
-        write_report(report, Path(output))
+        with atomic_directory(Path(output)) as staging:
+            write_report(report, staging)
         console.print(f"report written to {output}")
     return report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -29,6 +28,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from slm.errors import ConfigError, DataError, SlmError, one_line
+from slm.extras import MissingExtra, from_import_error
+from slm.fileio import FORCE_HELP
 from slm.training.config import METHODS, TrainConfig
 from slm.training.distributed import Launch
 
@@ -106,6 +107,14 @@ def _guard() -> Iterator[None]:
         if exc.exit_code == 130 and "resume" not in message:
             message += " (run the same command again with --resume to continue)"
         _fail(message, exc.exit_code)
+    except ModuleNotFoundError as exc:
+        # An optional dependency imported deep inside the command: name the extra that installs it.
+        if _debug():
+            raise
+        missing = from_import_error(exc)
+        if missing is None:
+            _fail_internal(exc)
+        _fail(missing, missing.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted (Ctrl-C)", 130)
     except BrokenPipeError:
@@ -116,7 +125,12 @@ def _guard() -> Iterator[None]:
     except Exception as exc:
         if _debug():
             raise
-        _fail(f"internal error: {type(exc).__name__}: {one_line(exc)} (set SLM_DEBUG=1 for a traceback)", 1)
+        _fail_internal(exc)
+
+
+def _fail_internal(exc: BaseException) -> NoReturn:
+    """A bug, not a user error: one line all the same, with how to get the traceback."""
+    _fail(f"internal error: {type(exc).__name__}: {one_line(exc)} (set SLM_DEBUG=1 for a traceback)", 1)
 
 
 def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -140,10 +154,8 @@ def _api() -> Any:
         import transformers  # noqa: F401
 
         from slm import api
-    except ImportError as exc:
-        raise ConfigError(
-            f"this command needs the training extra ({exc.name} is not installed): pip install 'slm[train]'"
-        ) from None
+    except ModuleNotFoundError as exc:
+        raise MissingExtra(exc.name or "torch", "train") from None
 
     _quiet_libraries()
     return api
@@ -253,11 +265,17 @@ ValidationOpt = Annotated[
 ]
 ValSizeOpt = Annotated[float, typer.Option("--val-size", help="Fraction of DATA held out for validation.")]
 BaseModelOpt = Annotated[
-    str, typer.Option("--base-model", help="Registry name (see 'slm models'), local model directory or hub id.")
+    str,
+    typer.Option(
+        "--base-model",
+        help="auto: chosen from the training texts' language (English: minilm-l6; other languages or a mix: "
+        "e5-small-multi); or a registry name (see 'slm models'), local model directory or hub id.",
+    ),
 ]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Tokens read per text (longer texts are cut).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help=FORCE_HELP)]
 
 
 def _split_cols(value: str | None) -> list[str] | None:
@@ -359,6 +377,10 @@ def _training_line(training: Any) -> str:
     choice = training.get("method_choice")
     if choice:
         parts[0] = f"{method} (chosen by --method auto)"
+    base_choice = training.get("base_model_choice")
+    if isinstance(base_choice, dict) and base_choice.get("reason"):
+        chosen = base_choice.get("base_model")
+        parts.append(f"base model {chosen} chosen by --base-model auto ({base_choice['reason']})")
     params = training.get("parameters") or {}
     if params.get("total"):
         parts.append(
@@ -515,6 +537,7 @@ def train(
         ),
     ] = None,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Fine-tune a base model on a labelled file and write a reusable bundle.
 
@@ -570,6 +593,7 @@ def train(
         unlabeled=unlabeled,
         unlabeled_text_col=unlabeled_text_col,
         launch=Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, run_id=f"slm-{output.name}"),
+        force=force,
     )
     if bundle is None:  # a node of a multi-node job without rank 0
         out.print("this node's training processes finished; rank 0 writes the bundle on its node")
@@ -618,6 +642,7 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the sampler.")] = DEFAULTS.seed,
     threads: ThreadsOpt = DEFAULTS.threads,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Search training hyper-parameters within a time budget (Optuna) and save the best configuration.
 
@@ -645,6 +670,7 @@ def tune(
         methods=chosen,
         max_train_examples=max_train_examples,
         show_progress=not quiet,
+        force=force,
     )
     from slm.training.tune import summary_table
 
@@ -678,6 +704,7 @@ def evaluate(
     label_cols: LabelColsOpt = None,
     label_sep: LabelSepOpt = None,
     margin: MarginOpt = 1.0,
+    force: ForceOpt = False,
 ) -> None:
     """Score a bundle on a labelled file: every model side by side, plus a recommendation.
 
@@ -693,6 +720,7 @@ def evaluate(
         label_sep=label_sep,
         output=output,
         margin_points=margin,
+        force=force,
     )
     _print_results(report.get("models"), report.get("recommendation"), f"Evaluation on {data}")
 
@@ -715,74 +743,22 @@ def _output_format(output: str | None) -> str | None:
     return fmt
 
 
-def _read_stdin(text_col: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """JSON lines from stdin: each an object with a text field, or a JSON string."""
-    from slm.data.loading import TEXT_NAMES
+def _read_stdin(text_col: str | None) -> Any:
+    """JSON lines from stdin (each an object with a text field, or a JSON string), checked and spooled."""
+    from slm.data.stream import open_stdin
 
     if sys.stdin is None:
         raise DataError("no standard input to read from")
     if sys.stdin.isatty():
         err.print("[dim]reading JSON lines from stdin (end with Ctrl-D)…[/dim]")
-    rows: list[dict[str, Any]] = []
-    texts: list[str] = []
-    for lineno, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            message = f"stdin: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})"
-            raise DataError(message) from None
-        if isinstance(obj, str):
-            obj = {text_col or "text": obj}
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"stdin: line {lineno} is a JSON {type(obj).__name__}; expected an object "
-                '{"text": ...} or a JSON string'
-            )
-        key = text_col
-        if key is None:
-            found = [k for k in obj if k.strip().lower() in TEXT_NAMES]
-            key = found[0] if len(found) == 1 else None
-            if key is None:
-                strings = [k for k, v in obj.items() if isinstance(v, str)]
-                key = strings[0] if len(strings) == 1 else None
-        if key is None or key not in obj:
-            want = repr(text_col) if text_col else "'text'"
-            raise DataError(f"stdin: line {lineno} has no {want} field (keys: {', '.join(map(repr, obj))}); "
-                            "pass --text-col")  # fmt: skip
-        value = obj[key]
-        texts.append("" if value is None else str(value))
-        rows.append(obj)
-    if not rows:
-        raise DataError("stdin: no input lines (send one JSON object or string per line)")
-    return rows, texts
+    return open_stdin(sys.stdin, text_col)
 
 
 def _jsonable(value: Any) -> Any:
-    """A value json.dumps accepts: numpy scalars/arrays, NaN, timestamps and bytes converted."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return _jsonable(value.tolist())
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    try:
-        import pandas as pd
+    """A value json.dumps accepts (numpy values, NaN, timestamps, bytes): :func:`slm.cells.jsonable`."""
+    from slm.cells import jsonable
 
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+    return jsonable(value)
 
 
 def _result_columns(existing: list[str]) -> tuple[str, str, str]:
@@ -792,45 +768,19 @@ def _result_columns(existing: list[str]) -> tuple[str, str, str]:
     return names
 
 
-def _jsonl(rows: list[dict[str, Any]]) -> Iterator[str]:
-    for row in rows:
-        yield json.dumps(_jsonable(row), ensure_ascii=False) + "\n"
-
-
-def _write_predictions(
-    rows: list[dict[str, Any]], columns: list[str], fmt: str | None, output: str | None, multi_label: bool
-) -> None:
-    """Write rows (input columns + results) as ``fmt`` to ``output``, or JSON lines to stdout."""
-    from slm.fileio import write_bytes_atomic, write_text_atomic
-
-    if fmt is None:
-        for line in _jsonl(rows):
-            sys.stdout.write(line)
-        sys.stdout.flush()
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar over ``total`` rows on stderr; the function advances it by rows done."""
+    if not enabled:
+        yield lambda done: None
         return
-    path = Path(str(output))
-    if fmt == "jsonl":
-        write_text_atomic(path, "".join(_jsonl(rows)))
-        return
-    import pandas as pd
+    from rich.progress import Progress
 
-    frame = pd.DataFrame.from_records(rows, columns=columns)
-    label_col, _, prob_col = columns[-3:]
-    if fmt in ("csv", "tsv"):
-        frame[prob_col] = [json.dumps(_jsonable(p), ensure_ascii=False) for p in frame[prob_col]]
-        if multi_label:
-            frame[label_col] = [json.dumps(list(v), ensure_ascii=False) for v in frame[label_col]]
-        text = frame.to_csv(index=False, sep="," if fmt == "csv" else "\t", lineterminator="\n")
-        write_text_atomic(path, text)
-        return
-    buffer = io.BytesIO()
-    try:
-        frame.to_parquet(buffer, index=False)
-    except Exception as exc:  # pyarrow raises its own types for values it cannot store
-        if isinstance(exc, TypeError | ValueError) or type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"{path}: cannot write Parquet ({one_line(exc)}); write .jsonl instead") from None
-        raise
-    write_bytes_atomic(path, buffer.getvalue())
+    from slm.console import console
+
+    with Progress(*Progress.get_default_columns(), console=console, transient=True) as progress:
+        task = progress.add_task("predicting", total=total)
+        yield lambda done: progress.advance(task, done)
 
 
 @_command(no_args_is_help=True)
@@ -881,6 +831,11 @@ def predict(
         ShardFormat | None,
         typer.Option("--format", help="Ray: shard format (default: the -o folder's suffix, else parquet)."),
     ] = None,
+    force: ForceOpt = False,
+    raw_csv: Annotated[
+        bool,
+        typer.Option("--raw-csv", help="CSV/TSV: write cells as they are, without neutralising spreadsheet formulas."),
+    ] = False,
 ) -> None:
     """Label new texts with a trained bundle.
 
@@ -888,6 +843,10 @@ def predict(
     'probabilities' (label -> probability; a JSON string in CSV/TSV). Multi-label bundles give a
     list of labels (a JSON list in CSV/TSV). If the input already has a 'label' column, the new
     columns are named 'predicted_label', 'predicted_score' and 'predicted_probabilities'.
+
+    CSV/TSV cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or
+    carriage return, other than plain numbers) get a leading ' unless --raw-csv is given. The input
+    is read and the output written a chunk at a time; a line over 8 Mi characters is refused.
 
     With --engine ray, INPUT may be a folder of shards, and -o names a folder that receives one
     shard per block plus _manifest.json (rows, sha256 of every shard); it replaces an earlier
@@ -903,7 +862,8 @@ def predict(
     """
     if engine is Engine.ray:
         _predict_on_ray(bundle, input, output, text_col=text_col, component=component, batch_size=batch_size,
-                        quiet=quiet, address=address, actors=actors, threads=threads, shard_format=shard_format)
+                        quiet=quiet, address=address, actors=actors, threads=threads, shard_format=shard_format,
+                        force=force, raw_csv=raw_csv)
         return
     ray_only = {"--address": address is not None, "--actors": actors is not None, "--format": shard_format is not None,
                 "--threads": threads != 1}
@@ -912,41 +872,40 @@ def predict(
         raise ConfigError(f"{given[0]} is for --engine ray only")
     batch_size = batch_size or 64
     fmt = _output_format(output)
-    frame = None
-    if input != "-":
-        from slm.data.loading import cell_text, read_unlabelled
+    if raw_csv and fmt not in ("csv", "tsv"):
+        raise ConfigError("--raw-csv applies to CSV and TSV output only (-o FILE.csv or FILE.tsv)")
+    from slm.data.stream import labelled, open_table, writing
 
-        frame, column = read_unlabelled(Path(input), text_col)
-
-        texts = [cell_text(v) for v in frame[column].tolist()]
+    # A file is checked end to end (and its rows counted) before the model loads; stdin after, as before.
+    table = open_table(Path(input), text_col) if input != "-" else None
     model = _load(bundle)
-    if frame is not None:
-        columns = [str(c) for c in frame.columns]
-        rows = frame.to_dict(orient="records")
-    else:
-        rows, texts = _read_stdin(text_col)
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-    results = model.predict(
-        texts,
-        component=component.value if component else None,
-        batch_size=batch_size,
-        show_progress=not quiet and fmt is not None,
-    )
-    names = _result_columns(columns)
-    if names[0] != "label" and not quiet:
-        err.print(f"[dim]note: the input has a 'label' column; predictions go to {', '.join(names)}[/dim]")
-    for row, result in zip(rows, results, strict=True):
-        row[names[0]] = result["label"]
-        row[names[1]] = round(float(result["score"]), 6)
-        row[names[2]] = result["probabilities"]
-    _write_predictions(rows, [*columns, *names], fmt, output, model.task == "multi_label")
+    table = table or _read_stdin(text_col)
+    try:
+        names = _result_columns(table.columns)
+        if names[0] != "label" and not quiet:
+            err.print(f"[dim]note: the input has a 'label' column; predictions go to {', '.join(names)}[/dim]")
+        columns = [*table.columns, *names]
+        chosen = component.value if component else None
+        thresholds = model.thresholds(chosen) if model.multi_label else None
+        with (
+            writing(fmt, output, columns, multi_label=model.task == "multi_label", raw_csv=raw_csv) as write,
+            _progress(table.rows, not quiet and fmt is not None) as advance,
+        ):
+            for chunk in table.chunks():  # bounded chunks: memory does not grow with the rows
+                proba = model.predict_proba(chunk.texts, component=chosen, batch_size=batch_size)
+                for rows in labelled(chunk.rows, proba, model.labels, thresholds, names):
+                    write(rows)
+                advance(len(chunk.rows))
+    finally:
+        table.close()
     if fmt is not None and not quiet:
-        err.print(f"Wrote {len(rows)} predictions to {escape(str(output))}")
+        err.print(f"Wrote {table.rows} predictions to {escape(str(output))}")
 
 
 def _predict_on_ray(bundle: Path, input: str, output: str | None, *, text_col: str | None,
                     component: Component | None, batch_size: int | None, quiet: bool, address: str | None,
-                    actors: int | None, threads: int, shard_format: ShardFormat | None) -> None:  # fmt: skip
+                    actors: int | None, threads: int, shard_format: ShardFormat | None,
+                    force: bool, raw_csv: bool) -> None:  # fmt: skip
     """``slm predict --engine ray``: Ray Data over the input, a folder of shards out."""
     from slm.runtime.ray_predict import RayPredictConfig, predict_on_ray
 
@@ -957,7 +916,7 @@ def _predict_on_ray(bundle: Path, input: str, output: str | None, *, text_col: s
     config = RayPredictConfig(address=address, actors=actors, threads=threads, batch_size=batch_size or 1024,
                               component=component.value if component else None, text_col=text_col,
                               output_format=shard_format.value if shard_format else None,
-                              show_progress=not quiet)  # fmt: skip
+                              show_progress=not quiet, force=force, raw_csv=raw_csv)  # fmt: skip
     manifest = predict_on_ray(bundle, Path(input), Path(str(output)), config)
     if not quiet:
         rate = manifest["rows"] / max(manifest["seconds"], 1e-9)
@@ -972,7 +931,7 @@ def _predict_on_ray(bundle: Path, input: str, output: str | None, *, text_col: s
 @_command()
 def models() -> None:
     """List the base models slm knows by name (use one with 'slm train --base-model NAME')."""
-    from slm.models.registry import DEFAULT_BASE_MODEL, available_models
+    from slm.models.registry import ENGLISH_BASE_MODEL, MULTILINGUAL_BASE_MODEL, available_models
 
     table = Table(title="Base models", title_justify="left")
     table.add_column("name", no_wrap=True)
@@ -981,13 +940,17 @@ def models() -> None:
     table.add_column("installed", no_wrap=True)
     table.add_column("description", ratio=1)
     for row in available_models():
-        name = str(row["name"]) + (" (default)" if row["name"] == DEFAULT_BASE_MODEL else "")
+        name = str(row["name"])
         installed = "yes" if row["installed"] else f"no: {row['source']}"
         table.add_row(
             escape(name), f"{row['parameters_m']}M", escape(str(row["languages"])), escape(installed),
             escape(str(row["description"])),
         )  # fmt: skip
     out.print(table)
+    out.print(
+        "--base-model auto (the default) picks from the training texts' language: English -> "
+        f"{ENGLISH_BASE_MODEL}, other languages or a mix -> {MULTILINGUAL_BASE_MODEL}."
+    )
     out.print("Any local Hugging Face model directory or hub id works with --base-model too.")
 
 
@@ -999,10 +962,16 @@ def _describe(value: Any) -> str:
 
 
 def _files_line(manifest: dict[str, Any]) -> str:
-    """What ``slm.api.load`` checked: it verifies every listed file's sha256 before returning."""
+    """What loading checked: the manifest's digest or signature, then every listed file's sha256.
+
+    Loading refuses a bundle that fails either check (exit 4), so this line is only printed for one
+    that passed; a format version 1 manifest carries no digest, and the line says so.
+    """
+    from slm.bundle.manifest import integrity_summary
+
     files = manifest.get("files")
     if isinstance(files, dict | list) and files:
-        return f"{len(files)} files, all match their sha256 in the manifest"
+        return f"{len(files)} files, all match their sha256; {integrity_summary(manifest)}"
     return "none listed in the manifest"
 
 
@@ -1073,6 +1042,7 @@ def quickstart(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted quickstart.")] = False,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Train and evaluate on BANKING77 (77 banking intents) end to end, on this CPU.
 
@@ -1083,6 +1053,9 @@ def quickstart(
     """
     config = TrainConfig(epochs=epochs, max_minutes=max_minutes, threads=threads)
     from slm.data.sources import fetch_banking77
+    from slm.fileio import claim_output_folder
+
+    claim_output_folder(output, force=force)  # before the download, not after the training
 
     out.print("[bold]slm quickstart[/bold]: BANKING77, 77 customer-service intents")
     train_csv, test_csv = fetch_banking77()
@@ -1099,6 +1072,7 @@ def quickstart(
         config=config,
         resume=resume,
         show_progress=not quiet,
+        force=force,
     )
     _print_bundle_summary(bundle, time.monotonic() - start)
     _print_examples(bundle)

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from slm.cli import LabelColOpt, TextColOpt, _api, _command, err, out
+from slm.cli import ForceOpt, LabelColOpt, TextColOpt, _api, _command, err, out
 from slm.errors import ConfigError
+from slm.fileio import claim_output_folder
 
 
 class Quantize(StrEnum):
@@ -70,6 +71,7 @@ def export(
     text_col: TextColOpt = None,
     opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset.")] = 17,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed probability difference.")] = 1e-4,
+    force: ForceOpt = False,
 ) -> None:
     """Export the transformer to ONNX (fused by ONNX Runtime's transformer optimizer) for torch-free use.
 
@@ -79,6 +81,7 @@ def export(
     from slm.compression.export import export_bundle
 
     target = output or _default_output(bundle, "onnx")
+    claim_output_folder(target, force=force)
     _api()
     manifest = export_bundle(bundle, target, texts=_texts(data, text_col), opset=opset, tolerance=tolerance)
     spec = manifest["components"]["onnx"]
@@ -162,6 +165,7 @@ def compress(
         float | None, typer.Option("--max-minutes", min=0.1, help="Time budget for distillation.")
     ] = None,
     threads: ThreadsOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Make a smaller, faster variant of a bundle; every variant is checked on validation data first.
 
@@ -188,6 +192,7 @@ def compress(
     steps = ("trimmed" if trim_vocab else "", "pruned" if prune_layers else "", quantize or "")
     suffix = "static" if static else "-".join(s for s in steps if s)
     target = output or _default_output(bundle, suffix)
+    claim_output_folder(target, force=force)
     train_source = _source(data, text_col, label_col)
     given_texts = _texts(data, text_col) if (trim_vocab or quantize) else None  # --data, read once
     if static:

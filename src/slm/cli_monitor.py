@@ -19,6 +19,8 @@ from rich.table import Table
 from slm.cli import out
 from slm.cli_support import _guarded, apps
 from slm.console import console
+from slm.extras import require_extra
+from slm.fileio import FORCE_HELP
 
 monitor = typer.Typer(
     help="Financial sentiment monitor: classify a news stream, track entities over time, alert on negative spikes.",
@@ -59,6 +61,7 @@ def run(
     again. A file's position is committed with each batch: run the same command after a crash and it
     resumes where it stopped. SIGINT/SIGTERM finish the current batch and stop.
     """
+    require_extra("monitor", what="slm app monitor")
     from slm.apps.monitor.config import load_config
     from slm.apps.monitor.monitor import Monitor
 
@@ -116,8 +119,10 @@ def report(
     ] = Path("monitor-report"),
     limit: Annotated[int, typer.Option(min=1, max=200, help="Busiest series per kind to chart.")] = 12,
     storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Print the busiest entities/topics with their sentiment and alerts; write PNG charts per series."""
+    require_extra("monitor", what="slm app monitor")
     from slm.apps.monitor.config import load_config
     from slm.apps.monitor.report import percent, write_report
     from slm.apps.monitor.storage import MonitorStore
@@ -125,7 +130,7 @@ def report(
     settings = load_config(config, storage=storage)
     store = MonitorStore.open(settings.storage)
     try:
-        data = write_report(store, int(round(settings.window_seconds * 1000)), output, limit=limit)
+        data = write_report(store, int(round(settings.window_seconds * 1000)), output, limit=limit, force=force)
     finally:
         store.close()
     table = Table(title=f"{data['totals']['items']:,} items, {data['totals']['alerts']:,} alerts")
@@ -142,21 +147,32 @@ def report(
               f"{escape(str(output / 'charts'))}")  # fmt: skip
 
 
+def _server_options(command):  # a decorator, untyped like cli_support._guarded
+    """``slm serve``'s server options (address, API keys, limits, timeouts, logs), defined once for all three."""
+    from slm.serving.options import server_options
+
+    return server_options(command)
+
+
 @monitor.command("serve", no_args_is_help=True)
 @_guarded
+@_server_options
 def serve(
     config: ConfigOption,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+    *,
+    server: object,
 ) -> None:
     """Serve POST /v1/monitor/ingest, the trend and alert endpoints, and the dashboard at /monitor.
 
-    For more server options (API keys, models beside the monitor) use 'slm serve --monitor monitor.yaml'.
+    Takes the server options of 'slm serve' (API keys, limits, timeouts); to serve models beside the
+    monitor, use 'slm serve BUNDLE --monitor monitor.yaml'.
     """
+    require_extra("monitor", what="slm app monitor")
     from slm.apps.monitor.config import load_config
-    from slm.serving.config import ServeConfig
+    from slm.serving.options import ServerOptions
     from slm.serving.server import serve as run_server
 
+    assert isinstance(server, ServerOptions)  # from _server_options
     settings = load_config(config, storage=storage)
-    run_server([], ServeConfig(host=host, port=port), monitor=settings)
+    run_server([], server.config(), log_level=server.log_level.value, monitor=settings)

@@ -16,6 +16,7 @@ from rich.markup import escape
 from slm.cli import out
 from slm.cli_support import _guarded, apps
 from slm.errors import ConfigError
+from slm.fileio import FORCE_HELP
 
 recommend = typer.Typer(
     help="Text-based recommendation: a two-tower model on item text, a LightGBM ranker, cold-start items.",
@@ -118,11 +119,15 @@ def train(
     int8: Annotated[bool, typer.Option(help="Quantize the item encoder to int8 when it agrees with fp32.")] = True,
     index: Annotated[str, typer.Option(help="Item index: hnsw (ANN), exact or auto.")] = "hnsw",
     evaluate: Annotated[bool, typer.Option(help="Evaluate against the baselines after training.")] = True,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Split on time, fine-tune the two towers, fit the ranker, evaluate beside the baselines: one bundle."""
     from slm.apps.recommend.build import RecommendConfig, train_recommender
     from slm.apps.recommend.report import markdown_report
     from slm.apps.recommend.towers import TowerTraining
+    from slm.fileio import claim_output_folder
+
+    claim_output_folder(output, force=force)
 
     data, source = _data(
         interactions,
@@ -204,12 +209,15 @@ def evaluate_command(
         Path | None, typer.Option("--output", "-o", help="Write evaluation.json and report.md here.")
     ] = None,
     full_catalogue: Annotated[bool, typer.Option(help="Also rank against the whole catalogue.")] = True,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Leave-last-out HR@10, NDCG@10 and MRR (sampled, whole catalogue, cold start) beside the baselines."""
     from slm.apps.recommend.build import evaluate_bundle
     from slm.apps.recommend.report import markdown_report
-    from slm.fileio import write_json_atomic, write_text_atomic
+    from slm.fileio import claim_output_files, record_output, write_json_atomic, write_text_atomic
 
+    if output is not None:
+        claim_output_files(output, ("evaluation.json", "report.md"), force=force)
     data, _ = _data(interactions, catalogue, use_movielens, positive_rating=positive_rating, users=users)
     _warn(data)
     evaluation = evaluate_bundle(bundle, data, full_catalogue=full_catalogue)
@@ -217,6 +225,7 @@ def evaluate_command(
     if output is not None:
         write_json_atomic(output / "evaluation.json", evaluation)
         write_text_atomic(output / "report.md", report)
+        record_output(output, ["evaluation.json", "report.md"])
     out.print(report, markup=False)
 
 
@@ -266,11 +275,15 @@ def add_items(
     item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
     text_cols: Annotated[str | None, typer.Option(help="Comma-separated item text columns.")] = None,
     numeric_cols: Annotated[str | None, typer.Option(help="Comma-separated numeric item features.")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed brand-new items with the int8 item encoder and add them to the catalogue and its index."""
     from slm.apps.recommend.data import load_catalogue
     from slm.apps.recommend.recommender import Recommender
+    from slm.fileio import claim_output_folder
 
+    if output is not None:
+        claim_output_folder(output, force=force)
     current = Recommender(bundle)
     items = load_catalogue(
         catalogue, item_col=item_col, text_cols=_columns(text_cols), numeric_cols=_columns(numeric_cols)
@@ -279,15 +292,23 @@ def add_items(
     out.print(f"[bold]{escape(str(output or bundle))}[/bold]: {len(items):,} items added, {manifest['items']:,} in all")
 
 
+def _server_options(command):  # a decorator, untyped like cli_support._guarded
+    """``slm serve``'s server options (address, API keys, limits, timeouts, logs), defined once for all three."""
+    from slm.serving.options import server_options
+
+    return server_options(command)
+
+
 @recommend.command("serve", no_args_is_help=True)
 @_guarded
-def serve(
-    bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
-) -> None:
-    """Serve POST /v1/recommend/rank. For more server options (API keys, models beside it) use 'slm serve BUNDLE'."""
-    from slm.serving.config import ServeConfig
+@_server_options
+def serve(bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")], *, server: object) -> None:
+    """Serve POST /v1/recommend/rank and GET /v1/recommend, with the server options of 'slm serve'.
+
+    To serve classification models beside it, use 'slm serve BUNDLE MODEL...'.
+    """
+    from slm.serving.options import ServerOptions
     from slm.serving.server import serve as run_server
 
-    run_server([], ServeConfig(host=host, port=port), recommender=bundle)
+    assert isinstance(server, ServerOptions)  # from _server_options
+    run_server([], server.config(), log_level=server.log_level.value, recommender=bundle)

@@ -3,6 +3,10 @@
 Registered on the main Typer app by :mod:`slm.cli`. Every option can also come from an environment
 variable, ``SLM_SERVE_<OPTION>`` (e.g. ``SLM_SERVE_PORT=9000``); a flag given on the command line wins.
 With ``--engine ray`` the same app runs as Ray Serve replicas (:mod:`slm.serving.ray_serve`).
+
+The server's own options (address, API keys, limits, timeouts, logs) are defined once, in
+:mod:`slm.serving.options`, and added to ``slm serve`` as to the ``serve`` commands of ``slm app monitor``
+and ``slm app recommend``.
 """
 
 from __future__ import annotations
@@ -31,13 +35,6 @@ class Engine(StrEnum):
     ray = "ray"
 
 
-class LogLevel(StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
 def _env(name: str) -> str:
     return f"SLM_SERVE_{name.upper()}"
 
@@ -47,7 +44,15 @@ def _opt(name: str, help: str, *flags: str) -> typer.models.OptionInfo:
     return typer.Option(*flags, envvar=_env(name), help=help)
 
 
+def _server_options(command):  # a decorator, untyped like cli_support._guarded
+    """The server options (address, API keys, limits, timeouts, logs), defined once for every slm server."""
+    from slm.serving.options import server_options
+
+    return server_options(command)
+
+
 @_command(no_args_is_help=True)
+@_server_options
 def serve(
     bundles: Annotated[
         list[str],
@@ -60,8 +65,6 @@ def serve(
             "/v1/models/{name}/predict or /v1/support/{name}/answer.",
         ),
     ],
-    host: Annotated[str, _opt("host", "Address to listen on (0.0.0.0: every interface).")] = DEFAULTS.host,
-    port: Annotated[int, _opt("port", "TCP port (0: any free port).")] = DEFAULTS.port,
     max_batch: Annotated[int, _opt("max_batch", "Texts per model batch (1: no batching).")] = DEFAULTS.max_batch,
     max_wait_ms: Annotated[
         float,
@@ -76,36 +79,14 @@ def serve(
     ] = DEFAULTS.max_queue,
     workers: Annotated[int | None, _opt("workers", "Batches run at once (default: one per core, plus one).")] = None,
     threads: Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")] = DEFAULTS.threads,
-    max_body_bytes: Annotated[int, _opt("max_body_bytes", "Largest request body, in bytes.")] = DEFAULTS.max_body_bytes,
     max_texts: Annotated[int, _opt("max_texts", "Most texts in one request.")] = DEFAULTS.max_texts,
     max_chars: Annotated[int, _opt("max_chars", "Longest text, in characters.")] = DEFAULTS.max_chars,
     long_texts: Annotated[LongTexts, _opt("long_texts", "Texts over --max-chars: cut or refuse.")] = LongTexts.truncate,
     top_k: Annotated[int, _opt("top_k", "Labels listed per text unless a request asks otherwise.")] = DEFAULTS.top_k,
-    api_key_file: Annotated[
-        Path | None,
-        _opt(
-            "api_key_file",
-            "File of API keys, one per line: then every endpoint but /healthz and "
-            "/readyz needs one (Authorization: Bearer KEY).",
-        ),
-    ] = None,
-    cors_origin: Annotated[
-        list[str] | None, _opt("cors_origin", "Let pages from this origin call the API (repeatable; CORS is off).")
-    ] = None,
     watch: Annotated[bool, _opt("watch", "Reload a bundle when it is replaced on disk.", "--watch/--no-watch")] = False,
     watch_interval: Annotated[
         float, _opt("watch_interval", "Seconds between checks with --watch.")
     ] = DEFAULTS.watch_interval,
-    graceful_timeout: Annotated[
-        float, _opt("graceful_timeout", "Seconds in-flight requests get on shutdown.")
-    ] = DEFAULTS.graceful_timeout,
-    max_connections: Annotated[
-        int, _opt("max_connections", "Open connections or requests at once; past it Uvicorn answers 503 to all.")
-    ] = DEFAULTS.max_connections,
-    access_log: Annotated[
-        bool, _opt("access_log", "One JSON line per request on stderr.", "--access-log/--no-access-log")
-    ] = True,
-    log_level: Annotated[LogLevel, _opt("log_level", "Least severe log level shown.")] = LogLevel.info,
     support_db: Annotated[
         Path,
         _opt(
@@ -151,6 +132,8 @@ def serve(
             "--workers then defaults to one per CPU, plus one).",
         ),
     ] = None,
+    *,
+    server: object,
 ) -> None:
     """Serve bundles over HTTP with micro-batching: predict, models, health, metrics, a playground at /.
 
@@ -171,19 +154,20 @@ def serve(
     if engine is Engine.ray and monitor is not None:
         raise ConfigError("--monitor is not served on Ray Serve yet: use --engine uvicorn for it")
     try:
-        from slm.serving.config import parse_model_specs, read_api_keys
+        from slm.serving.config import parse_model_specs
         from slm.serving.server import serve as run_server
     except ImportError as exc:
         raise ConfigError(
             f"slm serve needs the serve extra ({exc.name} is not installed): pip install 'slm[serve]'"
         ) from None
-    config = ServeConfig(  # checked by run_server, before it binds the port
-        host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-        workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_body_bytes=max_body_bytes,
-        max_texts=max_texts, max_chars=max_chars, long_texts=long_texts.value, top_k=top_k,
-        api_keys=read_api_keys(api_key_file) if api_key_file else (), cors_origins=tuple(cors_origin or ()),
-        watch=watch, watch_interval=watch_interval, graceful_timeout=graceful_timeout, access_log=access_log,
-        max_connections=max_connections, support_db=support_db,
+    from slm.serving.options import ServerOptions
+
+    assert isinstance(server, ServerOptions)  # from _server_options
+    config = server.config(
+        max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+        workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
+        max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
+        support_db=support_db,
     )  # fmt: skip
     monitor_config = None
     if monitor is not None:
@@ -205,9 +189,9 @@ def serve(
 
         serve_on_ray(specs, config, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
                      address=address, replica_cpus=1.0 if replica_cpus is None else replica_cpus,
-                     log_level=log_level.value)  # fmt: skip
+                     log_level=server.log_level.value)  # fmt: skip
         return
-    run_server(specs, config, log_level=log_level.value, monitor=monitor_config,
+    run_server(specs, config, log_level=server.log_level.value, monitor=monitor_config,
                recommender=recommenders[0] if recommenders else None)  # fmt: skip
 
 

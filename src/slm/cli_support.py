@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from slm.cli import _guard, app, out
 from slm.errors import ConfigError
+from slm.fileio import FORCE_HELP
 
 apps = typer.Typer(help="Ready-made applications on top of slm bundles.", no_args_is_help=True)
 support = typer.Typer(
@@ -80,11 +81,15 @@ def build(
         str | None,
         typer.Option(help="Rewrite FAQ answers with a small LLM constrained to the retrieved text: smollm2-135m."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Train (or reuse) an intent model, fit out-of-scope detection, build the FAQ index: one assistant bundle."""
     from slm.apps.support.build import SupportConfig, build_assistant
     from slm.apps.support.contrastive import RetrieverTraining
+    from slm.fileio import claim_output_folder
     from slm.training.config import TrainConfig
+
+    claim_output_folder(output, force=force)
 
     config = SupportConfig(
         base_model=base_model,
@@ -174,6 +179,7 @@ def evaluate(
     untuned: Annotated[
         bool, typer.Option(help="Also score the un-fine-tuned encoder (re-embeds the knowledge base).")
     ] = True,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Intent accuracy, out-of-scope precision/recall, Recall@1/5 and MRR against BM25 and the un-tuned encoder."""
     from slm.apps.support.assistant import load_assistant
@@ -182,7 +188,7 @@ def evaluate(
     if intents is None and queries is None:
         raise ConfigError("give --intents and/or --queries to evaluate on")
     assistant = load_assistant(bundle)
-    report = evaluation_report(assistant, intents=intents, queries=queries, output=output, untuned=untuned)
+    report = evaluation_report(assistant, intents=intents, queries=queries, output=output, untuned=untuned, force=force)
     print_report(report, out)
 
 
@@ -194,19 +200,23 @@ def unanswered(
         Path, typer.Option("--output", "-o", help="CSV to write: text,intent,reason,conversation_id,ts.")
     ],
     assistant: Annotated[str | None, typer.Option(help="Only the questions of this served assistant.")] = None,
+    raw_csv: Annotated[
+        bool, typer.Option("--raw-csv", help="Write questions as they are, without neutralising spreadsheet formulas.")
+    ] = False,
 ) -> None:
-    """Export the handed-off questions as a CSV to label: fill in 'intent', then train on it."""
-    import csv
-    import io
+    """Export the handed-off questions as a CSV to label: fill in 'intent', then train on it.
 
+    Customers wrote these questions: a cell a spreadsheet would run as a formula (starting with =, +,
+    -, @, tab or carriage return, other than a plain number) gets a leading ' unless --raw-csv is given.
+    """
+    from slm.cells import csv_cell, csv_row
     from slm.fileio import write_text_atomic
     from slm.serving.conversations import read_unanswered
 
     rows = read_unanswered(db, assistant=assistant)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["text", "intent", "reason", "conversation_id", "ts"])
+    lines = [csv_row(["text", "intent", "reason", "conversation_id", "ts"])]
     for row in rows:
-        writer.writerow([row["question"], "", row["reason"] or "", row["conversation_id"], row["ts"]])
-    write_text_atomic(output, buffer.getvalue())
+        cells = [row["question"], "", row["reason"] or "", row["conversation_id"], row["ts"]]
+        lines.append(csv_row([csv_cell(cell, raw=raw_csv) for cell in cells]))
+    write_text_atomic(output, "".join(lines))
     out.print(f"[bold]{escape(str(output))}[/bold]: {len(rows):,} unanswered questions to label (column intent)")

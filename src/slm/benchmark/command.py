@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from slm.fileio import FORCE_HELP
+
 out = Console(highlight=False, soft_wrap=False)
 
 
@@ -48,6 +50,7 @@ def bench(
         int | None, typer.Option("--max-eval", min=1, help="Score at most this many labelled texts.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Benchmark bundles side by side: size, load time, memory, latency, throughput, accuracy.
 
@@ -60,7 +63,7 @@ def bench(
     source = DataSource(data, text_col, label_col) if data is not None else None
     results = run_benchmark(
         bundles, source, output, baselines=baselines, optimum=optimum, threads=threads, rounds=rounds,
-        max_eval=max_eval, show_progress=not quiet,
+        max_eval=max_eval, show_progress=not quiet, force=force,
     )  # fmt: skip
     print_table(results)
     out.print(f"\nwritten: {escape(str(output / 'benchmark.json'))}, benchmark.md, benchmark.png")

@@ -28,7 +28,7 @@ from slm.benchmark.isolated.protocol import THREAD_ENV
 from slm.bundle.manifest import read_manifest
 from slm.console import console
 from slm.errors import BundleError, ConfigError, one_line
-from slm.fileio import write_json_atomic, write_text_atomic
+from slm.fileio import claim_output_files, record_output, write_json_atomic, write_text_atomic
 from slm.hardware import cpu_info
 
 LONG_TOKENS = 64
@@ -541,6 +541,7 @@ def run_benchmark(
     optimum_venv: str | Path | None = None,
     baseline_bundle: str | Path | None = None,
     show_progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Benchmark ``bundles`` (and the baselines) side by side; write ``OUTPUT/NAME.{json,md,png}``.
 
@@ -556,6 +557,8 @@ def run_benchmark(
     bundle with PyTorch weights). The Optimum venv is ``optimum_venv`` (default
     ``~/.cache/slm/optimum-venv``), created on first use. A variant that fails is reported as failed
     (one line) while the others go on; setting up Optimum failing stops the run (OptimumError).
+    Files of those names in ``output`` that slm did not write are refused before any work, or with
+    ``force`` moved aside.
     """
     if not bundles:
         raise ConfigError("give at least one bundle to benchmark")
@@ -566,8 +569,8 @@ def run_benchmark(
         if not path.exists():
             raise BundleError(f"bundle not found: {path}")
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {output} exists and is not a directory")
+    written = [f"{name}.json", f"{name}.md", f"{name}.png"]
+    claim_output_files(output, written, force=force)
     load_rounds = rounds if load_rounds is None else max(1, load_rounds)
     log = console.print if show_progress else (lambda *a, **k: None)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -684,6 +687,7 @@ def run_benchmark(
     write_json_atomic(output / f"{name}.json", results)
     write_text_atomic(output / f"{name}.md", markdown(results))
     plot(results, output / f"{name}.png")
+    record_output(output, written)
     log(f"[green]benchmark written[/]: {output / name}.json, .md, .png")
     return results
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.bundle.manifest import read_manifest
+from slm.bundle.manifest import bundle_path, read_manifest
+from slm.bundle.textlimit import cut_texts, text_limit
 from slm.errors import BundleError, ConfigError
 from slm.models.ensemble import ensemble_probabilities, probabilities
 
@@ -21,9 +22,11 @@ OTHER_COMMANDS = {"recommendation": ": use 'slm app recommend rank|evaluate' or 
 class Bundle:
     """A trained model directory: manifest, tokenizer, transformer weights and n-gram model.
 
-    Files are verified against the manifest's sha256 hashes on load. The transformer runs with ONNX
-    Runtime when the bundle has an ONNX model (no PyTorch import), else with PyTorch; ``backend``
-    forces one. ``threads`` sets ONNX Runtime's intra-op threads.
+    The manifest's digest (or signature) and every file's sha256 are verified on load, and each
+    component's files are opened only through :func:`~slm.bundle.manifest.bundle_path`. Each
+    component checks, when first loaded, that its output width is the number of labels. The
+    transformer runs with ONNX Runtime when the bundle has an ONNX model (no PyTorch import), else
+    with PyTorch; ``backend`` forces one. ``threads`` sets ONNX Runtime's intra-op threads.
     """
 
     def __init__(
@@ -64,16 +67,33 @@ class Bundle:
         if self.backend == "onnx":
             from slm.runtime.onnx import OnnxComponent
 
-            return OnnxComponent(self.path, self.manifest["components"]["onnx"], threads=self.threads)
+            spec = self.manifest["components"]["onnx"]
+            onnx = OnnxComponent(self.path, spec, threads=self.threads, manifest=self.manifest)
+            self._check_width("ONNX model", onnx.output_widths.get("logits"))
+            return onnx
         from slm.bundle.transformer import TransformerComponent
 
-        return TransformerComponent(self.path, self.manifest["components"]["transformer"], len(self.labels))
+        spec = self.manifest["components"]["transformer"]
+        return TransformerComponent(self.path, spec, len(self.labels), manifest=self.manifest)
 
     @cached_property
     def _static(self):
         from slm.runtime.static import StaticComponent
 
-        return StaticComponent(self.path, self.manifest["components"]["static"], self.labels, self.multi_label)
+        spec = self.manifest["components"]["static"]
+        return StaticComponent(self.path, spec, self.labels, self.multi_label, manifest=self.manifest)
+
+    def _check_width(self, what: str, width: int | None) -> None:
+        """A model scores one class per label: a manifest whose labels do not fit it belongs to another model.
+
+        Without this, 76 labels for a 77-output model fail at decoding ("internal error", or a 500 from
+        the server) instead of at load.
+        """
+        if width is not None and width != len(self.labels):
+            raise BundleError(
+                f"{self.path}: the {what} has {width} outputs but the manifest lists {len(self.labels)} labels: "
+                "the manifest does not belong to this model (restore the bundle or rebuild it)"
+            )
 
     @cached_property
     def components(self) -> list[str]:
@@ -88,7 +108,9 @@ class Bundle:
     def _ngram(self):
         from slm.models.ngram import NgramClassifier
 
-        return NgramClassifier.load(self.path / self.manifest["components"]["ngram"]["dir"])
+        ngram = NgramClassifier.load(bundle_path(self.path, self.manifest, self.manifest["components"]["ngram"]["dir"]))
+        self._check_width("n-gram model", ngram.n_classes)
+        return ngram
 
     def _check_component(self, component: str | None) -> str:
         component = component or self.default_component
@@ -99,6 +121,16 @@ class Bundle:
         return component
 
     # -- prediction ------------------------------------------------------------------------
+    @cached_property
+    def text_limit(self) -> int:
+        """Non-whitespace characters of a text that any component reads (the cut in slm.bundle.textlimit).
+
+        Every prediction cuts texts to it before tokenizing: the tokenizers and the n-gram baseline
+        otherwise work on the whole string, however long (one 20 MB text took 3.4 GB).
+        """
+        specs = self.manifest["components"].values()
+        return text_limit(max((int(s.get("max_length") or 0) for s in specs if isinstance(s, dict)), default=0))
+
     def predict_proba(
         self,
         texts: list[str],
@@ -109,7 +141,7 @@ class Bundle:
     ) -> np.ndarray:
         """Probabilities ``(n, k)`` in ``self.labels`` order."""
         component = self._check_component(component)
-        texts = [str(t) for t in texts]
+        texts = cut_texts(texts, self.text_limit)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if component == "ngram":
@@ -123,7 +155,7 @@ class Bundle:
 
     def component_probas(self, texts: list[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Probabilities of every component, running each model once (for evaluation)."""
-        texts = [str(t) for t in texts]
+        texts = cut_texts(texts, self.text_limit)
         out = {}
         have = self.components
         if "ngram" in have:
@@ -138,6 +170,8 @@ class Bundle:
 
     def _transformer_proba(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
         logits = self._transformer.logits(texts, batch_size=batch_size, show_progress=show_progress)
+        if logits.ndim == 2 and logits.shape[0]:
+            self._check_width("transformer", logits.shape[1])  # an ONNX graph may not declare its width
         return probabilities(logits, self.multi_label)
 
     def _ensemble(self, transformer: np.ndarray, texts: list[str], ngram: np.ndarray | None = None) -> np.ndarray:

@@ -23,23 +23,20 @@ def derive_bundle(
 
     ``drop`` lists top-level files or folders of the parent not to copy (e.g. ``"model"``). ``change``
     returns the new manifest; file hashes are recomputed and ``lineage`` gains ``step``. The
-    previous bundle at ``output`` survives any failure.
+    previous bundle at ``output`` survives any failure, and a folder there holding files slm did not write is
+    refused (:func:`slm.fileio.claim_output_folder`; commands check it before their long work).
     """
     parent, output = Path(parent), Path(output)
     manifest = read_manifest(parent)
     if output.resolve() == parent.resolve():
         raise ConfigError(f"output {output} is the input bundle: choose a new directory")
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {output} exists and is not a directory")
     dropped = set(drop)
     with atomic_directory(output) as staging:
-        for item in parent.iterdir():
-            if item.name in dropped or item.name == "manifest.json":
+        for rel in manifest["files"]:  # the parent's verified files only: nothing a user put beside them
+            if Path(rel).parts[0] in dropped:
                 continue
-            if item.is_dir():
-                shutil.copytree(item, staging / item.name)
-            else:
-                shutil.copy2(item, staging / item.name)
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(parent / rel, staging / rel)
         manifest = {k: v for k, v in manifest.items() if k not in {"files", "format", "format_version"}}
         lineage = list(manifest.get("lineage", []))
         lineage.append({"step": step, "parent": str(parent.resolve()), "parent_created": manifest.get("created")})

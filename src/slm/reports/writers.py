@@ -192,6 +192,12 @@ def _yes_no(v: Any) -> str:
     return "—" if v is None else ("yes" if v else "no")
 
 
+def _base_model_reason(training: dict) -> str:
+    """' (--base-model auto: texts are 97% Chinese (Han script))' when the model was chosen from the texts."""
+    choice = _dict(training.get("base_model_choice"))
+    return f" (--base-model auto: {choice['reason']})" if choice.get("reason") else ""
+
+
 def _training_blocks(report: dict) -> list[Block]:
     tr, bl = _dict(report.get("training")), _dict(report.get("baseline"))
     if not tr and not bl:
@@ -199,7 +205,7 @@ def _training_blocks(report: dict) -> list[Block]:
     items = []
     if tr:
         items += [
-            f"Base model: {tr.get('base_model') or '—'}",
+            f"Base model: {tr.get('base_model') or '—'}{_base_model_reason(tr)}",
             f"Wall time: {_seconds(tr.get('wall_time_s'))}",
             f"Throughput: {_num(tr.get('examples_per_s'), 1)} examples/s",
             f"Epochs run: {_int(tr.get('epochs_run'))} (best epoch {_int(tr.get('best_epoch'))}, "

@@ -12,6 +12,8 @@ from slm.errors import BundleError
 DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 # Padding tokens a batch may carry before the longest text is run in a batch of its own (length_chunks).
 PAD_BUDGET_TOKENS = 16
+# Characters tokenized per call in OnnxComponent.encode: about 40 MB of encodings at most.
+ENCODE_CHARS = 1 << 20
 
 
 def session_options(threads: int | None = None):
@@ -62,23 +64,51 @@ def pad_id(tokenizer) -> int:
 class OnnxComponent:
     """Tokenizer + ONNX Runtime session for a bundle's ``onnx`` component spec."""
 
-    def __init__(self, root: Path, spec: dict, *, threads: int | None = None) -> None:
+    def __init__(self, root: Path, spec: dict, *, threads: int | None = None, manifest: dict | None = None) -> None:
+        """With ``manifest`` (a loaded bundle's) files are opened only through ``bundle_path``; without it
+        (export, quantization and build steps on their own staging files) paths are joined to ``root`` as given.
+        ``output_widths`` holds each output's last dimension where the graph declares it (else None)."""
         import onnxruntime as ort
 
+        from slm.bundle.manifest import bundle_path
+
         root = Path(root)
+
+        def locate(rel: str) -> Path:
+            return root / rel if manifest is None else bundle_path(root, manifest, rel)
+
         self.max_length = int(spec["max_length"])
-        self.tokenizer = load_tokenizer(root / spec["tokenizer"], self.max_length)
+        self.tokenizer = load_tokenizer(locate(spec["tokenizer"]), self.max_length)
         self.pad_id = pad_id(self.tokenizer)
         try:
             self.session = ort.InferenceSession(
-                str(root / spec["file"]), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+                str(locate(spec["file"])), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(f"{root}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output_widths = {
+            o.name: o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None
+            for o in self.session.get_outputs()
+        }
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        """Token ids per text, tokenized ENCODE_CHARS characters at a time.
+
+        The tokenizer keeps a whole call's encodings, overflow included, until it returns (measured:
+        64 texts of 51,300 characters held 124 MB), so a list of long texts is tokenized in slices;
+        ordinary batches are one slice.
+        """
+        ids: list[list[int]] = []
+        start = 0
+        while start < len(texts):
+            end, chars = start, 0
+            while end < len(texts) and (end == start or chars + len(texts[end]) <= ENCODE_CHARS):
+                chars += len(texts[end])
+                end += 1
+            ids.extend(e.ids for e in self.tokenizer.encode_batch(texts[start:end]))
+            start = end
+        return ids
 
     def feeds(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
         """The model's inputs for one batch of token id lists, padded to the longest."""

@@ -42,6 +42,8 @@ class RayPredictConfig:
     text_col: str | None = None
     output_format: str | None = None  # default: from the output folder's suffix, else parquet
     show_progress: bool = True
+    force: bool = False  # an -o folder holding files slm did not write is moved aside (never deleted), not refused
+    raw_csv: bool = False  # CSV/TSV shards: keep cells that start like a spreadsheet formula as they are
 
     def validated(self) -> RayPredictConfig:
         for name in ("threads", "batch_size"):
@@ -82,19 +84,13 @@ def output_format(output: Path, chosen: str | None) -> str:
     return INPUT_FORMATS.get(output.suffix.lower(), "parquet") if output.suffix else "parquet"
 
 
-def check_output(output: Path) -> None:
-    """Refuse to replace anything but an earlier prediction output."""
+def check_output(output: Path, *, force: bool = False) -> None:
+    """Refuse to replace anything but an earlier slm output (``force``: move such a folder aside)."""
+    from slm.fileio import claim_output_folder
+
     if output.is_file():
         raise ConfigError(f"{output} is a file; with --engine ray, -o names a folder of shards")
-    if output.is_dir() and any(output.iterdir()) and not _is_predictions(output):
-        raise ConfigError(f"{output} is a folder that is not an slm prediction output; choose a new -o folder")
-
-
-def _is_predictions(folder: Path) -> bool:
-    try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    claim_output_folder(output, force=force)
 
 
 def _csv_options(fmt: str):
@@ -153,7 +149,7 @@ class Predictor:
     """One Ray actor: loads the bundle once, then labels Arrow batches (columnar, no per-row Python dicts)."""
 
     def __init__(self, bundle: str, component: str | None, threads: int, text_col: str, names: tuple[str, ...],
-                 fmt: str) -> None:  # fmt: skip
+                 fmt: str, raw_csv: bool = False) -> None:  # fmt: skip
         from slm.bundle.bundle import Bundle
 
         # One actor per core already fills the machine: tokenizer threads would only contend with it. (Set
@@ -161,6 +157,7 @@ class Predictor:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self.model = Bundle(bundle, backend="onnx", threads=threads)
         self.component, self.text_col, self.names, self.fmt = component, text_col, names, fmt
+        self.neutralise = fmt in ("csv", "tsv") and not raw_csv
         self.thresholds = self.model.thresholds(component) if self.model.multi_label else None
 
     def __call__(self, batch):
@@ -188,7 +185,21 @@ class Predictor:
             probs = pa.StructArray.from_arrays([pa.array(rounded[:, j]) for j in range(proba.shape[1])],
                                                names=self.model.labels)  # fmt: skip
         label, score, prob = self.names
-        return batch.append_column(label, chosen).append_column(score, scores).append_column(prob, probs)
+        out = batch.append_column(label, chosen).append_column(score, scores).append_column(prob, probs)
+        return _neutralised(out) if self.neutralise else out
+
+
+def _neutralised(batch):
+    """Text columns with spreadsheet formulas neutralised, as local ``slm predict`` writes CSV/TSV."""
+    import pyarrow as pa
+
+    from slm.cells import neutralise_formula
+
+    for index, column in enumerate(batch.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            values = [None if v is None else neutralise_formula(v) for v in column.to_pylist()]
+            batch = batch.set_column(index, batch.schema.field(index), pa.array(values, type=column.type))
+    return batch
 
 
 def _write(dataset, folder: Path, fmt: str) -> None:
@@ -268,7 +279,9 @@ def predict_on_ray(bundle: str | Path, source: str | Path, output: str | Path,
                           f"run 'slm export {bundle} OUT' and predict with OUT")  # fmt: skip
     files, in_fmt = input_files(source)
     fmt = output_format(output, config.output_format)
-    check_output(output)
+    if config.raw_csv and fmt not in ("csv", "tsv"):
+        raise ConfigError(f"--raw-csv applies to CSV and TSV shards only (these would be {fmt})")
+    check_output(output, force=config.force)
     try:
         sample = _sample(files, in_fmt)
     except Exception as exc:  # pyarrow's and pandas' parse errors: a bad file, not a bug
@@ -292,7 +305,7 @@ def predict_on_ray(bundle: str | Path, source: str | Path, output: str | Path,
     dataset = _read(files, in_fmt, blocks=max(len(files), 8 * actors))
     predicted = dataset.map_batches(
         Predictor,
-        fn_constructor_args=(str(bundle), component, config.threads, text_col, names, fmt),
+        fn_constructor_args=(str(bundle), component, config.threads, text_col, names, fmt, config.raw_csv),
         batch_size=config.batch_size,
         batch_format="pyarrow",
         udf_modifying_row_count=False,

@@ -42,10 +42,11 @@ class StaticEmbedder:
         self,
         directory: Path,
         *,
-        embeddings: str = EMBEDDINGS_FILE,
-        tokenizer: str = TOKENIZER_FILE,
-        config: str = CONFIG_FILE,
+        embeddings: str | Path = EMBEDDINGS_FILE,
+        tokenizer: str | Path = TOKENIZER_FILE,
+        config: str | Path = CONFIG_FILE,
     ) -> None:
+        """File names are relative to ``directory``; an absolute path (a checked bundle path) is used as is."""
         directory = Path(directory)
         settings = _read_config(directory / config)
         self.tokenizer = _read_tokenizer(directory / tokenizer)
@@ -146,23 +147,35 @@ class StaticComponent:
 
     ``spec`` is the manifest entry ``components["static"]``: ``dir`` (relative to ``root``) holds
     the model2vec files and ``head.safetensors`` (``weight`` ``(k, dim)``, ``bias`` ``(k,)``);
-    optional keys ``embeddings``, ``tokenizer``, ``config`` and ``head`` rename those files.
+    optional keys ``embeddings``, ``tokenizer``, ``config`` and ``head`` rename those files. With
+    ``manifest`` (a loaded bundle's) every file is opened through ``bundle_path`` (inside the bundle,
+    listed in the manifest); without it paths are joined to ``root`` as given.
     """
 
-    def __init__(self, root: Path, spec: dict, labels: list[str], multi_label: bool) -> None:
+    def __init__(
+        self, root: Path, spec: dict, labels: list[str], multi_label: bool, *, manifest: dict | None = None
+    ) -> None:
+        from slm.bundle.manifest import bundle_path
+
         self.labels = list(labels)
         self.multi_label = bool(multi_label)
         try:
-            directory = Path(root) / spec["dir"]
+            folder = spec["dir"]
+            directory = Path(root) / folder if manifest is None else bundle_path(root, manifest, folder)
         except (KeyError, TypeError):
             raise BundleError(f"{root}: the static component has no 'dir' in the manifest") from None
+
+        def locate(key: str, default: str) -> Path:
+            name = spec.get(key, default)
+            return directory / name if manifest is None else bundle_path(root, manifest, f"{folder}/{name}")
+
         self.embedder = StaticEmbedder(
             directory,
-            embeddings=spec.get("embeddings", EMBEDDINGS_FILE),
-            tokenizer=spec.get("tokenizer", TOKENIZER_FILE),
-            config=spec.get("config", CONFIG_FILE),
+            embeddings=locate("embeddings", EMBEDDINGS_FILE),
+            tokenizer=locate("tokenizer", TOKENIZER_FILE),
+            config=locate("config", CONFIG_FILE),
         )
-        head = _read_arrays(directory / spec.get("head", HEAD_FILE), ("weight", "bias"))
+        head = _read_arrays(locate("head", HEAD_FILE), ("weight", "bias"))
         self.weight = np.ascontiguousarray(head["weight"], dtype=np.float32)
         self.bias = np.ascontiguousarray(head["bias"], dtype=np.float32)
         k, dim = len(self.labels), self.embedder.dim

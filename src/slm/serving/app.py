@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import unicodedata
 import uuid
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -23,7 +24,7 @@ from slm import __version__
 from slm.serving import log
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
-from slm.serving.middleware import AccessLog, ApiKeys, BodyLimit, BodyTooLarge, too_large_message
+from slm.serving.middleware import AccessLog, ApiKeys, BodyError, BodyLimit, BodyTimeout, ClientGone, InternalErrors
 from slm.serving.monitor import add_monitor_routes
 from slm.serving.recommend import add_recommend_routes
 from slm.serving.schemas import (
@@ -91,23 +92,29 @@ def create_app(
         version=__version__,
         summary="Small, fast, domain-specific text models on a CPU.",
         lifespan=lifespan,
+        # No /path/ -> /path redirect: Starlette builds its Location from the request's Host header, so
+        # any client could make the server answer with a link to a site of its choosing.
+        redirect_slashes=False,
     )
-    _add_error_handlers(app, config)
+    _add_error_handlers(app)
     _add_routes(app, service)
     _add_support_routes(app, service)
     add_monitor_routes(app, monitor, ApiError)
     add_recommend_routes(app, recommender, ApiError)
-    # Added innermost first: a request meets AccessLog, then CORS, then API keys, then the body limit.
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    # Added innermost first: a request meets AccessLog, then InternalErrors, CORS, API keys, the body limits.
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.body_timeout)
     app.add_middleware(ApiKeys, config=config)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"])  # fmt: skip
+    app.add_middleware(InternalErrors)
     app.add_middleware(AccessLog, metrics=service.metrics, enabled=config.access_log)
     return app
 
 
-def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
+    """JSON bodies for every refusal; an unexpected exception is :class:`InternalErrors`' (logged once)."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -123,14 +130,13 @@ def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
-        return error_response(413, "body_too_large", too_large_message(config.max_body_bytes))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.event("internal_error", level=40, path=request.url.path, error=f"{type(exc).__name__}: {exc}")
-        return error_response(500, "internal_error", "the server failed to answer this request; see its log")
+    @app.exception_handler(BodyError)
+    async def _body(request: Request, exc: BodyError) -> JSONResponse:
+        if isinstance(exc, ClientGone):  # not an error of the server's: no answer can reach the client
+            log.event("client_disconnected", path=request.url.path, during="body")
+        # A timed-out body may still be arriving: close the connection rather than read the rest.
+        closing = {"Connection": "close"} if isinstance(exc, BodyTimeout) else None
+        return error_response(exc.status, exc.code, str(exc.detail), closing)
 
 
 def _add_routes(app: FastAPI, service: ModelService) -> None:
@@ -310,9 +316,17 @@ def _assistant(service: ModelService, name: str | None) -> ServedAssistant:
     return assistant
 
 
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace, control (NUL...) or format characters (zero-width...).
+
+    Stops at the first visible character, so an ordinary text costs one or two steps.
+    """
+    return all(char.isspace() or unicodedata.category(char) in ("Cc", "Cf") for char in text)
+
+
 def _checked_question(question: str, config: ServeConfig) -> str:
     """Refuse a blank question or one over ``max_chars`` (never cut: a cut question changes its meaning)."""
-    if not question.strip():
+    if is_blank(question):
         raise ApiError(422, "empty_text", "question: the question is empty")
     if len(question) > config.max_chars:
         raise ApiError(422, "text_too_long", f"question: {len(question):,} characters, more than this server's "
@@ -330,7 +344,7 @@ def _checked_texts(texts: list[str], config: ServeConfig) -> tuple[list[str], se
     out: list[str] = []
     truncated: set[int] = set()
     for index, text in enumerate(texts):
-        if not text.strip():
+        if is_blank(text):
             where = "text" if len(texts) == 1 else f"texts.{index}"
             raise ApiError(422, "empty_text", f"{where}: the text is empty")
         if len(text) > config.max_chars:

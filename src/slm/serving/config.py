@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,13 @@ class ServeConfig:
     watch_interval: float = 1.0
     graceful_timeout: float = 30.0
     max_connections: int = 2048
+    # A request head must arrive whole within header_timeout seconds of the connection (or of its first byte on
+    # a kept-alive one) and hold at most max_header_bytes; its body within body_timeout seconds of the head.
+    # Uvicorn has neither timeout (https://github.com/Kludex/uvicorn/issues/157): slm.serving.protocol adds them.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 16_384  # h11's and Node's default; gunicorn allows 8,190 per header line
+    insecure: bool = False  # listen on a non-loopback address without API keys
     access_log: bool = True
     support_db: Path = DEFAULT_SUPPORT_DB
 
@@ -56,6 +65,7 @@ class ServeConfig:
             "max_batch": self.max_batch, "max_queue": self.max_queue, "workers": self.workers,
             "threads": self.threads, "max_body_bytes": self.max_body_bytes, "max_texts": self.max_texts,
             "max_chars": self.max_chars, "top_k": self.top_k, "max_connections": self.max_connections,
+            "max_header_bytes": self.max_header_bytes,
         }  # fmt: skip
         for name, value in positive.items():
             if value < 1:
@@ -66,6 +76,9 @@ class ServeConfig:
             raise ConfigError(f"--max-wait-ms cannot be negative (got {self.max_wait_ms})")
         if self.watch_interval <= 0:
             raise ConfigError(f"--watch-interval must be positive (got {self.watch_interval})")
+        for name, seconds in (("header_timeout", self.header_timeout), ("body_timeout", self.body_timeout)):
+            if not seconds > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds (got {seconds})")
         if self.graceful_timeout < 0:
             raise ConfigError(f"--graceful-timeout cannot be negative (got {self.graceful_timeout})")
         if self.long_texts not in LONG_TEXT_POLICIES:
@@ -83,6 +96,36 @@ class ServeConfig:
         for key in self.api_keys:
             found |= hmac.compare_digest(given, key.encode("utf-8"))
         return found and bool(given)
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """Refuse to listen beyond this machine without API keys, unless ``--insecure`` says so.
+
+    Anyone who reaches such a port could use (and load) every served model; a loopback address, or a
+    reverse proxy in front that authenticates, is the safe default. Resolves ``config.host`` the way
+    :func:`slm.serving.server.bind` does, before anything is bound.
+    """
+    if config.api_keys or config.insecure or is_loopback(config.host):
+        return
+    raise ConfigError(
+        f"--host {config.host} is reachable from other machines and no --api-key-file is given: add one, "
+        "or pass --insecure to serve without keys (e.g. behind a proxy that authenticates)"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` resolves to is a loopback one (an unresolvable host is left to bind)."""
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # binding it fails with its own clear error
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}  # fe80::1%eth0: no scope
+    return all(_loopback(address) for address in addresses)
+
+
+def _loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
 
 
 def read_api_keys(path: Path) -> tuple[str, ...]:

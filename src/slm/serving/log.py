@@ -41,8 +41,10 @@ def configure(level: str = "info") -> None:
         logger.propagate = False
 
 
-def event(name: str, *, level: int = logging.INFO, logger: str = LOGGER, **fields: Any) -> None:
-    """Log ``name`` with ``fields`` as one JSON line."""
+def event(
+    name: str, *, level: int = logging.INFO, logger: str = LOGGER, exc_info: BaseException | None = None, **fields: Any
+) -> None:
+    """Log ``name`` with ``fields`` as one JSON line (with ``exc_info``'s traceback as ``exception``)."""
     log = logging.getLogger(logger)
     if log.isEnabledFor(level):
-        log.log(level, name, extra={"fields": fields})
+        log.log(level, name, exc_info=exc_info, extra={"fields": fields})

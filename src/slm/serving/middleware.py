@@ -1,15 +1,20 @@
-"""Pure ASGI middleware (no per-request task or body copy): access log and metrics, API keys, body limit."""
+"""Pure ASGI middleware (no per-request task or body copy): access log and metrics, API keys, body limits,
+internal errors."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 from slm.serving import log
 from slm.serving.config import ServeConfig
@@ -128,18 +133,43 @@ class ApiKeys:
         return None
 
 
-class BodyTooLarge(Exception):
-    """Raised from ``receive`` once a streamed body passes the limit (the app answers 413)."""
+class BodyError(HTTPException):
+    """Raised from ``receive`` while a body is read; the app answers ``status`` with ``code``.
+
+    An HTTPException because FastAPI's own body parsing (the routes with a pydantic body) passes those
+    through unchanged, where any other exception would become its generic 400.
+    """
+
+    status, code = 400, "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.status, message)
+
+
+class BodyTooLarge(BodyError):
+    status, code = 413, "body_too_large"
+
+
+class BodyTimeout(BodyError):
+    status, code = 408, "request_timeout"
+
+
+class ClientGone(BodyError):
+    """The client disconnected before its body was complete: nobody reads the answer (logged as 499)."""
+
+    status, code = 499, "client_disconnected"
 
 
 class BodyLimit:
-    """413 with a JSON body for a body over ``limit`` bytes: at once from Content-Length, else mid-stream.
+    """413 with a JSON body for a body over ``limit`` bytes: at once from Content-Length, else mid-stream;
+    408 for one not complete ``timeout`` seconds after its head; a disconnect mid-body is :class:`ClientGone`.
 
-    (Starlette's own limiter answers a declared oversized body in plain text, hence this one.)
+    (Starlette's own limiter answers a declared oversized body in plain text, hence this one. The timeout
+    is here, in the app, so that it holds behind Ray Serve's proxy too.)
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, *, limit: int, timeout: float = 30.0) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,18 +179,60 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await send_error(send, 413, "body_too_large", too_large_message(self.limit))
             return
-        received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        received, complete = 0, False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: later calls only wait for a disconnect, with no deadline
+                return await receive()
+            try:
+                # One timer per call: measured +17-28 us on uvloop on this 2-core machine under a load of 6
+                # (asyncio.wait_for, which also makes a task: +23-34 us).
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {self.timeout:g} s") from None
+            if message["type"] == "http.disconnect":
+                raise ClientGone("the client disconnected before sending the whole body")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(too_large_message(self.limit))
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class InternalErrors:
+    """A 500 with the JSON error body for an unexpected exception, logged once with its traceback.
+
+    (An ``Exception`` handler on the FastAPI app runs in Starlette's outermost middleware, which re-raises
+    after answering so that the server logs it too: every 500 was logged twice.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            log.event("internal_error", level=logging.ERROR, exc_info=exc, path=scope["path"],
+                      error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            if not started:  # else the server closes the connection: the answer is cut short
+                await send_error(send, 500, "internal_error", "the server failed to answer this request; see its log")
 
 
 def too_large_message(limit: int) -> str:

@@ -70,7 +70,10 @@ def summary(name: str, loaded: LoadedBundle) -> dict[str, Any]:
     manifest = loaded.bundle.manifest
     base = manifest.get("base_model") or {}
     onnx = manifest.get("components", {}).get("onnx") or {}
-    recipe = (manifest.get("compression") or {}).get("quantization", {}).get("recipe") or {}
+    # Below the fields the manifest check covers (slm.bundle.schema), read defensively: never a 500.
+    quantization = (manifest.get("compression") or {}).get("quantization")
+    recipe = quantization.get("recipe") if isinstance(quantization, dict) else None
+    recipe = recipe if isinstance(recipe, dict) else {}
     component = loaded.bundle.default_component
     return {
         "name": name,

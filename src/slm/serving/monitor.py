@@ -89,7 +89,11 @@ def add_monitor_routes(app: FastAPI, monitor: Monitor | None, api_error: type[Ex
 
 
 def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list[Any]:
-    """Items from a JSON array, ``{"items": [...]}``, one object, or JSON lines (application/x-ndjson)."""
+    """Items from a JSON array, ``{"items": [...]}``, one object, or JSON lines (application/x-ndjson).
+
+    JSON nested deeper than Python's recursion limit raises RecursionError, not JSONDecodeError: one
+    such line is a ``malformed_json`` rejection like any bad line, and such a body a 400.
+    """
     text = body.decode("utf-8", errors="replace")
     if "ndjson" in content_type or "jsonl" in content_type:
         objects: list[Any] = []
@@ -99,11 +103,15 @@ def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list
                     objects.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     objects.append(Rejection("malformed_json", exc.msg, line[:200]))  # counted, not fatal
+                except RecursionError:
+                    objects.append(Rejection("malformed_json", "nested too deeply", line[:200]))
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise api_error(400, "invalid_json", f"body is not JSON: {exc.msg} at position {exc.pos}") from None
+        except RecursionError:
+            raise api_error(400, "invalid_json", "body is not JSON this server reads: nested too deeply") from None
         objects = data.get("items") if isinstance(data, dict) and "items" in data else data
         objects = objects if isinstance(objects, list) else [objects]
     if len(objects) > MAX_INGEST_ITEMS:

@@ -14,6 +14,12 @@ prometheus_client multiprocess folder (``PROMETHEUS_MULTIPROC_DIR``, fresh for e
 same path on every node). A node's folder holds only that node's replicas, so on several nodes scrape
 each node's proxy: Ray routes a request to a replica on the proxy's own node first, and
 ``slm_replicas`` says how many replicas an answer covers.
+
+Limits: the app's own (body size and read timeout, API keys, JSON errors, no redirects, the refusal of
+an open ``--host`` without keys) hold here too. The request-head timeout and size limit and the JSON 503
+past ``--max-connections`` are slm's Uvicorn protocol (:mod:`slm.serving.protocol`), which Ray's HTTP
+proxy does not run (here ``--max-connections`` is each replica's ``max_ongoing_requests``): put a reverse
+proxy in front of it.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from slm.errors import ConfigError, SlmError, one_line
 from slm.runtime import ray_cluster
 from slm.serving import log
 from slm.serving.app import create_app
-from slm.serving.config import ServeConfig
+from slm.serving.config import ServeConfig, check_exposure
 from slm.serving.middleware import ASGIApp, Message, Receive, Scope, Send
 from slm.serving.server import bind
 from slm.serving.service import ModelService
@@ -242,6 +248,7 @@ def serve_on_ray(
     apps. None starts a local cluster for this process (even if one runs already), stopped at the end.
     """
     config = config.validated()
+    check_exposure(config)
     options = scaling_options(replicas, min_replicas, max_replicas, replica_cpus, config.max_batch)
     ray, _ = import_ray()
     specs, config = absolute(specs, config)

@@ -70,7 +70,7 @@ def add_recommend_routes(app: FastAPI, recommender: Recommender | None, api_erro
         current = need()
         manifest = current.manifest
         return {
-            "path": str(current.path),
+            "bundle": current.path.name,  # its folder's name: a path would tell clients about the server's disk
             "items": len(current.catalogue),
             "users": len(current.users),
             "base_model": manifest.get("base_model"),

@@ -1,19 +1,25 @@
-"""Run the service with Uvicorn on a socket bound here, so a busy port is one clear error."""
+"""Run the service with Uvicorn on a socket bound here, so a busy port is one clear error.
+
+Uvicorn runs slm's own HTTP protocol (:mod:`slm.serving.protocol`: head timeout and size, JSON 503s), with
+WebSockets off: the app has none.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from slm.errors import ConfigError
 from slm.serving import log
 from slm.serving.app import create_app
-from slm.serving.config import ServeConfig
+from slm.serving.config import ServeConfig, check_exposure, is_loopback
+from slm.serving.protocol import guarded_protocol
 from slm.serving.service import ModelService
 
 if TYPE_CHECKING:
@@ -47,6 +53,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def make_server(app: Any, config: ServeConfig, *, log_level: str = "info") -> uvicorn.Server:
+    """The Uvicorn server for ``app`` with every limit of ``config`` (run it with ``server.run(sockets=[sock])``)."""
+    protocol = guarded_protocol(
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+        max_header_bytes=config.max_header_bytes,
+        max_connections=config.max_connections,
+    )
+    return _Server(
+        uvicorn.Config(
+            app,
+            http=protocol,
+            ws="none",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            log_level=log_level,
+            timeout_graceful_shutdown=int(config.graceful_timeout) or None,
+            limit_concurrency=None,  # the protocol applies config.max_connections, answering in JSON
+            backlog=2048,
+            server_header=False,
+        )
+    )  # fmt: skip
+
+
 def serve(
     specs: list[tuple[str, Path]],
     config: ServeConfig,
@@ -58,6 +89,7 @@ def serve(
     """Load every bundle (and the monitor or recommender), then answer HTTP on ``config.host:config.port``."""
     log.configure(log_level)
     config = config.validated()
+    check_exposure(config)
     sock = bind(config.host, config.port)
     try:
         service = ModelService.load(specs, config)
@@ -75,25 +107,19 @@ def serve(
             if ranking.users:  # the first request should not pay for lazy initialisation
                 ranking.rank(user=next(iter(ranking.users)), k=10)
             log.event("recommender_loaded", path=str(recommender), items=len(ranking.catalogue))
-        app = create_app(service, monitor=running, recommender=ranking)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                access_log=False,
-                log_config=None,
-                log_level=log_level,
-                timeout_graceful_shutdown=int(config.graceful_timeout) or None,
-                limit_concurrency=config.max_connections,
-                backlog=2048,
-                server_header=False,
-            )  # fmt: skip
-        )
+        server = make_server(create_app(service, monitor=running, recommender=ranking), config, log_level=log_level)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         log.event("listening", url=f"http://{shown}:{port}", models=service.names,
                   max_batch=config.max_batch, max_wait_ms=config.max_wait_ms, workers=config.workers,
                   threads=config.threads, auth=bool(config.api_keys), watch=config.watch)  # fmt: skip
+        if not config.api_keys and not is_loopback(host):
+            log.event(
+                "insecure",
+                level=logging.WARNING,
+                url=f"http://{shown}:{port}",
+                message="no API keys (--insecure): anyone who can reach this address can use every endpoint",
+            )
         server.run(sockets=[sock])
     finally:
         sock.close()

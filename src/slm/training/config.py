@@ -16,7 +16,9 @@ METHODS = ("auto", "full", "lora", "adalora", "fewshot", "head")
 class TrainConfig:
     """Everything that changes how a model is trained. Defaults are tuned for a 2-core CPU."""
 
-    base_model: str = "minilm-l6"
+    # "auto": chosen from the training texts' language before training (slm.models.auto.resolve_auto):
+    # minilm-l6 for English, e5-small-multi for other languages or a mix. Or a registry name, directory, hub id.
+    base_model: str = "auto"
     # full fine-tuning, LoRA/AdaLoRA adapters (merged before saving), few-shot contrastive
     # encoder tuning + a linear head, a linear head on the frozen encoder, or "auto" to choose.
     method: str = "full"

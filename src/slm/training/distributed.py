@@ -181,7 +181,12 @@ def launch(job, launch: Launch, *args, **kwargs):
     errors = [r for r in results.values() if isinstance(r, dict) and "error" in r]
     if errors:
         error = errors[0]
-        kind = {cls.__name__: cls for cls in _error_classes()}.get(error["kind"], SlmError)
+        classes = _error_classes()
+        # A class outside slm.errors (e.g. slm.extras.MissingExtra) comes back as the one with its exit code.
+        by_code: dict[int, type[SlmError]] = {}
+        for cls in classes:
+            by_code.setdefault(cls.exit_code, cls)
+        kind = {cls.__name__: cls for cls in classes}.get(error["kind"]) or by_code.get(error["exit_code"], SlmError)
         raise kind(error["error"])
     main = results.get(0)
     return main["ok"] if isinstance(main, dict) else None

@@ -8,19 +8,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from safetensors.torch import save_file
 
 from slm import __version__
 from slm.bundle.bundle import Bundle
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.console import console
-from slm.errors import ConfigError
+from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
+from slm.models.auto import BaseModelChoice, detect_languages, is_english, resolve_auto
 from slm.models.domain_terms import add_domain_terms
 from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
 from slm.models.ngram import settings_for as ngram_settings
-from slm.models.registry import resolve_base_model
+from slm.models.registry import REGISTRY, resolve_base_model
 from slm.pipeline import (
     Splits,
     checkpoint_dir_for,
@@ -30,6 +32,7 @@ from slm.pipeline import (
     summary_metrics,
 )
 from slm.reports import recommend, tune_thresholds, write_report
+from slm.reports.recommendation import RunFacts, advise, likely_fixes
 from slm.training import distributed
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
@@ -79,6 +82,59 @@ def _describe(splits: Splits) -> None:
         console.print(f"[yellow]warning[/]: {warning}")
 
 
+def _choose_base_model(config: TrainConfig, splits: Splits) -> tuple[TrainConfig, BaseModelChoice | None]:
+    """Resolve ``--base-model auto`` from the training texts and say which model and why, in one line."""
+    config, choice = resolve_auto(config, splits.train.texts)
+    if choice is not None:
+        console.print(f"[bold]base model[/]: {escape(choice.message())}")
+    return config, choice
+
+
+def _non_english(splits: Splits, choice: BaseModelChoice | None, seed: int) -> str | None:
+    """The texts' language profile ('97% Chinese (Han script)') when they are not English, else None.
+
+    Profiled here only for advice when the base model was named explicitly (auto already profiled them).
+    """
+    if choice is not None:
+        profile = choice.profile
+    else:
+        try:
+            profile = detect_languages(splits.train.texts, seed=seed)
+        except SlmError:  # py3langid missing: advice without the language check rather than no bundle
+            return None
+    return None if is_english(profile) else profile.describe()
+
+
+def _advice(
+    recommendation: dict,
+    config: TrainConfig,
+    splits: Splits,
+    base_name: str,
+    choice: BaseModelChoice | None,
+    info: dict,
+    truncated: int,
+) -> dict:
+    """A 'use the baseline' verdict with what is likely to make the transformer win on this data."""
+    if recommendation.get("verdict") != "baseline":
+        return recommendation
+    english_only = getattr(REGISTRY.get(base_name), "languages", None) == "English"
+    facts = RunFacts(
+        base_model=base_name,
+        english_only_base=english_only,
+        non_english=_non_english(splits, choice, config.seed) if english_only else None,
+        max_length=config.max_length,
+        truncated=int(truncated),
+        n_train=len(splits.train),
+        epochs=config.epochs,
+        epochs_run=info.get("epochs_run"),
+        best_epoch=info.get("best_epoch"),
+        stopped_early=bool(info.get("stopped_early")),
+        stopped_by_budget=bool(info.get("stopped_by_budget")),
+        max_minutes=config.max_minutes,
+    )
+    return advise(recommendation, likely_fixes(facts))
+
+
 def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report: dict, manifest: dict) -> None:
     """Write every bundle file into a staging directory, then swap it in for ``output``."""
     with atomic_directory(output) as staging:
@@ -106,6 +162,9 @@ def run_training(
 ) -> Bundle:
     """Everything after the data is validated. Returns the written bundle."""
     threads = set_threads(config.threads)
+    # Before anything hashes the configuration (the resume key), and before any output: a missing extra for
+    # the chosen model is then the only line printed.
+    config, base_choice = _choose_base_model(config, splits)
     _describe(splits)
     task = "multi_label" if splits.train.multi_label else "single_label"
     labels = splits.train.label_names
@@ -220,9 +279,13 @@ def run_training(
         models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
         default = _default_component(config.ensemble, score, val)
         recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
+        recommendation = _advice(
+            recommendation, config, splits, base.name, base_choice, fitted.info, truncated["train"]
+        )
 
         training = {
             "base_model": base.name,
+            "base_model_choice": None if base_choice is None else base_choice.to_dict(),
             **fitted.info,
             "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
             "self_training": self_training,

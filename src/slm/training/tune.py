@@ -23,7 +23,7 @@ import numpy as np
 
 from slm.console import console
 from slm.errors import ConfigError
-from slm.fileio import write_json_atomic, write_text_atomic
+from slm.fileio import record_output, write_json_atomic, write_text_atomic
 from slm.pipeline import Splits
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
@@ -36,6 +36,8 @@ MIN_TRIAL_SECONDS = 30.0
 # about this share of the budget, so the search proper keeps the rest.
 DEFAULT_TRIAL_SHARE = 0.25
 STUDY_NAME = "slm-tune"
+# What a search writes into its output folder (beside anything else there); SQLite adds the journal while it runs.
+TUNE_FILES = ("study.db", "study.db-journal", "trials.md", "trials.json", "best_config.json", "summary.json")
 
 
 @dataclass
@@ -180,16 +182,23 @@ def tune(
     every trial, the default included, is scored on the whole validation split.
     """
     import optuna
+    from rich.markup import escape
 
+    from slm.models.auto import resolve_auto
     from slm.models.registry import resolve_base_model
     from slm.training.fit import fit_transformer
 
     check_methods(methods)
     if not len(splits.validation):
         raise ConfigError("tuning needs a validation split (--val-size > 0 or --validation)")
+    # Resolved once for every trial, so best_config.json names the model ('slm train --config' trains the same).
+    base, choice = resolve_auto(base, splits.train.texts)
+    if choice is not None:
+        console.print(f"[bold]base model[/]: {escape(choice.message())}")
     deadline = time.monotonic() + budget_seconds
     set_threads(base.threads)
     output.mkdir(parents=True, exist_ok=True)
+    record_output(output, TUNE_FILES)  # before the study exists: an interrupted search can continue
     labels = splits.train.label_names
     multi = splits.train.multi_label
     base_model = resolve_base_model(base.base_model)

@@ -21,7 +21,7 @@ from slm.apps.monitor.classify import Classifier
 from slm.apps.monitor.config import MonitorConfig
 from slm.apps.monitor.detect import spike
 from slm.apps.monitor.items import Item, Rejection, parse_line, parse_object
-from slm.apps.monitor.sources import FileSource, Line, StdinSource
+from slm.apps.monitor.sources import FileSource, Line, Overlong, StdinSource, line_limit
 from slm.apps.monitor.storage import MonitorStore, SeriesKey
 from slm.apps.monitor.webhook import WebhookSender
 from slm.errors import ConfigError
@@ -104,11 +104,13 @@ class Monitor:
         path = path if path is not None else self.config.input
         if path is None:
             raise ConfigError("no input: set 'input' in the config or pass --input (a JSONL file, or - for stdin)")
+        limit = line_limit(self.config.max_text_chars)
         if path == "-":
-            return StdinSource()
+            return StdinSource(max_line_bytes=limit)
         follow = self.config.follow if follow is None else follow
         committed = self.store.offset(str(Path(path).resolve()))  # resume after the last committed batch
-        return FileSource(path, start=committed, follow=follow, poll_seconds=self.config.poll_seconds)
+        return FileSource(path, start=committed, follow=follow, poll_seconds=self.config.poll_seconds,
+                          max_line_bytes=limit)  # fmt: skip
 
     def run(
         self,
@@ -149,8 +151,12 @@ class Monitor:
         parsed, keys = [], []
         previous = None
         for line, end in batch:
-            parsed.append(parse_line(line, max_text_chars=self.config.max_text_chars))
-            start = end - len(line) if previous is None else previous  # blank lines belong to the line before
+            if isinstance(line, Overlong):  # read in pieces, never whole (sources.py)
+                parsed.append(line.rejection(line_limit(self.config.max_text_chars)))
+            else:
+                parsed.append(parse_line(line, max_text_chars=self.config.max_text_chars))
+            size = line.size if isinstance(line, Overlong) else len(line)
+            start = end - size if previous is None else previous  # blank lines belong to the line before
             keys.append(f"{source_key}:{start}" if source_key else uuid.uuid4().hex)
             previous = end
         return self._process(parsed, keys, source=source_key, offset=batch[-1][1])

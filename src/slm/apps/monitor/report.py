@@ -10,7 +10,9 @@ from typing import Any
 from slm.apps.monitor.charts import sentiment_chart
 from slm.apps.monitor.storage import MonitorStore
 from slm.apps.monitor.trends import series_windows, summary
-from slm.fileio import write_bytes_atomic, write_text_atomic
+from slm.fileio import claim_output_files, record_output, write_bytes_atomic, write_text_atomic
+
+REPORT_FILES = ("summary.json", "summary.md", "charts")  # what a report writes into its output folder
 
 
 def chart_name(kind: str, series: str) -> str:
@@ -25,18 +27,26 @@ def series_chart(store: MonitorStore, kind: str, series: str, window_ms: int) ->
     return sentiment_chart(windows, alerts, f"{label}: sentiment per {_window_text(window_ms)}")
 
 
-def write_report(store: MonitorStore, window_ms: int, output: Path, *, limit: int = 12) -> dict[str, Any]:
-    """Write summary.json, summary.md and charts/*.png under ``output``; return the summary."""
+def write_report(
+    store: MonitorStore, window_ms: int, output: Path, *, limit: int = 12, force: bool = False
+) -> dict[str, Any]:
+    """Write summary.json, summary.md and charts/*.png under ``output``; return the summary.
+
+    Such files already in ``output`` that slm did not write are refused, or with ``force`` moved aside.
+    """
+    claim_output_files(output, REPORT_FILES, force=force)
     rows = summary(store, window_ms, limit=limit)
     charts = output / "charts"
     for row in rows:
         name = chart_name(row["kind"], row["series"])
         write_bytes_atomic(charts / name, series_chart(store, row["kind"], row["series"], window_ms))
+        record_output(output, [f"charts/{name}"])
         row["chart"] = f"charts/{name}"
     data = {"window_seconds": window_ms / 1000, "totals": store.totals(), "rejected": store.reject_counts(),
             "series": rows, "alerts": store.list_alerts(limit=200)}  # fmt: skip
     write_text_atomic(output / "summary.json", json.dumps(data, indent=2, ensure_ascii=False, default=str))
     write_text_atomic(output / "summary.md", markdown(data))
+    record_output(output, ["summary.json", "summary.md"])
     return data
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from slm.apps.support.assistant import Assistant
 from slm.errors import DataError
-from slm.fileio import write_json_atomic
+from slm.fileio import claim_output_files, record_output, write_json_atomic
 
 
 def read_queries(path: str | Path) -> tuple[list[str], list[set[str]]]:
@@ -38,8 +38,15 @@ def evaluation_report(
     queries: str | Path | None = None,
     output: str | Path | None = None,
     untuned: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Scope and retrieval metrics of ``assistant`` on the given files."""
+    """Scope and retrieval metrics of ``assistant`` on the given files.
+
+    ``output`` receives report.json and tradeoff.png; such files there that slm did not write are refused
+    before any work, or with ``force`` moved aside.
+    """
+    if output is not None:
+        claim_output_files(Path(output), ("report.json", "tradeoff.png"), force=force)
     from slm.apps.support.evaluate import plot_tradeoff, retrieval_evaluation, scope_evaluation
     from slm.pipeline import DataSource
 
@@ -65,6 +72,7 @@ def evaluation_report(
         report["retrieval"] = retrieval_evaluation(assistant, questions, gold, untuned=untuned)
     if output is not None:
         write_json_atomic(Path(output) / "report.json", report)
+        record_output(Path(output), [n for n in ("report.json", "tradeoff.png") if (Path(output) / n).exists()])
     return report
 
 
