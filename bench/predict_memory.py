@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from slm.benchmark.peak import run_measured
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
@@ -35,29 +36,6 @@ INT8 = ROOT.parent / "runs" / "bench" / "banking77-int8"
 BUILT = ROOT.parent / "runs" / "bench" / "predict-memory"
 ROWS_TARGET_MB = 100  # acceptance 3: 1,000 vs 200,000 rows differ by at most this
 TEXT_TARGET_MB = 1024  # and one 200 MB text is handled under 1 GB
-
-WATCHER = r"""
-import json, os, subprocess, sys, time
-result, cap, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-proc = subprocess.Popen(cmd)
-peak, killed = 0.0, False
-while True:
-    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-    if pid:
-        break
-    try:
-        fields = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status"))
-        peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)
-        if int(fields["VmRSS"].split()[0]) / 1024 > cap and not killed:
-            proc.kill()
-            killed = True
-    except (OSError, KeyError, ValueError):
-        pass
-    time.sleep(0.02)
-with open(result, "w") as handle:
-    json.dump({"peak_mb": max(peak, usage.ru_maxrss / 1024), "killed": killed,
-               "exit": os.waitstatus_to_exitcode(status)}, handle)
-"""
 
 
 def texts() -> list[str]:
@@ -118,16 +96,12 @@ def measure(model: Path, source: Path, out: Path, src: str | None, cap_mb: float
         env["PYTHONPATH"] = src
     cmd = [sys.executable, "-m", "slm", "predict", str(model), str(source), "-o", str(out), "-q"]
     load = [round(x, 2) for x in os.getloadavg()]
-    with tempfile.TemporaryDirectory() as folder:
-        result = Path(folder) / "peak.json"
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", WATCHER, str(result), str(cap_mb), *cmd], env=env,
-                              capture_output=True, text=True)  # fmt: skip
-        seconds = time.perf_counter() - started
-        measured = json.loads(result.read_text())
+    started = time.perf_counter()
+    done = run_measured(cmd, cap_mb=cap_mb, env=env, timeout=24 * 3600)
+    seconds = time.perf_counter() - started
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    return {"peak_mb": round(measured["peak_mb"], 1), "killed_above_cap": measured["killed"],
-            "exit_code": measured["exit"], "seconds": round(seconds, 1), "load_before": load,
+    return {"peak_mb": round(done.peak_mb, 1), "killed_above_cap": done.killed,
+            "exit_code": done.returncode, "seconds": round(seconds, 1), "load_before": load,
             "error": lines[-1][:300] if lines else None}  # fmt: skip
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
+from slm.benchmark.peak import run_measured
 from slm.cli import app
 from slm.models.ensemble import probabilities
 from slm.runtime import load
 from tests.conftest import DATA, require
-from tests.peak_rss import run_measured
 
 # Peak RSS may grow this much from 8,192 to 20,000 rows. From 8,192 rows on (two chunks of 4,096) ONNX Runtime's
 # memory arena has seen every batch shape and stays put: measured -3 MB streaming; reading everything, predicting,

@@ -21,6 +21,7 @@ from slm.cli_support import _guarded, apps
 from slm.console import console
 from slm.extras import require_extra
 from slm.fileio import FORCE_HELP
+from slm.serving.options import server_options
 
 monitor = typer.Typer(
     help="Financial sentiment monitor: classify a news stream, track entities over time, alert on negative spikes.",
@@ -147,16 +148,9 @@ def report(
               f"{escape(str(output / 'charts'))}")  # fmt: skip
 
 
-def _server_options(command):  # a decorator, untyped like cli_support._guarded
-    """``slm serve``'s server options (address, API keys, limits, timeouts, logs), defined once for all three."""
-    from slm.serving.options import server_options
-
-    return server_options(command)
-
-
 @monitor.command("serve", no_args_is_help=True)
 @_guarded
-@_server_options
+@server_options
 def serve(
     config: ConfigOption,
     storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
@@ -173,6 +167,6 @@ def serve(
     from slm.serving.options import ServerOptions
     from slm.serving.server import serve as run_server
 
-    assert isinstance(server, ServerOptions)  # from _server_options
+    assert isinstance(server, ServerOptions)  # from server_options
     settings = load_config(config, storage=storage)
     run_server([], server.config(), log_level=server.log_level.value, monitor=settings)

@@ -17,6 +17,7 @@ from slm.cli import out
 from slm.cli_support import _guarded, apps
 from slm.errors import ConfigError
 from slm.fileio import FORCE_HELP
+from slm.serving.options import server_options
 
 recommend = typer.Typer(
     help="Text-based recommendation: a two-tower model on item text, a LightGBM ranker, cold-start items.",
@@ -292,16 +293,9 @@ def add_items(
     out.print(f"[bold]{escape(str(output or bundle))}[/bold]: {len(items):,} items added, {manifest['items']:,} in all")
 
 
-def _server_options(command):  # a decorator, untyped like cli_support._guarded
-    """``slm serve``'s server options (address, API keys, limits, timeouts, logs), defined once for all three."""
-    from slm.serving.options import server_options
-
-    return server_options(command)
-
-
 @recommend.command("serve", no_args_is_help=True)
 @_guarded
-@_server_options
+@server_options
 def serve(bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")], *, server: object) -> None:
     """Serve POST /v1/recommend/rank and GET /v1/recommend, with the server options of 'slm serve'.
 
@@ -310,5 +304,5 @@ def serve(bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")], *
     from slm.serving.options import ServerOptions
     from slm.serving.server import serve as run_server
 
-    assert isinstance(server, ServerOptions)  # from _server_options
+    assert isinstance(server, ServerOptions)  # from server_options
     run_server([], server.config(), log_level=server.log_level.value, recommender=bundle)

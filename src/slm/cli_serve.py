@@ -21,6 +21,8 @@ import typer
 from slm.cli import _command
 from slm.errors import ConfigError
 from slm.serving.config import ServeConfig
+from slm.serving.options import serve_option as _opt
+from slm.serving.options import server_options
 
 DEFAULTS = ServeConfig()
 
@@ -35,30 +37,14 @@ class Engine(StrEnum):
     ray = "ray"
 
 
-def _env(name: str) -> str:
-    return f"SLM_SERVE_{name.upper()}"
-
-
-def _opt(name: str, help: str, *flags: str) -> typer.models.OptionInfo:
-    """An option that can also be set by ``SLM_SERVE_<NAME>``."""
-    return typer.Option(*flags, envvar=_env(name), help=help)
-
-
-def _server_options(command):  # a decorator, untyped like cli_support._guarded
-    """The server options (address, API keys, limits, timeouts, logs), defined once for every slm server."""
-    from slm.serving.options import server_options
-
-    return server_options(command)
-
-
 @_command(no_args_is_help=True)
-@_server_options
+@server_options
 def serve(
     bundles: Annotated[
         list[str],
         typer.Argument(
             metavar="[NAME=]BUNDLE...",
-            envvar=_env("bundles"),
+            envvar="SLM_SERVE_BUNDLES",
             show_default=False,
             help="Exported bundles to serve (from 'slm export' or 'slm compress') or support assistants "
             "(from 'slm app support build'); NAME defaults to the directory's name and is the {name} in "
@@ -162,7 +148,7 @@ def serve(
         ) from None
     from slm.serving.options import ServerOptions
 
-    assert isinstance(server, ServerOptions)  # from _server_options
+    assert isinstance(server, ServerOptions)  # from server_options
     config = server.config(
         max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
         workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
