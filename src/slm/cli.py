@@ -732,7 +732,7 @@ def _output_format(output: str | None) -> str | None:
     """Format for ``-o`` (None: JSON lines on stdout)."""
     if output is None or output == "-":
         return None
-    from slm.data.loading import EXTENSIONS
+    from slm.data.files import EXTENSIONS
 
     fmt = EXTENSIONS.get(Path(output).suffix.lower())
     if fmt is None:

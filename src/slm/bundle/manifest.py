@@ -178,6 +178,9 @@ def _parse(root: Path) -> dict:
     return manifest
 
 
+_WARNED_UNCHECKED: set[str] = set()
+
+
 def verify_digest(root: Path, manifest: Mapping[str, Any], key: bytes | None, *, accept_unsigned: bool = False) -> None:
     """The manifest matches its digest; with a key configured it must be signed with that key.
 
@@ -188,7 +191,9 @@ def verify_digest(root: Path, manifest: Mapping[str, Any], key: bytes | None, *,
     if recorded is None:  # format version 1 (schema.validate requires a digest from version 2 on)
         if key is not None and not accept_unsigned:
             raise BundleError(f"{unsigned}: sign it with slm.bundle.manifest.sign_bundle, or rebuild it")
-        log.warning("%s: format version 1 bundle: its manifest (labels, settings) is not integrity-checked", root)
+        if str(root) not in _WARNED_UNCHECKED:  # once per bundle: a load reads the manifest more than once
+            _WARNED_UNCHECKED.add(str(root))
+            log.warning("%s: format version 1 bundle: its manifest (labels, settings) is not integrity-checked", root)
         return
     signed = recorded["algorithm"] == "hmac-sha256"
     if signed and key is None:

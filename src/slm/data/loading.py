@@ -6,12 +6,9 @@ softer issues (duplicates, imbalance, very long texts) become warnings in the re
 
 from __future__ import annotations
 
-import codecs
 import io
 import json
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,159 +16,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from slm.data.columns import (
+    SAMPLE_ROWS,
+    _ambiguous,
+    _detect_label_col,
+    _find_column,
+    _is_list,
+    _unique_names,
+    cell_text,
+    detect_text_column,
+)
 from slm.data.dataset import TextDataset
+from slm.data.files import (
+    _check_file,
+    _check_not_empty,
+    _column_list,
+    _decode_utf8,
+    _error,
+    _named_counts,
+    _plural,
+    _q,
+    _read_bytes,
+    _resolve_format,
+    _verb,
+)
 from slm.data.report import DataReport
-from slm.errors import ConfigError, DataError
+from slm.errors import ConfigError
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
-EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-FORMAT_ALIASES = {"ndjson": "jsonl", "pq": "parquet", "tab": "tsv"}
-TEXT_NAMES = (
-    "text", "texts", "sentence", "sentences", "review", "reviews", "content", "utterance", "query",
-    "question", "body", "message", "comment", "tweet", "document", "doc", "description", "input",
-    "prompt", "passage", "abstract", "headline", "post", "sms", "email", "dialogue", "transcript",
-)  # fmt: skip
-LABEL_NAMES = (
-    "label", "labels", "category", "categories", "intent", "intents", "class", "classes", "target",
-    "sentiment", "tag", "tags", "topic", "topics", "emotion", "emotions", "polarity", "stance",
-    "genre", "y", "label_name", "intent_name", "class_name", "label_text", "diagnosis", "disease",
-)  # fmt: skip
 LONG_TEXT_CHARS = 2000
 IMBALANCE_WARN_RATIO = 10.0
-MAX_NAMED = 5
 TRUE_VALUES = frozenset({"1", "true", "yes", "y", "t"})
 FALSE_VALUES = frozenset({"0", "false", "no", "n", "f"})
-
-
-# ---------------------------------------------------------------- messages
-
-
-def _error(path: Path, message: str) -> DataError:
-    """A one-line DataError that starts with the file name."""
-    return DataError(f"{path}: {message}")
-
-
-def _q(value: str, limit: int = 40) -> str:
-    """Quote a user value for a message, shortened and with control characters escaped."""
-    if len(value) > limit:
-        value = value[: limit - 1] + "…"
-    return repr(value)
-
-
-def _column_list(columns: Sequence[str], limit: int = 30) -> str:
-    shown = ", ".join(_q(c) for c in columns[:limit])
-    return shown + (f" … ({len(columns) - limit} more)" if len(columns) > limit else "")
-
-
-def _named_counts(items: Sequence[tuple[str, int]]) -> str:
-    shown = ", ".join(f"{_q(name)} ({count})" for name, count in items[:MAX_NAMED])
-    return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _verb(n: int, one: str, many: str) -> str:
-    return one if n == 1 else many
-
-
-# ---------------------------------------------------------------- file and format
-
-
-def _resolve_format(path: Path, fmt: str | None) -> str:
-    """Format from ``fmt`` if given, else from the file extension."""
-    if fmt is not None:
-        name = fmt.strip().lower().lstrip(".")
-        name = FORMAT_ALIASES.get(name, name)
-        if name not in FORMATS:
-            raise ConfigError(f"unknown data format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        return name
-    suffix = path.suffix.lower()
-    if suffix in EXTENSIONS:
-        return EXTENSIONS[suffix]
-    hint = " (save the sheet as CSV first)" if suffix in (".xlsx", ".xls", ".ods") else ""
-    shown = suffix or "(no extension)"
-    raise _error(
-        path,
-        f"unsupported file type {shown}{hint}; use .csv, .tsv, .jsonl/.ndjson or .parquet, or pass --format",
-    )
-
-
-def _check_file(path: Path) -> None:
-    """File exists, is a regular file and is not empty."""
-    if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in EXTENSIONS)[:3]
-        hint = f" (it contains {', '.join(inside)})" if inside else ""
-        raise _error(path, f"is a directory, not a data file; pass a file inside it{hint}")
-    if not path.exists():
-        raise _error(path, "file not found")
-    if not path.is_file():
-        raise _error(path, "is not a regular file")
-
-
-def _check_not_empty(path: Path) -> None:
-    if path.stat().st_size == 0:
-        raise _error(path, "file is empty (0 bytes)")
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _error(path, f"cannot be read ({exc.strerror or exc})") from exc
-
-
-def _looks_like_gb18030(data: bytes) -> bool:
-    """Whether the bytes decode as GB18030 into mostly CJK text."""
-    for end in range(min(len(data), 65536), max(0, min(len(data), 65536) - 4), -1):  # a cut multi-byte character
-        try:
-            text = data[:end].decode("gb18030")
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        return False
-    wide = [c for c in text if ord(c) > 0x7F]
-    return bool(wide) and sum("\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" for c in wide) / len(wide) > 0.8
-
-
-def not_utf8(path: Path, head: bytes, bad: bytes, offset: int, line: int, column: int) -> DataError:
-    """The error for bytes that are not UTF-8 at ``offset`` (``head``: the file's first 64 KiB, for the hint)."""
-    hint = ""
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        hint = " (it looks like UTF-16)"
-    elif _looks_like_gb18030(head):
-        hint = " (it looks like GBK/GB18030, common for Chinese Excel exports)"
-    return _error(
-        path,
-        f"is not valid UTF-8{hint}: cannot decode byte(s) 0x{bad.hex(' ')} at line {line}, column {column} "
-        f"(byte offset {offset}); re-save the file as UTF-8",
-    )
-
-
-def _decode_utf8(path: Path, data: bytes) -> str:
-    """Strictly decode UTF-8 (a leading BOM is allowed), pointing at the first bad byte."""
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = data[start:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = start + exc.start
-        line = data.count(b"\n", 0, offset) + 1
-        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-        bad = data[offset : offset + max(1, min(exc.end - exc.start, 4))]
-        raise not_utf8(path, data[:65536], bad, offset, line, column) from exc
-    if not text.strip():
-        raise _error(path, "file is empty (only whitespace)")
-    return text
 
 
 # ---------------------------------------------------------------- readers
@@ -191,19 +66,6 @@ def _parse_error_message(message: str, fmt: str) -> str:
     if eof:
         return f"unclosed quote starting near line {int(eof.group(1)) + 1} (malformed {fmt.upper()})"
     return f"cannot be parsed as {fmt.upper()} ({message.strip()})"
-
-
-def _unique_names(header: Sequence[Any]) -> list[str]:
-    """Header cells as column names: blanks become 'Unnamed: i', repeats get '.1', '.2'..."""
-    names: list[str] = []
-    seen: Counter[str] = Counter()
-    for i, cell in enumerate(header):
-        name = str(cell) if str(cell).strip() else f"Unnamed: {i}"
-        if seen[name]:
-            name = f"{name}.{seen[name]}"
-        seen[str(cell) if str(cell).strip() else name] += 1
-        names.append(name)
-    return names
 
 
 def _read_delimited(path: Path, text: str, fmt: str) -> pd.DataFrame:
@@ -261,101 +123,12 @@ def _read_frame(path: Path, fmt: str) -> pd.DataFrame:
     return frame
 
 
-# ---------------------------------------------------------------- cells
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float | np.floating) and math.isnan(value)
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, list | tuple | np.ndarray)
-
-
-def cell_text(value: Any) -> str:
-    """A cell as text: missing → '', 3.0 → '3', bytes decoded, everything else ``str``."""
-    if _is_missing(value):
-        return ""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
 # ---------------------------------------------------------------- columns
 
 
-def _fold(name: str) -> str:
-    return name.strip().lower()
-
-
-def _find_column(path: Path, columns: list[str], name: str, what: str) -> str:
-    """An explicitly requested column (exact name, else a unique case-insensitive match)."""
-    if name in columns:
-        return name
-    folded = [c for c in columns if _fold(c) == _fold(name)]
-    if len(folded) == 1:
-        return folded[0]
-    raise _error(path, f"{what} column {_q(name)} not found; available columns: {_column_list(columns)}")
-
-
-def _by_name(columns: list[str], names: Sequence[str], exclude: set[str]) -> list[str]:
-    wanted = set(names)
-    return [c for c in columns if c not in exclude and _fold(c) in wanted]
-
-
-def _looks_like_text(series: pd.Series) -> bool:
-    """Mostly string values that are not all numbers."""
-    sample = [v for v in series.head(2000).tolist() if not _is_missing(v)]
-    if not sample or not all(isinstance(v, str) for v in sample):
-        return False
-    nonblank = [v for v in sample if v.strip()]
-    if not nonblank:
-        return False
-    numeric = pd.to_numeric(pd.Series(nonblank, dtype=object), errors="coerce")
-    return bool(numeric.isna().any())
-
-
-def _mean_length(series: pd.Series) -> float:
-    return float(np.mean([len(cell_text(v)) for v in series.head(2000).tolist()]))
-
-
-def _ambiguous(path: Path, what: str, option: str, columns: list[str], candidates: list[str]) -> DataError:
-    among = f" (candidates: {_column_list(candidates)})" if candidates else ""
-    return _error(
-        path,
-        f"cannot tell which column holds the {what}{among}; pass {option} (columns: {_column_list(columns)})",
-    )
-
-
 def _detect_text_col(path: Path, frame: pd.DataFrame, exclude: set[str]) -> str:
-    """A column with a common text name, else the one clearly longest string column."""
-    columns = list(frame.columns)
-    named = _by_name(columns, TEXT_NAMES, exclude)
-    if len(named) == 1:
-        return named[0]
-    if len(named) > 1:
-        raise _ambiguous(path, "text", "--text-col", columns, named)
-    texty = [c for c in columns if c not in exclude and _looks_like_text(frame[c])]
-    if len(texty) == 1:
-        return texty[0]
-    if not texty:
-        raise _ambiguous(path, "text", "--text-col", columns, [])
-    ranked = sorted(texty, key=lambda c: _mean_length(frame[c]), reverse=True)
-    if _mean_length(frame[ranked[0]]) >= 1.5 * _mean_length(frame[ranked[1]]):
-        return ranked[0]
-    raise _ambiguous(path, "text", "--text-col", columns, ranked)
-
-
-def _detect_label_col(path: Path, columns: list[str], exclude: set[str]) -> str | None:
-    """A column with a common label name; None if there is none."""
-    named = _by_name(columns, LABEL_NAMES, exclude)
-    if len(named) > 1:
-        raise _ambiguous(path, "labels", "--label-col", columns, named)
-    return named[0] if named else None
+    """:func:`slm.data.columns.detect_text_column` over a DataFrame's first rows."""
+    return detect_text_column(path, list(frame.columns), lambda c: frame[c].head(SAMPLE_ROWS).tolist(), exclude)
 
 
 def _choose_columns(

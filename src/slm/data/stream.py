@@ -72,7 +72,7 @@ def _too_long(name: object, lineno: int, what: str = "line") -> DataError:
 
 def _utf8_error(path: Path) -> DataError:
     """The first bytes of ``path`` that are not UTF-8, found by decoding it again a block at a time."""
-    from slm.data.loading import not_utf8
+    from slm.data.files import not_utf8
 
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset, line, line_start = 0, 1, 0
@@ -170,7 +170,7 @@ class Table:
 
 def open_table(path: str | Path, text_col: str | None = None) -> Table:
     """A CSV/TSV/JSONL/Parquet file to predict on, checked with the whole-file reader's checks and messages."""
-    from slm.data.loading import _check_file, _check_not_empty, _resolve_format
+    from slm.data.files import _check_file, _check_not_empty, _resolve_format
 
     path = Path(path)
     _check_file(path)
@@ -195,10 +195,10 @@ def open_table(path: str | Path, text_col: str | None = None) -> Table:
     if not rows:
         what = "JSON lines" if fmt == "jsonl" else "data rows"
         raise DataError(f"{path}: has no {what} (columns: {_column_list(names)})")
-    column = _text_column(path, names, _frame(sample, names), text_col)
+    column = _text_column(path, names, sample, text_col)
 
     def read() -> Iterator[tuple[Row, str, int]]:
-        from slm.data.loading import cell_text
+        from slm.data.columns import cell_text
 
         for row, size in scan(path, _Lines(path, lines.newline), names):
             yield row, cell_text(row.get(column)), size
@@ -207,28 +207,22 @@ def open_table(path: str | Path, text_col: str | None = None) -> Table:
 
 
 def _column_list(columns: list[str]) -> str:
-    from slm.data.loading import _column_list
+    from slm.data.files import _column_list
 
     return _column_list(columns)
 
 
-def _frame(rows: list[Row], columns: list[str]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame.from_records(rows, columns=columns)
-
-
-def _text_column(path: Path, columns: list[str], sample: Any, text_col: str | None) -> str:
-    """The text column, found from the first rows (a DataFrame) exactly as the whole-file reader finds it."""
-    from slm.data.loading import _detect_text_col, _find_column
+def _text_column(path: Path, columns: list[str], sample: list[Row], text_col: str | None) -> str:
+    """The text column, found from the first rows exactly as the whole-file reader finds it."""
+    from slm.data.columns import SAMPLE_ROWS, _find_column, detect_text_column
 
     if text_col is not None:
         return _find_column(path, columns, text_col, "text")
-    return _detect_text_col(path, sample, set())
+    return detect_text_column(path, columns, lambda c: [row.get(c) for row in sample[:SAMPLE_ROWS]], set())
 
 
 def _csv_header(path: Path, fmt: str) -> list[str]:
-    from slm.data.loading import _unique_names
+    from slm.data.columns import _unique_names
 
     for fields, _ in _csv_records(path, _Lines(path, ""), fmt):
         return _unique_names(fields)
@@ -265,7 +259,7 @@ def _csv_records(path: Path, lines: _Lines, fmt: str) -> Iterator[tuple[list[str
 
 def _csv_reader(fmt: str) -> Callable[[Path, _Lines, list[str] | None], Iterator[tuple[Row, int]]]:
     def rows(path: Path, lines: _Lines, names: list[str] | None) -> Iterator[tuple[Row, int]]:
-        from slm.data.loading import _unique_names
+        from slm.data.columns import _unique_names
 
         records = _csv_records(path, lines, fmt)
         for header, _ in records:
@@ -319,13 +313,13 @@ def _parquet_table(path: Path, text_col: str | None) -> Table:
         raise DataError(f"{path}: has no data rows (columns: {_column_list(names)})")
     sample = first.to_pandas()
     sample.columns = names
-    column = _text_column(path, names, sample, text_col)
+    column = _text_column(path, names, sample.to_dict(orient="records"), text_col)
     # Rows per batch from the file's average row size, so a batch of long texts stays near CHUNK_CHARS.
     size = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.num_row_groups))
     batch = max(1, min(CHUNK_ROWS, CHUNK_CHARS * rows // max(size, 1)))
 
     def read() -> Iterator[tuple[Row, str, int]]:
-        from slm.data.loading import cell_text
+        from slm.data.columns import cell_text
 
         for part in pq.ParquetFile(path).iter_batches(batch_size=batch):
             frame = part.to_pandas()
@@ -386,7 +380,7 @@ def _stdin_lines(stream: IO[str]) -> Iterator[tuple[int, str]]:
 
 def _stdin_row(line: str, lineno: int, text_col: str | None) -> tuple[Row, str]:
     """One stdin line as (row, text): the text field is ``text_col``, a text-like key, or the only string."""
-    from slm.data.loading import TEXT_NAMES
+    from slm.data.columns import TEXT_NAMES
 
     obj = _json_value(line, "stdin", lineno)
     if isinstance(obj, str):
