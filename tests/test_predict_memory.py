@@ -143,8 +143,11 @@ def test_an_interrupted_predict_leaves_the_earlier_output(exported, tmp_path):
     source = _rows_csv(tmp_path / "rows.csv", 20_000)
     target = tmp_path / "out.jsonl"
     target.write_text("an earlier output\n")
+    # SIGINT back to its default in the child: a shell's background job inherits it ignored, and Python then
+    # never raises KeyboardInterrupt (how this failed once under `nohup .ci/run &`).
     proc = subprocess.Popen([sys.executable, "-m", "slm", "predict", str(exported), str(source), "-o", str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not any(p.name.endswith(".tmp") and p.stat().st_size for p in tmp_path.iterdir()):
         assert time.monotonic() < deadline and proc.poll() is None, "no chunk was written"

@@ -297,7 +297,7 @@ def test_bm25_save_load_keeps_scores_and_files_inside(kb, tmp_path):
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["lexical"]
     assert {p.name for p in target.iterdir()} == {
         "lexical.json", "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy",
-        "vocab.index.json", "params.index.json",
+        "vocab.index.json", "params.index.json", ".slm-output.json",  # the record that lets slm replace it
     }  # fmt: skip
     loaded = LexicalIndex.load(target)
     assert loaded.stopwords is None and len(loaded) == len(kb)
@@ -391,7 +391,7 @@ def test_retriever_save_load_round_trip(retriever, embedded, queries, tmp_path):
     want = retriever.search(embedded["queries"], texts, k=5)
     retriever.save(tmp_path / "retrieval")
     assert {p.name for p in (tmp_path / "retrieval").iterdir()} == {
-        "retrieval.json", "entries.jsonl", "row_entry.npy", "vectors", "lexical",
+        "retrieval.json", "entries.jsonl", "row_entry.npy", "vectors", "lexical", ".slm-output.json",
     }  # fmt: skip
     loaded = Retriever.load(tmp_path / "retrieval")
     assert loaded.weight == retriever.weight and loaded.vectors.kind == "exact"

@@ -23,7 +23,14 @@ _HOME = {
     "min_examples_per_class": "slm.data.splitting",
     "split_dataset": "slm.data.splitting",
 }
-__all__ = sorted(_HOME)
+__all__ = [
+    "DataReport",
+    "TextDataset",
+    "align_labels",
+    "load_dataset",
+    "min_examples_per_class",
+    "split_dataset",
+]
 
 
 def __getattr__(name: str) -> Any:
