@@ -31,17 +31,24 @@ RESULTS = ROOT / "results"
 # Targets from the project's issue #2, checked and printed next to each result.
 DATASETS = {
     "banking77": {
-        "train": "banking77/train.csv", "test": "banking77/test.csv", "text": "text", "label": "category",
+        "train": "banking77/train.csv",
+        "test": "banking77/test.csv",
+        "text": "text",
+        "label": "category",
         "config": {"epochs": 3, "max_minutes": 17.0},
         "targets": {"accuracy": 0.925, "train_minutes": 20.0},
     },
     "fin_tweets": {
-        "file": "fin_tweets_sentiment/sent_train.csv", "text": "text", "label": "label",
+        "file": "fin_tweets_sentiment/sent_train.csv",
+        "text": "text",
+        "label": "label",
         "config": {"epochs": 4, "max_length": 128, "class_weight": "balanced", "max_minutes": 17.0},
         "targets": {"macro_f1": 0.83},
     },
     "symptom2disease": {
-        "file": "symptom2disease/Symptom2Disease.csv", "text": "text", "label": "label",
+        "file": "symptom2disease/Symptom2Disease.csv",
+        "text": "text",
+        "label": "label",
         "config": {"epochs": 6, "max_length": 128},
         "targets": {},
     },
@@ -67,8 +74,15 @@ def run(name: str, out_dir: Path) -> dict:
             train, test = DATA / spec["train"], DATA / spec["test"]
         load_before = os.getloadavg()
         started = time.perf_counter()
-        bundle = slm.train(train, output=out_dir / name, test=test, text_col=spec["text"],
-                           label_col=spec["label"], val_size=0.1, config=TrainConfig(**spec["config"]))
+        bundle = slm.train(
+            train,
+            output=out_dir / name,
+            test=test,
+            text_col=spec["text"],
+            label_col=spec["label"],
+            val_size=0.1,
+            config=TrainConfig(**spec["config"]),
+        )
         wall = time.perf_counter() - started
     manifest = bundle.manifest
     metrics = manifest["metrics"]["test"]
@@ -92,28 +106,33 @@ def run(name: str, out_dir: Path) -> dict:
     checks = {}
     for key, want in spec["targets"].items():
         got = result["train_wall_minutes"] if key == "train_minutes" else shipped[key]
-        checks[key] = {"target": want, "measured": got,
-                       "met": got <= want if key == "train_minutes" else got >= want}
+        checks[key] = {"target": want, "measured": got, "met": got <= want if key == "train_minutes" else got >= want}
     result["checks"] = checks
     return result
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["# Classification benchmark (minilm-l6 vs TF-IDF + LR baseline, same split)", "",
-             "| dataset | model | accuracy | macro-F1 | train wall (min) | examples/s | load avg | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Classification benchmark (minilm-l6 vs TF-IDF + LR baseline, same split)",
+        "",
+        "| dataset | model | accuracy | macro-F1 | train wall (min) | examples/s | load avg | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for model, m in r["models"].items():
             lines.append(
                 f"| {r['dataset']} | {model} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
                 f"{r['train_wall_minutes'] if model != 'ngram_baseline' else '-'} | "
                 f"{r['examples_per_s'] if model == 'transformer' else '-'} | "
-                f"{r['load_average_before'][0]} | {r['recommendation']['verdict']} |")
+                f"{r['load_average_before'][0]} | {r['recommendation']['verdict']} |"
+            )
     lines += ["", "Targets:", ""]
     for r in results:
         for key, c in r["checks"].items():
-            lines.append(f"- {r['dataset']} {key}: target {c['target']}, measured {c['measured']} "
-                         f"→ {'met' if c['met'] else 'MISSED'}")
+            lines.append(
+                f"- {r['dataset']} {key}: target {c['target']}, measured {c['measured']} "
+                f"→ {'met' if c['met'] else 'MISSED'}"
+            )
         lines.append(f"- {r['dataset']} recommendation: {r['recommendation']['message']}")
     return "\n".join(lines) + "\n"
 
@@ -121,8 +140,9 @@ def markdown(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--bundles", type=Path, default=ROOT.parent / "runs" / "bench",
-                        help="where the trained bundles are written")
+    parser.add_argument(
+        "--bundles", type=Path, default=ROOT.parent / "runs" / "bench", help="where the trained bundles are written"
+    )
     args = parser.parse_args(argv)
     if not DATA.exists():
         print(f"error: the shared data folder {DATA} is absent", file=sys.stderr)

@@ -85,8 +85,12 @@ def embed_all(encoder, tokenizer_dir: Path, work: Path, name: str, answers: list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=220, help="retriever fine-tuning batches (a fixed count, so the "
-                        "result does not depend on the machine's load)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=220,
+        help="retriever fine-tuning batches (a fixed count, so the result does not depend on the machine's load)",
+    )
     parser.add_argument("--learning-rate", type=float, default=RetrieverTraining.learning_rate)
     parser.add_argument("--document-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)

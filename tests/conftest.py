@@ -13,9 +13,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Ten BANKING77 intents: enough classes to be a real problem, small enough to train in seconds.
 BANKING_INTENTS = [
-    "card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pin_blocked",
-    "cash_withdrawal_charge", "declined_card_payment", "transfer_not_received_by_recipient",
-    "change_pin", "request_refund",
+    "card_arrival",
+    "lost_or_stolen_card",
+    "exchange_rate",
+    "top_up_failed",
+    "pin_blocked",
+    "cash_withdrawal_charge",
+    "declined_card_payment",
+    "transfer_not_received_by_recipient",
+    "change_pin",
+    "request_refund",
 ]
 
 
@@ -57,8 +64,7 @@ def tiny_bundle(tmp_path_factory, banking_csv, banking_test_csv) -> Path:
     from slm.training.config import TrainConfig
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    slm.train(banking_csv, output=out, test=banking_test_csv, config=TrainConfig(**TINY_CONFIG),
-              show_progress=False)
+    slm.train(banking_csv, output=out, test=banking_test_csv, config=TrainConfig(**TINY_CONFIG), show_progress=False)
     return out
 
 
@@ -114,8 +120,15 @@ def assistant_bundle(tmp_path_factory, tiny_bundle, banking_csv, support_files) 
     from slm.apps.support.build import SupportConfig, build_assistant
 
     out = tmp_path_factory.mktemp("assistants") / "assistant"
-    build_assistant(banking_csv, support_files["kb"], output=out, templates=support_files["templates"],
-                    intent_bundle=tiny_bundle, config=SupportConfig(target_accuracy=0.9), show_progress=False)
+    build_assistant(
+        banking_csv,
+        support_files["kb"],
+        output=out,
+        templates=support_files["templates"],
+        intent_bundle=tiny_bundle,
+        config=SupportConfig(target_accuracy=0.9),
+        show_progress=False,
+    )
     return out
 
 

@@ -137,9 +137,7 @@ def test_clinc_query_intent_detected(clinc: pd.DataFrame, tmp_path: Path, suffix
 
 
 def test_unnamed_text_column_is_the_long_string_column(banking: pd.DataFrame, tmp_path: Path) -> None:
-    df = pd.DataFrame(
-        {"row_id": range(len(banking)), "utt": banking["text"], "intent": banking["category"].str[:4]}
-    )
+    df = pd.DataFrame({"row_id": range(len(banking)), "utt": banking["text"], "intent": banking["category"].str[:4]})
     _, report = load_dataset(_write(df, tmp_path / "x.csv"))
     assert (report.text_col, report.label_col) == ("utt", "intent")
     # with two columns and a recognisable text column, the other one is the label
@@ -157,9 +155,7 @@ def test_ambiguous_columns_ask_for_options(banking: pd.DataFrame, tmp_path: Path
     ds, _ = load_dataset(path, text_col="a", label_col="c")
     assert ds.texts == banking["text"].tolist()
 
-    both = pd.DataFrame(
-        {"text": banking["text"], "label": banking["category"], "intent": banking["category"]}
-    )
+    both = pd.DataFrame({"text": banking["text"], "label": banking["category"], "intent": banking["category"]})
     _raises(lambda: load_dataset(_write(both, tmp_path / "y.csv")), r"--label-col.*'label', 'intent'")
 
 
@@ -178,15 +174,13 @@ def test_multi_label_by_separator(banking: pd.DataFrame, tmp_path: Path) -> None
     df = banking[["text", "category"]].copy()
     shifted = df["category"].shift(1).fillna(df["category"].iloc[-1])
     df["category"] = [
-        f" {a} | {b} |" if i % 3 == 0 else a
-        for i, (a, b) in enumerate(zip(df["category"], shifted, strict=True))
+        f" {a} | {b} |" if i % 3 == 0 else a for i, (a, b) in enumerate(zip(df["category"], shifted, strict=True))
     ]
     ds, report = load_dataset(_write(df, tmp_path / "ml.csv"), label_sep="|")
     assert ds.multi_label and report.multi_label and report.label_sep == "|"
     assert ds.labels[0] == sorted(ds.labels[0], key=ds.labels[0].index) and len(ds.labels[0]) in (1, 2)
     assert all(
-        isinstance(labs, list) and labs and all(lab == lab.strip() and lab for lab in labs)
-        for labs in ds.labels
+        isinstance(labs, list) and labs and all(lab == lab.strip() and lab for lab in labs) for labs in ds.labels
     )
     assert ds.labels[1] == [banking["category"][1]]
     assert ds.label_names == sorted(banking["category"].unique())
@@ -200,9 +194,7 @@ def test_multi_label_by_flag_columns(fin: pd.DataFrame, tmp_path: Path) -> None:
         df[name] = (fin["label"] == code).astype(int)
     df.loc[0, "neutral"] = 1  # one row with two labels
     for suffix in (".csv", ".parquet"):
-        ds, report = load_dataset(
-            _write(df, tmp_path / f"flags{suffix}"), label_cols=["neutral", "bearish", "bullish"]
-        )
+        ds, report = load_dataset(_write(df, tmp_path / f"flags{suffix}"), label_cols=["neutral", "bearish", "bullish"])
         assert ds.multi_label and report.label_cols == ["neutral", "bearish", "bullish"]
         assert ds.label_names == ["neutral", "bearish", "bullish"]
         assert ds.labels[1] == [names[fin["label"][1]]]
@@ -338,9 +330,7 @@ def test_blank_labels_are_an_error(banking: pd.DataFrame, tmp_path: Path) -> Non
     )
     df = banking.copy().astype(object)
     df.loc[2, "category"] = None
-    _raises(
-        lambda: load_dataset(_write(df, tmp_path / "null.parquet")), r"1 row has a blank or missing label"
-    )
+    _raises(lambda: load_dataset(_write(df, tmp_path / "null.parquet")), r"1 row has a blank or missing label")
 
 
 def test_class_count_errors(banking: pd.DataFrame, tmp_path: Path) -> None:
@@ -383,9 +373,7 @@ def test_imbalance_warning(banking: pd.DataFrame, tmp_path: Path) -> None:
     big = banking["category"][0]
     small = banking["category"].iloc[-1]
     head = banking[banking["category"] == big]
-    df = pd.concat(
-        [head, head.assign(text=head["text"] + " please"), banking[banking["category"] == small].head(4)]
-    )
+    df = pd.concat([head, head.assign(text=head["text"] + " please"), banking[banking["category"] == small].head(4)])
     _, report = load_dataset(_write(df, tmp_path / "imb.csv"))
     assert report.imbalance_ratio == 15.0
     assert list(report.class_counts) == [big, small]
@@ -465,11 +453,7 @@ def test_split_rejects_too_small_classes(banking: pd.DataFrame) -> None:
 
 
 def test_split_rejects_held_out_smaller_than_class_count() -> None:
-    df = (
-        pd.read_csv(_data("banking77/train.csv"), dtype=str, keep_default_na=False)
-        .groupby("category")
-        .head(4)
-    )
+    df = pd.read_csv(_data("banking77/train.csv"), dtype=str, keep_default_na=False).groupby("category").head(4)
     ds = TextDataset(df["text"].tolist(), df["category"].tolist(), source="b77.csv")
     _raises(
         lambda: split_dataset(ds),
@@ -506,9 +490,7 @@ def test_align_labels(banking: pd.DataFrame, tmp_path: Path) -> None:
     message = _raises(lambda: align_labels(test, order), r"test\.csv: \d+ labels not seen in training: '")
     assert "rows)" in message
     ml = TextDataset(val.texts, [[lab] for lab in val.labels], multi_label=True, source="val.csv")
-    _raises(
-        lambda: align_labels(ml, order, multi_label=False), r"val\.csv: is multi-label but the training data"
-    )
+    _raises(lambda: align_labels(ml, order, multi_label=False), r"val\.csv: is multi-label but the training data")
 
 
 def test_list_valued_labels_are_multi_label(clinc: pd.DataFrame, tmp_path: Path) -> None:

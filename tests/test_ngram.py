@@ -22,7 +22,6 @@ CLINC_DOMAINS = {
 }
 
 
-
 def _banking_slice(split: str, n_classes: int, per_class: int) -> tuple[list[str], np.ndarray]:
     """``per_class`` rows of each of the first ``n_classes`` BANKING77 intents (sorted by name)."""
     frame = pd.read_csv(require(DATA / "banking77" / f"{split}.csv"))
@@ -106,8 +105,9 @@ def test_save_load_round_trip_is_exact_and_pickle_free(banking, tmp_path: Path) 
     assert loaded.get_params() == model.get_params()
 
 
-@pytest.mark.parametrize("damage", ["missing_json", "missing_arrays", "truncated_arrays",
-                                    "truncated_json", "vocab_shape"])
+@pytest.mark.parametrize(
+    "damage", ["missing_json", "missing_arrays", "truncated_arrays", "truncated_json", "vocab_shape"]
+)
 def test_load_of_damaged_model_raises_bundle_error(banking, tmp_path: Path, damage: str) -> None:
     model, _, _ = banking
     model.save(tmp_path)

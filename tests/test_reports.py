@@ -27,7 +27,6 @@ from tests.conftest import DATA, require
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-
 @pytest.fixture(scope="module")
 def banking() -> dict:
     """Small TF-IDF + LR fitted on a BANKING77 slice; real test-set probabilities."""

@@ -240,8 +240,13 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> Non
 
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(exported) -> None:
     port = _free_port()
-    env = {**os.environ, "SLM_SERVE_PORT": str(port), "SLM_SERVE_MAX_BATCH": "1", "SLM_SERVE_WORKERS": "1",
-           "SLM_SERVE_MAX_QUEUE": "512"}
+    env = {
+        **os.environ,
+        "SLM_SERVE_PORT": str(port),
+        "SLM_SERVE_MAX_BATCH": "1",
+        "SLM_SERVE_WORKERS": "1",
+        "SLM_SERVE_MAX_QUEUE": "512",
+    }
     process = subprocess.Popen([sys.executable, "-m", "slm", "serve", f"tiny={exported}"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

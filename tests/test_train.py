@@ -50,8 +50,12 @@ def test_predict_round_trip_api_and_cli(tiny_bundle: Path, banking_test_csv: Pat
     out = tmp_path / "pred.csv"
     subset = tmp_path / "in.csv"
     frame.head(40).to_csv(subset, index=False)
-    run = subprocess.run([sys.executable, "-m", "slm", "predict", str(tiny_bundle), str(subset), "-o", str(out),
-                          "--quiet"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "slm", "predict", str(tiny_bundle), str(subset), "-o", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     written = pd.read_csv(out)
     assert written["label"].tolist() == [p["label"] for p in predictions]
@@ -87,8 +91,13 @@ def test_tampered_or_incomplete_bundle_is_refused(tiny_bundle: Path, tmp_path: P
     next((incomplete / "ngram").glob("*.safetensors")).unlink()
     with pytest.raises(BundleError, match="incomplete"):
         slm.load(incomplete)
-    run = subprocess.run([sys.executable, "-m", "slm", "predict", str(tampered), "-"], input='{"text": "hi"}\n',
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "slm", "predict", str(tampered), "-"],
+        input='{"text": "hi"}\n',
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0
     assert run.stderr.strip().count("\n") == 0 and "modified" in run.stderr and "Traceback" not in run.stderr
 
@@ -105,17 +114,36 @@ def test_evaluate_reports_every_component(tiny_bundle: Path, banking_test_csv: P
 
 def _train_cmd(data: Path, out: Path, test: Path, *extra: str) -> list[str]:
     cfg = TINY_CONFIG
-    return [sys.executable, "-m", "slm", "train", str(data), "-o", str(out), "--test", str(test),
-            "--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
-            "--max-length", str(cfg["max_length"]), "--seed", str(cfg["seed"]), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "slm",
+        "train",
+        str(data),
+        "-o",
+        str(out),
+        "--test",
+        str(test),
+        "--epochs",
+        str(cfg["epochs"]),
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--max-length",
+        str(cfg["max_length"]),
+        "--seed",
+        str(cfg["seed"]),
+        *extra,
+    ]
 
 
-def test_interrupt_mid_epoch_then_resume(tiny_bundle: Path, banking_csv: Path, banking_test_csv: Path,
-                                         tmp_path: Path) -> None:
+def test_interrupt_mid_epoch_then_resume(
+    tiny_bundle: Path, banking_csv: Path, banking_test_csv: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "resumed"
     ckpt = tmp_path / "resumed.ckpt"
-    proc = subprocess.Popen(_train_cmd(banking_csv, out, banking_test_csv), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_cmd(banking_csv, out, banking_test_csv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # Ctrl-C once the training loop runs; the loop finishes the step in flight, so it stops mid-epoch
     deadline = time.time() + 300
     seen = ""
@@ -129,8 +157,12 @@ def test_interrupt_mid_epoch_then_resume(tiny_bundle: Path, banking_csv: Path, b
     state = json.loads((ckpt / "state.json").read_text())
     assert state["epoch"] == 0 and state["next_batch"] > 0, state  # stopped mid-epoch
     assert not out.exists()  # no half-written bundle
-    run = subprocess.run(_train_cmd(banking_csv, out, banking_test_csv, "--resume", "--quiet"),
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        _train_cmd(banking_csv, out, banking_test_csv, "--resume", "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     resumed = json.loads((out / "manifest.json").read_text())
     reference = json.loads((tiny_bundle / "manifest.json").read_text())

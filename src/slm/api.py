@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from slm.bundle.bundle import Bundle, load
 from slm.console import console
@@ -13,6 +15,7 @@ from slm.errors import ConfigError
 from slm.fileio import atomic_directory, claim_output_files, claim_output_folder, remove_output_folder
 from slm.pipeline import (
     DataSource,
+    Splits,
     checkpoint_dir_for,
     component_metrics,
     environment,
@@ -22,6 +25,9 @@ from slm.pipeline import (
 from slm.reports import recommend
 from slm.training.config import TrainConfig
 from slm.training.distributed import Launch
+
+if TYPE_CHECKING:
+    from slm.training.tune import TuneResult
 
 __all__ = ["Bundle", "evaluate", "load", "train", "tune"]
 
@@ -82,7 +88,8 @@ def train(
     from slm.training.run import run_training  # heavy imports only once the data is known to be good
 
     _quiet_transformers()
-    runner = run_training
+    # in-process: the bundle (None on a rank that writes none); distributed: rank 0's bundle path
+    runner: Callable[..., Bundle | str | None] = run_training
     if launch is not None and launch.distributed:
         if unlabeled_texts is not None:
             raise ConfigError("distributed training (--nproc/--nnodes) cannot self-train (--unlabeled)")
@@ -113,12 +120,12 @@ def train(
         unlabeled=unlabeled_texts,
     )
     remove_output_folder(checkpoint_dir_for(output))
-    if launch is not None and launch.distributed:
-        return load(result) if result is not None else None
+    if isinstance(result, str):  # a distributed run: rank 0 wrote the bundle
+        return load(result)
     return result
 
 
-def _distributed_job(splits, config: TrainConfig, **options) -> str | None:
+def _distributed_job(splits: Splits, config: TrainConfig, **options: Any) -> str | None:
     """One rank of a distributed ``train``: its share of the cores, the same run; rank 0 returns the bundle path."""
     import dataclasses
     import os
@@ -150,7 +157,7 @@ def tune(
     max_train_examples: int | None = None,
     show_progress: bool = True,
     force: bool = False,
-):
+) -> TuneResult:
     """Search training hyper-parameters with Optuna for ``budget`` ('20m', '90s' or seconds).
 
     Uses the same train/validation split as ``train`` with the same sizes and seed (the test
@@ -201,7 +208,7 @@ def evaluate(
     output: str | Path | None = None,
     margin_points: float = 1.0,
     force: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Evaluate every component of a bundle on a labelled file; optionally write report files.
 
     ``output`` receives the report (replaced as a whole); a folder holding files slm did not write is refused

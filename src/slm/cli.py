@@ -202,7 +202,8 @@ class ClassWeight(StrEnum):
 
 DEFAULT_CLASS_WEIGHT = ClassWeight(DEFAULTS.class_weight)
 
-Method = StrEnum("Method", {m: m for m in METHODS})
+# Built from the one list of methods; mypy reads only literal member lists, so it knows no members of it.
+Method = StrEnum("Method", {m: m for m in METHODS})  # type: ignore[misc]
 DEFAULT_METHOD = Method(DEFAULTS.method)
 
 
@@ -861,12 +862,28 @@ def predict(
         slm predict runs/model-int8 texts/ -o labelled.parquet --engine ray --address auto
     """
     if engine is Engine.ray:
-        _predict_on_ray(bundle, input, output, text_col=text_col, component=component, batch_size=batch_size,
-                        quiet=quiet, address=address, actors=actors, threads=threads, shard_format=shard_format,
-                        force=force, raw_csv=raw_csv)
+        _predict_on_ray(
+            bundle,
+            input,
+            output,
+            text_col=text_col,
+            component=component,
+            batch_size=batch_size,
+            quiet=quiet,
+            address=address,
+            actors=actors,
+            threads=threads,
+            shard_format=shard_format,
+            force=force,
+            raw_csv=raw_csv,
+        )
         return
-    ray_only = {"--address": address is not None, "--actors": actors is not None, "--format": shard_format is not None,
-                "--threads": threads != 1}
+    ray_only = {
+        "--address": address is not None,
+        "--actors": actors is not None,
+        "--format": shard_format is not None,
+        "--threads": threads != 1,
+    }
     given = [name for name, used in ray_only.items() if used]
     if given:
         raise ConfigError(f"{given[0]} is for --engine ray only")

@@ -12,7 +12,8 @@ from pathlib import Path
 @cache
 def cpu_info() -> dict:
     """``model`` name, ``logical_cpus`` and the set of instruction-set ``flags`` (empty where unknown)."""
-    model, flags = platform.processor() or platform.machine(), frozenset()
+    model: str = platform.processor() or platform.machine()
+    flags: frozenset[str] = frozenset()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")

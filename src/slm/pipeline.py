@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +96,11 @@ def component_metrics(
     task: str,
     targets: np.ndarray,
     probas: dict[str, np.ndarray],
-    thresholds: dict[str, list[float]],
+    thresholds: Mapping[str, list[float] | None],
     labels: list[str],
-    texts: list[str],
+    texts: list[str] | None,
 ) -> dict[str, dict]:
-    """Full metrics for each component, keyed by report model name."""
+    """Full metrics for each component, keyed by report model name (``thresholds``: multi-label only)."""
     out = {}
     for component, proba in probas.items():
         if task == "multi_label":

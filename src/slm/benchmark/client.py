@@ -35,12 +35,14 @@ class Worker:
         except OSError as exc:
             self._log.close()
             raise WorkerError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPEs
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read_lines, daemon=True)
         self._reader.start()
 
     def _read_lines(self) -> None:
-        for line in self.proc.stdout:
+        for line in self._stdout:
             self._lines.put(line)
         self._lines.put(None)
 
@@ -72,8 +74,8 @@ class Worker:
 
     def ask(self, timeout: float = COMMAND_TIMEOUT_S, **message: Any) -> dict:
         try:
-            self.proc.stdin.write(json.dumps(message) + "\n")
-            self.proc.stdin.flush()
+            self._stdin.write(json.dumps(message) + "\n")
+            self._stdin.flush()
         except (BrokenPipeError, OSError):
             code = self.proc.poll()
             raise WorkerError(f"worker exited (code {code}): {self._last_log_line()}") from None

@@ -15,6 +15,7 @@ import platform
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -84,6 +85,13 @@ class Variant:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def running(self) -> Worker:
+        """The worker started for this variant."""
+        if self.worker is None:
+            raise RuntimeError(f"{self.name}: no worker is running")
+        return self.worker
 
 
 # ---------------------------------------------------------------- inputs
@@ -231,7 +239,7 @@ def _build_variants(
     baselines: bool,
     optimum: bool,
     threads: int,
-    optimum_venv: Path | None,
+    optimum_venv: str | Path | None,
     log,
     baseline_bundle: Path | None = None,
 ) -> tuple[list[Variant], dict]:
@@ -260,13 +268,14 @@ def _build_variants(
             )
         )
     optimum_meta: dict = {}
-    if (baselines or optimum) and torch_source is None:
-        log("[yellow]warning[/]: no bundle has PyTorch weights (model/): baselines and Optimum are skipped")
+    if torch_source is None:
+        if baselines or optimum:
+            log("[yellow]warning[/]: no bundle has PyTorch weights (model/): baselines and Optimum are skipped")
         return variants, optimum_meta
-    if torch_source is not None:
-        bundle, manifest = torch_source
-        weights = _torch_weights(bundle, manifest)
-    if baselines and torch_source is not None:
+    bundle, manifest = torch_source
+    weights = _torch_weights(bundle, manifest)
+    assert weights is not None  # torch_source is a bundle with them
+    if baselines:
         for role, kind, label in (
             (ROLE_TORCH_FP32, "torch", "PyTorch fp32 eager"),
             (ROLE_TORCH_INT8, "torch-int8", "PyTorch dynamic int8"),
@@ -282,7 +291,7 @@ def _build_variants(
                     setup={"note": "quantized at load time from the fp32 weights"} if kind == "torch-int8" else {},
                 )
             )
-    if optimum and torch_source is not None:
+    if optimum:
         from slm.benchmark.optimum_env import WORKER_SCRIPT, default_venv_dir, ensure_venv, prepare_optimum_model
 
         python, marker = ensure_venv(optimum_venv, log=log)
@@ -410,20 +419,20 @@ class _Run:
             worker.close()
 
     def latency(self, variant: Variant, kind: str, texts: list[str]) -> None:
-        seconds = variant.worker.ask(cmd="latency", texts=texts)["seconds"]
+        seconds = variant.running.ask(cmd="latency", texts=texts)["seconds"]
         variant.latency[kind].extend(seconds)
         variant.latency_rounds[kind].append(float(np.median(seconds)) * 1000.0)
 
     def throughput(self, variant: Variant, texts: list[str], batch_size: int) -> None:
-        answer = variant.worker.ask(cmd="throughput", texts=texts, batch_size=batch_size)
+        answer = variant.running.ask(cmd="throughput", texts=texts, batch_size=batch_size)
         variant.throughput.append(answer["n"] / answer["seconds"])
 
     def predict(self, variant: Variant, texts: list[str], batch_size: int) -> None:
-        answer = variant.worker.ask(cmd="predict", texts=texts, batch_size=batch_size)
+        answer = variant.running.ask(cmd="predict", texts=texts, batch_size=batch_size)
         labels = variant.labels
         variant.predictions = [labels[i] if 0 <= i < len(labels) else str(i) for i in answer["argmax"]]
         variant.eval_seconds = answer["seconds"]
-        variant.memory["final"] = variant.worker.ask(cmd="rss")
+        variant.memory["final"] = variant.running.ask(cmd="rss")
 
     def close_all(self) -> None:
         for variant in self.variants:
@@ -441,7 +450,7 @@ def _size_mb(paths: list[Path]) -> float | None:
     return round(sum(sizes) / 1e6, 2) if sizes else None
 
 
-def _summary(variant: Variant, gold: list | None, multi_label: bool, reference: list[str] | None) -> dict:
+def _summary(variant: Variant, gold: list | None, multi_label: bool, reference: list[str] | None) -> tuple[dict, dict]:
     short = _percentiles(variant.latency.get("short", []))
     long = _percentiles(variant.latency.get("long", []))
     weights = variant.weights
@@ -493,7 +502,7 @@ def ratios(summary: dict, reference: dict) -> dict:
 
 
 def _versions() -> dict:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("slm", "torch", "transformers", "tokenizers", "onnxruntime", "onnx", "numpy", "safetensors"):
         try:
             out[name] = version(name)
@@ -523,7 +532,7 @@ def _load_average() -> list[float] | None:
 
 
 def run_benchmark(
-    bundles: list[str | Path],
+    bundles: Sequence[str | Path],
     data: Any,
     output: str | Path,
     *,

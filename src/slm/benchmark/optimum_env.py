@@ -87,7 +87,7 @@ def _last_error_line(text: str) -> str:
     return one_line((errors or lines or ["no message"])[-1])[:300]
 
 
-def ensure_venv(venv: Path | None = None, *, log=None) -> tuple[Path, dict]:
+def ensure_venv(venv: str | Path | None = None, *, log=None) -> tuple[Path, dict]:
     """The Optimum venv's python and its marker (requirements + ``pip freeze``), built if needed.
 
     A venv whose marker lists other requirements is rebuilt; a half-built one never has a marker
@@ -156,12 +156,10 @@ def _export_fp32_graph(bundle_path: Path, onnx_path: Path, opset: int = 17) -> s
     try:
         from slm.compression.export import export_onnx_graph
     except ImportError:
-        export_onnx_graph = None
-    if export_onnx_graph is not None:
-        export_onnx_graph(bundle_path, onnx_path, opset=opset)
-        return "slm.compression.export.export_onnx_graph"
-    _private_export(bundle_path, onnx_path, opset)
-    return "slm.benchmark.optimum_env._private_export"
+        _private_export(bundle_path, onnx_path, opset)
+        return "slm.benchmark.optimum_env._private_export"
+    export_onnx_graph(bundle_path, onnx_path, opset=opset)
+    return "slm.compression.export.export_onnx_graph"
 
 
 def _private_export(bundle_path: Path, onnx_path: Path, opset: int) -> None:

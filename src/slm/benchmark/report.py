@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 from slm.fileio import write_bytes_atomic
 
 
-def _valid(value: float | None) -> bool:
+def _valid(value: float | None) -> TypeGuard[float]:
     return value is not None and isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -20,18 +21,13 @@ def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[in
     dominated when another is at least as good on both and strictly better on one; points with a
     missing coordinate are never on the front.
     """
-    valid = [i for i, (x, y) in enumerate(points) if _valid(x) and _valid(y)]
+    valid = [(i, x, y) for i, (x, y) in enumerate(points) if _valid(x) and _valid(y)]
     front = []
-    for i in valid:
-        xi, yi = points[i]
-        dominated = any(
-            points[j][0] <= xi and points[j][1] >= yi and (points[j][0] < xi or points[j][1] > yi)
-            for j in valid
-            if j != i
-        )
+    for i, xi, yi in valid:
+        dominated = any(xj <= xi and yj >= yi and (xj < xi or yj > yi) for j, xj, yj in valid if j != i)
         if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+            front.append((i, xi, yi))
+    return [i for i, _, _ in sorted(front, key=lambda point: (point[1], -point[2]))]
 
 
 # ---------------------------------------------------------------- Markdown
@@ -183,8 +179,8 @@ def plot(results: dict, path: Path) -> Path:
         xs += [x, p95]
         label = f"{row['name']}{' ★' if on_front else ''}: {x:.1f} ms, {100 * y:.2f}%"
         ax.errorbar(
-            x, 100 * y, xerr=[[0], [max(p95 - x, 0)]], fmt="*" if on_front else "o", markersize=14 if on_front else 8,
-            capsize=3, color=colours(i % 10), label=label, alpha=0.9,
+            x, 100 * y, xerr=[[0.0], [max(p95 - x, 0.0)]], fmt="*" if on_front else "o",
+            markersize=14 if on_front else 8, capsize=3, color=colours(i % 10), label=label, alpha=0.9,
         )  # fmt: skip
         if on_front:
             front.append((x, 100 * y))

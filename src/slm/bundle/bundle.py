@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,6 +12,12 @@ from slm.bundle.manifest import bundle_path, read_manifest
 from slm.bundle.textlimit import cut_texts, text_limit
 from slm.errors import BundleError, ConfigError
 from slm.models.ensemble import ensemble_probabilities, probabilities
+
+if TYPE_CHECKING:
+    from slm.bundle.transformer import TransformerComponent
+    from slm.models.ngram import NgramClassifier
+    from slm.runtime.onnx import OnnxComponent
+    from slm.runtime.static import StaticComponent
 
 COMPONENTS = ("ensemble", "transformer", "ngram", "static")
 BACKENDS = ("onnx", "torch")
@@ -59,11 +66,12 @@ class Bundle:
 
     @property
     def default_component(self) -> str:
-        return self.manifest.get("default_component", "ensemble")
+        component: str = self.manifest.get("default_component", "ensemble")
+        return component
 
     # -- components, loaded on first use --------------------------------------------------
     @cached_property
-    def _transformer(self):
+    def _transformer(self) -> OnnxComponent | TransformerComponent:
         if self.backend == "onnx":
             from slm.runtime.onnx import OnnxComponent
 
@@ -77,7 +85,7 @@ class Bundle:
         return TransformerComponent(self.path, spec, len(self.labels), manifest=self.manifest)
 
     @cached_property
-    def _static(self):
+    def _static(self) -> StaticComponent:
         from slm.runtime.static import StaticComponent
 
         spec = self.manifest["components"]["static"]
@@ -105,7 +113,7 @@ class Bundle:
         return out
 
     @cached_property
-    def _ngram(self):
+    def _ngram(self) -> NgramClassifier:
         from slm.models.ngram import NgramClassifier
 
         ngram = NgramClassifier.load(bundle_path(self.path, self.manifest, self.manifest["components"]["ngram"]["dir"]))
@@ -195,13 +203,13 @@ class Bundle:
         component: str | None = None,
         batch_size: int = 64,
         show_progress: bool = False,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One dict per text: ``label`` (``list`` for multi-label), ``score`` and ``probabilities``."""
         proba = self.predict_proba(texts, component=component, batch_size=batch_size, show_progress=show_progress)
         return decode(proba, self.labels, self.thresholds(component) if self.multi_label else None)
 
 
-def decode(proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> list[dict]:
+def decode(proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> list[dict[str, Any]]:
     """Turn a probability matrix into label predictions."""
     out = []
     for row in proba:

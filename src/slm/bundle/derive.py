@@ -5,20 +5,24 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
 from slm.errors import ConfigError
 from slm.fileio import atomic_directory
 
+if TYPE_CHECKING:
+    from slm.data.dataset import TextDataset
+
 
 def derive_bundle(
     parent: str | Path,
     output: str | Path,
-    change: Callable[[Path, dict], dict],
+    change: Callable[[Path, dict[str, Any]], dict[str, Any]],
     *,
     drop: Iterable[str] = (),
     step: str,
-) -> dict:
+) -> dict[str, Any]:
     """Copy ``parent`` into a staging directory, let ``change(staging, manifest)`` edit it, then swap.
 
     ``drop`` lists top-level files or folders of the parent not to copy (e.g. ``"model"``). ``change``
@@ -52,7 +56,7 @@ def _roots(spec: object) -> set[str]:
     return {Path(v).parts[0] for v in values if isinstance(v, str) and v and not Path(v).is_absolute()}
 
 
-def drop_components(staging: Path, manifest: dict, *, keep: set[str]) -> list[str]:
+def drop_components(staging: Path, manifest: dict[str, Any], *, keep: set[str]) -> list[str]:
     """Remove every component not in ``keep`` from ``manifest`` and its files from ``staging``.
 
     A derived model replaces its parent's: a component left over from the parent (an ONNX export,
@@ -72,7 +76,7 @@ def drop_components(staging: Path, manifest: dict, *, keep: set[str]) -> list[st
     return dropped
 
 
-def replace_metrics(manifest: dict, validation: dict) -> None:
+def replace_metrics(manifest: dict[str, Any], validation: dict[str, Any]) -> None:
     """Make ``validation`` the derived model's metrics; keep the parent's under ``parent_<split>``.
 
     The parent's recommendation judged the parent, so it goes (``slm evaluate`` makes a fresh one).
@@ -86,7 +90,9 @@ def replace_metrics(manifest: dict, validation: dict) -> None:
     manifest.pop("recommendation", None)
 
 
-def training_data_record(source: str | Path, train, validation, val_size: float, seed: int) -> dict:
+def training_data_record(
+    source: str | Path, train: TextDataset, validation: TextDataset, val_size: float, seed: int
+) -> dict[str, Any]:
     """Where a derived model's training data came from: path, fingerprint, split sizes and seed."""
     return {
         "source": str(source),

@@ -102,7 +102,7 @@ def integrity_summary(manifest: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- writing
-def write_manifest(root: Path, manifest: dict) -> dict:
+def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Add format fields, file hashes and the manifest digest (signed when a key is set), then write it."""
     key = bundle_key()
     body = {k: v for k, v in manifest.items() if k not in WRITTEN_FIELDS}
@@ -113,7 +113,7 @@ def write_manifest(root: Path, manifest: dict) -> dict:
     return manifest
 
 
-def sign_bundle(root: Path) -> dict:
+def sign_bundle(root: Path) -> dict[str, Any]:
     """Verify bundle ``root`` and rewrite its manifest signed with the configured key.
 
     For bundles written before a key was configured (unsigned, or format version 1): once a key is
@@ -131,7 +131,7 @@ def sign_bundle(root: Path) -> dict:
 
 
 # ---------------------------------------------------------------------- reading
-def read_manifest(root: Path, *, verify: bool = True) -> dict:
+def read_manifest(root: Path, *, verify: bool = True) -> dict[str, Any]:
     """Read and check a bundle's manifest; BundleError names the first problem found.
 
     Always: a JSON object of a readable format version, of the right structure, naming only listed
@@ -141,7 +141,7 @@ def read_manifest(root: Path, *, verify: bool = True) -> dict:
     return _read(Path(root), verify=verify, key=bundle_key() if verify else None)
 
 
-def _read(root: Path, *, verify: bool, key: bytes | None, accept_unsigned: bool = False) -> dict:
+def _read(root: Path, *, verify: bool, key: bytes | None, accept_unsigned: bool = False) -> dict[str, Any]:
     manifest = _parse(root)
     validate(root, manifest)
     if verify:
@@ -154,7 +154,7 @@ def _read(root: Path, *, verify: bool, key: bytes | None, accept_unsigned: bool 
     return manifest
 
 
-def _parse(root: Path) -> dict:
+def _parse(root: Path) -> dict[str, Any]:
     """The manifest as a JSON object of this format and a version this slm reads."""
     if not root.exists():
         raise BundleError(f"bundle not found: {root}")

@@ -178,7 +178,7 @@ def _check_labels(manifest: Mapping[str, Any]) -> list[str] | None:
     return labels
 
 
-def _check_lineage(lineage: list) -> None:
+def _check_lineage(lineage: list[Any]) -> None:
     for step in lineage:
         if not isinstance(step, dict) or not isinstance(step.get("step"), str):
             raise Malformed("every 'lineage' entry must be an object with a 'step' name")
@@ -204,7 +204,7 @@ def _check_ensemble(ensemble: object, n_labels: int) -> None:
         raise Malformed(f"'ensemble.log_prior_shift' must be null or {n_labels} numbers, one per label")
 
 
-def _check_thresholds(thresholds: dict, n_labels: int) -> None:
+def _check_thresholds(thresholds: dict[str, Any], n_labels: int) -> None:
     for component, values in thresholds.items():
         if values is not None and not _numbers(values, n_labels):
             raise Malformed(f"'thresholds.{component}' must be {n_labels} numbers, one per label")

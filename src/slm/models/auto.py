@@ -122,7 +122,7 @@ def language_name(code: str) -> str:
 @lru_cache(maxsize=1)
 def _identifier():
     require("py3langid", "train", what="--base-model auto (detecting the texts' language; or name a base model)")
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # type: ignore[import-untyped]
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    # A Hugging Face encoder (AutoModel), or the same wrapped with peft adapters while they train.
+    Encoder: TypeAlias = PreTrainedModel | PeftModel
 
 # Stored in the encoder's config.json, so every place that rebuilds a classifier from a bundle
 # (PyTorch loading, ONNX export, pruning, benchmarks) restores the same pooling.
@@ -42,17 +50,18 @@ class TermEmbedding(nn.Module):
         return torch.where(is_term.unsqueeze(-1), self.terms[(ids - self.start).clamp(min=0)], out)
 
 
-def add_term_embedding(encoder: nn.Module) -> bool:
+def add_term_embedding(encoder: Encoder) -> bool:
     """Give an encoder whose config names added domain terms (``slm_new_tokens_from``) a TermEmbedding."""
     table = encoder.get_input_embeddings()
     start = getattr(encoder.config, NEW_TOKENS_ATTR, None)
-    if isinstance(table, TermEmbedding) or not isinstance(start, int) or not 0 < start < table.weight.shape[0]:
+    # a plain table only: not one that is a TermEmbedding already
+    if not isinstance(table, nn.Embedding) or not isinstance(start, int) or not 0 < start < table.weight.shape[0]:
         return False
     encoder.set_input_embeddings(TermEmbedding(table, start))
     return True
 
 
-def merge_term_embedding(encoder: nn.Module) -> None:
+def merge_term_embedding(encoder: Encoder) -> None:
     """Write the trained term rows back into the table and restore the plain embedding (before saving)."""
     table = encoder.get_input_embeddings()
     if isinstance(table, TermEmbedding):
@@ -70,9 +79,9 @@ class EncoderClassifier(nn.Module):
     ``slm_normalize_pooled`` config flag turns on.
     """
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: Encoder, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder: Encoder = encoder
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)

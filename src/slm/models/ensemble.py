@@ -32,7 +32,12 @@ def ensemble_probabilities(
 
     ``ngram`` may be None when ``transformer_weight`` is 1 (the n-gram model is then not needed).
     """
-    combined = transformer if transformer_weight >= 1.0 else combine(transformer, ngram, transformer_weight)
+    if transformer_weight >= 1.0:
+        combined = transformer
+    elif ngram is None:
+        raise ValueError(f"a transformer weight of {transformer_weight} needs the n-gram probabilities")
+    else:
+        combined = combine(transformer, ngram, transformer_weight)
     return shift_priors(combined, None if log_shift is None else np.asarray(log_shift))
 
 

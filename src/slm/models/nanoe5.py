@@ -217,7 +217,10 @@ def build_tokenizer(model: E5File):
     alphabet = set("".join(model.pieces))
     shielded = [c for c in kept if c in alphabet]
     unknown = [c for c in kept if c not in alphabet]
-    steps = [normalizers.Replace(Regex(_char_class(deleted)), ""), normalizers.Replace(Regex(_char_class(spaced)), " ")]
+    steps: list[normalizers.Normalizer] = [
+        normalizers.Replace(Regex(_char_class(deleted)), ""),
+        normalizers.Replace(Regex(_char_class(spaced)), " "),
+    ]
     if unknown:
         steps.append(normalizers.Replace(Regex(_char_class(unknown)), chr(PROTECT_BASE)))
     steps += [normalizers.Replace(c, chr(PROTECT_BASE + 1 + i)) for i, c in enumerate(shielded)]

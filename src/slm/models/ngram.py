@@ -185,8 +185,12 @@ class NgramClassifier:
 
     # ------------------------------------------------------------------ features / predict
     def _word_kwargs(self) -> dict[str, Any]:
-        return {"analyzer": "word", "ngram_range": self.word_ngrams, "token_pattern": self.token_pattern,
-                "lowercase": True}
+        return {
+            "analyzer": "word",
+            "ngram_range": self.word_ngrams,
+            "token_pattern": self.token_pattern,
+            "lowercase": True,
+        }
 
     def _char_kwargs(self) -> dict[str, Any]:
         return {"analyzer": self.char_analyzer, "ngram_range": self.char_ngrams, "lowercase": True}
@@ -252,7 +256,7 @@ class NgramClassifier:
             "word_vocabulary": self.word_vocabulary,
             "char_vocabulary": self.char_vocabulary,
         }
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "word_idf": self.word_idf.astype(np.float64),
             "char_idf": self.char_idf.astype(np.float64),
             "coef": np.ascontiguousarray(self.coef, dtype=np.float32),
@@ -271,8 +275,9 @@ class NgramClassifier:
         arrays = _read_arrays(directory / ARRAYS_NAME)
         try:
             params = {"token_pattern": LEGACY_TOKEN_PATTERN, **meta["params"]}  # older files predate the field
-            model = cls(**{**params, "word_ngrams": tuple(params["word_ngrams"]),
-                           "char_ngrams": tuple(params["char_ngrams"])})
+            model = cls(
+                **{**params, "word_ngrams": tuple(params["word_ngrams"]), "char_ngrams": tuple(params["char_ngrams"])}
+            )
             model.n_classes = int(meta["n_classes"])
             model.word_vocabulary = list(meta["word_vocabulary"])
             model.char_vocabulary = list(meta["char_vocabulary"])

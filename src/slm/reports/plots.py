@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,7 @@ from slm.reports.fonts import use_cjk_fallback  # noqa: E402
 MAX_TICK_LABELS = 100
 
 
-def _row_normalise(confusion: list[list[int]]) -> np.ndarray:
+def _row_normalise(confusion: Sequence[Sequence[int]]) -> np.ndarray:
     """Each row divided by its sum (rows of zeros stay zero)."""
     cm = np.asarray(confusion, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -64,7 +65,7 @@ def _draw(cm: np.ndarray, label_names: list[str], title: str):
     return fig
 
 
-def plot_confusion(confusion: list[list[int]], label_names: list[str], path: Path, title: str) -> Path:
+def plot_confusion(confusion: Sequence[Sequence[int]], label_names: list[str], path: Path, title: str) -> Path:
     """Save a row-normalised confusion matrix as PNG at ``path`` (atomically) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,10 @@ import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -71,7 +72,7 @@ Block = Heading | Para | Quote | Bullets | Table | Image
 # ----------------------------------------------------------------------------- formatting
 
 
-def _is_num(v: Any) -> bool:
+def _is_num(v: Any) -> TypeGuard[int | float | np.number]:
     return isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
@@ -97,7 +98,7 @@ def _dict(v: Any) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-def _list(v: Any) -> list:
+def _list(v: Any) -> Sequence[Any]:
     return v if isinstance(v, list | tuple) else []
 
 

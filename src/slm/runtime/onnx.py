@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slm.errors import BundleError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
 
 DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 # Padding tokens a batch may carry before the longest text is run in a batch of its own (length_chunks).
@@ -16,7 +22,7 @@ PAD_BUDGET_TOKENS = 16
 ENCODE_CHARS = 1 << 20
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Options for a small CPU: fixed intra-op threads, no busy-waiting between runs, all graph optimizations."""
     import onnxruntime as ort
 
@@ -36,7 +42,7 @@ def session_options(threads: int | None = None):
     return options
 
 
-def load_tokenizer(path: Path, max_length: int):
+def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     """A fast tokenizer with truncation at ``max_length`` and padding switched off (we pad per batch).
 
     The packaged MiniLM ``tokenizer.json`` pads every text to 128 tokens: left on, that costs 4-5x.
@@ -53,7 +59,7 @@ def load_tokenizer(path: Path, max_length: int):
     return tokenizer
 
 
-def pad_id(tokenizer) -> int:
+def pad_id(tokenizer: Tokenizer) -> int:
     for token in ("[PAD]", "<pad>", "<PAD>"):
         found = tokenizer.token_to_id(token)
         if found is not None:
@@ -64,7 +70,9 @@ def pad_id(tokenizer) -> int:
 class OnnxComponent:
     """Tokenizer + ONNX Runtime session for a bundle's ``onnx`` component spec."""
 
-    def __init__(self, root: Path, spec: dict, *, threads: int | None = None, manifest: dict | None = None) -> None:
+    def __init__(
+        self, root: Path, spec: dict[str, Any], *, threads: int | None = None, manifest: dict[str, Any] | None = None
+    ) -> None:
         """With ``manifest`` (a loaded bundle's) files are opened only through ``bundle_path``; without it
         (export, quantization and build steps on their own staging files) paths are joined to ``root`` as given.
         ``output_widths`` holds each output's last dimension where the graph declares it (else None)."""
@@ -125,7 +133,8 @@ class OnnxComponent:
 
     def run(self, ids: list[list[int]], outputs: tuple[str, ...] = ("logits",)) -> list[np.ndarray]:
         """The named outputs (default: logits) for one batch of token id lists."""
-        return self.session.run(list(outputs), self.feeds(ids))
+        values: list[np.ndarray] = self.session.run(list(outputs), self.feeds(ids))
+        return values
 
     def logits(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         """Raw logits ``(n, num_labels)``; texts are grouped by length so padding stays small."""
@@ -144,7 +153,7 @@ class OnnxComponent:
         ids = self.encode(texts)
         order = np.argsort([len(row) for row in ids], kind="stable")
         out: list[np.ndarray] | None = None
-        chunks = length_chunks([len(ids[i]) for i in order], batch_size)
+        chunks: Iterable[slice] = length_chunks([len(ids[i]) for i in order], batch_size)
         if show_progress:
             from rich.progress import track
 

@@ -17,10 +17,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slm.errors import ConfigError, DataError, one_line
 from slm.runtime.ray_cluster import connect, import_ray
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+    from ray.data import Dataset
 
 MANIFEST = "_manifest.json"  # "_" first: Parquet and Arrow readers of the folder skip it
 KIND = "slm.predictions"
@@ -66,9 +72,10 @@ def input_files(path: Path) -> tuple[list[Path], str]:
             raise DataError(f"{path}: the folder holds no {', '.join(sorted(set(INPUT_FORMATS)))} file")
     else:
         files = [path]
-    formats = {INPUT_FORMATS.get(p.suffix.lower()) for p in files}
-    if None in formats:
+    found = {INPUT_FORMATS.get(p.suffix.lower()) for p in files}
+    if None in found:
         raise DataError(f"{path}: unknown file type; use {', '.join(sorted(set(INPUT_FORMATS)))}")
+    formats = {f for f in found if f is not None}
     if len(formats) > 1:
         raise DataError(f"{path}: the folder mixes formats ({', '.join(sorted(formats))}); keep one per folder")
     empty = [p for p in files if p.stat().st_size == 0]
@@ -93,21 +100,21 @@ def check_output(output: Path, *, force: bool = False) -> None:
     claim_output_folder(output, force=force)
 
 
-def _csv_options(fmt: str):
+def _csv_options(fmt: str) -> arrow_csv.ParseOptions:
     """How Arrow parses the CSV/TSV inputs and shards: the same options for reading, sampling and counting."""
     from pyarrow import csv
 
     return csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
 
 
-def _read(files: list[Path], fmt: str, blocks: int | None = None):
+def _read(files: list[Path], fmt: str, blocks: int | None = None) -> Dataset:
     """A Ray dataset over ``files`` in about ``blocks`` blocks (Ray splits a file's rows when there are
     fewer files), so every actor gets work. Read tasks reserve no CPU: they never wait for the actors.
     """
     import ray.data
 
     paths = [str(p.resolve()) for p in files]
-    options = {"num_cpus": 0, "override_num_blocks": blocks, "file_extensions": None}  # already chosen here
+    options: dict[str, Any] = {"num_cpus": 0, "override_num_blocks": blocks, "file_extensions": None}  # chosen here
     if fmt == "parquet":
         return ray.data.read_parquet(paths, **options)
     if fmt == "jsonl":
@@ -117,7 +124,7 @@ def _read(files: list[Path], fmt: str, blocks: int | None = None):
     return ray.data.read_csv(paths, parse_options=parse, **options)
 
 
-def _sample(files: list[Path], fmt: str):
+def _sample(files: list[Path], fmt: str) -> pd.DataFrame:
     """The first rows of the first file, read here with the same Arrow readers Ray uses (no Ray job)."""
     import pandas as pd
 
@@ -133,10 +140,11 @@ def _sample(files: list[Path], fmt: str):
 
     parse = _csv_options(fmt)
     with csv.open_csv(first, parse_options=parse) as reader:
-        return reader.read_next_batch().to_pandas()
+        frame: pd.DataFrame = reader.read_next_batch().to_pandas()
+        return frame
 
 
-def _text_column(sample, path: Path, text_col: str | None) -> str:
+def _text_column(sample: pd.DataFrame, path: Path, text_col: str | None) -> str:
     """The text column, chosen from a sample exactly as local ``slm predict`` chooses it."""
     from slm.data.loading import _detect_text_col, _find_column
 
@@ -160,7 +168,7 @@ class Predictor:
         self.neutralise = fmt in ("csv", "tsv") and not raw_csv
         self.thresholds = self.model.thresholds(component) if self.model.multi_label else None
 
-    def __call__(self, batch):
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         import numpy as np
         import pyarrow as pa
 
@@ -189,7 +197,7 @@ class Predictor:
         return _neutralised(out) if self.neutralise else out
 
 
-def _neutralised(batch):
+def _neutralised(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Text columns with spreadsheet formulas neutralised, as local ``slm predict`` writes CSV/TSV."""
     import pyarrow as pa
 
@@ -202,7 +210,7 @@ def _neutralised(batch):
     return batch
 
 
-def _write(dataset, folder: Path, fmt: str) -> None:
+def _write(dataset: Dataset, folder: Path, fmt: str) -> None:
     """One shard per block. Write tasks take a CPU like any Ray task: while the actors hold every CPU, the
     labelled blocks wait in Ray's object store (spilled to disk when it fills) and are written as actors
     finish. Zero-CPU write tasks would run at once, but then Ray starts a fresh worker process for
@@ -224,14 +232,16 @@ def shard_rows(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        rows: int = pq.ParquetFile(path).metadata.num_rows
+        return rows
     if fmt == "jsonl":
         with path.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
     from pyarrow import csv
 
     parse = _csv_options(fmt)
-    return csv.read_csv(path, parse_options=parse).num_rows
+    rows = csv.read_csv(path, parse_options=parse).num_rows
+    return rows
 
 
 def _sha256(path: Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -153,7 +154,13 @@ class StaticComponent:
     """
 
     def __init__(
-        self, root: Path, spec: dict, labels: list[str], multi_label: bool, *, manifest: dict | None = None
+        self,
+        root: Path,
+        spec: dict[str, Any],
+        labels: list[str],
+        multi_label: bool,
+        *,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         from slm.bundle.manifest import bundle_path
 
@@ -201,7 +208,7 @@ class StaticComponent:
 
 
 # ---------------------------------------------------------------------- file helpers
-def _read_config(path: Path) -> dict:
+def _read_config(path: Path) -> dict[str, Any]:
     config = read_json_object(path, "static model")
     pooling = str(config.get("pooling", "mean"))
     if pooling != "mean":

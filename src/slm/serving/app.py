@@ -7,6 +7,7 @@ import json
 import time
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from slm import __version__
 from slm.serving import log
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
     from slm.apps.recommend.recommender import Recommender
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)
+}
 
 
 class ApiError(Exception):
@@ -76,7 +80,7 @@ def create_app(
     config = service.config
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
         log.event("ready", models=service.names)
         try:
@@ -211,7 +215,7 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
 class _TaggedRoute(Route):
     """A Starlette route that, like FastAPI's, puts itself in the scope (the access log reads its path)."""
 
-    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
         if match is not Match.NONE:
             child["route"] = self
@@ -257,8 +261,8 @@ def _add_support_routes(app: FastAPI, service: ModelService) -> None:
         return json_response({"assistant": assistant.name, "conversation_id": conversation, **reply,
                               "latency_ms": latency})  # fmt: skip
 
-    documented = {"response_model": AnswerResponse, "responses": ERRORS,
-                  "openapi_extra": request_body_schema(AnswerRequest)}  # fmt: skip
+    documented: dict[str, Any] = {"response_model": AnswerResponse, "responses": ERRORS,
+                                  "openapi_extra": request_body_schema(AnswerRequest)}  # fmt: skip
 
     @app.post("/v1/support/answer", summary="A support assistant's answer to a question, with its decision path",
               **documented)  # fmt: skip

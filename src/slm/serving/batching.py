@@ -15,7 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+ItemT = TypeVar("ItemT")  # one input of a request: a text, a question
+ContextT = TypeVar("ContextT")  # what a run returns beside its rows (e.g. the model that produced them)
 
 
 class QueueFull(Exception):
@@ -37,13 +40,13 @@ class BatchObserver(Protocol):
 
 
 @dataclass(slots=True)
-class _Request:
-    texts: list[str]
-    future: asyncio.Future
+class _Request(Generic[ItemT, ContextT]):
+    texts: list[ItemT]
+    future: asyncio.Future[tuple[Any, ContextT]]
     enqueued: float
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[ItemT, ContextT]):
     """Groups concurrent ``submit`` calls into batches for ``run``.
 
     ``run(texts)`` executes in ``executor`` and returns ``(rows, context)``: ``rows`` is indexable by
@@ -53,7 +56,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: Callable[[list[str]], tuple[Any, Any]],
+        run: Callable[[list[ItemT]], tuple[Any, ContextT]],
         *,
         executor: Executor,
         max_batch: int = 32,
@@ -68,14 +71,14 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._observer = observer
-        self._pending: deque[_Request] = deque()
+        self._pending: deque[_Request[ItemT, ContextT]] = deque()
         self._queued = 0
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._wakeup = asyncio.Event()
-        self._running: set[asyncio.Future] = set()
+        self._running: set[asyncio.Future[tuple[Any, ContextT]]] = set()
         self._closing = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._rate = 0.0  # texts per second of one batch slot, smoothed: for the Retry-After hint
 
     @property
@@ -92,13 +95,13 @@ class MicroBatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def submit(self, texts: list[str]) -> tuple[Any, Any]:
+    async def submit(self, texts: list[ItemT]) -> tuple[Any, ContextT]:
         """Queue ``texts`` and wait for their rows; QueueFull / ShuttingDown when refused."""
         if self._closing:
             raise ShuttingDown()
         if self._queued + len(texts) > self.max_queue:
             raise QueueFull(self.retry_after())
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Any, ContextT]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(texts, future, time.perf_counter()))
         self._set_queued(self._queued + len(texts))
         self._wakeup.set()
@@ -149,7 +152,7 @@ class MicroBatcher:
             except TimeoutError:
                 return
 
-    def _take(self) -> list[_Request]:
+    def _take(self) -> list[_Request[ItemT, ContextT]]:
         """Whole requests from the front of the queue, up to ``max_batch`` texts (always at least one)."""
         taken = [self._pending.popleft()]
         size = len(taken[0].texts)
@@ -160,7 +163,7 @@ class MicroBatcher:
         self._set_queued(self._queued - size)
         return taken
 
-    def _dispatch(self, requests: list[_Request]) -> None:
+    def _dispatch(self, requests: list[_Request[ItemT, ContextT]]) -> None:
         texts = [t for r in requests for t in r.texts]
         started = time.perf_counter()
         if self._observer is not None:
@@ -170,7 +173,13 @@ class MicroBatcher:
         self._running.add(running)
         running.add_done_callback(lambda done: self._finish(done, requests, len(texts), started))
 
-    def _finish(self, done: asyncio.Future, requests: list[_Request], size: int, started: float) -> None:
+    def _finish(
+        self,
+        done: asyncio.Future[tuple[Any, ContextT]],
+        requests: list[_Request[ItemT, ContextT]],
+        size: int,
+        started: float,
+    ) -> None:
         self._running.discard(done)
         self._slots.release()
         seconds = time.perf_counter() - started

@@ -112,8 +112,8 @@ def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list
             raise api_error(400, "invalid_json", f"body is not JSON: {exc.msg} at position {exc.pos}") from None
         except RecursionError:
             raise api_error(400, "invalid_json", "body is not JSON this server reads: nested too deeply") from None
-        objects = data.get("items") if isinstance(data, dict) and "items" in data else data
-        objects = objects if isinstance(objects, list) else [objects]
+        found = data.get("items") if isinstance(data, dict) and "items" in data else data
+        objects = found if isinstance(found, list) else [found]
     if len(objects) > MAX_INGEST_ITEMS:
         raise api_error(413, "too_many_items", f"{len(objects):,} items in one request (limit {MAX_INGEST_ITEMS:,})")
     return objects

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -31,7 +31,8 @@ class LogLevel(StrEnum):
 
 def serve_option(name: str, help: str, *flags: str) -> typer.models.OptionInfo:
     """An option that can also be set by ``SLM_SERVE_<NAME>``."""
-    return typer.Option(*flags, envvar=f"SLM_SERVE_{name.upper()}", help=help)
+    # typer.Option is declared to return Any (it stands in for a default value)
+    return cast(typer.models.OptionInfo, typer.Option(*flags, envvar=f"SLM_SERVE_{name.upper()}", help=help))
 
 
 @dataclass(frozen=True)

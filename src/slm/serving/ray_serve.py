@@ -149,7 +149,8 @@ def scaling_options(
 
 def initial_replicas(options: dict[str, Any]) -> int:
     autoscaling = options.get("autoscaling_config")
-    return autoscaling["initial_replicas"] if autoscaling else options["num_replicas"]
+    replicas: int = autoscaling["initial_replicas"] if autoscaling else options["num_replicas"]
+    return replicas
 
 
 def absolute(specs: list[tuple[str, Path]], config: ServeConfig) -> tuple[list[tuple[str, Path]], ServeConfig]:

@@ -34,7 +34,10 @@ class PredictRequest(BaseModel):
 
     @property
     def inputs(self) -> list[str]:
-        return [self.text] if self.texts is None else self.texts
+        if self.texts is not None:
+            return self.texts
+        assert self.text is not None  # _one_input: exactly one of the two
+        return [self.text]
 
 
 class LabelScore(BaseModel):
@@ -144,7 +147,7 @@ class ErrorResponse(BaseModel):
 
 def validation_message(exc: ValidationError) -> tuple[str, str]:
     """``(code, one-line message)`` for a body that failed to parse or validate."""
-    first: dict[str, Any] = exc.errors(include_url=False)[0]
+    first = exc.errors(include_url=False)[0]
     if first.get("type") == "json_invalid":
         return "invalid_json", f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
     where = ".".join(str(part) for part in first.get("loc", ()))

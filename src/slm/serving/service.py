@@ -10,7 +10,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from slm.errors import SlmError, one_line
 from slm.serving import log
@@ -23,6 +23,33 @@ from slm.serving.support import LoadedAssistant, ServedAssistant, is_assistant, 
 
 # A reload that failed is tried again after this many watch intervals even if nothing changed.
 RETRY_INTERVALS = 10
+
+
+class _Version(Protocol):
+    """One loaded version of a served bundle (:class:`LoadedBundle`, :class:`LoadedAssistant`)."""
+
+    @property
+    def signature(self) -> tuple[int, int, int] | None: ...
+    @property
+    def loaded_at(self) -> float: ...
+    @property
+    def labels(self) -> list[str]: ...
+
+
+VersionT = TypeVar("VersionT", bound=_Version)
+
+
+class _Served(Protocol[VersionT]):
+    """What hot reload and the metrics ask of a served bundle (:class:`ServedModel`, :class:`ServedAssistant`)."""
+
+    name: str
+    path: Path
+    current: VersionT
+    failed: tuple[tuple[int, int, int] | None, float] | None
+
+    def load_version(self) -> VersionT: ...
+    def info_labels(self, loaded: VersionT) -> tuple[str, str, str, str, str]: ...
+    def summary(self) -> dict[str, Any]: ...
 
 
 class ServedModel:
@@ -84,14 +111,20 @@ class ModelService:
             for name, (path, bundle) in loaded.items()
         }
         self.conversations = conversations
-        self.assistants = {
-            name: ServedAssistant(name, path, version, config, self.executor, self.metrics, conversations)
-            for name, (path, version) in (assistants or {}).items()
-        }
+        self.assistants = (
+            {
+                name: ServedAssistant(name, path, version, config, self.executor, self.metrics, conversations)
+                for name, (path, version) in (assistants or {}).items()
+            }
+            if conversations is not None  # None only without assistants (checked above)
+            else {}
+        )
         self.ready = False
-        self._watcher: asyncio.Task | None = None
-        for model in self.served():
+        self._watcher: asyncio.Task[None] | None = None
+        for model in self.models.values():
             self._record_model(model)
+        for assistant in self.assistants.values():
+            self._record_model(assistant)
 
     @classmethod
     def load(cls, specs: list[tuple[str, Path]], config: ServeConfig) -> ModelService:
@@ -168,10 +201,13 @@ class ModelService:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.config.watch_interval)
-            for model in self.served():
+            # the classification models, then the assistants (as served() lists them)
+            for model in list(self.models.values()):
                 await self.reload_if_changed(model)
+            for assistant in list(self.assistants.values()):
+                await self.reload_if_changed(assistant)
 
-    async def reload_if_changed(self, model: ServedModel | ServedAssistant) -> bool:
+    async def reload_if_changed(self, model: _Served[VersionT]) -> bool:
         """Load ``model``'s bundle again if its manifest changed; keep the old version if that fails."""
         signature = manifest_signature(model.path)
         if signature is None or signature == model.current.signature:
@@ -199,7 +235,7 @@ class ModelService:
                   labels=len(loaded.labels))  # fmt: skip
         return True
 
-    def _record_model(self, model: ServedModel | ServedAssistant) -> None:
+    def _record_model(self, model: _Served[VersionT]) -> None:
         self.metrics.model_info.labels(*model.info_labels(model.current)).set(1)
         self.metrics.model_loaded.labels(model.name).set(model.current.loaded_at)
 

@@ -61,7 +61,8 @@ class LoadedAssistant:
 
     @property
     def labels(self) -> list[str]:
-        return self.assistant.labels
+        labels: list[str] = self.assistant.labels
+        return labels
 
 
 def load_assistant(path: Path, *, threads: int) -> LoadedAssistant:
@@ -152,8 +153,8 @@ class ServedAssistant:
 
     async def answer(self, question: str, *, context: dict[str, Any] | None, conversation_id: str) -> dict[str, Any]:
         """The reply to ``question`` (``Reply.to_dict()``), counted by decision."""
-        answers, _ = await self.batcher.submit([Question(question, context, conversation_id)])  # type: ignore[list-item]
-        reply = answers[0]
+        answers, _ = await self.batcher.submit([Question(question, context, conversation_id)])
+        reply: dict[str, Any] = answers[0]
         reason = reply["reason"] if reply["decision"] == "handoff" else None
         self.metrics.support_answers.labels(self.name, reply["decision"], reason or "").inc()
         return reply

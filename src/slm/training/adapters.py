@@ -11,10 +11,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from slm.errors import ConfigError
 from slm.models.encoder import EncoderClassifier
 from slm.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from peft import AdaLoraModel
 
 # AdaLoRA starts every adapter at this multiple of the target rank and prunes down to lora_r.
 ADALORA_INITIAL_RANK_FACTOR = 1.5
@@ -49,7 +53,11 @@ def add_adapters(
     """
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
-    common = {"lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout, "target_modules": "all-linear"}
+    common: dict[str, Any] = {
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": "all-linear",
+    }
     if method == "lora":
         peft_config = LoraConfig(r=config.lora_r, **common)
     elif method == "adalora":
@@ -68,9 +76,11 @@ def add_adapters(
         raise ConfigError(f"unknown adapter method {method!r}")
     with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*gradient_checkpointing.*")
-        model.encoder = get_peft_model(model.encoder, peft_config)
+        wrapped = get_peft_model(model.encoder, peft_config)
+        model.encoder = wrapped
     if method == "adalora":
-        allocator = model.encoder.base_model
+        # the tuner peft chose for an AdaLoraConfig (PeftModel types base_model as any tuner)
+        allocator = cast("AdaLoraModel", wrapped.base_model)
         return lambda step: allocator.update_and_allocate(step)
     return None
 

@@ -49,9 +49,7 @@ def encode_texts(tokenizer, texts: list[str], max_length: int, chunk: int = 2048
     return Encoded(ids=ids, n_truncated=truncated)
 
 
-def length_bucketed_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, pool_factor: int = 50
-) -> list[np.ndarray]:
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, pool_factor: int = 50) -> list[np.ndarray]:
     """Shuffled batches of similar-length examples, deterministic for ``seed``.
 
     Shuffle, cut into pools of ``pool_factor`` batches, sort each pool by length, slice it into

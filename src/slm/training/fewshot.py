@@ -251,6 +251,7 @@ def fit_head(
         tried.append({"C": c, "val_macro_f1": round(score, 5)})
         if score > best_score + 1e-9:
             best, best_score = head, score
+    assert best is not None  # a macro-F1 (>= 0) beats the initial -1
     return calibrate_scale(best, x_val, val_targets), tried
 
 

@@ -159,8 +159,8 @@ def run_training(
     data_path: str,
     split: dict | None = None,
     unlabeled: list[str] | None = None,
-) -> Bundle:
-    """Everything after the data is validated. Returns the written bundle."""
+) -> Bundle | None:
+    """Everything after the data is validated. Returns the written bundle (None on a distributed run's other ranks)."""
     threads = set_threads(config.threads)
     # Before anything hashes the configuration (the resume key), and before any output: a missing extra for
     # the chosen model is then the only line printed.
@@ -251,6 +251,7 @@ def run_training(
         wall = time.perf_counter() - started
         if not main:
             return None
+        assert ngram is not None  # the main rank fitted it
         model = fitted.model
         eval_split = "test" if len(splits.test) else "validation"
         eval_ds = splits.test if len(splits.test) else splits.validation

@@ -178,7 +178,8 @@ class Trainer:
         cfg = self.config
         if cfg.freeze_embeddings:
             self.model.encoder.get_input_embeddings().weight.requires_grad_(False)
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in self.model.encoder.named_parameters():
             if not param.requires_grad:
                 continue
@@ -248,7 +249,7 @@ class Trainer:
                 scheduler=scheduler,
             )
         targets_t = torch.as_tensor(train_targets)
-        forward = self.model
+        forward: nn.Module = self.model
         if distributed.active():  # gradients averaged across ranks; each rank trains on its share of a batch
             # Added domain-term rows (--lexicon) get no gradient in batches without a term.
             forward = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=bool(cfg.lexicon))

@@ -287,10 +287,10 @@ def tune(
             gc_after_trial=True,
         )
     finally:
-        completed = [t for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
-        default_trials = [t for t in completed if t.user_attrs.get("default")]
-        default_value = float(default_trials[0].value) if default_trials else None
-        best_trial = max(completed, key=lambda t: t.value) if completed else None
+        completed = [(t, t.value) for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
+        default_values = [value for t, value in completed if t.user_attrs.get("default")]
+        default_value = float(default_values[0]) if default_values else None
+        best_trial, best_value = max(completed, key=lambda tv: tv[1]) if completed else (None, None)
         best = None
         if best_trial is not None:
             best = (
@@ -299,9 +299,9 @@ def tune(
                 else suggest(optuna.trial.FixedTrial(best_trial.params), base, methods)
             )
         rows = _write_outputs(output, study, best, default_value, len(train_ds), len(splits.train))
-    if best is None:
+    if best is None or best_value is None:  # both or neither
         raise ConfigError("no trial finished within the budget; give tuning more time (--budget)")
-    return TuneResult(best, float(best_trial.value), default_value, rows, output, len(train_ds), len(splits.train))
+    return TuneResult(best, float(best_value), default_value, rows, output, len(train_ds), len(splits.train))
 
 
 def summary_table(result: TuneResult) -> list[tuple[str, str]]:

@@ -148,7 +148,8 @@ class Monitor:
 
     # -- one batch -----------------------------------------------------------------------------
     def _process_lines(self, batch: list[Line], source_key: str | None) -> IngestStats:
-        parsed, keys = [], []
+        parsed: list[Item | Rejection] = []
+        keys: list[str] = []
         previous = None
         for line, end in batch:
             if isinstance(line, Overlong):  # read in pieces, never whole (sources.py)
@@ -182,7 +183,8 @@ class Monitor:
             stats.duplicates += len(known)
             todo = [item for item_id, item in fresh.items() if item_id not in known]
             results = self.classify([item.text for item in todo])
-            rows, mention_rows = [], []
+            rows: list[dict[str, Any]] = []
+            mention_rows: list[dict[str, Any]] = []
             for item, result in zip(todo, results, strict=True):
                 ts_ms = int(round(item.ts * 1000))
                 rows.append({"id": item.id, "ts_ms": ts_ms, "source": item.source, "text": item.text,
@@ -207,6 +209,8 @@ class Monitor:
         closed = self._watermark // self.window_ms - 1 - self.config.lateness
         if self._scored is None:
             first = self.store.first_ms()
+            if first is None:  # nothing stored (a watermark means something was)
+                return 0
             self._scored = first // self.window_ms - 1
         if closed <= self._scored:
             return 0

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from slm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -95,13 +99,18 @@ class MonitorStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # the dialect's INSERT, which has ON CONFLICT DO NOTHING
+        self._insert: Callable[[sa.Table], PostgresInsert | SqliteInsert]
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+            self._insert = postgres_insert
         elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert
         else:
             raise ConfigError(f"storage: {self.dialect} is not supported (use sqlite:/// or postgresql+psycopg://)")
-        self._insert = insert
 
     @classmethod
     def open(cls, url: str) -> MonitorStore:
@@ -117,7 +126,9 @@ class MonitorStore:
             metadata.create_all(engine)
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
-            raise ConfigError(f"storage: cannot open '{_safe(url)}': {_first_line(exc.orig or exc)}") from None
+            # the driver's error where there is one (StatementError and its DBAPIError subclasses carry it)
+            cause = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig else exc
+            raise ConfigError(f"storage: cannot open '{_safe(url)}': {_first_line(cause)}") from None
         return store
 
     def close(self) -> None:

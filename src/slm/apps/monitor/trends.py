@@ -14,11 +14,11 @@ def series_windows(
     store: MonitorStore, kind: str, name: str, window_ms: int, *, last: int | None = None, limit: int = 500
 ) -> list[dict[str, Any]]:
     """Every window of one series up to ``last`` (default: the newest), zeros included, oldest first."""
-    newest = store.watermark_ms()
-    if newest is None:
+    newest, oldest = store.watermark_ms(), store.first_ms()
+    if newest is None or oldest is None:
         return []
     last = newest // window_ms if last is None else last
-    first = max(store.first_ms() // window_ms, last - limit + 1)
+    first = max(oldest // window_ms, last - limit + 1)
     counts = store.counts(window_ms, first, last, kinds=[kind]).get((kind, name), {})
     rows = []
     negatives, totals = [], []
@@ -47,11 +47,11 @@ def summary(
     store: MonitorStore, window_ms: int, *, kinds: tuple[str, ...] = ("entity", "topic", "all"), limit: int = 20
 ) -> list[dict[str, Any]]:
     """The busiest series: totals, overall and latest-window negative share, alerts."""
-    newest = store.watermark_ms()
-    if newest is None:
+    newest, oldest = store.watermark_ms(), store.first_ms()
+    if newest is None or oldest is None:
         return []
     last = newest // window_ms
-    first = store.first_ms() // window_ms
+    first = oldest // window_ms
     alerts = store.list_alerts(limit=100_000)
     rows = []
     for kind in kinds:

@@ -36,6 +36,7 @@ class WebhookSender:
     def __init__(self, store: MonitorStore, config: AlertConfig, *, idle_seconds: float = 5.0) -> None:
         if not config.webhook:
             raise ValueError("no webhook configured")
+        self.url: str = config.webhook
         self.store, self.config, self.idle_seconds = store, config, idle_seconds
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -79,7 +80,7 @@ class WebhookSender:
                     break
                 time.sleep(self.config.backoff_seconds * 2 ** (attempt - 1))
             try:
-                response = self.client.post(self.config.webhook, json=body)
+                response = self.client.post(self.url, json=body)
                 if 200 <= response.status_code < 300:
                     self.store.mark_delivery(alert["id"], delivered=True)
                     self.sent += 1

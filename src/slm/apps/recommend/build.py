@@ -25,7 +25,7 @@ from slm.apps.recommend.evaluate import evaluate
 from slm.apps.recommend.features import ItemStats, feature_names
 from slm.apps.recommend.ranker import DEFAULT_ROUNDS, HybridRanker
 from slm.apps.recommend.recommender import write_items
-from slm.apps.recommend.scorer import Scorer, ranker_queries
+from slm.apps.recommend.scorer import Ranker, Scorer, ranker_queries
 from slm.apps.recommend.split import DEFAULT_COLD_FRACTION, DEFAULT_NEGATIVES, Split, leave_last_out
 from slm.apps.recommend.towers import TowerTraining, train_towers
 from slm.bundle.manifest import now_iso, write_manifest
@@ -79,7 +79,7 @@ def split_scorers(
     untuned_embeddings,
     matrix,
     settings: TowerTraining,
-    ranker: HybridRanker | None,
+    ranker: Ranker | None,
 ) -> tuple[Scorer, Scorer, ItemKNN]:
     """The trained scorer, the un-tuned encoder's scorer and item-kNN, all fitted on the split's training events."""
     items = len(data.catalogue)

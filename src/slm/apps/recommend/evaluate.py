@@ -27,10 +27,12 @@ BOOTSTRAP_ROUNDS = 2000
 
 def _method_scores(name: str, history, rows, at, scorer: Scorer, untuned: Scorer, knn: ItemKNN) -> np.ndarray:
     if name == "features_only":
+        assert scorer.plain is not None  # evaluate() fits it first
         return scorer.plain.hybrid(history, rows, at)
     if name == "random":
         return np.zeros(len(rows))
     if name == "popularity":
+        assert scorer.stats is not None  # a trained scorer has the item statistics
         return scorer.stats.features(rows, at)["log_popularity"]
     if name == "item_knn":
         return knn.scores(history, rows)
@@ -118,6 +120,7 @@ def evaluate(
     report["warm_sampled"] = sampled(split.test, scorer, untuned, knn, METHODS, seed, "warm", warm_ranks)
     if len(split.cold):
         cold_rows = split.cold.candidates().ravel()
+        assert scorer.stats is not None  # a trained scorer has the item statistics
         report["cold_sampled"] = sampled(split.cold, scorer, untuned, knn, METHODS, seed, "cold")
         report["cold_scorable"] = {
             "item_knn": knn.scorable(cold_rows),

@@ -35,7 +35,7 @@ def write_items(staging: Path, catalogue: Catalogue, embeddings: np.ndarray, sta
         np.save(handle, embeddings.astype(np.float32), allow_pickle=False)
     VectorIndex.build(embeddings, kind=index_kind).save(staging / layout.INDEX_DIR)
     with open(staging / layout.STATS_FILE, "wb") as handle:
-        np.savez(handle, **stats.arrays())
+        np.savez(handle, allow_pickle=False, **stats.arrays())
 
 
 class Recommender:
@@ -150,9 +150,11 @@ class Recommender:
         if not len(rows):
             return {"items": [], "source": source, "candidates": 0, "history": len(history)}
         features = self.scorer.features(history, rows, when)
-        scores = self.scorer.ranker.predict(features)
+        ranker = self.scorer.ranker
+        assert ranker is not None  # a loaded recommender always has one
+        scores = ranker.predict(features)
         order = np.argsort(-scores, kind="stable")[:k]
-        text_column = self.scorer.ranker.feature_names.index("text_score")
+        text_column = ranker.feature_names.index("text_score")
         items = [
             {
                 "item": self.catalogue.ids[rows[j]],
@@ -183,6 +185,7 @@ class Recommender:
         merged = self.catalogue.extended(catalogue)
         vectors = self.embed_items(catalogue.texts)
         embeddings = np.vstack([self.scorer.embeddings, vectors])
+        assert self.scorer.stats is not None  # a loaded recommender always has them
         stats = self.scorer.stats.extended(len(merged))
         target = Path(output) if output is not None else self.path
         with atomic_directory(target) as staging:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from slm.apps.recommend.split import Cases
 
 
+class Ranker(Protocol):
+    """A second-stage ranker: :class:`HybridRanker`, or a :class:`ColumnRanker` over some of its features."""
+
+    feature_names: list[str]
+
+    def predict(self, features: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class Scorer:
     embeddings: np.ndarray  # (items, dim) unit-length item-tower embeddings
@@ -23,7 +31,7 @@ class Scorer:
     half_life: float
     stats: ItemStats | None = None
     numeric: np.ndarray | None = None  # (items, features)
-    ranker: HybridRanker | None = None
+    ranker: Ranker | None = None
     plain: Scorer | None = None  # the same ranker without the text features (evaluation only)
 
     def user(self, history: np.ndarray) -> np.ndarray:

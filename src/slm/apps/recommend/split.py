@@ -10,7 +10,9 @@ user's last positive on one is a cold case, scored among other cold items only.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,7 +81,9 @@ def _sample(rng: np.random.Generator, pool: np.ndarray, exclude: set[int], n: in
     return rng.choice(allowed, size=n, replace=False)
 
 
-def _cases(rows: list[tuple], pool: np.ndarray, interacted: dict[str, set[int]], n: int, seed: int) -> Cases:
+def _cases(
+    rows: list[tuple[Any, ...]], pool: np.ndarray, interacted: dict[Hashable, set[int]], n: int, seed: int
+) -> Cases:
     rng = np.random.default_rng(seed)
     negatives = [_sample(rng, pool, interacted[user], n) for user, *_ in rows]
     return Cases(
@@ -105,11 +109,14 @@ def leave_last_out(
     is_cold = np.zeros(len(data.catalogue), dtype=bool)
     is_cold[cold_items] = True
     warm_items = np.flatnonzero(~is_cold)
-    interacted = {user: set(group.item.tolist()) for user, group in events.groupby("user", sort=False)}
+    # keyed by user id (a str column: see RecData.events)
+    interacted: dict[Hashable, set[int]] = {
+        user: set(group.item.tolist()) for user, group in events.groupby("user", sort=False)
+    }
     warm = events[~is_cold[events.item.to_numpy()]]
     test_rows, val_rows, cold_rows = [], [], []
-    test_time: dict[str, int] = {}
-    val_time: dict[str, int] = {}
+    test_time: dict[Hashable, int] = {}
+    val_time: dict[Hashable, int] = {}
     for user, group in events.groupby("user", sort=True):
         times = group.timestamp.to_numpy()
         items = group.item.to_numpy()

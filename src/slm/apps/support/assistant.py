@@ -127,7 +127,7 @@ class Assistant:
             return []
         scored = self.classify(questions)
         replies: list[Reply | None] = [None] * len(questions)
-        pending: list[int] = []
+        pending: list[tuple[int, Reply]] = []  # handed off unless the knowledge base answers
         for i, question in enumerate(questions):
             intent = self._intent_info(scored, i)
             path = [f"intent {intent['label']} (p={intent['confidence']:.2f}, scope score {intent['score']:.2f})"]
@@ -143,13 +143,16 @@ class Assistant:
                 continue
             path.append("in scope, no template: searching the knowledge base" if intent["in_scope"]
                         else "out of scope for the intents: searching the knowledge base")  # fmt: skip
-            replies[i] = Reply("handoff", None, None, intent, None, path)
-            pending.append(i)
+            reply = Reply("handoff", None, None, intent, None, path)
+            replies[i] = reply
+            pending.append((i, reply))
         if pending:
-            hits = self.retrieve([questions[i] for i in pending], k=3)
-            for i, found in zip(pending, hits, strict=True):
-                self._from_knowledge(replies[i], found, questions[i])
-        return replies  # type: ignore[return-value]
+            hits = self.retrieve([questions[i] for i, _ in pending], k=3)
+            for (i, reply), found in zip(pending, hits, strict=True):
+                self._from_knowledge(reply, found, questions[i])
+        answered = [reply for reply in replies if reply is not None]
+        assert len(answered) == len(replies)  # every question got its reply above
+        return answered
 
     def _intent_info(self, scored: dict, i: int) -> dict:
         return {

@@ -102,6 +102,7 @@ def untuned_retriever(assistant: Assistant):
     from slm.apps.support.encoders import Encoder
     from slm.apps.support.retrieval import Retriever
 
+    assert assistant.knowledge is not None  # a tuned retriever has a knowledge base
     config = SupportConfig(base_model=assistant.manifest["components"]["retriever"]["base_model"], tune_retriever=False)
     tmp = Path(tempfile.mkdtemp(prefix="slm-untuned-"))
     atexit.register(shutil.rmtree, tmp, True)  # the models are read into memory; the files go at exit

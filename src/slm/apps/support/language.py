@@ -52,7 +52,7 @@ def script_of(char: str) -> str | None:
     return "CJK" if first in ("CJK", "HIRAGANA", "KATAKANA") else first
 
 
-def scripts(text: str) -> Counter:
+def scripts(text: str) -> Counter[str]:
     return Counter(s for s in map(script_of, text) if s)
 
 
@@ -73,7 +73,7 @@ class LanguageProfile:
         language_counts = Counter(identify(t)[0] for t in texts if len(words(t)) >= MIN_WORDS)
         n = max(sum(language_counts.values()), 1)
         languages = sorted(lang for lang, count in language_counts.items() if count / n >= LANGUAGE_SHARE)
-        script_counts = Counter()
+        script_counts: Counter[str] = Counter()
         for t in texts:
             script_counts.update(scripts(t))
         total = max(sum(script_counts.values()), 1)

@@ -16,11 +16,15 @@ import logging
 import re
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from slm.errors import BundleError, ConfigError
 from slm.fileio import atomic_directory, write_json_atomic
+
+if TYPE_CHECKING:
+    import bm25s
 
 # bm25s logs every build at DEBUG; some onnxruntime tools configure the root logger, which would print it.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -69,7 +73,7 @@ def _tokenize(text: str, stop: frozenset[str]) -> list[str]:
 class LexicalIndex:
     """BM25 (Lucene variant, k1=1.5, b=0.75) scores of a query against every indexed text."""
 
-    def __init__(self, bm25: object, size: int, stopwords: str | None) -> None:
+    def __init__(self, bm25: bm25s.BM25, size: int, stopwords: str | None) -> None:
         self._bm25 = bm25
         self.size = size
         self.stopwords = stopwords

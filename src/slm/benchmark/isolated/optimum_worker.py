@@ -115,7 +115,7 @@ def load_model(model_dir: Path, file_name: str, threads: int, max_length: int):
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("optimum", "optimum-onnx", "transformers", "torch", "onnxruntime", "onnx", "tokenizers", "numpy"):
         try:
             out[name] = version(name)

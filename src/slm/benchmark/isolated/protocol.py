@@ -142,12 +142,12 @@ def _answer(command: str, message: dict, predict_proba: Callable) -> dict:
     batch_size = int(message.get("batch_size", 32))
     clock = time.perf_counter
     if command == "latency":
-        seconds = []
+        latencies = []
         for text in texts:
             start = clock()
             predict_proba([text], 1)
-            seconds.append(clock() - start)
-        return {"seconds": seconds}
+            latencies.append(clock() - start)
+        return {"seconds": latencies}
     if command == "throughput":
         start = clock()
         for i in range(0, len(texts), batch_size):
