@@ -90,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-optimum", action="store_true", help="leave out the Optimum comparison")
     args = parser.parse_args(argv)
 
+    from rich.console import Console
+
     from slm.benchmark import run_benchmark
-    from slm.benchmark.command import print_table
+    from slm.benchmark.report import results_table
+
+    console = Console(highlight=False, soft_wrap=False)
     from slm.errors import SlmError, one_line
     from slm.pipeline import DataSource
 
@@ -120,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except SlmError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    print_table(results)
+    console.print(results_table(results))
     if one_core is not None:
-        print_table(one_core)
+        console.print(results_table(one_core))
     print(f"written: {args.output}/compression*.json, .md and .png")
     return 0
 

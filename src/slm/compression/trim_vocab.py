@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer, word_embedding_key
+from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer
 from slm.errors import ConfigError, ModelError
+from slm.models.weights import word_embedding_key
 
 DEFAULT_RESERVE = 1000
 CHECK_TEXTS = 256

@@ -124,14 +124,6 @@ def word_embedding_name(graph) -> str:
     raise ConfigError("cannot find the word-embedding table in the ONNX graph")
 
 
-def word_embedding_key(tensors: dict, where: object, error: type[Exception] = ConfigError) -> str:
-    """The key of the word-embedding table in a transformer's safetensors state dict (else ``error``)."""
-    names = [name for name in tensors if name.endswith("word_embeddings.weight")]
-    if len(names) != 1:
-        raise error(f"{where}: cannot find the word-embedding table")
-    return names[0]
-
-
 def trim_embeddings(source: Path, target: Path, keep: np.ndarray) -> tuple[int, int]:
     """Write ``source`` with only the ``keep`` rows of its word-embedding table; returns (old, new) rows."""
     import onnx

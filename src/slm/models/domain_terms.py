@@ -78,7 +78,7 @@ def add_domain_terms(base: Path, lexicon: str | Path, target: Path, texts: list[
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
-    from slm.compression.vocabulary import word_embedding_key
+    from slm.models.weights import word_embedding_key
 
     forms = surface_forms(lexicon)
     tokenizer = AutoTokenizer.from_pretrained(base)

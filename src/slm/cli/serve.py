@@ -1,6 +1,6 @@
-"""``slm serve``: the HTTP service for exported bundles (FastAPI + Uvicorn, no PyTorch).
+"""``slm serve``: the HTTP service for exported bundles (FastAPI + Uvicorn, no PyTorch; :func:`slm.api.serve`).
 
-Registered on the main Typer app by :mod:`slm.cli`. Every option can also come from an environment
+Every option can also come from an environment
 variable, ``SLM_SERVE_<OPTION>`` (e.g. ``SLM_SERVE_PORT=9000``); a flag given on the command line wins.
 With ``--engine ray`` the same app runs as Ray Serve replicas (:mod:`slm.serving.ray_serve`).
 
@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from slm.cli import _command
+from slm.cli._util import command
 from slm.errors import ConfigError
 from slm.serving.config import ServeConfig
 from slm.serving.options import serve_option as _opt
@@ -37,7 +37,7 @@ class Engine(StrEnum):
     ray = "ray"
 
 
-@_command(no_args_is_help=True)
+@command(no_args_is_help=True)
 @server_options
 def serve(
     bundles: Annotated[
@@ -137,15 +137,8 @@ def serve(
     given = [flag for flag, value in ray_options.items() if value is not None]
     if engine is Engine.uvicorn and given:
         raise ConfigError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray only")
-    if engine is Engine.ray and monitor is not None:
-        raise ConfigError("--monitor is not served on Ray Serve yet: use --engine uvicorn for it")
-    try:
-        from slm.serving.config import parse_model_specs
-        from slm.serving.server import serve as run_server
-    except ImportError as exc:
-        raise ConfigError(
-            f"slm serve needs the serve extra ({exc.name} is not installed): pip install 'slm[serve]'"
-        ) from None
+    from slm.api.serving import RayServeOptions
+    from slm.api.serving import serve as serve_bundles
     from slm.serving.options import ServerOptions
 
     assert isinstance(server, ServerOptions)  # from server_options
@@ -155,30 +148,11 @@ def serve(
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
         support_db=support_db,
     )  # fmt: skip
-    monitor_config = None
-    if monitor is not None:
-        from slm.apps.monitor.config import load_config
-
-        monitor_config = load_config(monitor)
-    from slm.apps.recommend.layout import is_recommender
-
-    specs = parse_model_specs(bundles)
-    recommenders = [path for _, path in specs if is_recommender(path)]
-    if len(recommenders) > 1:
-        raise ConfigError(f"serve one recommender bundle at a time, got {len(recommenders)}")
-    specs = [(name, path) for name, path in specs if not is_recommender(path)]
+    ray = None
     if engine is Engine.ray:
-        if recommenders:
-            raise ConfigError(f"recommender bundles ({recommenders[0]}) are not served on Ray Serve yet: "
-                              "use --engine uvicorn for them")  # fmt: skip
-        from slm.serving.ray_serve import serve_on_ray
-
-        serve_on_ray(specs, config, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
-                     address=address, replica_cpus=1.0 if replica_cpus is None else replica_cpus,
-                     log_level=server.log_level.value)  # fmt: skip
-        return
-    run_server(specs, config, log_level=server.log_level.value, monitor=monitor_config,
-               recommender=recommenders[0] if recommenders else None)  # fmt: skip
+        ray = RayServeOptions(replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                              address=address, replica_cpus=replica_cpus)  # fmt: skip
+    serve_bundles(bundles, config, log_level=server.log_level.value, monitor=monitor, ray=ray)
 
 
 def _default_workers(engine: Engine, replica_cpus: float | None) -> int:

@@ -1,8 +1,4 @@
-"""The ``slm bench`` command, ready for ``slm.cli`` to register in one line:
-
-from slm.benchmark.command import bench
-_command(name="bench", no_args_is_help=True)(bench)
-"""
+"""``slm bench``: bundles side by side on this machine (:func:`slm.api.bench`)."""
 
 from __future__ import annotations
 
@@ -10,15 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from slm.cli._util import command, out
 from slm.fileio import FORCE_HELP
 
-out = Console(highlight=False, soft_wrap=False)
 
-
+@command(name="bench", no_args_is_help=True)
 def bench(
     bundles: Annotated[
         list[Path],
@@ -57,35 +51,12 @@ def bench(
     Each variant runs in its own process; the measurements are interleaved in rounds so machine
     noise hits all variants alike. Writes JSON, a Markdown table and an accuracy-vs-latency plot.
     """
-    from slm.benchmark.harness import run_benchmark
-    from slm.pipeline import DataSource
+    from slm.api.benchmarking import bench as run_bench
+    from slm.benchmark.report import results_table
 
-    source = DataSource(data, text_col, label_col) if data is not None else None
-    results = run_benchmark(
-        bundles, source, output, baselines=baselines, optimum=optimum, threads=threads, rounds=rounds,
-        max_eval=max_eval, show_progress=not quiet, force=force,
+    results = run_bench(
+        bundles, output, data=data, text_col=text_col, label_col=label_col, threads=threads, rounds=rounds,
+        baselines=baselines, optimum=optimum, max_eval=max_eval, show_progress=not quiet, force=force,
     )  # fmt: skip
-    print_table(results)
+    out.print(results_table(results))
     out.print(f"\nwritten: {escape(str(output / 'benchmark.json'))}, benchmark.md, benchmark.png")
-
-
-def print_table(results: dict) -> None:
-    table = Table(title=results["title"], title_justify="left")
-    columns = (("size MB", "size_mb", 1), ("load s", "load_s", 2), ("RSS MB", "peak_rss_mb", 0),
-               ("p50 ms", "p50_short_ms", 2), ("p95 ms", "p95_short_ms", 2), ("p50 64t", "p50_long_ms", 2),
-               ("texts/s", "texts_per_s", 1))  # fmt: skip
-    table.add_column("variant")
-    for label, _, _ in columns:
-        table.add_column(label, justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("agree", justify="right")
-    for row in results["variants"]:
-        name = escape(row["name"]) + (" ★" if row.get("pareto") else "")
-        if not row["ok"]:
-            table.add_row(name, f"[red]failed[/]: {escape(str(row['error']))}")
-            continue
-        s = row["summary"]
-        cells = ["–" if s[key] is None else f"{s[key]:,.{d}f}" for _, key, d in columns]
-        cells += ["–" if s[k] is None else f"{100 * s[k]:.2f}%" for k in ("accuracy", "agreement")]
-        table.add_row(name, *cells)
-    out.print(table)

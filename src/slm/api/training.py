@@ -1,4 +1,4 @@
-"""The Python API: ``train``, ``evaluate`` and ``load``. The CLI is a thin layer over these."""
+"""Training entry points of the Python API: ``train``, ``tune``, ``evaluate`` (and ``load``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,218 @@
+"""``export`` and ``compress``: faster, smaller variants of a bundle, each checked before it ships.
+
+``compress`` chains the steps a user asks for in one call (vocabulary trimming → layer pruning with
+distillation → int8 quantization, or the static turbo tier on its own); intermediate bundles live in
+a temporary folder beside the output, so only the final, gated bundle is ever written there.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slm.errors import ConfigError
+from slm.fileio import claim_output_folder
+
+QUANTIZE_MODES = ("int8", "int8-static")
+
+
+@dataclass(frozen=True)
+class WrittenBundle:
+    """A bundle ``export``/``compress`` wrote: where, and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+
+def default_output(bundle: str | Path, suffix: str) -> Path:
+    """``BUNDLE-<suffix>`` beside the source bundle (e.g. ``runs/model-int8``)."""
+    bundle = Path(bundle)
+    return bundle.with_name(f"{bundle.name}-{suffix}")
+
+
+def read_texts_of(path: str | Path | None, text_col: str | None) -> list[str] | None:
+    """The texts of a file (None without one), read once for parity checks and vocabulary trimming."""
+    if path is None:
+        return None
+    from slm.data.loading import cell_text, read_unlabelled
+
+    frame, column = read_unlabelled(path, text_col)
+    return [cell_text(v) for v in frame[column].tolist()]
+
+
+def export(
+    bundle: str | Path,
+    output: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    text_col: str | None = None,
+    opset: int = 17,
+    tolerance: float = 1e-4,
+    force: bool = False,
+) -> WrittenBundle:
+    """Export the transformer to fused ONNX; refused unless ONNX Runtime matches PyTorch within ``tolerance``.
+
+    ``data``: texts for the parity check (default: a sample of the training file). ``output``
+    defaults to ``BUNDLE-onnx``; a folder there holding files slm did not write is refused, or with
+    ``force`` moved aside. The new bundle predicts without PyTorch.
+    """
+    from slm.compression.export import export_bundle
+
+    target = Path(output) if output is not None else default_output(bundle, "onnx")
+    claim_output_folder(target, force=force)
+    manifest = export_bundle(
+        Path(bundle), target, texts=read_texts_of(data, text_col), opset=opset, tolerance=tolerance
+    )
+    return WrittenBundle(target, manifest)
+
+
+def _source(path: str | Path | None, text_col: str | None, label_col: str | None) -> Any:
+    if path is None:
+        return None
+    from slm.pipeline import DataSource
+
+    return DataSource(path, text_col, label_col)
+
+
+def training_source(bundle: str | Path, given: Any) -> Any:
+    """The user's training file, else the one recorded in the bundle's manifest."""
+    if given is not None:
+        return given
+    from slm.bundle.manifest import read_manifest
+    from slm.pipeline import recorded_source
+
+    source = recorded_source(read_manifest(Path(bundle), verify=False))
+    if source is None:
+        raise ConfigError("the bundle's training file is not available: pass it with --data FILE")
+    return source
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Every knob of :func:`compress` beyond which steps run (the defaults are ``slm compress``'s)."""
+
+    per_channel: bool = True
+    embeddings: bool = True
+    trim_unreachable: bool = True
+    vocab_reserve: int = 1000
+    gate: float = 1.0
+    validation: str | Path | None = None
+    fallback: Literal["none", "fp32"] = "none"
+    calibration_size: int = 256
+    ffn_keep: float = 1.0
+    heads_keep: float = 1.0
+    dims: int = 256
+    data: str | Path | None = None
+    text_col: str | None = None
+    label_col: str | None = None
+    epochs: int = 2
+    temperature: float = 2.0
+    alpha: float = 0.5
+    max_minutes: float | None = None
+    threads: int | None = None
+
+
+def _check_steps(quantize: str | None, prune_layers: int | None, trim_vocab: bool, static: bool) -> str:
+    """Refuse impossible combinations; the default output suffix for the ones that make sense."""
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
+    if static and (quantize or prune_layers or trim_vocab):
+        raise ConfigError("--static builds its own model: use it without --quantize, --prune-layers or --trim-vocab")
+    if not (static or quantize or prune_layers or trim_vocab):
+        raise ConfigError("nothing to do: pass --quantize int8, --prune-layers N, --trim-vocab or --static")
+    steps = ("trimmed" if trim_vocab else "", "pruned" if prune_layers else "", quantize or "")
+    return "static" if static else "-".join(s for s in steps if s)
+
+
+def compress(
+    bundle: str | Path,
+    output: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    prune_layers: int | None = None,
+    trim_vocab: bool = False,
+    static: bool = False,
+    options: CompressOptions | None = None,
+    force: bool = False,
+) -> WrittenBundle:
+    """Make a smaller, faster variant of ``bundle``; every variant is gated on validation data first.
+
+    ``trim_vocab`` keeps only the vocabulary the domain corpus uses, ``prune_layers`` keeps that many
+    transformer layers and recovers accuracy by distillation, ``quantize`` ("int8" or "int8-static")
+    writes an int8 ONNX bundle; they chain in that order. ``static`` builds the turbo tier on its own.
+    A variant that loses more than ``options.gate`` points is refused and nothing is written.
+    ``output`` defaults to ``BUNDLE-<steps>`` (e.g. ``BUNDLE-int8``).
+    """
+    options = options or CompressOptions()
+    suffix = _check_steps(quantize, prune_layers, trim_vocab, static)
+    bundle = Path(bundle)
+    target = Path(output) if output is not None else default_output(bundle, suffix)
+    claim_output_folder(target, force=force)
+    train_source = _source(options.data, options.text_col, options.label_col)
+    if static:
+        from slm.compression.static import build_static_bundle
+
+        source = training_source(bundle, train_source)
+        return WrittenBundle(target, build_static_bundle(bundle, target, source, dims=options.dims))
+    given_texts = read_texts_of(options.data, options.text_col) if (trim_vocab or quantize) else None  # read once
+    target.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".slm-compress-", dir=target.resolve().parent) as tmp:
+        chain = _Chain(bundle, target, Path(tmp), options, train_source, given_texts)
+        if trim_vocab:
+            chain.trim(last=not (prune_layers or quantize))
+        if prune_layers:
+            chain.prune(prune_layers, last=not quantize)
+        if quantize:
+            chain.quantize(quantize)
+    return WrittenBundle(target, chain.manifest)
+
+
+class _Chain:
+    """The steps of one :func:`compress` call, each reading the bundle the previous step wrote."""
+
+    def __init__(self, bundle: Path, target: Path, tmp: Path, options: CompressOptions, train_source: Any,
+                 given_texts: list[str] | None) -> None:  # fmt: skip
+        self.source, self.current, self.target, self.tmp = bundle, bundle, target, tmp
+        self.options, self.train_source, self.given_texts = options, train_source, given_texts
+        self.manifest: dict[str, Any] = {}
+
+    def _output(self, name: str, last: bool) -> Path:
+        return self.target if last else self.tmp / name
+
+    def trim(self, *, last: bool) -> None:
+        from slm.compression.trim_vocab import trim_to_corpus
+
+        corpus = training_source(self.source, self.train_source)
+        texts = self.given_texts
+        if texts is None:
+            texts = read_texts_of(Path(corpus.path), corpus.text_col) or []
+        out = self._output("trimmed", last)
+        self.manifest = trim_to_corpus(
+            self.current, out, texts, reserve=self.options.vocab_reserve, corpus=str(corpus.path)
+        )
+        self.current = out
+
+    def prune(self, layers: int, *, last: bool) -> None:
+        from slm.compression.prune import prune_bundle
+
+        o, out = self.options, self._output("pruned", last)
+        self.manifest = prune_bundle(
+            self.current, out, training_source(self.source, self.train_source), layers=layers, ffn_keep=o.ffn_keep,
+            heads_keep=o.heads_keep, epochs=o.epochs, temperature=o.temperature, alpha=o.alpha,
+            max_minutes=o.max_minutes,
+        )  # fmt: skip
+        self.current = out
+
+    def quantize(self, mode: str) -> None:
+        from slm.compression.quantize import quantize_bundle
+
+        o = self.options
+        self.manifest = quantize_bundle(
+            self.current, self.target, mode="static" if mode == "int8-static" else "dynamic",
+            per_channel=o.per_channel, embeddings=o.embeddings, gate_points=o.gate,
+            validation=_source(o.validation, o.text_col, o.label_col), calibration_size=o.calibration_size,
+            fallback=o.fallback, trim_vocabulary=o.trim_unreachable, threads=o.threads,
+            export_texts=self.given_texts,
+        )  # fmt: skip

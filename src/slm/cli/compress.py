@@ -1,0 +1,174 @@
+"""``slm export`` and ``slm compress``: faster, smaller variants of a bundle (:mod:`slm.api.compressing`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from slm.cli._results import print_compression
+from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out
+
+
+class Quantize(StrEnum):
+    int8 = "int8"
+    int8_static = "int8-static"
+
+
+class Fallback(StrEnum):
+    none = "none"
+    fp32 = "fp32"
+
+
+BundleArg = Annotated[
+    Path,
+    typer.Argument(metavar="BUNDLE", help="Bundle directory (from 'slm train' or 'slm export').", show_default=False),
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads (default: up to 4).")]
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+@command(no_args_is_help=True)
+def export(
+    bundle: BundleArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-onnx).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Texts for the parity check (default: a sample of the training file)."),
+    ] = None,
+    text_col: TextColOpt = None,
+    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset.")] = 17,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed probability difference.")] = 1e-4,
+    force: ForceOpt = False,
+) -> None:
+    """Export the transformer to ONNX (fused by ONNX Runtime's transformer optimizer) for torch-free use.
+
+    The export is refused unless ONNX Runtime's probabilities match PyTorch's within --tolerance on
+    a sample of texts. The new bundle predicts with `slm predict` or `slm.runtime` without PyTorch.
+    """
+    load_api()  # the export runs PyTorch: check the training extra first
+    from slm.api.compressing import export as export_bundle
+
+    written = export_bundle(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
+    spec = written.manifest["components"]["onnx"]
+    fused = ", ".join(f"{k} x{v}" for k, v in spec["fused_operators"].items()) or "none"
+    out.print(f"[green]ONNX bundle written[/]: {escape(str(written.path))}")
+    out.print(
+        f"parity with PyTorch: max probability difference {spec['parity']['max_abs_diff']:.1e} on "
+        f"{spec['parity']['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
+    )
+    out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
+
+
+@command(no_args_is_help=True)
+def compress(
+    bundle: BundleArg,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-int8, -pruned or -static).")
+    ] = None,
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option("--quantize", help="int8: dynamic int8 weights; int8-static: also int8 activations, calibrated."),
+    ] = None,
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="One int8 scale per output channel (more accurate).")
+    ] = True,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings/--no-embeddings", help="Quantize the embedding table too (smaller file).")
+    ] = True,
+    trim_vocabulary: Annotated[
+        bool,
+        typer.Option(
+            "--trim-unreachable/--keep-vocabulary",
+            help="Drop embedding rows the tokenizer can never produce (lossless, checked).",
+        ),
+    ] = True,
+    trim_vocab: Annotated[
+        bool,
+        typer.Option(
+            "--trim-vocab",
+            help="Keep only the tokens the domain corpus (--data, default: the training file) uses, plus a reserve.",
+        ),
+    ] = False,
+    vocab_reserve: Annotated[
+        int, typer.Option("--vocab-reserve", min=0, help="Most frequent tokens kept beyond the corpus (--trim-vocab).")
+    ] = 1000,
+    gate: Annotated[
+        float, typer.Option("--gate", min=0.0, help="Largest allowed validation accuracy drop, in points.")
+    ] = 1.0,
+    validation: Annotated[
+        Path | None,
+        typer.Option("--validation", help="Labelled validation file (default: the bundle's own validation split)."),
+    ] = None,
+    fallback: Annotated[
+        Fallback, typer.Option("--fallback", help="What to ship when no int8 recipe passes: nothing, or fp32.")
+    ] = Fallback.none,
+    calibration_size: Annotated[int, typer.Option("--calibration-size", min=1, help="Texts for static int8.")] = 256,
+    prune_layers: Annotated[
+        int | None, typer.Option("--prune-layers", min=1, help="Keep this many transformer layers, then distil.")
+    ] = None,
+    ffn_keep: Annotated[float, typer.Option("--ffn-keep", help="Fraction of FFN neurons kept when pruning.")] = 1.0,
+    heads_keep: Annotated[
+        float, typer.Option("--heads-keep", help="Fraction of attention heads kept when pruning.")
+    ] = 1.0,
+    static: Annotated[
+        bool, typer.Option("--static", help="Turbo tier: static token embeddings distilled from the encoder + a head.")
+    ] = False,
+    dims: Annotated[int, typer.Option("--dims", min=8, help="Static embedding dimensions (--static).")] = 256,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Training file for --prune-layers / --static, corpus for --trim-vocab (default: the bundle's).",
+        ),
+    ] = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Distillation epochs after pruning.")] = 2,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.1, help="Distillation temperature.")] = 2.0,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the soft-target loss.")] = 0.5,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", min=0.1, help="Time budget for distillation.")
+    ] = None,
+    threads: ThreadsOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Make a smaller, faster variant of a bundle; every variant is checked on validation data first.
+
+    --quantize int8 writes an int8 ONNX bundle (the PyTorch bundle is exported first if needed).
+    --prune-layers N removes transformer layers and recovers accuracy by distillation from the
+    original (combine it with --quantize). --trim-vocab keeps only the vocabulary the domain corpus
+    uses (a multilingual model's embedding table shrinks ~30x; combine it with --quantize).
+    --static builds the turbo tier. A variant that loses more than --gate points of validation
+    accuracy is refused and nothing is written.
+
+    Examples:
+
+        slm compress runs/model --quantize int8
+
+        slm compress runs/model --trim-vocab --quantize int8
+
+        slm compress runs/model --prune-layers 3 --quantize int8 --data train.csv
+    """
+    load_api()  # pruning and export run PyTorch: check the training extra first
+    from slm.api.compressing import CompressOptions
+    from slm.api.compressing import compress as compress_bundle
+
+    options = CompressOptions(
+        per_channel=per_channel, embeddings=embeddings, trim_unreachable=trim_vocabulary, vocab_reserve=vocab_reserve,
+        gate=gate, validation=validation, fallback=fallback.value, calibration_size=calibration_size,
+        ffn_keep=ffn_keep, heads_keep=heads_keep, dims=dims, data=data, text_col=text_col, label_col=label_col,
+        epochs=epochs, temperature=temperature, alpha=alpha, max_minutes=max_minutes, threads=threads,
+    )  # fmt: skip
+    written = compress_bundle(
+        bundle, output, quantize=quantize.value if quantize else None, prune_layers=prune_layers,
+        trim_vocab=trim_vocab, static=static, options=options, force=force,
+    )  # fmt: skip
+    out.print(f"[green]bundle written[/]: {escape(str(written.path))} ({_size_mb(written.path):.1f} MB)")
+    print_compression(written.manifest)

@@ -1,0 +1,64 @@
+"""``slm evaluate``: score a bundle on a labelled file, every model side by side (:func:`slm.api.evaluate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slm.cli._results import print_results
+from slm.cli._util import (
+    ForceOpt,
+    LabelColOpt,
+    LabelColsOpt,
+    LabelSepOpt,
+    MarginOpt,
+    TextColOpt,
+    command,
+    load_api,
+    split_cols,
+)
+
+
+@command(no_args_is_help=True)
+def evaluate(
+    bundle: Annotated[
+        Path,
+        typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="Labelled CSV, TSV, JSONL or Parquet file.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write report.json/.md/.html and confusion.png here."),
+    ] = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    label_cols: LabelColsOpt = None,
+    label_sep: LabelSepOpt = None,
+    margin: MarginOpt = 1.0,
+    force: ForceOpt = False,
+) -> None:
+    """Score a bundle on a labelled file: every model side by side, plus a recommendation.
+
+    Labels the bundle never saw are refused. Use -o to keep the full report.
+    """
+    api = load_api()
+    report = api.evaluate(
+        bundle,
+        data,
+        text_col=text_col,
+        label_col=label_col,
+        label_cols=split_cols(label_cols),
+        label_sep=label_sep,
+        output=output,
+        margin_points=margin,
+        force=force,
+    )
+    print_results(report.get("models"), report.get("recommendation"), f"Evaluation on {data}")
+
+
+# ---------------------------------------------------------------- predict
