@@ -1001,12 +1001,12 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
 ) -> None:
     """Show what a bundle is: task, labels, base model, test metrics, and whether its files are intact."""
-    from slm.apps.recommend.layout import is_recommender
+    from slm.plugins import owner_of
 
-    if is_recommender(bundle):
-        from slm.cli_recommend import print_info
-
-        print_info(bundle, as_json=as_json)
+    owner = owner_of(bundle)
+    describe = owner.load_describe() if owner is not None else None
+    if describe is not None:  # an app's bundle (a recommender): the app says what it holds
+        describe(bundle, as_json=as_json)
         return
     loaded = _load(bundle)
     manifest = loaded.manifest or {}
@@ -1110,8 +1110,44 @@ def _print_examples(bundle: Any) -> None:
         out.print(f"  {escape(text)}\n    → {escape(label)} ({100 * float(result['score']):.0f}%)")
 
 
+# ---------------------------------------------------------------- slm app <name>: the app plugins
+
+
+def _guard_commands(group: typer.Typer) -> None:
+    """Run every command of ``group`` (and of its sub-groups) under :func:`_guard`, as :func:`_command` does."""
+    for info in group.registered_commands:
+        if info.callback is not None:
+            info.callback = _guarded(info.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _guard_commands(sub.typer_instance)
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def guarded(*a: Any, **kw: Any) -> Any:
+        with _guard():
+            return func(*a, **kw)
+
+    return guarded
+
+
+def _mount_apps() -> None:
+    """``slm app <name> ...``: the command group of every installed app (:func:`slm.plugins.discover_apps`)."""
+    from slm.plugins import discover_apps
+
+    apps = typer.Typer(help="Ready-made applications on top of slm bundles.", no_args_is_help=True)
+    for plugin in discover_apps():
+        group = plugin.load_cli()
+        _guard_commands(group)
+        apps.add_typer(group, name=plugin.name)
+    app.add_typer(apps, name="app")
+
+
+_mount_apps()
+
 # Commands defined in their own modules register themselves on ``app`` when imported.
-from slm import cli_compress, cli_monitor, cli_recommend, cli_serve, cli_support  # noqa: E402, F401
+from slm import cli_compress, cli_serve  # noqa: E402, F401
 from slm.benchmark.command import bench  # noqa: E402
 
 _command(name="bench", no_args_is_help=True)(bench)

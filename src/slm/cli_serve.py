@@ -155,21 +155,15 @@ def serve(
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
         support_db=support_db,
     )  # fmt: skip
-    monitor_config = None
+    from slm.serving.extensions import bundle_options
+
+    specs, options = bundle_options(parse_model_specs(bundles))  # a recommender bundle: recommender=PATH
     if monitor is not None:
-        from slm.apps.monitor.config import load_config
-
-        monitor_config = load_config(monitor)
-    from slm.apps.recommend.layout import is_recommender
-
-    specs = parse_model_specs(bundles)
-    recommenders = [path for _, path in specs if is_recommender(path)]
-    if len(recommenders) > 1:
-        raise ConfigError(f"serve one recommender bundle at a time, got {len(recommenders)}")
-    specs = [(name, path) for name, path in specs if not is_recommender(path)]
+        options = {"monitor": monitor, **options}  # the monitor app reads monitor.yaml when it opens
     if engine is Engine.ray:
-        if recommenders:
-            raise ConfigError(f"recommender bundles ({recommenders[0]}) are not served on Ray Serve yet: "
+        if options:  # (--monitor was refused above)
+            option, path = next(iter(options.items()))
+            raise ConfigError(f"{option} bundles ({path}) are not served on Ray Serve yet: "
                               "use --engine uvicorn for them")  # fmt: skip
         from slm.serving.ray_serve import serve_on_ray
 
@@ -177,8 +171,7 @@ def serve(
                      address=address, replica_cpus=1.0 if replica_cpus is None else replica_cpus,
                      log_level=server.log_level.value)  # fmt: skip
         return
-    run_server(specs, config, log_level=server.log_level.value, monitor=monitor_config,
-               recommender=recommenders[0] if recommenders else None)  # fmt: skip
+    run_server(specs, config, log_level=server.log_level.value, **options)
 
 
 def _default_workers(engine: Engine, replica_cpus: float | None) -> int:
