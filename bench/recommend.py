@@ -160,7 +160,7 @@ def encoder_speed(items: int = 300) -> dict:
     """Items embedded per second, one per run, by the bundle's int8 graph and the same encoder exported fp32."""
     from transformers import AutoModel
 
-    from slm.apps.support.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
+    from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
 
     model = Recommender(BUNDLE, threads=1)
     spec = model.manifest["components"]["item_encoder"]

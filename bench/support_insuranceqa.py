@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support_data import insuranceqa  # noqa: E402
 
 from slm.api import _quiet_transformers  # noqa: E402
+from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder  # noqa: E402
 from slm.apps.support.build import SupportConfig, tune_retriever  # noqa: E402
 from slm.apps.support.contrastive import RetrieverTraining  # noqa: E402
-from slm.apps.support.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder  # noqa: E402
 from slm.apps.support.lexical import LexicalIndex  # noqa: E402
 from slm.apps.support.ranking import mrr, recall_at_k  # noqa: E402
 

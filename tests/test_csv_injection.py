@@ -85,7 +85,7 @@ def test_ray_csv_shards_neutralise_formulas_like_local_predict(exported):
 
 
 def test_support_unanswered_export_neutralises_customer_questions(tmp_path):
-    from slm.serving.conversations import UNANSWERED, ConversationLog, Turn
+    from slm.apps.support.conversations import UNANSWERED, ConversationLog, Turn
 
     db = tmp_path / "support.sqlite"
     log = ConversationLog.open(db)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slm.apps.support.index import VectorIndex
+from slm.apps.common.index import VectorIndex
 from slm.apps.support.knowledge import Entry, KnowledgeBase, read_knowledge_base
 from slm.apps.support.lexical import LexicalIndex, tokenize
 from slm.apps.support.ranking import mrr, recall_at_k

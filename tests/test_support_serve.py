@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from slm.serving.conversations import COLUMNS
+from slm.apps.support.conversations import COLUMNS
 from tests.conftest import FAQ_ANSWERS
 from tests.servers import KEY, error_of, running, serve_once
 
@@ -367,7 +367,7 @@ def test_startup_refuses_a_log_it_cannot_open_in_one_line(assistant_bundle, expo
 def test_without_an_assistant_there_is_no_log_and_no_support_answer(exported, tmp_path) -> None:
     db = tmp_path / "never.sqlite"
     with running([("tiny", exported)], support_db=db) as (url, service):
-        assert service.conversations is None and service.assistants == {}
+        assert service.groups == {}  # no app serves a bundle here: no conversation log is opened
         assert error_of(httpx.post(f"{url}/v1/support/answer", json={"question": "hi"}), 404)["code"] == (
             "unknown_assistant"
         )

@@ -41,14 +41,18 @@ def serve(
     """
     require_extra("serve", what="slm serve")
     from slm.serving.config import parse_model_specs
+    from slm.serving.extensions import bundle_options
 
     config = config or ServeConfig()
     if ray is not None and monitor is not None:
         raise ConfigError("--monitor is not served on Ray Serve yet: use --engine uvicorn for it")
-    specs, recommender = _split_recommender(parse_model_specs([str(b) for b in bundles]))
+    specs, options = bundle_options(parse_model_specs([str(b) for b in bundles]))  # e.g. recommender=PATH
+    if monitor is not None:
+        options = {"monitor": Path(monitor), **options}  # the monitor app reads monitor.yaml when it opens
     if ray is not None:
-        if recommender is not None:
-            raise ConfigError(f"recommender bundles ({recommender}) are not served on Ray Serve yet: "
+        if options:  # (a monitor was refused above)
+            option, path = next(iter(options.items()))
+            raise ConfigError(f"{option} bundles ({path}) are not served on Ray Serve yet: "
                               "use --engine uvicorn for them")  # fmt: skip
         from slm.serving.ray_serve import serve_on_ray
 
@@ -59,19 +63,4 @@ def serve(
         return
     from slm.serving.server import serve as run_server
 
-    monitor_config = None
-    if monitor is not None:
-        from slm.apps.monitor.config import load_config
-
-        monitor_config = load_config(Path(monitor))
-    run_server(specs, config, log_level=log_level, monitor=monitor_config, recommender=recommender)
-
-
-def _split_recommender(specs: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], Path | None]:
-    """The bundles the model service loads, and the one recommender bundle (if any) served beside them."""
-    from slm.apps.recommend.layout import is_recommender
-
-    recommenders = [path for _, path in specs if is_recommender(path)]
-    if len(recommenders) > 1:
-        raise ConfigError(f"serve one recommender bundle at a time, got {len(recommenders)}")
-    return [(n, p) for n, p in specs if not is_recommender(p)], (recommenders[0] if recommenders else None)
+    run_server(specs, config, log_level=log_level, **options)

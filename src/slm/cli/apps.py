@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from slm.cli._util import app, guard_group
-from slm.plugins import discover_apps
+from slm.plugins import discover_apps, owner_of
 
 apps = typer.Typer(help="Ready-made applications on top of slm bundles.", no_args_is_help=True)
 
@@ -26,7 +26,12 @@ def mount_apps() -> None:
 
 def describe_app_bundle(bundle: Path, *, as_json: bool) -> bool:
     """Let the app that owns ``bundle`` (e.g. a recommender) describe it for ``slm info``; False if none does."""
-    return any(plugin.describe_bundle(bundle, as_json=as_json) for plugin in discover_apps())
+    owner = owner_of(bundle)
+    describe = owner.load_describe() if owner is not None else None
+    if describe is None:
+        return False
+    describe(bundle, as_json=as_json)
+    return True
 
 
 mount_apps()

@@ -1,22 +1,22 @@
-"""The FastAPI application: routes, error bodies and middleware around a :class:`ModelService`."""
+"""The FastAPI application: routes, error bodies and middleware around a :class:`ModelService`.
+
+Each installed app adds its own routes and pages (:meth:`slm.serving.extensions.AppServer.add_routes`);
+this module knows none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import unicodedata
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match, Route
@@ -26,58 +26,34 @@ from slm import __version__
 from slm.serving import log
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
+from slm.serving.extensions import RouteContext, app_servers, option_servers
 from slm.serving.middleware import AccessLog, ApiKeys, BodyError, BodyLimit, BodyTimeout, ClientGone, InternalErrors
-from slm.serving.monitor import add_monitor_routes
-from slm.serving.recommend import add_recommend_routes
-from slm.serving.schemas import (
-    AnswerRequest,
-    AnswerResponse,
-    ErrorResponse,
-    PredictRequest,
-    PredictResponse,
-    UnansweredResponse,
-    request_body_schema,
-    validation_message,
+from slm.serving.responses import (
+    ERRORS,
+    ApiError,
+    error_response,
+    is_blank,
+    json_response,
+    overloaded,
+    read_body,
+    shutting_down,
 )
+from slm.serving.schemas import ErrorResponse, PredictRequest, PredictResponse, request_body_schema
 from slm.serving.service import ModelService, ServedModel
-from slm.serving.support import ServedAssistant
-
-if TYPE_CHECKING:
-    from slm.apps.monitor.monitor import Monitor
-    from slm.apps.recommend.recommender import Recommender
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 503)
-}
 
 
-class ApiError(Exception):
-    """An answer other than 200: status, a stable ``code`` and a one-line message, sent as JSON."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def json_response(data: Any) -> Response:
-    return Response(json.dumps(data, ensure_ascii=False), media_type="application/json")
-
-
-def create_app(
-    service: ModelService, *, monitor: Monitor | None = None, recommender: Recommender | None = None
-) -> FastAPI:
+def create_app(service: ModelService, **attached: Any) -> FastAPI:
     """The HTTP API for ``service`` (already loaded); starting the app starts its batchers.
 
-    With a ``monitor`` (:class:`slm.apps.monitor.Monitor`), /v1/monitor/* and the /monitor
-    dashboard serve it; the app closes it on shutdown. With a ``recommender``
-    (:class:`slm.apps.recommend.Recommender`), /v1/recommend/rank ranks items with it.
+    ``attached``: the apps' start values by option name
+    (:attr:`~slm.serving.extensions.AppServer.option`), e.g. ``monitor=`` an open monitor (/v1/monitor/* and the
+    /monitor dashboard serve it) or ``recommender=`` a loaded recommender (/v1/recommend/rank ranks with
+    it). Every app's routes are there either way; each app closes what it was given on shutdown.
     """
     config = service.config
+    servers = option_servers(attached)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -87,8 +63,9 @@ def create_app(
             yield
         finally:
             await service.close()
-            if monitor is not None:
-                await asyncio.to_thread(monitor.close)
+            for option, value in attached.items():
+                if value is not None:
+                    await asyncio.to_thread(servers[option].close, value)
             log.event("stopped")
 
     app = FastAPIOffline(  # a FastAPI app whose /docs and /redoc assets come from a package, not a CDN
@@ -102,12 +79,13 @@ def create_app(
     )
     _add_error_handlers(app)
     _add_routes(app, service)
-    _add_support_routes(app, service)
-    add_monitor_routes(app, monitor, ApiError)
-    add_recommend_routes(app, recommender, ApiError)
+    pages = {"/"}
+    for name, server in app_servers().items():
+        given = attached.get(server.option) if server.option is not None else None
+        server.add_routes(RouteContext(app, service, given, service.groups.get(name), pages))
     # Added innermost first: a request meets AccessLog, then InternalErrors, CORS, API keys, the body limits.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.body_timeout)
-    app.add_middleware(ApiKeys, config=config)
+    app.add_middleware(ApiKeys, config=config, pages=frozenset(pages))
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"])  # fmt: skip
@@ -171,29 +149,24 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
 
     @app.get("/v1/models/{name}", summary="One served model", responses={404: {"model": ErrorResponse}})
     async def one_model(name: str) -> dict[str, Any]:
-        assistant = service.assistant(name)
-        return assistant.summary() if assistant is not None else _model(service, name).summary()
+        served = service.find(name)
+        return served.summary() if served is not None else _model(service, name).summary()
 
     async def predict(name: str, request: Request) -> Response:
         started = time.perf_counter()
         model = _model(service, name)
         if model.batcher.full:  # refuse before reading and parsing the body
-            raise _overloaded(service, name, QueueFull(model.batcher.retry_after()))
-        try:
-            body = PredictRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            code, message = validation_message(exc)
-            raise ApiError(400 if code == "invalid_json" else 422, code, message) from None
+            raise overloaded(service.metrics, name, QueueFull(model.batcher.retry_after()))
+        body = await read_body(request, PredictRequest)
         texts, truncated = _checked_texts(body.inputs, config)
         request.state.log = {"model": name, "texts": len(texts)}
         try:
             predictions = await model.predict(texts, top_k=body.top_k or config.top_k,
                                               with_probabilities=body.probabilities)  # fmt: skip
         except QueueFull as exc:
-            raise _overloaded(service, name, exc) from None
+            raise overloaded(service.metrics, name, exc) from None
         except ShuttingDown:
-            service.metrics.rejected.labels(name, "shutting_down").inc()
-            raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}) from None
+            raise shutting_down(service.metrics, name) from None
         for index, prediction in enumerate(predictions):
             prediction["truncated"] = index in truncated
         latency = round((time.perf_counter() - started) * 1000, 3)
@@ -222,120 +195,15 @@ class _TaggedRoute(Route):
         return match, child
 
 
-def _add_support_routes(app: FastAPI, service: ModelService) -> None:
-    """The support assistants: answer, the unanswered questions, the chat page."""
-    config = service.config
-    chat = files("slm.serving").joinpath("static/chat.html").read_text(encoding="utf-8")
-
-    @app.get("/support", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page() -> HTMLResponse:
-        return HTMLResponse(chat)
-
-    async def answer(request: Request, name: str | None) -> Response:
-        started = time.perf_counter()
-        assistant = None if name is None else _assistant(service, name)
-        if assistant is not None and assistant.batcher.full:  # refuse before reading and parsing the body
-            raise _overloaded(service, assistant.name, QueueFull(assistant.batcher.retry_after()))
-        try:
-            body = AnswerRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            code, message = validation_message(exc)
-            raise ApiError(400 if code == "invalid_json" else 422, code, message) from None
-        if assistant is None:
-            assistant = _assistant(service, body.assistant)
-        elif body.assistant is not None and body.assistant != assistant.name:
-            raise ApiError(422, "invalid_request", f"assistant: '{body.assistant}' differs from the URL's "
-                           f"'{assistant.name}' (give one or the other)")  # fmt: skip
-        question = _checked_question(body.question, config)
-        conversation = body.conversation_id or uuid.uuid4().hex
-        request.state.log = {"assistant": assistant.name, "conversation_id": conversation}
-        try:
-            reply = await assistant.answer(question, context=body.context, conversation_id=conversation)
-        except QueueFull as exc:
-            raise _overloaded(service, assistant.name, exc) from None
-        except ShuttingDown:
-            service.metrics.rejected.labels(assistant.name, "shutting_down").inc()
-            raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}) from None
-        request.state.log.update(decision=reply["decision"], reason=reply["reason"])
-        latency = round((time.perf_counter() - started) * 1000, 3)
-        return json_response({"assistant": assistant.name, "conversation_id": conversation, **reply,
-                              "latency_ms": latency})  # fmt: skip
-
-    documented: dict[str, Any] = {"response_model": AnswerResponse, "responses": ERRORS,
-                                  "openapi_extra": request_body_schema(AnswerRequest)}  # fmt: skip
-
-    @app.post("/v1/support/answer", summary="A support assistant's answer to a question, with its decision path",
-              **documented)  # fmt: skip
-    async def answer_any(request: Request) -> Response:
-        return await answer(request, None)
-
-    @app.post("/v1/support/{name}/answer", summary="The named assistant's answer to a question", **documented)
-    async def answer_named(name: str, request: Request) -> Response:
-        return await answer(request, name)
-
-    @app.get("/v1/support/unanswered", summary="The latest handed-off questions, for labelling",
-             response_model=UnansweredResponse, responses={404: {"model": ErrorResponse}})  # fmt: skip
-    async def unanswered(
-        limit: int = Query(100, ge=1, le=1000, description="How many, newest first."),
-        assistant: str | None = Query(None, description="Only this assistant's questions."),
-    ) -> Response:
-        if service.conversations is None:
-            raise ApiError(404, "unknown_assistant", "no support assistant is served here")
-        rows = await asyncio.to_thread(service.conversations.unanswered, limit=limit, assistant=assistant)
-        for row in rows:
-            row["predicted_intent"] = row.pop("intent")
-        return json_response({"unanswered": rows})
-
-
-def _overloaded(service: ModelService, name: str, full: QueueFull) -> ApiError:
-    service.metrics.rejected.labels(name, "queue_full").inc()
-    return ApiError(503, "overloaded", str(full), {"Retry-After": str(full.retry_after)})
-
-
 def _model(service: ModelService, name: str) -> ServedModel:
     model = service.get(name)
     if model is None:
-        if service.assistant(name) is not None:
-            raise ApiError(404, "unknown_model", f"'{name}' is a support assistant, not a classification model: "
-                           f"POST /v1/support/{name}/answer")  # fmt: skip
+        group = service.group_of(name)
+        if group is not None:
+            raise ApiError(404, "unknown_model", f"'{name}' is {group.usage(name)}")
         known = ", ".join(service.names)
         raise ApiError(404, "unknown_model", f"no model named '{name}' is served here (served: {known})")
     return model
-
-
-def _assistant(service: ModelService, name: str | None) -> ServedAssistant:
-    """The assistant named ``name``; the only one served when ``name`` is None."""
-    if name is None:
-        if len(service.assistants) == 1:
-            return next(iter(service.assistants.values()))
-        if not service.assistants:
-            raise ApiError(404, "unknown_assistant", "no support assistant is served here")
-        raise ApiError(422, "invalid_request", "assistant: several assistants are served, name one of "
-                       f"{', '.join(sorted(service.assistants))}")  # fmt: skip
-    assistant = service.assistant(name)
-    if assistant is None:
-        served = ", ".join(sorted(service.assistants)) or "none"
-        kind = " is a classification model, not a support assistant" if service.get(name) else " is not served here"
-        raise ApiError(404, "unknown_assistant", f"assistant '{name}'{kind} (assistants: {served})")
-    return assistant
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` shows nothing: only whitespace, control (NUL...) or format characters (zero-width...).
-
-    Stops at the first visible character, so an ordinary text costs one or two steps.
-    """
-    return all(char.isspace() or unicodedata.category(char) in ("Cc", "Cf") for char in text)
-
-
-def _checked_question(question: str, config: ServeConfig) -> str:
-    """Refuse a blank question or one over ``max_chars`` (never cut: a cut question changes its meaning)."""
-    if is_blank(question):
-        raise ApiError(422, "empty_text", "question: the question is empty")
-    if len(question) > config.max_chars:
-        raise ApiError(422, "text_too_long", f"question: {len(question):,} characters, more than this server's "
-                       f"limit of {config.max_chars:,}")  # fmt: skip
-    return question
 
 
 def _checked_texts(texts: list[str], config: ServeConfig) -> tuple[list[str], set[int]]:

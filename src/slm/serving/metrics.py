@@ -48,7 +48,10 @@ class _InfoGauge(Gauge):
 
 
 class ServiceMetrics:
-    """Request counts by status, latency histograms, batch sizes, queue depth and model load info."""
+    """Request counts by status, latency histograms, batch sizes, queue depth and model load info.
+
+    An app adds its own metrics to :attr:`registry` (the support app: answers by decision).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -87,11 +90,6 @@ class ServiceMetrics:
                                registry=r)  # fmt: skip
         self.ready = Gauge("slm_ready", "1 once every model is loaded and warmed.", registry=r,
                            multiprocess_mode="livemin")  # fmt: skip
-        self.support_answers = Counter("slm_support_answers", "Support assistant answers, by assistant, decision "
-                                       "and (for handoffs) reason.", ["assistant", "decision", "reason"],
-                                       registry=r)  # fmt: skip
-        self.support_log_failures = Counter("slm_support_log_failures", "Turns the conversation log failed to "
-                                            "store.", ["assistant"], registry=r)  # fmt: skip
         if shared is not None:
             self.replicas = Gauge("slm_replicas", "Server processes whose numbers this answer adds up.",
                                   registry=r, multiprocess_mode="livesum")  # fmt: skip

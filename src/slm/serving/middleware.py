@@ -27,7 +27,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-PAGES = frozenset({"/", "/support", "/monitor"})  # HTML pages: a browser asks for the key with its Basic-auth prompt
+PAGES = frozenset({"/"})  # HTML pages: a browser asks for the key with its Basic-auth prompt (apps add theirs)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -97,11 +97,11 @@ class ApiKeys:
     """401 for every request without a valid key, except health checks and CORS preflights.
 
     The key is read from ``Authorization: Bearer KEY``, ``X-API-Key: KEY`` or HTTP Basic (any user
-    name, the key as password: a browser prompts for it on the playground and chat pages).
+    name, the key as password: a browser prompts for it on the HTML ``pages``, the playground's and the apps').
     """
 
-    def __init__(self, app: ASGIApp, *, config: ServeConfig) -> None:
-        self.app, self.config = app, config
+    def __init__(self, app: ASGIApp, *, config: ServeConfig, pages: frozenset[str] = PAGES) -> None:
+        self.app, self.config, self.pages = app, config, pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -113,7 +113,7 @@ class ApiKeys:
         ):
             await self.app(scope, receive, send)
             return
-        challenge = b'Basic realm="slm", charset="UTF-8"' if scope["path"] in PAGES else b'Bearer realm="slm"'
+        challenge = b'Basic realm="slm", charset="UTF-8"' if scope["path"] in self.pages else b'Bearer realm="slm"'
         await send_error(send, 401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)",
                          [(b"www-authenticate", challenge)])  # fmt: skip
 

@@ -11,7 +11,7 @@ import signal
 import socket
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
@@ -19,11 +19,9 @@ from slm.errors import ConfigError
 from slm.serving import log
 from slm.serving.app import create_app
 from slm.serving.config import ServeConfig, check_exposure, is_loopback
+from slm.serving.extensions import option_servers
 from slm.serving.protocol import guarded_protocol
 from slm.serving.service import ModelService
-
-if TYPE_CHECKING:
-    from slm.apps.monitor.config import MonitorConfig
 
 
 class _Server(uvicorn.Server):
@@ -78,36 +76,23 @@ def make_server(app: Any, config: ServeConfig, *, log_level: str = "info") -> uv
     )  # fmt: skip
 
 
-def serve(
-    specs: list[tuple[str, Path]],
-    config: ServeConfig,
-    *,
-    log_level: str = "info",
-    monitor: MonitorConfig | None = None,
-    recommender: Path | None = None,
-) -> None:
-    """Load every bundle (and the monitor or recommender), then answer HTTP on ``config.host:config.port``."""
+def serve(specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str = "info", **options: Any) -> None:
+    """Load every bundle and open each app's start option, then answer HTTP on ``config.host:config.port``.
+
+    ``options``: the apps' start values by option name (``monitor=`` a monitor config, ``recommender=``
+    a recommender bundle; None: not given), each opened by its app
+    (:meth:`~slm.serving.extensions.AppServer.open`) once the bundles are loaded.
+    """
     log.configure(log_level)
     config = config.validated()
     check_exposure(config)
+    given = {option: value for option, value in options.items() if value is not None}
+    servers = option_servers(given)
     sock = bind(config.host, config.port)
     try:
         service = ModelService.load(specs, config)
-        running = None
-        if monitor is not None:
-            from slm.apps.monitor.monitor import Monitor
-
-            running = Monitor(monitor, on_alert=lambda alert: log.event("monitor_alert", **alert))
-            log.event("monitor_opened", storage=running.store.engine.url.render_as_string(hide_password=True))
-        ranking = None
-        if recommender is not None:
-            from slm.apps.recommend.recommender import Recommender
-
-            ranking = Recommender(recommender, threads=config.threads)
-            if ranking.users:  # the first request should not pay for lazy initialisation
-                ranking.rank(user=next(iter(ranking.users)), k=10)
-            log.event("recommender_loaded", path=str(recommender), items=len(ranking.catalogue))
-        server = make_server(create_app(service, monitor=running, recommender=ranking), config, log_level=log_level)
+        attached = {option: servers[option].open(value, config) for option, value in given.items()}
+        server = make_server(create_app(service, **attached), config, log_level=log_level)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         log.event("listening", url=f"http://{shown}:{port}", models=service.names,

@@ -1,7 +1,8 @@
 """The models behind the HTTP API: one micro-batcher each, a shared worker pool, hot reload.
 
-Classification bundles are :class:`ServedModel`; support assistant bundles (``slm app support
-build``) are :class:`~slm.serving.support.ServedAssistant`, sharing the workers, limits and reload.
+Classification bundles are :class:`ServedModel`. A bundle an app owns (a support assistant, by its
+manifest's task) is served by that app's :class:`~slm.serving.extensions.BundleGroup`, sharing the
+workers, limits, reload and metrics; this module knows no app (:mod:`slm.serving.extensions`).
 """
 
 from __future__ import annotations
@@ -10,46 +11,18 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from slm.errors import SlmError, one_line
 from slm.serving import log
 from slm.serving.batching import MicroBatcher
 from slm.serving.config import ServeConfig
-from slm.serving.conversations import ConversationLog
+from slm.serving.extensions import BundleGroup, Served, VersionT, app_servers, bundle_owners
 from slm.serving.metrics import ServiceMetrics
 from slm.serving.models import LoadedBundle, decode_rows, load_bundle, manifest_signature, summary
-from slm.serving.support import LoadedAssistant, ServedAssistant, is_assistant, load_assistant
 
 # A reload that failed is tried again after this many watch intervals even if nothing changed.
 RETRY_INTERVALS = 10
-
-
-class _Version(Protocol):
-    """One loaded version of a served bundle (:class:`LoadedBundle`, :class:`LoadedAssistant`)."""
-
-    @property
-    def signature(self) -> tuple[int, int, int] | None: ...
-    @property
-    def loaded_at(self) -> float: ...
-    @property
-    def labels(self) -> list[str]: ...
-
-
-VersionT = TypeVar("VersionT", bound=_Version)
-
-
-class _Served(Protocol[VersionT]):
-    """What hot reload and the metrics ask of a served bundle (:class:`ServedModel`, :class:`ServedAssistant`)."""
-
-    name: str
-    path: Path
-    current: VersionT
-    failed: tuple[tuple[int, int, int] | None, float] | None
-
-    def load_version(self) -> VersionT: ...
-    def info_labels(self, loaded: VersionT) -> tuple[str, str, str, str, str]: ...
-    def summary(self) -> dict[str, Any]: ...
 
 
 class ServedModel:
@@ -93,88 +66,75 @@ class ServedModel:
 class ModelService:
     """Every served model, loaded and warmed before the server listens, and the workers they share."""
 
-    def __init__(
-        self,
-        loaded: dict[str, tuple[Path, LoadedBundle]],
-        config: ServeConfig,
-        *,
-        assistants: dict[str, tuple[Path, LoadedAssistant]] | None = None,
-        conversations: ConversationLog | None = None,
-    ) -> None:
-        if assistants and conversations is None:
-            raise ValueError("serving an assistant needs a conversation log")
+    def __init__(self, config: ServeConfig) -> None:
+        """An empty service (:meth:`load` fills it): its metrics, its workers, no model yet."""
         self.config = config
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
-        self.models = {
-            name: ServedModel(name, path, bundle, config, self.executor, self.metrics)
-            for name, (path, bundle) in loaded.items()
-        }
-        self.conversations = conversations
-        self.assistants = (
-            {
-                name: ServedAssistant(name, path, version, config, self.executor, self.metrics, conversations)
-                for name, (path, version) in (assistants or {}).items()
-            }
-            if conversations is not None  # None only without assistants (checked above)
-            else {}
-        )
+        self.models: dict[str, ServedModel] = {}
+        self.groups: dict[str, BundleGroup] = {}  # by app name: the bundles each app serves here
         self.ready = False
         self._watcher: asyncio.Task[None] | None = None
-        for model in self.models.values():
-            self._record_model(model)
-        for assistant in self.assistants.values():
-            self._record_model(assistant)
 
     @classmethod
     def load(cls, specs: list[tuple[str, Path]], config: ServeConfig) -> ModelService:
         """Load, verify and warm every bundle; the first one that fails raises its error, naming it.
 
-        With an assistant among them, the conversation log (``config.support_db``) is opened first.
+        An app whose bundles are among them opens its group first (the support app: its conversation
+        log, ``config.support_db``), before any bundle is loaded.
         """
-        kinds = {name: is_assistant(path) for name, path in specs}
-        conversations = None
-        if any(kinds.values()):
-            conversations = ConversationLog.open(config.support_db, not_inside=[path for _, path in specs])
-            log.event("support_log_opened", path=str(config.support_db))
-        loaded, assistants = {}, {}
+        service = cls(config)
         try:
+            owners = bundle_owners(specs)
+            servers = app_servers()
+            for app in dict.fromkeys(owners.values()):
+                service.groups[app] = servers[app].open_bundles(service, [path for _, path in specs])
             for name, path in specs:
-                started = time.perf_counter()
-                try:
-                    if kinds[name]:
-                        version = load_assistant(path, threads=config.threads)
-                    else:
-                        bundle = load_bundle(path, threads=config.threads, max_batch=config.max_batch)
-                except SlmError as exc:
-                    raise type(exc)(f"cannot serve '{name}': {exc}") from None
-                seconds = round(time.perf_counter() - started, 3)
-                if kinds[name]:
-                    assistants[name] = (Path(path), version)
-                    log.event("assistant_loaded", model=name, seconds=seconds, intents=len(version.labels))
-                else:
-                    loaded[name] = (Path(path), bundle)
-                    log.event("model_loaded", model=name, seconds=seconds, labels=len(bundle.labels),
-                              component=bundle.bundle.default_component)  # fmt: skip
+                service._load(name, Path(path), owners.get(name))
         except BaseException:
-            if conversations is not None:
-                conversations.close()
+            service._release()
             raise
-        return cls(loaded, config, assistants=assistants, conversations=conversations)
+        for model in service.served():
+            service._record_model(model)
+        return service
+
+    def _load(self, name: str, path: Path, app: str | None) -> None:
+        started = time.perf_counter()
+        try:
+            if app is not None:
+                self.groups[app].load(name, path)  # the group logs its own event
+                return
+            bundle = load_bundle(path, threads=self.config.threads, max_batch=self.config.max_batch)
+        except SlmError as exc:
+            raise type(exc)(f"cannot serve '{name}': {exc}") from None
+        self.models[name] = ServedModel(name, path, bundle, self.config, self.executor, self.metrics)
+        log.event("model_loaded", model=name, seconds=round(time.perf_counter() - started, 3),
+                  labels=len(bundle.labels), component=bundle.bundle.default_component)  # fmt: skip
+
+    def _release(self) -> None:
+        """Close what a failed :meth:`load` opened (no batcher runs yet)."""
+        self.executor.shutdown(wait=True)
+        for group in self.groups.values():
+            group.close()
 
     def get(self, name: str) -> ServedModel | None:
         return self.models.get(name)
 
-    def assistant(self, name: str) -> ServedAssistant | None:
-        return self.assistants.get(name)
+    def served(self) -> list[Served[Any]]:
+        """Every served bundle: the classification models, then each app's."""
+        return [*self.models.values(), *(model for group in self.groups.values() for model in group.served.values())]
 
-    def served(self) -> list[ServedModel | ServedAssistant]:
-        """Every served bundle: the classification models, then the assistants."""
-        return [*self.models.values(), *self.assistants.values()]
+    def find(self, name: str) -> Served[Any] | None:
+        """The served bundle called ``name``, of any kind."""
+        return next((model for model in self.served() if model.name == name), None)
+
+    def group_of(self, name: str) -> BundleGroup | None:
+        """The app group serving ``name``; None for a classification model or an unknown name."""
+        return next((group for group in self.groups.values() if name in group.served), None)
 
     @property
     def names(self) -> list[str]:
-        return sorted([*self.models, *self.assistants])
+        return sorted(model.name for model in self.served())
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -194,20 +154,17 @@ class ModelService:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await asyncio.gather(*(m.batcher.close() for m in self.served()))
         self.executor.shutdown(wait=True)
-        if self.conversations is not None:
-            self.conversations.close()
+        for group in self.groups.values():
+            group.close()
 
     # ------------------------------------------------------------------ hot reload
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.config.watch_interval)
-            # the classification models, then the assistants (as served() lists them)
-            for model in list(self.models.values()):
+            for model in self.served():  # the classification models, then each app's
                 await self.reload_if_changed(model)
-            for assistant in list(self.assistants.values()):
-                await self.reload_if_changed(assistant)
 
-    async def reload_if_changed(self, model: _Served[VersionT]) -> bool:
+    async def reload_if_changed(self, model: Served[VersionT]) -> bool:
         """Load ``model``'s bundle again if its manifest changed; keep the old version if that fails."""
         signature = manifest_signature(model.path)
         if signature is None or signature == model.current.signature:
@@ -235,7 +192,7 @@ class ModelService:
                   labels=len(loaded.labels))  # fmt: skip
         return True
 
-    def _record_model(self, model: _Served[VersionT]) -> None:
+    def _record_model(self, model: Served[VersionT]) -> None:
         self.metrics.model_info.labels(*model.info_labels(model.current)).set(1)
         self.metrics.model_loaded.labels(model.name).set(model.current.loaded_at)
 

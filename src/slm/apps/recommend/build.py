@@ -102,8 +102,8 @@ def train_recommender(
     """Train and evaluate a recommender on ``data``, write the bundle to ``output`` atomically; returns its manifest."""
     from transformers import AutoModel, AutoTokenizer
 
-    from slm.apps.support.contrastive import embed_with_torch
-    from slm.apps.support.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
+    from slm.apps.common.embedding import embed_with_torch
+    from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
     from slm.models.registry import resolve_base_model
 
     config = config or RecommendConfig()
@@ -220,8 +220,8 @@ def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = T
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from slm.apps.common.embedding import embed_with_torch
     from slm.apps.recommend.recommender import Recommender
-    from slm.apps.support.contrastive import embed_with_torch
     from slm.models.registry import resolve_base_model
 
     bundle = Recommender(path)

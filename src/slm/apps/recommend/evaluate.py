@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from rich.progress import track
 
+from slm.apps.common.index import VectorIndex
 from slm.apps.recommend.baselines import ItemKNN
 from slm.apps.recommend.metrics import K, random_expectation, summarize, target_ranks
 from slm.apps.recommend.retrieval import shortlist
 from slm.apps.recommend.scorer import Scorer, ranker_queries
 from slm.apps.recommend.split import Cases, Split
-from slm.apps.support.index import VectorIndex
 from slm.console import console
 
 METHODS = ("random", "popularity", "item_knn", "untuned_encoder", "two_tower", "features_only", "hybrid")

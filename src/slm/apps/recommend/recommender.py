@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from slm.apps.common.index import VectorIndex
 from slm.apps.recommend import layout
 from slm.apps.recommend.catalogue import Catalogue
 from slm.apps.recommend.features import ItemStats
 from slm.apps.recommend.ranker import HybridRanker
 from slm.apps.recommend.retrieval import DEFAULT_POPULAR, DEFAULT_RETRIEVE, shortlist
 from slm.apps.recommend.scorer import Scorer
-from slm.apps.support.index import VectorIndex
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
 from slm.errors import BundleError, ConfigError
 from slm.fileio import atomic_directory, read_json_object, write_json_atomic
@@ -169,7 +169,7 @@ class Recommender:
     def encoder(self):
         """The bundle's ONNX item encoder (loaded on first use)."""
         if not hasattr(self, "_encoder"):
-            from slm.apps.support.encoders import Encoder
+            from slm.apps.common.encoders import Encoder
 
             self._encoder = Encoder(self.path, self.manifest["components"]["item_encoder"], threads=self.threads)
         return self._encoder

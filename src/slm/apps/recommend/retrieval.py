@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slm.apps.common.index import VectorIndex
 from slm.apps.recommend.scorer import Scorer
-from slm.apps.support.index import VectorIndex
 
 DEFAULT_RETRIEVE = 300
 DEFAULT_POPULAR = 100

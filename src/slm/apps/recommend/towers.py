@@ -97,7 +97,7 @@ def train_towers(
     """
     import torch
 
-    from slm.apps.support.contrastive import _pool, embed_with_torch, loss_progress, warmup_then_linear_decay
+    from slm.apps.common.embedding import embed_with_torch, loss_progress, mean_pool, warmup_then_linear_decay
 
     examples = training_examples(events, settings.max_history)
     report: dict = {"examples": len(examples), "steps": 0}
@@ -130,7 +130,7 @@ def train_towers(
         batch = tokenizer(
             [texts[i] for i in rows], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt"
         )
-        return _pool(encoder, batch["input_ids"], batch["attention_mask"])
+        return mean_pool(encoder, batch["input_ids"], batch["attention_mask"])
 
     console.print(f"two-tower training: {len(examples):,} examples, caching {len(needed):,} item embeddings…")
     refresh()

@@ -59,7 +59,7 @@ class Assistant:
     def __init__(self, path: str | Path, *, threads: int | None = None, verify: bool = True) -> None:
         from safetensors.numpy import load_file
 
-        from slm.apps.support.encoders import Encoder
+        from slm.apps.common.encoders import Encoder
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path, verify=verify)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.apps.support.contrastive import RetrieverTraining, embed_with_torch
+from slm.apps.common.embedding import embed_with_torch
+from slm.apps.support.contrastive import RetrieverTraining
 from slm.apps.support.layout import ASSISTANT_FILE, INTENT_BUNDLE_DIR, KNOWLEDGE_DIR, SCOPE_FILE, TASK
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
 from slm.console import console
@@ -119,7 +120,7 @@ def build_intent_encoder(bundle: Path, staging: Path, check_texts: list[str], in
     """Export the intent bundle's classifier with logits + embedding outputs into ``staging/intent``."""
     from transformers import AutoConfig
 
-    from slm.apps.support.encoders import INTENT_OUTPUTS, export_encoder, intent_graph
+    from slm.apps.common.encoders import INTENT_OUTPUTS, export_encoder, intent_graph
 
     manifest, model = _classifier(bundle)
     spec = manifest["components"]["transformer"]
@@ -140,8 +141,8 @@ def build_intent_encoder(bundle: Path, staging: Path, check_texts: list[str], in
 
 def fit_scope_model(staging: Path, encoder_spec: dict, labels: list[str], intents, validation, config: SupportConfig):
     """Embed training and validation intents with the exported encoder and fit out-of-scope detection."""
+    from slm.apps.common.encoders import Encoder
     from slm.apps.support.assistant import QUESTIONS_PER_RUN
-    from slm.apps.support.encoders import Encoder
     from slm.apps.support.scope import fit_scope
 
     index = {label: k for k, label in enumerate(labels)}
@@ -237,7 +238,7 @@ def tune_retriever(pairs, documents: list[str], config: SupportConfig, show_prog
 
 def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progress: bool) -> tuple[dict, dict]:
     """Fine-tune (maybe), export, embed the knowledge base and save the index under ``staging``."""
-    from slm.apps.support.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
+    from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
     from slm.apps.support.retrieval import Retriever, index_texts
 
     documents = [e.answer for e in kb.entries]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slm.apps.common.embedding import loss_progress, mean_pool, warmup_then_linear_decay
 from slm.console import console
 
 DEFAULT_EPOCHS = 1
@@ -38,29 +39,6 @@ class RetrieverTraining:
     seed: int = 42
 
 
-def _pool(encoder, ids, mask):
-    import torch
-
-    hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
-
-
-def embed_with_torch(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """Unit-length mean-pooled embeddings (n, hidden) of ``texts`` by a PyTorch encoder, in length-sorted batches."""
-    import torch
-
-    order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")  # fmt: skip
-            out[rows] = _pool(encoder, batch["input_ids"], batch["attention_mask"]).numpy()
-    return out
-
-
 def in_batch_loss(queries, documents, document_keys: list[str], scale: float):
     """Cross-entropy of each query against every document of the batch; duplicates of the positive are masked."""
     import torch
@@ -70,31 +48,6 @@ def in_batch_loss(queries, documents, document_keys: list[str], scale: float):
     same.fill_diagonal_(False)
     scores = scores.masked_fill(same, float("-inf"))
     return torch.nn.functional.cross_entropy(scores, torch.arange(len(queries)))
-
-
-def warmup_then_linear_decay(optimizer, total: int, warmup_ratio: float):
-    """A LambdaLR that warms up linearly over ``warmup_ratio`` of ``total`` steps, then decays linearly to 0."""
-    import torch
-
-    warmup = max(1, int(total * warmup_ratio))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
-
-
-def loss_progress(label: str, show_progress: bool):
-    """A rich progress bar of training steps showing a ``loss`` field."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-    )
 
 
 def fine_tune(
@@ -132,8 +85,8 @@ def fine_tune(
             order = rng.permutation(len(pairs))
             for step in range(steps_per_epoch):
                 chosen = [pairs[i] for i in order[step * settings.batch_size : (step + 1) * settings.batch_size]]
-                questions = _pool(encoder, *tokens([q for q, _ in chosen], settings.query_max_length))
-                answers = _pool(encoder, *tokens([a for _, a in chosen], settings.document_max_length))
+                questions = mean_pool(encoder, *tokens([q for q, _ in chosen], settings.query_max_length))
+                answers = mean_pool(encoder, *tokens([a for _, a in chosen], settings.document_max_length))
                 loss = in_batch_loss(questions, answers, [a for _, a in chosen], settings.scale)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -98,8 +98,8 @@ def untuned_retriever(assistant: Assistant):
     import shutil
     import tempfile
 
+    from slm.apps.common.encoders import Encoder
     from slm.apps.support.build import SupportConfig, build_retriever
-    from slm.apps.support.encoders import Encoder
     from slm.apps.support.retrieval import Retriever
 
     assert assistant.knowledge is not None  # a tuned retriever has a knowledge base

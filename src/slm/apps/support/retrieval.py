@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.apps.support.index import VectorIndex
+from slm.apps.common.index import VectorIndex
 from slm.apps.support.knowledge import Entry, KnowledgeBase
 from slm.apps.support.lexical import LexicalIndex
 from slm.apps.support.ranking import mrr

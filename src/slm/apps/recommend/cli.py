@@ -1,6 +1,8 @@
-"""``slm app recommend``: train, evaluate and query a text-based recommender; serve it.
+"""``slm app recommend``: train, evaluate and query a text-based recommender; serve it; describe a bundle.
 
-Registered on ``slm app`` by :mod:`slm.cli` (after :mod:`slm.cli_support`, which creates ``slm app``).
+The app's command group, mounted by the main CLI as ``slm app recommend ...`` (see :mod:`slm.plugins`),
+which also runs every command under its error guard: user errors are raised as :class:`~slm.errors.SlmError`.
+:func:`print_info` is what ``slm info`` shows of a recommender bundle.
 """
 
 from __future__ import annotations
@@ -13,17 +15,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from slm.cli import out
-from slm.cli_support import _guarded, apps
+from slm.apps.recommend.plugin import HELP
+from slm.console import out
 from slm.errors import ConfigError
 from slm.fileio import FORCE_HELP
 from slm.serving.options import server_options
 
-recommend = typer.Typer(
-    help="Text-based recommendation: a two-tower model on item text, a LightGBM ranker, cold-start items.",
-    no_args_is_help=True,
-)
-apps.add_typer(recommend, name="recommend")
+app = typer.Typer(help=HELP, no_args_is_help=True)
 
 Interactions = Annotated[
     Path | None,
@@ -83,8 +81,7 @@ def _warn(data) -> None:
         out.print(f"[yellow]warning[/]: {escape(warning)}")
 
 
-@recommend.command("train", no_args_is_help=True)
-@_guarded
+@app.command("train", no_args_is_help=True)
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Recommender bundle to write (replaced on success).")],
     interactions: Interactions = None,
@@ -197,8 +194,7 @@ def _users(bundle: Path) -> list[str]:
     return list(json.loads((bundle / "users.json").read_text(encoding="utf-8")))[:1] or ["1"]
 
 
-@recommend.command("evaluate", no_args_is_help=True)
-@_guarded
+@app.command("evaluate", no_args_is_help=True)
 def evaluate_command(
     bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")],
     interactions: Interactions = None,
@@ -230,8 +226,7 @@ def evaluate_command(
     out.print(report, markup=False)
 
 
-@recommend.command("rank", no_args_is_help=True)
-@_guarded
+@app.command("rank", no_args_is_help=True)
 def rank(
     bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")],
     user: Annotated[str | None, typer.Option(help="A user id known to the bundle.")] = None,
@@ -265,8 +260,7 @@ def rank(
         )
 
 
-@recommend.command("add-items", no_args_is_help=True)
-@_guarded
+@app.command("add-items", no_args_is_help=True)
 def add_items(
     bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")],
     catalogue: Annotated[Path, typer.Option(help="New items, in the same shape as the training catalogue.")],
@@ -293,8 +287,7 @@ def add_items(
     out.print(f"[bold]{escape(str(output or bundle))}[/bold]: {len(items):,} items added, {manifest['items']:,} in all")
 
 
-@recommend.command("serve", no_args_is_help=True)
-@_guarded
+@app.command("serve", no_args_is_help=True)
 @server_options
 def serve(bundle: Annotated[Path, typer.Argument(help="Recommender bundle.")], *, server: object) -> None:
     """Serve POST /v1/recommend/rank and GET /v1/recommend, with the server options of 'slm serve'.

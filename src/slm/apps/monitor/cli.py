@@ -1,6 +1,7 @@
 """``slm app monitor``: run the financial sentiment monitor over a stream, report on it, serve its dashboard.
 
-Registered on ``slm app`` by :mod:`slm.cli` (after :mod:`slm.cli_support`, which creates ``slm app``).
+The app's command group, mounted by the main CLI as ``slm app monitor ...`` (see :mod:`slm.plugins`),
+which also runs every command under its error guard: user errors are raised as :class:`~slm.errors.SlmError`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from slm.cli import out
-from slm.cli_support import _guarded, apps
-from slm.console import console
+from slm.apps.monitor.plugin import HELP
+from slm.console import console, out
 from slm.extras import require_extra
 from slm.fileio import FORCE_HELP
 from slm.serving.options import server_options
 
-monitor = typer.Typer(
-    help="Financial sentiment monitor: classify a news stream, track entities over time, alert on negative spikes.",
-    no_args_is_help=True,
-)
-apps.add_typer(monitor, name="monitor")
+app = typer.Typer(help=HELP, no_args_is_help=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="monitor.yaml (see 'slm app monitor --help').")]
 
@@ -42,8 +38,7 @@ def _alert_line(alert: dict[str, Any]) -> None:
     )
 
 
-@monitor.command("run", no_args_is_help=True)
-@_guarded
+@app.command("run", no_args_is_help=True)
 def run(
     config: ConfigOption,
     input: Annotated[
@@ -111,8 +106,7 @@ def _print_stats(stats: Any, *, resumed: int) -> None:
         out.print("rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.rejected.items())))
 
 
-@monitor.command("report", no_args_is_help=True)
-@_guarded
+@app.command("report", no_args_is_help=True)
 def report(
     config: ConfigOption,
     output: Annotated[
@@ -148,8 +142,7 @@ def report(
               f"{escape(str(output / 'charts'))}")  # fmt: skip
 
 
-@monitor.command("serve", no_args_is_help=True)
-@_guarded
+@app.command("serve", no_args_is_help=True)
 @server_options
 def serve(
     config: ConfigOption,

@@ -1,8 +1,9 @@
-"""The assistant's ONNX encoders: the intent classifier (logits + sentence embedding) and the retriever.
+"""The apps' ONNX encoders: an intent classifier (logits + sentence embedding) and a bi-encoder (embedding).
 
-Both are exported with the same TorchScript exporter and ONNX Runtime fusions as ``slm export``
-and quantized to dynamic int8 like ``slm compress``; the int8 graph ships only when it agrees
-with fp32 on validation texts (``check``), so the run-time path needs onnxruntime alone.
+The support assistant ships both (intents, FAQ retriever), the recommender a bi-encoder (its item tower).
+Both are exported with the same TorchScript exporter and ONNX Runtime fusions as ``slm export`` and
+quantized to dynamic int8 like ``slm compress``; the int8 graph ships only when it agrees with fp32 on
+validation texts (``check``), so the run-time path needs onnxruntime alone.
 """
 
 from __future__ import annotations

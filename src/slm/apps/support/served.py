@@ -1,7 +1,8 @@
 """Support assistants behind the HTTP API: loading, warming, summarising, answering and logging each turn.
 
 An assistant bundle (``slm app support build``) is recognised by its manifest's task and served
-beside the classification models, under the same names, workers and limits. Its questions go
+beside the classification models, under the same names, workers and limits: :class:`Assistants` is
+the support app's :class:`~slm.serving.extensions.BundleGroup` in a :class:`ModelService`. Its questions go
 through a :class:`MicroBatcher` like predict's texts (queue bound, 503 with Retry-After, ``workers``
 runs at once in the shared pool, drained on shutdown), and the thread that answered a question
 stores its turn in the conversation log before the reply leaves.
@@ -16,39 +17,27 @@ answers for that question.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
+
+from slm.apps.support.conversations import ConversationLog, Turn
 from slm.errors import BundleError, SlmError, one_line
 from slm.serving import log
 from slm.serving.batching import MicroBatcher
 from slm.serving.config import ServeConfig
-from slm.serving.conversations import ConversationLog, Turn
 from slm.serving.metrics import ServiceMetrics
 from slm.serving.models import WARMUP_TEXT, manifest_signature
 
+if TYPE_CHECKING:
+    from slm.serving.service import ModelService
+
 KIND = "support_assistant"
 QUESTIONS_PER_RUN = 1  # see the module's docstring: batching would make answers depend on concurrent questions
-
-
-def assistant_task() -> str:
-    """The manifest task of an assistant bundle (from the assistant package, imported on first use)."""
-    from slm.apps.support.layout import TASK
-
-    return TASK
-
-
-def is_assistant(path: Path) -> bool:
-    """Whether ``path`` holds an assistant bundle (read from its manifest; anything unreadable: no)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("task") == assistant_task()
 
 
 @dataclass(frozen=True)
@@ -113,6 +102,17 @@ class Question:
     conversation_id: str
 
 
+class SupportMetrics:
+    """The support counters, on a service's registry: answers by decision and reason, turns the log lost."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        r = metrics.registry
+        self.answers = Counter("slm_support_answers", "Support assistant answers, by assistant, decision and (for "
+                               "handoffs) reason.", ["assistant", "decision", "reason"], registry=r)  # fmt: skip
+        self.log_failures = Counter("slm_support_log_failures", "Turns the conversation log failed to store.",
+                                    ["assistant"], registry=r)  # fmt: skip
+
+
 class ServedAssistant:
     """A named assistant bundle: its current loaded version, its batcher and the conversation log."""
 
@@ -127,11 +127,12 @@ class ServedAssistant:
         executor: ThreadPoolExecutor,
         metrics: ServiceMetrics,
         conversations: ConversationLog,
+        counters: SupportMetrics,
     ) -> None:
         self.name, self.path, self.config = name, Path(path), config
         self.current = loaded
         self.failed: tuple[tuple[int, int, int] | None, float] | None = None
-        self.metrics, self.conversations = metrics, conversations
+        self.conversations, self.counters = conversations, counters
         self.batcher = MicroBatcher(
             self._run, executor=executor, max_batch=QUESTIONS_PER_RUN, max_wait_ms=0.0, max_queue=config.max_queue,
             concurrency=config.workers, observer=metrics.observer(name),
@@ -147,7 +148,7 @@ class ServedAssistant:
         try:
             self.conversations.record(turns)
         except Exception as exc:  # a full disk must not stop the answers; the log line and the metric say it
-            self.metrics.support_log_failures.labels(self.name).inc(len(turns))
+            self.counters.log_failures.labels(self.name).inc(len(turns))
             log.event("support_log_failed", level=40, assistant=self.name, turns=len(turns), error=one_line(exc))
         return answers, loaded
 
@@ -156,7 +157,7 @@ class ServedAssistant:
         answers, _ = await self.batcher.submit([Question(question, context, conversation_id)])
         reply: dict[str, Any] = answers[0]
         reason = reply["reason"] if reply["decision"] == "handoff" else None
-        self.metrics.support_answers.labels(self.name, reply["decision"], reason or "").inc()
+        self.counters.answers.labels(self.name, reply["decision"], reason or "").inc()
         return reply
 
     # ------------------------------------------------------------------ what the service asks of a served bundle
@@ -169,3 +170,36 @@ class ServedAssistant:
 
     def summary(self) -> dict[str, Any]:
         return assistant_summary(self.name, self.current)
+
+
+class Assistants:
+    """The assistants one service serves (the support app's bundle group), their conversation log and counters."""
+
+    def __init__(self, service: ModelService, conversations: ConversationLog) -> None:
+        self.service, self.conversations = service, conversations
+        self.counters = SupportMetrics(service.metrics)
+        self.served: dict[str, ServedAssistant] = {}
+
+    @classmethod
+    def open(cls, service: ModelService, paths: list[Path]) -> Assistants:
+        """Open the conversation log (``config.support_db``, outside every served bundle) for ``service``."""
+        where = service.config.support_db
+        conversations = ConversationLog.open(where, not_inside=paths)
+        log.event("support_log_opened", path=str(where))
+        return cls(service, conversations)
+
+    def load(self, name: str, path: Path) -> None:
+        """Load, verify and warm the assistant at ``path``, served as ``name``."""
+        started = time.perf_counter()
+        service = self.service
+        version = load_assistant(path, threads=service.config.threads)
+        self.served[name] = ServedAssistant(name, path, version, service.config, service.executor, service.metrics,
+                                            self.conversations, self.counters)  # fmt: skip
+        log.event("assistant_loaded", model=name, seconds=round(time.perf_counter() - started, 3),
+                  intents=len(version.labels))  # fmt: skip
+
+    def usage(self, name: str) -> str:
+        return f"a support assistant, not a classification model: POST /v1/support/{name}/answer"
+
+    def close(self) -> None:
+        self.conversations.close()

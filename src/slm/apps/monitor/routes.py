@@ -1,8 +1,9 @@
 """The monitor's HTTP side: ingest, summary, series, alerts, charts and the dashboard page at /monitor.
 
-Mounted by :func:`slm.serving.app.create_app` when the server was started with a monitor
-(``slm app monitor serve`` or ``slm serve --monitor monitor.yaml``). Ingest runs in a worker
-thread, one batch at a time (the monitor is the database's only writer); reads run in threads too.
+Added to every server by :class:`slm.apps.monitor.server.MonitorServer`; they serve the monitor the
+server was started with (``slm app monitor serve`` or ``slm serve --monitor monitor.yaml``), and answer
+404 ``no_monitor`` without one. Ingest runs in a worker thread, one batch at a time (the monitor is the
+database's only writer); reads run in threads too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Query, Request
+from fastapi.responses import Response
 
 from slm.apps.monitor.items import Rejection
+from slm.serving.extensions import RouteContext
+from slm.serving.responses import ApiError
 
 if TYPE_CHECKING:
     from slm.apps.monitor.monitor import Monitor
@@ -24,28 +27,26 @@ KINDS = ("entity", "topic", "all")
 MAX_INGEST_ITEMS = 10_000
 
 
-def add_monitor_routes(app: FastAPI, monitor: Monitor | None, api_error: type[Exception]) -> None:
+def add_monitor_routes(context: RouteContext) -> None:
     """The /v1/monitor/* endpoints and /monitor; every one answers 404 ``no_monitor`` without a monitor."""
-    page = files("slm.serving").joinpath("static/monitor.html").read_text(encoding="utf-8")
+    app = context.app
+    monitor: Monitor | None = context.attached
+    context.add_page("/monitor", files("slm.apps.monitor").joinpath("static/monitor.html").read_text(encoding="utf-8"))
 
     def need() -> Monitor:
         if monitor is None:
-            raise api_error(404, "no_monitor", "no monitor is served here (start one with 'slm app monitor serve')")
+            raise ApiError(404, "no_monitor", "no monitor is served here (start one with 'slm app monitor serve')")
         return monitor
 
     def kind_of(kind: str) -> str:
         if kind not in KINDS:
-            raise api_error(422, "invalid_request", f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+            raise ApiError(422, "invalid_request", f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
         return kind
-
-    @app.get("/monitor", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
-        return HTMLResponse(page)
 
     @app.post("/v1/monitor/ingest", summary="Classify, store and score stream items (idempotent by item id)")
     async def ingest(request: Request) -> Response:
         current = need()
-        objects = _objects(await request.body(), request.headers.get("content-type", ""), api_error)
+        objects = _objects(await request.body(), request.headers.get("content-type", ""))
         stats = await asyncio.to_thread(current.ingest, objects)
         return _json(stats.as_dict())
 
@@ -88,7 +89,7 @@ def add_monitor_routes(app: FastAPI, monitor: Monitor | None, api_error: type[Ex
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list[Any]:
+def _objects(body: bytes, content_type: str) -> list[Any]:
     """Items from a JSON array, ``{"items": [...]}``, one object, or JSON lines (application/x-ndjson).
 
     JSON nested deeper than Python's recursion limit raises RecursionError, not JSONDecodeError: one
@@ -109,13 +110,13 @@ def _objects(body: bytes, content_type: str, api_error: type[Exception]) -> list
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise api_error(400, "invalid_json", f"body is not JSON: {exc.msg} at position {exc.pos}") from None
+            raise ApiError(400, "invalid_json", f"body is not JSON: {exc.msg} at position {exc.pos}") from None
         except RecursionError:
-            raise api_error(400, "invalid_json", "body is not JSON this server reads: nested too deeply") from None
+            raise ApiError(400, "invalid_json", "body is not JSON this server reads: nested too deeply") from None
         found = data.get("items") if isinstance(data, dict) and "items" in data else data
         objects = found if isinstance(found, list) else [found]
     if len(objects) > MAX_INGEST_ITEMS:
-        raise api_error(413, "too_many_items", f"{len(objects):,} items in one request (limit {MAX_INGEST_ITEMS:,})")
+        raise ApiError(413, "too_many_items", f"{len(objects):,} items in one request (limit {MAX_INGEST_ITEMS:,})")
     return objects
 
 

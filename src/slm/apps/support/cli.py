@@ -1,6 +1,7 @@
 """``slm app support``: build, evaluate and query a customer-service assistant.
 
-Registered on the main Typer app by :mod:`slm.cli` as ``slm app support ...``.
+The app's command group, mounted by the main CLI as ``slm app support ...`` (see :mod:`slm.plugins`),
+which also runs every command under its error guard: user errors are raised as :class:`~slm.errors.SlmError`.
 """
 
 from __future__ import annotations
@@ -13,32 +14,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from slm.cli import _guard, app, out
+from slm.apps.support.plugin import HELP
+from slm.console import out
 from slm.errors import ConfigError
 from slm.fileio import FORCE_HELP
 
-apps = typer.Typer(help="Ready-made applications on top of slm bundles.", no_args_is_help=True)
-support = typer.Typer(
-    help="Customer-service assistant: intents, out-of-scope detection, FAQ retrieval and human handoff.",
-    no_args_is_help=True,
-)
-apps.add_typer(support, name="support")
-app.add_typer(apps, name="app")
+app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
-def _guarded(func):
-    import functools
-
-    @functools.wraps(func)
-    def run(*a, **kw):
-        with _guard():
-            return func(*a, **kw)
-
-    return run
-
-
-@support.command("build", no_args_is_help=True)
-@_guarded
+@app.command("build", no_args_is_help=True)
 def build(
     intents: Annotated[Path, typer.Option(help="Labelled intents (text, intent): CSV, TSV, JSONL or Parquet.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Assistant bundle to write (replaced on success).")],
@@ -127,8 +111,7 @@ def build(
     )
 
 
-@support.command("ask", no_args_is_help=True)
-@_guarded
+@app.command("ask", no_args_is_help=True)
 def ask(
     bundle: Annotated[Path, typer.Argument(help="Assistant bundle.")],
     questions: Annotated[list[str], typer.Argument(help="Questions ('-' reads one per line from stdin).")],
@@ -162,8 +145,7 @@ def ask(
             out.print(f"    · {escape(step)}")
 
 
-@support.command("evaluate", no_args_is_help=True)
-@_guarded
+@app.command("evaluate", no_args_is_help=True)
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Assistant bundle.")],
     intents: Annotated[
@@ -192,8 +174,7 @@ def evaluate(
     print_report(report, out)
 
 
-@support.command("unanswered", no_args_is_help=True)
-@_guarded
+@app.command("unanswered", no_args_is_help=True)
 def unanswered(
     db: Annotated[Path, typer.Argument(help="Conversation log of 'slm serve' (its --support-db).")],
     output: Annotated[
@@ -209,9 +190,9 @@ def unanswered(
     Customers wrote these questions: a cell a spreadsheet would run as a formula (starting with =, +,
     -, @, tab or carriage return, other than a plain number) gets a leading ' unless --raw-csv is given.
     """
+    from slm.apps.support.conversations import read_unanswered
     from slm.cells import csv_cell, csv_row
     from slm.fileio import write_text_atomic
-    from slm.serving.conversations import read_unanswered
 
     rows = read_unanswered(db, assistant=assistant)
     lines = [csv_row(["text", "intent", "reason", "conversation_id", "ts"])]

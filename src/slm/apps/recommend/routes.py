@@ -1,9 +1,10 @@
 """The recommender's HTTP side: POST /v1/recommend/rank and GET /v1/recommend.
 
-Mounted by :func:`slm.serving.app.create_app` when the server was started with a recommender bundle
-(``slm serve BUNDLE`` or ``slm app recommend serve BUNDLE``). Ranking runs in a worker thread:
-item embeddings are precomputed, so a request is a user vector, a shortlist or the given
-candidates, their features and one LightGBM prediction.
+Added to every server by :class:`slm.apps.recommend.server.RecommendServer`; they rank with the
+recommender bundle the server was started with (``slm serve BUNDLE`` or ``slm app recommend serve
+BUNDLE``), and answer 404 ``no_recommender`` without one. Ranking runs in a worker thread: item
+embeddings are precomputed, so a request is a user vector, a shortlist or the given candidates, their
+features and one LightGBM prediction.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from slm.errors import SlmError
+from slm.serving.extensions import RouteContext
+from slm.serving.responses import ApiError
 
 if TYPE_CHECKING:
     from slm.apps.recommend.recommender import Recommender
@@ -55,12 +57,14 @@ class RankResponse(BaseModel):
     took_ms: float
 
 
-def add_recommend_routes(app: FastAPI, recommender: Recommender | None, api_error: type[Exception]) -> None:
+def add_recommend_routes(context: RouteContext) -> None:
     """The /v1/recommend endpoints; each answers 404 ``no_recommender`` when none is served."""
+    app = context.app
+    recommender: Recommender | None = context.attached
 
     def need() -> Recommender:
         if recommender is None:
-            raise api_error(
+            raise ApiError(
                 404, "no_recommender", "no recommender is served here (serve a bundle from 'slm app recommend train')"
             )
         return recommender
@@ -84,9 +88,7 @@ def add_recommend_routes(app: FastAPI, recommender: Recommender | None, api_erro
     async def rank(body: RankRequest) -> dict[str, Any]:
         current = need()
         if (body.user is None) == (body.liked is None):
-            raise api_error(
-                422, "invalid_request", "give exactly one of 'user' (an id) or 'liked' (a list of item ids)"
-            )
+            raise ApiError(422, "invalid_request", "give exactly one of 'user' (an id) or 'liked' (a list of item ids)")
         started = time.perf_counter()
         try:
             reply = await asyncio.to_thread(
@@ -100,5 +102,5 @@ def add_recommend_routes(app: FastAPI, recommender: Recommender | None, api_erro
             )
         except SlmError as exc:
             code = "unknown_user" if str(exc).startswith("unknown user") else "invalid_request"
-            raise api_error(404 if code == "unknown_user" else 422, code, str(exc)) from None
+            raise ApiError(404 if code == "unknown_user" else 422, code, str(exc)) from None
         return {**reply, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
