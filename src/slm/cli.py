@@ -34,7 +34,7 @@ from slm.training.config import METHODS, TrainConfig
 from slm.training.distributed import Launch
 
 if TYPE_CHECKING:
-    pass
+    from slm.bundle.schema import Manifest
 
 
 def _quiet_libraries() -> None:
@@ -362,11 +362,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _manifest_get(manifest: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if manifest.get(key) not in (None, "", {}, []):
-            return manifest[key]
-    return None
+def _shown(value: Any) -> Any:
+    """A manifest field as ``slm info`` shows it: a record as its JSON, an empty value as None (not shown)."""
+    from slm.bundle.schema import Record
+
+    if isinstance(value, Record):
+        value = value.to_json()
+    return None if value in (None, "", {}, []) else value
 
 
 def _training_line(training: Any) -> str:
@@ -406,14 +408,14 @@ def _training_line(training: Any) -> str:
 
 
 def _print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
-    manifest = bundle.manifest or {}
-    metrics = (manifest.get("metrics") or {}).get("test")
+    manifest = bundle.manifest
+    metrics = (manifest.metrics or {}).get("test")
     took = f" in {_duration(seconds)}" if seconds is not None else ""
     out.print(f"\n[bold green]Bundle written[/bold green] to {escape(str(bundle.path))}{took}")
-    line = _training_line(manifest.get("training"))
+    line = _training_line(manifest.training)
     if line:
         out.print(f"training: {escape(line)}")
-    _print_results(metrics, manifest.get("recommendation"), "Test set")
+    _print_results(metrics, manifest.recommendation, "Test set")
 
 
 # ---------------------------------------------------------------- train
@@ -978,7 +980,7 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
-def _files_line(manifest: dict[str, Any]) -> str:
+def _files_line(manifest: Manifest) -> str:
     """What loading checked: the manifest's digest or signature, then every listed file's sha256.
 
     Loading refuses a bundle that fails either check (exit 4), so this line is only printed for one
@@ -986,9 +988,8 @@ def _files_line(manifest: dict[str, Any]) -> str:
     """
     from slm.bundle.manifest import integrity_summary
 
-    files = manifest.get("files")
-    if isinstance(files, dict | list) and files:
-        return f"{len(files)} files, all match their sha256; {integrity_summary(manifest)}"
+    if manifest.files:
+        return f"{len(manifest.files)} files, all match their sha256; {integrity_summary(manifest)}"
     return "none listed in the manifest"
 
 
@@ -1009,9 +1010,9 @@ def info(
         print_info(bundle, as_json=as_json)
         return
     loaded = _load(bundle)
-    manifest = loaded.manifest or {}
+    manifest = loaded.manifest
     if as_json:
-        sys.stdout.write(json.dumps(_jsonable(manifest), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(_jsonable(manifest.to_json()), indent=2, ensure_ascii=False) + "\n")
         return
     labels = list(loaded.labels)
     shown = ", ".join(labels[:8]) + (f", … ({len(labels) - 8} more)" if len(labels) > 8 else "")
@@ -1022,24 +1023,24 @@ def info(
         ("bundle", str(loaded.path)),
         ("task", str(loaded.task)),
         ("labels", f"{len(labels)}: {shown}"),
-        ("base model", _describe(_manifest_get(manifest, "base_model", "base")) if manifest else "?"),
-        ("default model", _describe(_manifest_get(manifest, "default_component", "component", "default"))),
-        ("created", _describe(_manifest_get(manifest, "created_at", "created"))),
-        ("slm version", _describe(_manifest_get(manifest, "slm_version", "version"))),
-        ("training", _training_line(manifest.get("training"))),
+        ("base model", _describe(_shown(manifest.base_model))),
+        ("default model", _describe(_shown(manifest.default_component))),
+        ("created", _describe(_shown(manifest.created))),
+        ("slm version", _describe(_shown(manifest.slm_version))),
+        ("training", _training_line(manifest.training)),
         ("files", _files_line(manifest)),
     ]
     for key, value in rows:
         if value not in ("None", ""):
             grid.add_row(key, escape(value))
     out.print(grid)
-    if manifest.get("lineage"):
+    if manifest.lineage:
         from slm.cli_compress import print_compression
 
         print_compression(manifest)
         return
-    metrics = (manifest.get("metrics") or {}).get("test")
-    _print_results(metrics, manifest.get("recommendation"), "Test set")
+    metrics = (manifest.metrics or {}).get("test")
+    _print_results(metrics, manifest.recommendation, "Test set")
 
 
 # ---------------------------------------------------------------- quickstart

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,9 @@ from rich.markup import escape
 from slm.cli import ForceOpt, LabelColOpt, TextColOpt, _api, _command, err, out
 from slm.errors import ConfigError
 from slm.fileio import claim_output_folder
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest
 
 
 class Quantize(StrEnum):
@@ -84,12 +87,13 @@ def export(
     claim_output_folder(target, force=force)
     _api()
     manifest = export_bundle(bundle, target, texts=_texts(data, text_col), opset=opset, tolerance=tolerance)
-    spec = manifest["components"]["onnx"]
-    fused = ", ".join(f"{k} x{v}" for k, v in spec["fused_operators"].items()) or "none"
+    spec = manifest.components.onnx
+    assert spec is not None and spec.parity is not None  # export_bundle writes both
+    fused = ", ".join(f"{k} x{v}" for k, v in (spec.fused_operators or {}).items()) or "none"
     out.print(f"[green]ONNX bundle written[/]: {escape(str(target))}")
     out.print(
-        f"parity with PyTorch: max probability difference {spec['parity']['max_abs_diff']:.1e} on "
-        f"{spec['parity']['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
+        f"parity with PyTorch: max probability difference {spec.parity['max_abs_diff']:.1e} on "
+        f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
     out.print(f"next: slm compress {escape(str(target))} --quantize int8")
 
@@ -247,20 +251,21 @@ def _training_source(bundle: Path, given: Any) -> Any:
     return source
 
 
-def _report(target: Path, manifest: dict) -> None:
+def _report(target: Path, manifest: Manifest) -> None:
     out.print(f"[green]bundle written[/]: {escape(str(target))} ({_size_mb(target):.1f} MB)")
     print_compression(manifest)
 
 
-def print_compression(manifest: dict) -> None:
+def print_compression(manifest: Manifest) -> None:
     """Where a derived bundle comes from, and one summary line per compression step in its manifest."""
-    compression = manifest.get("compression", {})
-    steps = " -> ".join(step["step"] for step in manifest.get("lineage", []))
+    compression = manifest.compression or {}
+    lineage = manifest.lineage or []
+    steps = " -> ".join(step.step for step in lineage)
     if steps:
-        out.print(f"derived from {escape(str(manifest['lineage'][0]['parent']))} by: {steps}")
-    onnx = manifest.get("components", {}).get("onnx")
-    if onnx and "parity" in onnx:
-        out.print(f"ONNX {onnx['precision']}: parity with PyTorch {onnx['parity']['max_abs_diff']:.1e}")
+        out.print(f"derived from {escape(str(lineage[0].parent))} by: {steps}")
+    onnx = manifest.components.onnx
+    if onnx is not None and onnx.parity is not None:
+        out.print(f"ONNX {onnx.precision}: parity with PyTorch {onnx.parity['max_abs_diff']:.1e}")
     quantization = compression.get("quantization")
     if quantization:
         if "fallback" in quantization:
@@ -273,8 +278,8 @@ def print_compression(manifest: dict) -> None:
                 f"(drop {gate['drop_points']:.2f} points, gate {quantization['gate_points']:.2f}), "
                 f"agreement with fp32 {100 * gate['agreement']:.1f}%, {quantization['speedup_vs_fp32']:.2f}x fp32 speed"
             )
-    validation = (manifest.get("metrics") or {}).get("validation") or {}
-    metric = "micro_f1" if manifest.get("task") == "multi_label" else "accuracy"
+    validation = (manifest.metrics or {}).get("validation") or {}
+    metric = "micro_f1" if manifest.multi_label else "accuracy"
     scores = [
         f"{name} {100 * model[metric]:.2f}%"
         for name, model in validation.items()

@@ -284,7 +284,7 @@ def predict_on_ray(bundle: str | Path, source: str | Path, output: str | Path,
     bundle, source, output = Path(bundle).resolve(), Path(source), Path(output)
     model = Bundle(bundle)  # verifies the files and refuses non-classifiers, before Ray starts
     component = model._check_component(config.component)
-    if component in ("ensemble", "transformer") and "onnx" not in model.manifest["components"]:
+    if component in ("ensemble", "transformer") and model.manifest.components.onnx is None:
         raise ConfigError(f"{bundle} has no ONNX model; --engine ray predicts with ONNX Runtime: "
                           f"run 'slm export {bundle} OUT' and predict with OUT")  # fmt: skip
     files, in_fmt = input_files(source)

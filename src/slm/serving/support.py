@@ -16,13 +16,13 @@ answers for that question.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slm.bundle.manifest import peek_task
 from slm.errors import BundleError, SlmError, one_line
 from slm.serving import log
 from slm.serving.batching import MicroBatcher
@@ -44,11 +44,7 @@ def assistant_task() -> str:
 
 def is_assistant(path: Path) -> bool:
     """Whether ``path`` holds an assistant bundle (read from its manifest; anything unreadable: no)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("task") == assistant_task()
+    return peek_task(path) == assistant_task()
 
 
 @dataclass(frozen=True)
@@ -86,20 +82,19 @@ def assistant_summary(name: str, loaded: LoadedAssistant) -> dict[str, Any]:
     """What ``GET /v1/models`` says about an assistant: counts and settings, never a path."""
     assistant = loaded.assistant
     manifest = assistant.manifest
-    base = manifest.get("base_model") or {}
     intents = [label for label in assistant.labels if label != assistant.oos_label]
     templates = assistant.templates
     return {
         "name": name,
         "kind": KIND,
-        "task": manifest.get("task"),
+        "task": manifest.task,
         "intents": len(intents),
         "faq_entries": 0 if assistant.knowledge is None else len(assistant.knowledge.kb),
         "templates": len(templates),
         "handoff_intents": sorted(intent for intent, template in templates.items() if template.handoff),
         "faq_threshold": assistant.faq_threshold,
-        "base_model": base.get("name") if isinstance(base, dict) else base,
-        "created": manifest.get("created"),
+        "base_model": manifest.base_model_name or None,
+        "created": manifest.created,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.loaded_at)),
     }
 
