@@ -59,7 +59,7 @@ def train_once(data: Path, out: Path, config: TrainConfig) -> dict:
     started = time.perf_counter()
     bundle = slm.train(data, output=out, config=config, show_progress=False)
     wall = time.perf_counter() - started
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_json()  # the JSON record, for the results file
     test = manifest["metrics"]["test"]
     models = {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in test.items()
               if isinstance(v, dict) and "accuracy" in v}  # fmt: skip

@@ -105,7 +105,7 @@ def run(name: str, out_dir: Path) -> dict:
         )  # fmt: skip
         wall = time.perf_counter() - started
         char = char_baseline(frames["train"], frames["test"])
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_json()  # the JSON record, for the results file
     models = {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in manifest["metrics"]["test"].items()
               if isinstance(v, dict) and "accuracy" in v}  # fmt: skip
     models["char_baseline"] = char

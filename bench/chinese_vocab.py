@@ -62,7 +62,7 @@ def latency(bundles: dict[str, Path], texts: list[str], rounds: int = 3) -> dict
     from slm.bundle.manifest import read_manifest
     from slm.runtime.onnx import OnnxComponent
 
-    models = {k: OnnxComponent(p, read_manifest(p)["components"]["onnx"]) for k, p in bundles.items()}
+    models = {k: OnnxComponent(p, read_manifest(p).components.onnx) for k, p in bundles.items()}
     for model in models.values():
         model.logits(texts[:20], batch_size=1)  # warm up
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -163,7 +163,7 @@ def lexicon_effect(work: Path, train_ecdt: bool) -> dict:
             bundle = slm.train(files["train"], output=BUNDLES / "chinese-ecdt-lexicon", validation=files["validation"],
                                test=files["test"], text_col="text", label_col="label", config=config)  # fmt: skip
             without = json.loads((RESULTS / "chinese_ecdt.json").read_text())["models"]
-            metrics = bundle.manifest["metrics"]["test"]
+            metrics = (bundle.manifest.metrics or {})["test"]
             row["accuracy"] = {
                 component: {"without": without[component]["accuracy"], "with": metrics[component]["accuracy"]}
                 for component in ("transformer", "ensemble")

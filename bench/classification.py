@@ -84,7 +84,7 @@ def run(name: str, out_dir: Path) -> dict:
             config=TrainConfig(**spec["config"]),
         )
         wall = time.perf_counter() - started
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_json()  # the JSON record, for the results file
     metrics = manifest["metrics"]["test"]
     result = {
         "dataset": name,

@@ -87,7 +87,7 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
             show_progress=False,
         )
         wall = time.perf_counter() - started
-        manifest = bundle.manifest
+        manifest = bundle.manifest.to_json()  # the JSON record, for the results file
     training = manifest["training"]
     metrics = manifest["metrics"]["test"]
     return {

@@ -44,7 +44,7 @@ TARGET = 0.9
 ONE_PROCESS = """
 import sys, time
 import pandas as pd
-from slm.bundle.bundle import Bundle
+from slm.runtime.bundle import Bundle
 texts = pd.read_csv(sys.argv[2])["text"].tolist()
 if len(sys.argv) > 3:  # "i/n": this process's share
     i, n = map(int, sys.argv[3].split("/"))

@@ -163,18 +163,18 @@ def encoder_speed(items: int = 300) -> dict:
     from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
 
     model = Recommender(BUNDLE, threads=1)
-    spec = model.manifest["components"]["item_encoder"]
+    spec = model.manifest.components.item_encoder
     texts = model.catalogue.texts[:items]
     with tempfile.TemporaryDirectory() as tmp:
         encoder = AutoModel.from_pretrained(BUNDLE / "item_encoder" / "pytorch").eval()
         fp32_spec = export_encoder(
             embedding_graph(encoder),
             encoder.config,
-            BUNDLE / spec["tokenizer"],
+            BUNDLE / spec.tokenizer,
             Path(tmp),
             "fp32",
             RETRIEVER_OUTPUTS,
-            max_length=spec["max_length"],
+            max_length=spec.max_length,
             check_texts=[],
             int8=False,
         )

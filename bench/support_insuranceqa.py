@@ -78,7 +78,7 @@ def embed_all(encoder, tokenizer_dir: Path, work: Path, name: str, answers: list
     docs = runtime.embed(answers, max_length=settings.document_max_length, batch_size=64, show_progress=True)
     seconds = time.perf_counter() - started
     queries = runtime.embed(questions, batch_size=64)
-    info = {"precision": spec["precision"], "int8_check": spec.get("int8_check"),
+    info = {"precision": spec.precision, "int8_check": spec.int8_check,
             "answers_per_second": round(len(answers) / seconds, 1)}  # fmt: skip
     return docs, queries, info
 

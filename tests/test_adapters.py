@@ -203,7 +203,7 @@ def test_lora_bundle_exports_like_a_full_fine_tune(lora_bundle, full_bundle, ban
     exported = {}
     for name, bundle in (("lora", lora_bundle), ("full", full_bundle)):
         manifest = export_bundle(bundle, tmp_path / name, texts=texts)
-        assert manifest["components"]["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+        assert manifest.components.onnx.parity["max_abs_diff"] <= 1e-4
         exported[name] = onnx.load(str(tmp_path / name / "onnx" / ONNX_FILE)).graph
     lora, full = exported["lora"], exported["full"]
     assert [n.op_type for n in lora.node] == [n.op_type for n in full.node]

@@ -150,8 +150,8 @@ def test_explicit_english_model_on_chinese_names_the_fix(zh_csv: Path, tmp_path:
     # A 100-point margin: the transformer cannot earn it, so the verdict is the baseline whatever the scores.
     bundle = slm.train(zh_csv, output=out, config=config, margin_points=100.0, show_progress=False)
     manifest = bundle.manifest
-    assert manifest["base_model"]["name"] == "minilm-l6" and manifest["training"]["base_model_choice"] is None
-    recommendation = manifest["recommendation"]
+    assert manifest.base_model_name == "minilm-l6" and manifest.training["base_model_choice"] is None
+    recommendation = manifest.recommendation
     assert recommendation["verdict"] == "baseline"
     assert recommendation["advice"][0] == (
         "--base-model e5-small-multi (the texts are 100% Chinese (Han script); minilm-l6 reads English)"

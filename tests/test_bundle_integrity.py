@@ -65,11 +65,10 @@ def predict(bundle: Path, *extra: str, **env: str) -> subprocess.CompletedProces
 
 def test_a_written_bundle_carries_a_digest_of_its_manifest(exported) -> None:
     manifest = bundle_manifest.read_manifest(exported)
-    assert manifest["format_version"] == 2
-    assert manifest["manifest_digest"] == bundle_manifest.manifest_digest(
-        manifest, None
-    )  # sha256 of the canonical JSON
-    assert manifest["manifest_digest"]["algorithm"] == "sha256"
+    assert manifest.format_version == 2 and manifest.manifest_digest is not None
+    # sha256 of the canonical JSON
+    assert manifest.manifest_digest.to_json() == bundle_manifest.manifest_digest(manifest, None)
+    assert manifest.manifest_digest.algorithm == "sha256"
     info = slm("info", exported)
     assert info.returncode == 0, info.stderr
     assert "manifest sha256 verified" in info.stdout
@@ -90,8 +89,8 @@ def test_a_signed_bundle_needs_its_key(exported, tmp_path, monkeypatch) -> None:
     bundle = clone(exported, tmp_path / "b")
     monkeypatch.setenv("SLM_BUNDLE_KEY", "the right key, 32 bytes or more....")
     signed = bundle_manifest.sign_bundle(bundle)
-    assert signed["manifest_digest"]["algorithm"] == "hmac-sha256"
-    assert load_runtime(bundle).predict(["my card has not arrived yet"])[0]["label"] in signed["labels"]
+    assert signed.manifest_digest is not None and signed.manifest_digest.algorithm == "hmac-sha256"
+    assert load_runtime(bundle).predict(["my card has not arrived yet"])[0]["label"] in (signed.labels or [])
 
     key_file = tmp_path / "key"
     key_file.write_text("the right key, 32 bytes or more....\n")  # a trailing newline is not part of the key
@@ -131,7 +130,7 @@ def test_a_version_1_bundle_loads_with_a_warning_unless_a_key_is_set(exported, t
     with pytest.raises(BundleError, match="not signed but a bundle key is configured"):
         load_runtime(bundle)
     signed = bundle_manifest.sign_bundle(bundle)  # how an existing bundle is brought under the key
-    assert signed["format_version"] == 2 and load_runtime(bundle).labels == model.labels
+    assert signed.format_version == 2 and load_runtime(bundle).labels == model.labels
 
 
 # ---------------------------------------------------------------- paths the manifest names

@@ -405,10 +405,10 @@ def test_info_on_a_directory_that_is_not_a_bundle(tmp_path: Path) -> None:
 
 
 _PATCHED = """
-    import slm.bundle.bundle
+    import slm.runtime.bundle
     def boom(*args, **kwargs):
         raise {exc}
-    slm.bundle.bundle.Bundle = boom
+    slm.runtime.bundle.Bundle = boom
     from slm.cli import app
     app(["info", "somewhere"], prog_name="slm")
 """
@@ -433,7 +433,7 @@ def test_keyboard_interrupt_exits_130_in_one_line() -> None:
 
 def test_slm_error_keeps_its_exit_code() -> None:
     code = _PATCHED.format(exc="ModelError('base model is gone\\nsecond line')").replace(
-        "import slm.bundle.bundle", "import slm.bundle.bundle\n    from slm.errors import ModelError"
+        "import slm.runtime.bundle", "import slm.runtime.bundle\n    from slm.errors import ModelError"
     )
     proc = python(code)
     assert_one_line_error(proc, "error: base model is gone second line", code=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import slm
+from slm.bundle.manifest import read_manifest
 from slm.cli import app
 from slm.compression.export import export_bundle
 from slm.compression.gate import GateRejected, enforce, measure
@@ -95,13 +97,13 @@ def test_gate_rejects_a_broken_variant(exported, quantized, tmp_path) -> None:
     assert shuffled >= 6
     onnx.save(model, tmp_path / "broken.onnx")
 
-    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest = read_manifest(exported)
     evaluation = recorded_validation(manifest)
-    targets = evaluation.targets(manifest["labels"])
-    spec = manifest["components"]["onnx"]
+    targets = evaluation.targets(manifest.labels)
+    spec = manifest.components.onnx
     reference = probabilities(OnnxComponent(exported, spec).logits(evaluation.texts), False)
     candidate = probabilities(
-        OnnxComponent(exported, {**spec, "file": str(tmp_path / "broken.onnx")}).logits(evaluation.texts), False
+        OnnxComponent(exported, replace(spec, file=str(tmp_path / "broken.onnx"))).logits(evaluation.texts), False
     )
     result = measure(reference, candidate, targets, "single_label")
     assert result.drop_points > 1.0

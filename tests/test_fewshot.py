@@ -357,7 +357,7 @@ def test_fewshot_onnx_export_keeps_the_normalisation(auto_run, banking_test_csv,
     texts, _ = _test_texts(banking_test_csv)
     texts = texts[:48]
     manifest = export_bundle(out, tmp_path / "onnx", texts=texts)
-    assert manifest["components"]["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+    assert manifest.components.onnx.parity["max_abs_diff"] <= 1e-4
     exported = slm.load(tmp_path / "onnx")
     assert exported.backend == "onnx"
     torch_proba = slm.load(out).predict_proba(texts, component="transformer")

@@ -74,7 +74,7 @@ def test_multi_label_end_to_end_beats_baseline(multilabel_bundle) -> None:
     bundle = multilabel_bundle
     assert bundle.task == "multi_label"
     assert sorted(bundle.labels) == sorted(INTENTS)
-    metrics = bundle.manifest["metrics"]["test"]
+    metrics = bundle.manifest.metrics["test"]
     assert metrics["ensemble"]["micro_f1"] > metrics["ngram_baseline"]["micro_f1"], metrics
     thresholds = bundle.thresholds()
     assert thresholds.shape == (len(INTENTS),) and np.all((thresholds > 0) & (thresholds < 1))
@@ -88,8 +88,8 @@ def test_multi_label_onnx_export_matches_pytorch(multilabel_bundle, clinc_multil
 
     texts = pd.read_json(clinc_multilabel[1], lines=True)["text"].tolist()
     manifest = export_bundle(multilabel_bundle.path, tmp_path / "onnx", texts=texts)
-    spec = manifest["components"]["onnx"]
-    assert spec["parity"]["max_abs_diff"] <= 1e-4 and spec["parity"]["texts"] == len(texts[:256])
+    spec = manifest.components.onnx
+    assert spec.parity["max_abs_diff"] <= 1e-4 and spec.parity["texts"] == len(texts[:256])
     exported = slm.load(tmp_path / "onnx")
     assert exported.backend == "onnx" and exported.multi_label
     torch_proba = multilabel_bundle.predict_proba(texts, component="transformer")

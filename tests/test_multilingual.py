@@ -191,13 +191,13 @@ def _tokens_kept(tokenizer_before: dict, kept: set[str], text: str) -> bool:
 
 
 def test_trimming_keeps_predictions_identical_on_texts_whose_tokens_are_kept(zh_bundle, zh_files, tmp_path) -> None:
-    from slm.bundle.transformer import TransformerComponent
     from slm.compression.trim_vocab import trim_to_corpus
+    from slm.training.component import TransformerComponent
 
     corpus = pd.read_csv(zh_files["train"])["text"].tolist()
     held_out = waimai_frame(60, seed=1, skip=200)["text"].tolist()
     manifest = trim_to_corpus(zh_bundle, tmp_path / "trimmed", corpus, reserve=0, corpus="train.csv")
-    record = manifest["compression"]["trim_vocab"]
+    record = (manifest.compression or {})["trim_vocab"]
     assert record["tokens_kept"] < 0.05 * record["tokens_before"] and record["max_logit_change"] == 0.0
     before = json.loads((zh_bundle / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
     after = json.loads((tmp_path / "trimmed" / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
@@ -205,8 +205,9 @@ def test_trimming_keeps_predictions_identical_on_texts_whose_tokens_are_kept(zh_
     covered = [t for t in held_out if _tokens_kept(before, kept, t)]
     uncovered = [t for t in held_out if t not in covered]
     assert covered and uncovered  # both kinds occur, so the test can fail either way
-    labels = len(manifest["labels"])
-    spec = manifest["components"]["transformer"]
+    labels = len(manifest.labels or [])
+    spec = manifest.components.transformer
+    assert spec is not None and spec.trim_vocab == record
     original = TransformerComponent(zh_bundle, spec, labels)
     trimmed = TransformerComponent(tmp_path / "trimmed", spec, labels)
     np.testing.assert_allclose(trimmed.logits(covered), original.logits(covered), atol=1e-5)

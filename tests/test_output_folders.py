@@ -97,7 +97,7 @@ def test_derived_bundles_copy_only_the_parents_verified_files(exported, tmp_path
     shutil.copytree(exported, parent)
     (parent / "stray.bin").write_bytes(b"not part of the bundle")
     manifest = derive_bundle(parent, tmp_path / "child", lambda staging, m: m, step="copy")
-    assert "stray.bin" not in manifest["files"] and not (tmp_path / "child" / "stray.bin").exists()
+    assert "stray.bin" not in manifest.files and not (tmp_path / "child" / "stray.bin").exists()
 
 
 def test_atomic_directory_never_replaces_a_foreign_folder(tmp_path):

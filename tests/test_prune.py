@@ -12,8 +12,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from slm.bundle.bundle import Bundle
-from slm.bundle.transformer import TransformerComponent
 from slm.compression.distill import agreement, distillation_loss
 from slm.compression.prune import (
     FfnActivationStats,
@@ -30,7 +28,9 @@ from slm.errors import BundleError, ConfigError, DataError
 from slm.models.encoder import classifier_from_config
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource
+from slm.runtime.bundle import Bundle
 from slm.training.batching import encode_texts
+from slm.training.component import TransformerComponent
 from slm.training.trainer import predict_logits
 
 FAST = {"epochs": 2, "seed": 3, "show_progress": False}
@@ -38,7 +38,7 @@ FAST = {"epochs": 2, "seed": 3, "show_progress": False}
 
 def _teacher(bundle_path):
     bundle = Bundle(bundle_path)
-    return bundle, TransformerComponent(bundle.path, bundle.manifest["components"]["transformer"], len(bundle.labels))
+    return bundle, TransformerComponent(bundle.path, bundle.manifest.components.transformer, len(bundle.labels))
 
 
 def _kl(teacher_logits, student_proba) -> float:
@@ -127,10 +127,10 @@ def test_pruned_bundle_is_smaller_loads_and_predicts(pruned, tiny_bundle, bankin
     out, manifest = pruned
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["num_hidden_layers"] == 3 and config["intermediate_size"] == 768
-    pruning = manifest["compression"]["pruning"]
+    pruning = manifest.compression["pruning"]
     assert pruning["layers_kept"] == [1, 3, 5]
     assert pruning["parameters"]["student"] < pruning["parameters"]["teacher"]
-    assert manifest["lineage"][-1]["step"] == "prune"
+    assert manifest.lineage[-1].step == "prune"
 
     bundle = Bundle(out)  # verifies every file hash
     texts, labels = _slice(banking_test_csv)
@@ -139,19 +139,20 @@ def test_pruned_bundle_is_smaller_loads_and_predicts(pruned, tiny_bundle, bankin
         accuracy = np.mean([bundle.labels[i] == y for i, y in zip(proba.argmax(1), labels, strict=True)])
         assert accuracy > 0.5, (component, accuracy)  # chance is 0.1 with ten intents
     assert (out / "ngram").is_dir() and not (out / "report").exists()
-    assert manifest["ensemble"] == Bundle(tiny_bundle).manifest["ensemble"]
+    assert manifest.ensemble == Bundle(tiny_bundle).manifest.ensemble
 
 
 def test_manifest_never_labels_teacher_numbers_as_the_students(pruned, tiny_bundle):
     _, manifest = pruned
     teacher_manifest = Bundle(tiny_bundle).manifest
-    metrics = manifest["metrics"]
-    assert "test" not in metrics and "recommendation" not in manifest
-    assert metrics["parent_test"] == teacher_manifest["metrics"]["test"]
+    metrics = manifest.metrics
+    assert "test" not in metrics and manifest.recommendation is None
+    assert "recommendation" not in json.loads((pruned[0] / "manifest.json").read_text())
+    assert metrics["parent_test"] == teacher_manifest.metrics["test"]
     assert metrics["evaluated_on"] == "validation"
     assert set(metrics["validation"]["teacher"]) >= {"accuracy", "macro_f1"}
     assert set(metrics["validation"]["student"]) >= {"accuracy", "macro_f1"}
-    distillation = manifest["compression"]["distillation"]
+    distillation = manifest.compression["distillation"]
     assert distillation["temperature"] == 2.0 and distillation["alpha"] == 1.0
     assert 1 <= distillation["epochs_run"] <= 2 and distillation["wall_time_s"] > 0
 
@@ -179,7 +180,7 @@ def test_distillation_moves_the_student_towards_the_teacher(pruned, tiny_bundle,
     print(f"KL to teacher {kl_before:.4f} -> {kl_after:.4f}; agreement {agree_before:.3f} -> {agree_after:.3f}")
     assert kl_after < 0.5 * kl_before, (kl_before, kl_after)
     assert agree_after >= agree_before, (agree_before, agree_after)
-    recorded = manifest["metrics"]["validation"]["agreement"]
+    recorded = manifest.metrics["validation"]["agreement"]
     assert recorded["after_recovery"] > recorded["before_recovery"]
 
 
@@ -248,10 +249,10 @@ def test_multi_label_bundle_prunes_with_bernoulli_distillation(tmp_path):
     )
     source = DataSource(path, label_sep="|")
     manifest = prune_bundle(teacher.path, tmp_path / "student", source, layers=2, epochs=1, show_progress=False)
-    assert manifest["task"] == "multi_label"
-    assert manifest["compression"]["pruning"]["layers_kept"] == [2, 5]
-    assert "micro_f1" in manifest["metrics"]["validation"]["student"]
-    assert manifest["thresholds"]["transformer"] != teacher.manifest["thresholds"]["transformer"]
+    assert manifest.task == "multi_label"
+    assert manifest.compression["pruning"]["layers_kept"] == [2, 5]
+    assert "micro_f1" in manifest.metrics["validation"]["student"]
+    assert manifest.thresholds["transformer"] != teacher.manifest.thresholds["transformer"]
     student = Bundle(tmp_path / "student")
     proba = student.predict_proba(["what is my balance and also when is my bill due"], component="transformer")
     assert proba.shape == (1, len(INTENTS)) and np.all((proba >= 0) & (proba <= 1))

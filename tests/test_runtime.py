@@ -111,10 +111,12 @@ def test_length_chunks_bound_batch_size_and_padding() -> None:
 
 
 def test_length_chunked_logits_equal_one_padded_run(exported, banking_test_csv) -> None:
+    from slm.bundle.manifest import read_manifest
     from slm.runtime.onnx import OnnxComponent
 
-    manifest = json.loads((exported / "manifest.json").read_text())
-    component = OnnxComponent(exported, manifest["components"]["onnx"], threads=1)
+    spec = read_manifest(exported).components.onnx
+    assert spec is not None
+    component = OnnxComponent(exported, spec, threads=1)
     texts = pd.read_csv(banking_test_csv)["text"].tolist()[:40] + ["word " * 60]
     chunked = component.logits(texts, batch_size=64)
     (one_run,) = component.run(component.encode(texts))

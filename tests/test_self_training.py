@@ -115,7 +115,7 @@ def self_trained(banking_8, banking_test_csv, tmp_path_factory):
 
 def test_self_training_record_is_consistent(self_trained) -> None:
     manifest = self_trained.manifest
-    record = manifest["training"]["self_training"]
+    record = manifest.training["self_training"]
     assert record["unlabeled_texts"] == 100
     rounds = record["rounds"]
     assert rounds[0]["round"] == 0 and rounds[0]["kept"] is True and rounds[0]["pseudo_labels"] == 0
@@ -134,8 +134,8 @@ def test_self_training_record_is_consistent(self_trained) -> None:
             assert r == len(rounds) - 1, "self-training stops at the first round that is not kept"
     assert record["kept_rounds"] == sum(e["kept"] for e in rounds[1:])
     assert record["val_macro_f1"] == best
-    assert manifest["training"]["method"] == "head"
-    assert manifest["metrics"]["test"]["transformer"]["accuracy"] >= 0.6  # ten intents: chance is 0.1
+    assert manifest.training["method"] == "head"
+    assert manifest.metrics["test"]["transformer"]["accuracy"] >= 0.6  # ten intents: chance is 0.1
 
 
 def test_self_trained_bundle_is_the_best_round(self_trained) -> None:
@@ -148,7 +148,7 @@ def test_self_trained_bundle_is_the_best_round(self_trained) -> None:
     proba = bundle.predict_proba(validation.texts, component="transformer")
     targets = validation.targets(bundle.labels)
     score = f1_score(targets, proba.argmax(1), labels=np.arange(10), average="macro", zero_division=0)
-    assert score == pytest.approx(self_trained.manifest["training"]["self_training"]["val_macro_f1"], abs=1e-5)
+    assert score == pytest.approx(self_trained.manifest.training["self_training"]["val_macro_f1"], abs=1e-5)
 
 
 # ---------------------------------------------------------------- refused inputs

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -183,7 +184,7 @@ def test_overload_gets_fast_503s_and_recovers(exported) -> None:
 
 def _relabelled(source: Path, output: Path, prefix: str) -> None:
     """A new version of ``source`` whose labels are renamed: a real bundle that answers visibly differently."""
-    derive_bundle(source, output, lambda _, manifest: {**manifest, "labels": [prefix + x for x in manifest["labels"]]},
+    derive_bundle(source, output, lambda _, manifest: replace(manifest, labels=[prefix + x for x in manifest.labels]),
                   step="relabel")  # fmt: skip
 
 

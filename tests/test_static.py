@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from slm.bundle.manifest import read_manifest
+from slm.bundle.schema import StaticSpec
 from slm.errors import BundleError, ConfigError, DataError
 from slm.pipeline import DataSource
 from slm.runtime.static import StaticComponent
@@ -37,48 +38,50 @@ def static_bundle(tiny_bundle: Path, banking_csv: Path, tmp_path_factory) -> Pat
 
 def component(bundle: Path) -> StaticComponent:
     manifest = read_manifest(bundle)
-    return StaticComponent(
-        bundle, manifest["components"]["static"], manifest["labels"], manifest["task"] == "multi_label"
-    )
+    assert manifest.components.static is not None and manifest.labels is not None
+    return StaticComponent(bundle, manifest.components.static, manifest.labels, manifest.multi_label)
 
 
 def test_manifest_describes_the_static_model(static_bundle: Path, tiny_bundle: Path) -> None:
     manifest = read_manifest(static_bundle)  # also verifies every file hash
     parent = read_manifest(tiny_bundle)
-    assert manifest["default_component"] == "static"
-    assert set(manifest["components"]) == {"static", "ngram"}
-    assert manifest["components"]["static"]["dir"] == "static"
-    assert manifest["labels"] == parent["labels"]
+    assert manifest.default_component == "static"
+    assert set(manifest.components.names()) == {"static", "ngram"}
+    assert manifest.components.static is not None and manifest.components.static.dir == "static"
+    assert manifest.labels == parent.labels
     assert not (static_bundle / "model").exists() and not (static_bundle / "report").exists()
     assert not (static_bundle / "tokenizer").exists()  # only the dropped transformer used it
     for name in ("model.safetensors", "tokenizer.json", "config.json", "head.safetensors"):
         assert (static_bundle / "static" / name).is_file()
     assert not any(p.suffix in {".pkl", ".pickle", ".bin", ".pt"} for p in static_bundle.rglob("*"))
 
-    static = manifest["compression"]["static"]
+    assert manifest.compression is not None and manifest.metrics is not None and parent.metrics is not None
+    static = manifest.compression["static"]
     assert static["dims"] == 128 and static["source"] == "model2vec distill of the fine-tuned encoder"
     assert 25_000 < static["vocabulary"] <= 30_522  # the encoder's own WordPiece vocabulary, [unused*] dropped
-    metrics = manifest["metrics"]
+    metrics = manifest.metrics
     assert metrics["evaluated_on"] == "validation"
     assert set(metrics["validation"]) >= {"static", "teacher"}
     for who in ("static", "teacher"):
         assert {"accuracy", "macro_f1"} <= set(metrics["validation"][who])
     # The teacher's test numbers are kept, but never under a key that reads as this model's.
-    assert "test" not in metrics and metrics["parent_test"] == parent["metrics"]["test"]
-    assert "recommendation" not in manifest and "ensemble" not in manifest
-    assert manifest["lineage"][-1]["step"] == "static"
+    assert "test" not in metrics and metrics["parent_test"] == parent.metrics["test"]
+    assert manifest.recommendation is None and manifest.ensemble is None
+    assert manifest.lineage is not None and manifest.lineage[-1].step == "static"
+    written = json.loads((static_bundle / "manifest.json").read_text())
+    assert "recommendation" not in written and "ensemble" not in written
 
 
 def test_static_predictions_are_well_above_chance(static_bundle: Path, banking_test_csv: Path) -> None:
     manifest = read_manifest(static_bundle)
     frame = pd.read_csv(banking_test_csv)
     proba = component(static_bundle).predict_proba(frame["text"].tolist())
-    assert proba.shape == (len(frame), len(manifest["labels"]))
+    assert proba.shape == (len(frame), len(manifest.labels or []))
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    predicted = np.asarray(manifest["labels"])[proba.argmax(axis=1)]
+    predicted = np.asarray(manifest.labels)[proba.argmax(axis=1)]
     accuracy = float((predicted == frame["category"].to_numpy()).mean())
     assert accuracy > 0.75, accuracy  # chance is 0.1 on the ten intents (measured: 0.94)
-    assert manifest["metrics"]["validation"]["static"]["accuracy"] > 0.5
+    assert manifest.metrics is not None and manifest.metrics["validation"]["static"]["accuracy"] > 0.5
 
 
 def test_fast_pooling_matches_model2vec(static_bundle: Path, banking_test_csv: Path) -> None:
@@ -110,10 +113,11 @@ def test_runtime_never_imports_torch_transformers_or_sklearn(static_bundle: Path
     script = f"""
 import json, sys
 from pathlib import Path
+from slm.bundle.schema import StaticSpec
 from slm.runtime.static import StaticComponent
 root = Path({str(static_bundle)!r})
 manifest = json.loads((root / "manifest.json").read_text())
-part = StaticComponent(root, manifest["components"]["static"], manifest["labels"], False)
+part = StaticComponent(root, StaticSpec.from_json(manifest["components"]["static"]), manifest["labels"], False)
 proba = part.predict_proba(["my card has not arrived yet", "what is the exchange rate?", ""])
 assert proba.shape == (3, len(manifest["labels"]))
 heavy = ("torch", "transformers", "sklearn", "scipy", "model2vec", "onnxruntime")
@@ -204,11 +208,11 @@ def test_multi_label_head_and_component(tmp_path: Path, static_bundle: Path) -> 
 
     root = tmp_path / "ml"
     shutil.copytree(static_bundle / "static", root / "static")
-    dim = read_manifest(static_bundle)["compression"]["static"]["dims"]
+    dim = (read_manifest(static_bundle).compression or {})["static"]["dims"]
     LinearHead(rng.normal(size=(3, dim)), rng.normal(size=3), 1e-3).save(root / "static" / "head.safetensors")
-    part = StaticComponent(root, {"dir": "static"}, ["a", "b", "c"], True)
+    part = StaticComponent(root, StaticSpec(dir="static"), ["a", "b", "c"], True)
     proba = part.predict_proba(["card arrival", "exchange rate", ""])
     logits = part.logits(["card arrival", "exchange rate", ""])
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-5)
     with pytest.raises(BundleError, match="do not fit"):
-        StaticComponent(root, {"dir": "static"}, ["a", "b"], True)
+        StaticComponent(root, StaticSpec(dir="static"), ["a", "b"], True)

@@ -134,7 +134,7 @@ def test_empty_knowledge_base_and_conflicting_questions(tmp_path, tiny_bundle, b
     manifest = build_assistant(banking_csv, empty, output=out, templates=support_files["templates"],
                                intent_bundle=tiny_bundle, config=SupportConfig(target_accuracy=0.9),
                                show_progress=False)  # fmt: skip
-    assert manifest["knowledge_base"]["entries"] == 0 and "retriever" not in manifest["components"]
+    assert manifest.extra["knowledge_base"]["entries"] == 0 and manifest.components.retriever is None
     assistant = Assistant(out)
     reply = assistant.answer("what exchange rate do you use for euros?")
     assert (reply.decision, reply.reason) == ("handoff", "no_answer")
@@ -200,7 +200,7 @@ def test_out_of_scope_validation_examples_choose_the_mix(tmp_path, tiny_bundle, 
     pd.concat([val, oos]).to_csv(path, index=False)
     manifest = build_assistant(banking_csv, None, output=tmp_path / "a", validation=path, intent_bundle=tiny_bundle,
                                config=SupportConfig(target_accuracy=0.85), show_progress=False)  # fmt: skip
-    scope = manifest["scope"]
+    scope = manifest.extra["scope"]
     assert scope["validation_out_of_scope"] == 40 and scope["validation_in_scope"] == 80
     assert len(scope["weight_auroc"]) == 11 and max(scope["weight_auroc"].values()) > 0.8
     assert scope["validation_in_scope_accuracy"] >= 0.85
@@ -270,7 +270,7 @@ def test_an_explicit_out_of_scope_class_is_trained_when_examples_exist(tmp_path,
     pd.concat([intents, oos]).to_csv(path, index=False)
     manifest = build_assistant(path, None, output=tmp_path / "a", config=SupportConfig(target_accuracy=0.8),
                                train_config=TrainConfig(**TINY_CONFIG), show_progress=False)  # fmt: skip
-    assert "oos" in manifest["labels"]
+    assert "oos" in (manifest.labels or [])
     assistant = Assistant(tmp_path / "a")
     scored = assistant.classify(clinc_oos(30))
     assert (~scored["in_scope"]).mean() >= 0.6  # the class and the threshold together reject most

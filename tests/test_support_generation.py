@@ -71,7 +71,7 @@ def test_an_assistant_built_with_a_generator_rewrites_its_faq_answers(
     config = SupportConfig(target_accuracy=0.9, generator="smollm2-135m")
     manifest = build_assistant(banking_csv, support_files["kb"], output=out, intent_bundle=tiny_bundle, config=config,
                                show_progress=False)  # fmt: skip
-    assert manifest["files"]  # the GGUF stays in its package: the bundle records it instead
+    assert manifest.files  # the GGUF stays in its package: the bundle records it instead
     assistant = Assistant(out)
     assert assistant.generator is not None and assistant.generator.name == "smollm2-135m"
     assistant.generator = generator  # the same model, already loaded

@@ -70,8 +70,8 @@ def test_component_choice_changes_the_model_used(tiny_bundle: Path, banking_test
     ngram = bundle.predict_proba(texts, component="ngram")
     transformer = bundle.predict_proba(texts, component="transformer")
     assert not np.allclose(ngram, transformer)
-    ensemble = bundle.manifest["ensemble"]
-    weight, shift = ensemble["transformer_weight"], np.asarray(ensemble["log_prior_shift"] or np.zeros(10))
+    ensemble = bundle.manifest.ensemble
+    weight, shift = ensemble.transformer_weight, np.asarray(ensemble.log_prior_shift or np.zeros(10))
     expected = (weight * transformer + (1 - weight) * ngram) * np.exp(shift)
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(bundle.predict_proba(texts, component="ensemble"), expected, atol=1e-5)

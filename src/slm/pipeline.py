@@ -7,6 +7,7 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from slm.data import TextDataset, align_labels, load_dataset, min_examples_per_c
 from slm.data.report import DataReport
 from slm.errors import ConfigError
 from slm.reports import multi_label_metrics, single_label_metrics, tune_thresholds
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest
 
 MODEL_NAMES = {"transformer": "transformer", "ngram": "ngram_baseline", "ensemble": "ensemble"}
 
@@ -154,9 +158,9 @@ def checkpoint_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
-def recorded_source(manifest: dict) -> DataSource | None:
+def recorded_source(manifest: Manifest) -> DataSource | None:
     """The training file a bundle's manifest names, with its recorded columns; None if it is gone."""
-    data = manifest.get("data", {})
+    data = manifest.data or {}
     source, split = data.get("source"), data.get("split") or {}
     if not source or not Path(source).is_file():
         return None
@@ -165,9 +169,9 @@ def recorded_source(manifest: dict) -> DataSource | None:
     )
 
 
-def recorded_validation(manifest: dict) -> TextDataset:
+def recorded_validation(manifest: Manifest) -> TextDataset:
     """The validation split a bundle was trained with, rebuilt from the split recorded in its manifest."""
-    data = manifest.get("data", {})
+    data = manifest.data or {}
     split = data.get("split")
     source = recorded_source(manifest)
     if not split or source is None:
@@ -189,9 +193,9 @@ def recorded_validation(manifest: dict) -> TextDataset:
     return splits.validation
 
 
-def evaluation_set(manifest: dict, validation: DataSource | None) -> TextDataset:
+def evaluation_set(manifest: Manifest, validation: DataSource | None) -> TextDataset:
     """Labelled texts to gate a compressed variant on: the user's file, else the recorded validation split."""
     if validation is None:
         return recorded_validation(manifest)
     ds, _ = validation.load(min_classes=1)
-    return align_labels(ds, list(manifest["labels"]), multi_label=manifest["task"] == "multi_label")
+    return align_labels(ds, list(manifest.labels or []), multi_label=manifest.multi_label)

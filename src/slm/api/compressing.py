@@ -10,10 +10,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from slm.errors import ConfigError
 from slm.fileio import claim_output_folder
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest
 
 QUANTIZE_MODES = ("int8", "int8-static")
 
@@ -23,7 +26,7 @@ class WrittenBundle:
     """A bundle ``export``/``compress`` wrote: where, and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def default_output(bundle: str | Path, suffix: str) -> Path:
@@ -166,6 +169,7 @@ def compress(
             chain.prune(prune_layers, last=not quantize)
         if quantize:
             chain.quantize(quantize)
+    assert chain.manifest is not None  # at least one step ran (checked above)
     return WrittenBundle(target, chain.manifest)
 
 
@@ -176,7 +180,7 @@ class _Chain:
                  given_texts: list[str] | None) -> None:  # fmt: skip
         self.source, self.current, self.target, self.tmp = bundle, bundle, target, tmp
         self.options, self.train_source, self.given_texts = options, train_source, given_texts
-        self.manifest: dict[str, Any] = {}
+        self.manifest: Manifest | None = None
 
     def _output(self, name: str, last: bool) -> Path:
         return self.target if last else self.tmp / name

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from slm.bundle.bundle import Bundle, load
 from slm.errors import ConfigError
+from slm.runtime.bundle import Bundle, load
 
 logger = logging.getLogger(__name__)
 

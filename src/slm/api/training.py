@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slm.bundle.bundle import Bundle, load
 from slm.console import console
 from slm.data import align_labels
 from slm.data.loading import read_texts
@@ -23,6 +22,7 @@ from slm.pipeline import (
     summary_metrics,
 )
 from slm.reports import recommend
+from slm.runtime.bundle import Bundle, load
 from slm.training.config import TrainConfig
 from slm.training.distributed import Launch
 

@@ -27,6 +27,7 @@ import numpy as np
 from slm.benchmark.client import Worker, WorkerError
 from slm.benchmark.isolated.protocol import THREAD_ENV
 from slm.bundle.manifest import read_manifest
+from slm.bundle.schema import Manifest, NgramSpec
 from slm.console import console
 from slm.errors import BundleError, ConfigError, one_line
 from slm.fileio import claim_output_files, record_output, write_json_atomic, write_text_atomic
@@ -158,50 +159,49 @@ def _sample(texts: list[str], n: int, rng: np.random.Generator) -> list[str]:
 # ---------------------------------------------------------------- variants
 
 
-def _torch_weights(bundle: Path, manifest: dict) -> Path | None:
-    spec = manifest.get("components", {}).get("transformer")
-    if not spec or not spec.get("weights"):
+def _torch_weights(bundle: Path, manifest: Manifest) -> Path | None:
+    spec = manifest.components.transformer
+    if spec is None:
         return None
-    path = bundle / spec["weights"]
+    path = bundle / spec.weights
     return path if path.is_file() else None
 
 
-def _bundle_weights(bundle: Path, manifest: dict) -> list[Path]:
+def _bundle_weights(bundle: Path, manifest: Manifest) -> list[Path]:
     """The model files slm's runtime loads for the bundle's default component (tokenizers excluded).
 
     transformer: the ONNX graph when the bundle has one (plus external data), else the PyTorch
     weights; static: embeddings + head; ngram: its folder; ensemble: transformer + ngram.
     """
-    components = manifest.get("components", {})
-    default = manifest.get("default_component", "ensemble")
+    components = manifest.components
+    default = manifest.default_component or "ensemble"
 
     def transformer() -> list[Path]:
-        onnx = components.get("onnx") or {}
-        if onnx.get("file"):
-            graph = bundle / onnx["file"]
+        if components.onnx is not None:
+            graph = bundle / components.onnx.file
             return [graph] + (
                 [graph.with_name(graph.name + ".data")] if graph.with_name(graph.name + ".data").is_file() else []
             )
         weights = _torch_weights(bundle, manifest)
         return [weights] if weights else []
 
-    def folder(spec: dict | None) -> list[Path]:
-        if not spec or not spec.get("dir"):
+    def folder(spec: NgramSpec | None) -> list[Path]:
+        if spec is None:
             return []
-        prefix = spec["dir"].rstrip("/") + "/"
-        return [bundle / rel for rel in manifest.get("files", {}) if rel.startswith(prefix)]
+        prefix = spec.dir.rstrip("/") + "/"
+        return [bundle / rel for rel in manifest.files if rel.startswith(prefix)]
 
     if default == "static":
-        spec = components.get("static") or {}
-        directory = bundle / spec.get("dir", "static")
+        static = components.static
+        directory = bundle / (static.dir if static is not None else "static")
         return [
-            directory / spec.get("embeddings", "model.safetensors"),
-            directory / spec.get("head", "head.safetensors"),
+            directory / (static.embeddings if static is not None and static.embeddings else "model.safetensors"),
+            directory / (static.head if static is not None and static.head else "head.safetensors"),
         ]
     if default == "ngram":
-        return folder(components.get("ngram"))
+        return folder(components.ngram)
     if default == "ensemble":
-        return transformer() + folder(components.get("ngram"))
+        return transformer() + folder(components.ngram)
     return transformer()
 
 
@@ -246,7 +246,7 @@ def _build_variants(
     variants: list[Variant] = []
     names: set[str] = set()
     slm_worker = [sys.executable, "-m", "slm.benchmark.worker"]
-    torch_source: tuple[Path, dict] | None = None
+    torch_source: tuple[Path, Manifest] | None = None
     if baseline_bundle is not None:
         manifest = read_manifest(baseline_bundle)
         if not _torch_weights(baseline_bundle, manifest):
@@ -264,7 +264,7 @@ def _build_variants(
                 source=str(bundle),
                 command=[*slm_worker, "runtime", str(bundle), "--threads", str(threads)],
                 weights=_bundle_weights(bundle, manifest),
-                setup={"default_component": manifest.get("default_component"), "lineage": manifest.get("lineage")},
+                setup={"default_component": manifest.default_component, "lineage": manifest.to_json().get("lineage")},
             )
         )
     optimum_meta: dict = {}

@@ -20,8 +20,12 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slm.errors import BundleError, ConfigError, SlmError, one_line
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest, TransformerSpec
 
 WORKER_SCRIPT = Path(__file__).parent / "isolated" / "optimum_worker.py"
 MARKER = "slm-optimum-requirements.json"
@@ -171,10 +175,12 @@ def _private_export(bundle_path: Path, onnx_path: Path, opset: int) -> None:
     from slm.models.encoder import classifier_from_config
 
     manifest = read_manifest(bundle_path)
-    spec = manifest["components"]["transformer"]
-    config = AutoConfig.from_pretrained(bundle_path / spec["config"])
-    model = classifier_from_config(config, len(manifest["labels"]), attn_implementation="eager")
-    model.load_state_dict(load_file(str(bundle_path / spec["weights"])))
+    spec = manifest.components.transformer
+    if spec is None:
+        raise BundleError(f"{bundle_path} has no PyTorch weights to export for Optimum")
+    config = AutoConfig.from_pretrained(bundle_path / spec.config)
+    model = classifier_from_config(config, len(manifest.labels or []), attn_implementation="eager")
+    model.load_state_dict(load_file(str(bundle_path / spec.weights)))
     model.eval()
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
     mask = (ids != 0).long()
@@ -206,10 +212,10 @@ def prepare_optimum_model(bundle_path: Path, workdir: Path, python: Path, *, cac
     from slm.bundle.manifest import read_manifest
 
     manifest = read_manifest(bundle_path)
-    spec = manifest.get("components", {}).get("transformer")
-    if not spec or not (bundle_path / spec.get("weights", "")).is_file():
+    spec = manifest.components.transformer
+    if spec is None or not (bundle_path / spec.weights).is_file():
         raise BundleError(f"{bundle_path} has no PyTorch weights to export for Optimum")
-    key = manifest["files"].get(spec["weights"], "")[:16]
+    key = manifest.files.get(spec.weights, "")[:16]
     model_dir = workdir / f"optimum-{key}"
     info_path = model_dir / "slm-optimum.json"
     if cache and info_path.is_file():
@@ -238,34 +244,32 @@ def prepare_optimum_model(bundle_path: Path, workdir: Path, python: Path, *, cac
         "quantization": result["quantization"],
         "fp32_mb": round((model_dir / "model.onnx").stat().st_size / 1e6, 2),
         "int8_mb": round((model_dir / result["file_name"]).stat().st_size / 1e6, 2),
-        "max_length": int(spec.get("max_length", 128)),
+        "max_length": int(spec.max_length),
     }
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {**info, "dir": str(model_dir)}
 
 
-def _write_hf_files(bundle_path: Path, manifest: dict, spec: dict, model_dir: Path) -> None:
+def _write_hf_files(bundle_path: Path, manifest: Manifest, spec: TransformerSpec, model_dir: Path) -> None:
     """config.json (a BertConfig-style sequence classifier) and the tokenizer files beside the graph."""
-    config = json.loads((bundle_path / spec["config"]).read_text(encoding="utf-8"))
-    labels = list(manifest["labels"])
+    config = json.loads((bundle_path / spec.config).read_text(encoding="utf-8"))
+    labels = list(manifest.labels or [])
     config.update(
         {
             "architectures": ["BertForSequenceClassification"],
             "num_labels": len(labels),
             "id2label": {str(i): name for i, name in enumerate(labels)},
             "label2id": {name: i for i, name in enumerate(labels)},
-            "problem_type": "multi_label_classification"
-            if manifest.get("task") == "multi_label"
-            else "single_label_classification",
+            "problem_type": "multi_label_classification" if manifest.multi_label else "single_label_classification",
         }
     )
     config.pop("transformers_version", None)
     config.pop("dtype", None)
     config["torch_dtype"] = "float32"
     (model_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    tokenizer_dir = bundle_path / spec["tokenizer"]
+    tokenizer_dir = bundle_path / spec.tokenizer
     if not tokenizer_dir.is_dir():
-        raise ConfigError(f"{bundle_path}: tokenizer folder {spec['tokenizer']} is missing")
+        raise ConfigError(f"{bundle_path}: tokenizer folder {spec.tokenizer} is missing")
     for item in tokenizer_dir.iterdir():
         if item.is_file():
             shutil.copy2(item, model_dir / item.name)

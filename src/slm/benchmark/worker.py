@@ -69,16 +69,19 @@ def load_torch(path: Path, threads: int, *, quantize: bool):
     import transformers.models.bert.modeling_bert  # noqa: F401  (imported lazily otherwise: not model load)
 
     from slm.bundle.manifest import read_manifest
-    from slm.bundle.transformer import TransformerComponent
+    from slm.errors import BundleError
     from slm.models.ensemble import probabilities
+    from slm.training.component import TransformerComponent
 
     started = time.perf_counter()
     manifest = read_manifest(path, verify=False)
-    labels = list(manifest["labels"])
-    component = TransformerComponent(path, manifest["components"]["transformer"], len(labels))
+    labels = list(manifest.labels or [])
+    if manifest.components.transformer is None:
+        raise BundleError(f"{path} has no PyTorch transformer")
+    component = TransformerComponent(path, manifest.components.transformer, len(labels))
     if quantize:
         component.model = torch.ao.quantization.quantize_dynamic(component.model, {torch.nn.Linear}, dtype=torch.qint8)
-    multi_label = manifest.get("task") == "multi_label"
+    multi_label = manifest.multi_label
 
     def predict(texts, batch_size):
         return probabilities(component.logits(texts, batch_size=batch_size), multi_label)

@@ -1,11 +1,12 @@
-"""The bundle manifest: what a bundle is, the file hashes that prove it is intact, and a digest of itself.
+"""Reading and writing a bundle's manifest: the file hashes that prove a bundle intact, and a digest of the manifest.
 
-The files are listed with their sha256; the manifest itself (labels, components, thresholds, the
-file list...) is covered by ``manifest_digest``: a sha256 of its canonical JSON, or an HMAC-SHA256
-signature when a key is configured (``SLM_BUNDLE_KEY``, or ``SLM_BUNDLE_KEY_FILE`` naming a file).
-An unkeyed digest catches edits and corruption but anyone can recompute it; only a signature proves
-who wrote the bundle. Loading code opens a bundle's files through :func:`bundle_path`, which admits
-only paths inside the bundle folder that the manifest lists.
+This is the one module that reads and writes ``manifest.json``; its structure is the typed
+:class:`~slm.bundle.schema.Manifest`. The files are listed with their sha256; the manifest itself
+(labels, components, thresholds, the file list...) is covered by ``manifest_digest``: a sha256 of
+its canonical JSON, or an HMAC-SHA256 signature when a key is configured (``SLM_BUNDLE_KEY``, or
+``SLM_BUNDLE_KEY_FILE`` naming a file). An unkeyed digest catches edits and corruption but anyone can
+recompute it; only a signature proves who wrote the bundle. Loading code opens a bundle's files
+through :func:`bundle_path`, which admits only paths inside the bundle folder that the manifest lists.
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from slm.bundle.schema import DIGEST_KEY, component_paths, validate
+from slm.bundle.schema import DIGEST_KEY, FORMAT, FORMAT_VERSION, READABLE_VERSIONS, Manifest, parse
 from slm.errors import BundleError, ConfigError
 from slm.fileio import write_json_atomic
 from slm.models.registry import sha256_file
 
 MANIFEST = "manifest.json"
-FORMAT = "slm-bundle"
-# Version 2 added manifest_digest; version 1 bundles (no digest) still load, with a warning, unless a key is set.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 KEY_ENV = "SLM_BUNDLE_KEY"
 KEY_FILE_ENV = "SLM_BUNDLE_KEY_FILE"
-# Fields write_manifest sets itself: a caller's copies (e.g. from a parent bundle) are dropped.
-WRITTEN_FIELDS = ("format", "format_version", "files", DIGEST_KEY)
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +73,27 @@ def bundle_key() -> bytes | None:
     return key
 
 
-def canonical_bytes(manifest: Mapping[str, Any]) -> bytes:
+def canonical_bytes(manifest: Mapping[str, Any] | Manifest) -> bytes:
     """The manifest without its digest as canonical JSON: sorted keys, no spaces, ASCII (so valid UTF-8)."""
-    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    data = manifest.to_json() if isinstance(manifest, Manifest) else manifest
+    body = {k: v for k, v in data.items() if k != DIGEST_KEY}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
 
 
-def manifest_digest(manifest: Mapping[str, Any], key: bytes | None) -> dict[str, str]:
-    """``{"algorithm", "value"}``: HMAC-SHA256 with ``key``, else a plain sha256."""
+def manifest_digest(manifest: Mapping[str, Any] | Manifest, key: bytes | None) -> dict[str, str]:
+    """``{"algorithm", "value"}`` (the JSON of ``manifest_digest``): HMAC-SHA256 with ``key``, else a plain sha256.
+
+    Computed over JSON, so the digest of a typed manifest is that of the file it is written as.
+    """
     data = canonical_bytes(manifest)
     if key is None:
         return {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()}
     return {"algorithm": "hmac-sha256", "value": hmac.new(key, data, hashlib.sha256).hexdigest()}
 
 
-def integrity_summary(manifest: Mapping[str, Any]) -> str:
+def integrity_summary(manifest: Manifest) -> str:
     """How a loaded (hence verified) manifest was checked, for ``slm info``."""
-    algorithm = (manifest.get(DIGEST_KEY) or {}).get("algorithm")
+    algorithm = manifest.manifest_digest.algorithm if manifest.manifest_digest is not None else None
     if algorithm == "hmac-sha256":
         return "manifest signature (hmac-sha256) verified"
     if algorithm == "sha256":
@@ -102,18 +102,28 @@ def integrity_summary(manifest: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- writing
-def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Add format fields, file hashes and the manifest digest (signed when a key is set), then write it."""
-    key = bundle_key()
-    body = {k: v for k, v in manifest.items() if k not in WRITTEN_FIELDS}
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **body, "files": hash_files(root)}
-    manifest = json.loads(json.dumps(manifest))  # digest what readers will parse (tuples become lists...)
-    manifest[DIGEST_KEY] = manifest_digest(manifest, key)
-    write_json_atomic(Path(root) / MANIFEST, manifest)
-    return manifest
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Set the format fields and the hashes of the files under ``root``, then write the manifest with its
+    digest (signed when a key is set). Returns the manifest as written.
+
+    The format, the file hashes and the digest are always this function's: a caller's copies (e.g. a
+    parent bundle's) are replaced.
+    """
+    root = Path(root)
+    files = hash_files(root)
+    return _write(root, replace(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=files), bundle_key())
 
 
-def sign_bundle(root: Path) -> dict[str, Any]:
+def _write(root: Path, manifest: Manifest, key: bytes | None) -> Manifest:
+    """Digest (or sign) ``manifest``, check it as a reader will, and write it atomically."""
+    data = json.loads(json.dumps(replace(manifest, manifest_digest=None).to_json()))  # what readers will parse
+    data[DIGEST_KEY] = manifest_digest(data, key)
+    written = parse(root, data)  # a writer's mistake is refused here, not by every later load
+    write_json_atomic(root / MANIFEST, data)
+    return written
+
+
+def sign_bundle(root: Path) -> Manifest:
     """Verify bundle ``root`` and rewrite its manifest signed with the configured key.
 
     For bundles written before a key was configured (unsigned, or format version 1): once a key is
@@ -124,14 +134,11 @@ def sign_bundle(root: Path) -> dict[str, Any]:
         raise ConfigError(f"no bundle key is configured: set {KEY_ENV} or {KEY_FILE_ENV} to sign bundles")
     root = Path(root)
     manifest = _read(root, verify=True, key=key, accept_unsigned=True)
-    manifest = {**manifest, "format_version": FORMAT_VERSION}
-    manifest[DIGEST_KEY] = manifest_digest(manifest, key)
-    write_json_atomic(root / MANIFEST, manifest)
-    return manifest
+    return _write(root, replace(manifest, format_version=FORMAT_VERSION), key)
 
 
 # ---------------------------------------------------------------------- reading
-def read_manifest(root: Path, *, verify: bool = True) -> dict[str, Any]:
+def read_manifest(root: Path, *, verify: bool = True) -> Manifest:
     """Read and check a bundle's manifest; BundleError names the first problem found.
 
     Always: a JSON object of a readable format version, of the right structure, naming only listed
@@ -141,20 +148,33 @@ def read_manifest(root: Path, *, verify: bool = True) -> dict[str, Any]:
     return _read(Path(root), verify=verify, key=bundle_key() if verify else None)
 
 
-def _read(root: Path, *, verify: bool, key: bytes | None, accept_unsigned: bool = False) -> dict[str, Any]:
-    manifest = _parse(root)
-    validate(root, manifest)
+def _read(root: Path, *, verify: bool, key: bytes | None, accept_unsigned: bool = False) -> Manifest:
+    data = _load_json(root)
+    manifest = parse(root, data)
     if verify:
-        verify_digest(root, manifest, key, accept_unsigned=accept_unsigned)
-    for spec in manifest["components"].values():
-        for rel in component_paths(spec):
+        verify_digest(root, data, key, accept_unsigned=accept_unsigned)  # over the JSON exactly as read
+    for _, spec in manifest.components.items():
+        for rel in spec.paths():
             bundle_path(root, manifest, rel)
     if verify:
         verify_files(root, manifest)
     return manifest
 
 
-def _parse(root: Path) -> dict[str, Any]:
+def peek_task(root: Path) -> str | None:
+    """The task a folder's manifest names, read without any check; None when it has no readable manifest.
+
+    For telling bundle kinds apart before loading one (which checks everything).
+    """
+    try:
+        data = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    task = data.get("task") if isinstance(data, dict) else None
+    return task if isinstance(task, str) else None
+
+
+def _load_json(root: Path) -> dict[str, Any]:
     """The manifest as a JSON object of this format and a version this slm reads."""
     if not root.exists():
         raise BundleError(f"bundle not found: {root}")
@@ -214,12 +234,11 @@ def verify_digest(root: Path, manifest: Mapping[str, Any], key: bytes | None, *,
     raise BundleError(f"{root} has been modified: {MANIFEST} does not match its recorded sha256 digest")
 
 
-def verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
+def verify_files(root: Path, manifest: Manifest) -> None:
     """Every file listed in the manifest is inside the bundle, exists and has the recorded sha256."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
+    if not manifest.files:
         raise BundleError(f"{root}: manifest lists no files")
-    for rel, expected in files.items():
+    for rel, expected in manifest.files.items():
         file = inside_bundle(root, rel)
         if not file.is_file():
             raise BundleError(f"{root} is incomplete: {rel} is missing")
@@ -244,7 +263,7 @@ def inside_bundle(root: Path, rel: object) -> Path:
     return target
 
 
-def bundle_path(root: Path, manifest: Mapping[str, Any], rel: object) -> Path:
+def bundle_path(root: Path, manifest: Manifest, rel: object) -> Path:
     """The resolved file or folder ``rel`` inside bundle ``root``, if the manifest lists it.
 
     A file must be listed in ``files``; every file in a folder must be (an unlisted file beside a
@@ -252,7 +271,7 @@ def bundle_path(root: Path, manifest: Mapping[str, Any], rel: object) -> Path:
     component path can neither reach outside the bundle nor use a file the hashes do not cover.
     """
     target = inside_bundle(root, rel)
-    files = manifest.get("files") or {}
+    files = manifest.files
     key = PurePosixPath(str(rel)).as_posix()
     if target.is_dir():
         _check_folder(Path(root), key, files)

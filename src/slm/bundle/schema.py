@@ -1,23 +1,37 @@
-"""The structure of ``manifest.json``: one hand-written check, so a malformed manifest is refused in one line.
+"""The schema of ``manifest.json``: typed records, and the check that refuses a malformed manifest in one line.
 
-Loading code indexes the manifest directly (``manifest["components"]["onnx"]["file"]``); without this
-check a wrong type or a missing key surfaces later as a KeyError or TypeError ("internal error", or a
-500 from the server). The check is deliberately small and in one place (no schema library: the core
-install stays numpy, tokenizers, safetensors, typer and rich) so it can be swapped for a typed schema.
-It covers what loading, predicting, serving and ``slm info`` read; unknown keys are allowed, since
-other bundle kinds (support assistant, recommender) add their own.
+Every part of slm reads the manifest through these records (``manifest.components.onnx.file``,
+``manifest.labels``), never through dict keys, so a renamed field is a type error rather than a
+KeyError at run time. The records are plain dataclasses (no schema library: the core install stays
+numpy, tokenizers, safetensors, typer and rich). :func:`check` runs on the parsed JSON before any
+record is built: the structural checks that name the problem as users see it, then a type check of
+every typed field against its annotation, so a record's attributes hold the types they declare.
+
+Open-ended parts stay JSON: free-form fields (``training``, ``metrics``, ``data``, ``compression``)
+are ``dict[str, Any]``, and keys a record has no field for (the support and recommender apps'
+sections, components of unknown kinds) are kept in its ``extra``. Serialising gives back what was
+read: the same keys in the same order, explicit nulls kept; see :meth:`Record.to_json`.
+
+:mod:`slm.bundle.manifest` reads and writes the file (digest, signature and file hashes).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from slm.errors import BundleError
 
+FORMAT = "slm-bundle"
+# Version 2 added manifest_digest; version 1 bundles (no digest) still load, with a warning, unless a key is set.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DIGEST_KEY = "manifest_digest"
 DIGEST_ALGORITHMS = ("sha256", "hmac-sha256")
 CLASSIFIER_TASKS = ("single_label", "multi_label")
@@ -25,37 +39,406 @@ CLASSIFIER_TASKS = ("single_label", "multi_label")
 # (the static tier: dir "static", tokenizer "tokenizer.json"); otherwise relative to the bundle folder.
 DIR_KEY = "dir"
 FILE_KEYS = ("file", "tokenizer", "config", "weights", "embeddings", "head")
-# What the loaders of each known component read without a default.
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "transformer": ("tokenizer", "config", "weights", "max_length"),
-    "onnx": ("file", "tokenizer", "max_length"),
-    "ngram": ("dir",),
-    "static": ("dir",),
-    "intent": ("file", "tokenizer", "max_length", "outputs", "dim"),
-    "retriever": ("file", "tokenizer", "max_length", "outputs", "dim"),
-    "item_encoder": ("file", "tokenizer", "max_length", "outputs", "dim"),
-    "scope": ("file",),
-    "knowledge": ("dir",),
-}
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-# Optional top-level fields and the JSON types they may have.
-OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
-    "created": (str,),
-    "slm_version": (str,),
-    "default_component": (str,),
-    "base_model": (dict, str, type(None)),
-    "metrics": (dict, type(None)),
-    "training": (dict, type(None)),
-    "data": (dict, type(None)),
-    "compression": (dict, type(None)),
-    "recommendation": (dict, str, type(None)),
-    "lineage": (list,),
-    "thresholds": (dict,),
-    "ensemble": (dict,),
+# Top-level fields with checks of their own, which run before the type check of the others (their
+# messages say more); the format fields are checked by slm.bundle.manifest before this check runs.
+CHECKED_APART = frozenset({"task", "files", "components", "labels", DIGEST_KEY, "format", "format_version"})
+JSON_TYPE: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    type(None): "null",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
 }
-JSON_TYPE: dict[type, str] = {dict: "an object", list: "a list", str: "a string", type(None): "null", int: "an integer"}
 
 
+# ---------------------------------------------------------------------- the base record
+@dataclass(kw_only=True)
+class Record:
+    """A JSON object with typed fields; keys without a field are kept in ``extra``.
+
+    A field set to None is not written, unless the object was read with that key null (kept as
+    read) or, for an object built in code, the field is in ``WRITE_NULL``. ``_layout`` is the
+    keys' order as read (and which were null): :meth:`to_json` writes them in that order, then new
+    fields in declaration order, then new ``extra`` keys. ``dataclasses.replace`` carries it over.
+    """
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    _layout: tuple[tuple[str, bool], ...] = field(default=(), repr=False, compare=False)
+
+    # Optional fields a JSON null is allowed for (otherwise None means only "absent").
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+    # Optional fields written as null when None, in objects built in code.
+    WRITE_NULL: ClassVar[frozenset[str]] = frozenset()
+    # Keys written first and last (the manifest's format fields, its file hashes and digest).
+    FIRST: ClassVar[tuple[str, ...]] = ()
+    LAST: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """The record of a JSON object that :func:`check` accepted (nested records are built too)."""
+        declared = _declared(cls)
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in declared:
+                values[key] = _build(value, declared[key])
+            else:
+                extra[key] = cls._extra_from_json(value)
+        return cls(**values, extra=extra, _layout=tuple((key, value is None) for key, value in data.items()))
+
+    @classmethod
+    def _extra_from_json(cls, value: Any) -> Any:
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: read keys in their order, then new fields, then new ``extra`` keys."""
+        values = {name: getattr(self, name) for name in _declared(type(self))}
+        was_null = dict(self._layout)
+        order = dict.fromkeys([*self.FIRST, *was_null, *values, *self.extra])
+        for key in self.LAST:
+            order.pop(key, None)
+            order[key] = None
+        out: dict[str, Any] = {}
+        for key in order:
+            if key in values:
+                value = values[key]
+                if value is None and not (was_null.get(key) or (not self._layout and key in self.WRITE_NULL)):
+                    continue
+            elif key in self.extra:
+                value = self.extra[key]
+            else:
+                continue  # read, then removed from extra
+            out[key] = _to_json(value)
+        return out
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+_DECLARED: dict[type[Record], dict[str, Any]] = {}
+
+
+def _declared(cls: type[Record]) -> dict[str, Any]:
+    """A record class's typed fields and their (resolved) annotations, in declaration order."""
+    if cls not in _DECLARED:
+        hints = typing.get_type_hints(cls)
+        _DECLARED[cls] = {f.name: hints[f.name] for f in fields(cls) if f.name not in ("extra", "_layout")}
+    return _DECLARED[cls]
+
+
+def _required(cls: type[Record]) -> tuple[str, ...]:
+    """The fields a record of ``cls`` must have (no default)."""
+    declared = _declared(cls)
+    return tuple(
+        f.name for f in fields(cls) if f.name in declared and f.default is MISSING and f.default_factory is MISSING
+    )
+
+
+def _build(value: Any, annotation: Any) -> Any:
+    """``value`` (checked JSON) with the records its annotation names built from their objects."""
+    if value is None:
+        return None
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, Record) and isinstance(value, dict):
+            return member.from_json(value)
+        origin = typing.get_origin(member)
+        if origin is list and isinstance(value, list):
+            (item,) = typing.get_args(member) or (Any,)
+            return [_build(v, item) for v in value]
+    return value
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a union annotation (``X | None`` -> ``(X, None)``), else the annotation alone."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+# ---------------------------------------------------------------------- components
+@dataclass(kw_only=True)
+class ComponentSpec(Record):
+    """A component's entry in ``components``: the files it loads and its settings.
+
+    This base class holds components of kinds this slm does not know (everything in ``extra``).
+    """
+
+    def value(self, key: str) -> Any:
+        """A typed field, else an ``extra`` key, else None: for code that handles every kind alike."""
+        if key in _declared(type(self)):
+            return getattr(self, key)
+        return self.extra.get(key)
+
+    def paths(self) -> list[str]:
+        """The bundle-relative paths the spec names: its folder and the files in it."""
+        folder = self.value(DIR_KEY)
+        paths = [folder] if folder is not None else []
+        prefix = f"{folder}/" if folder is not None else ""
+        return paths + [prefix + name for name in map(self.value, FILE_KEYS) if name is not None]
+
+    def token_limit(self) -> int:
+        """The component's ``max_length`` in tokens, 0 when it has none."""
+        limit = self.value("max_length")
+        return limit if isinstance(limit, int) else 0
+
+
+@dataclass(kw_only=True)
+class TransformerSpec(ComponentSpec):
+    """The fine-tuned classifier's PyTorch weights (``components.transformer``)."""
+
+    tokenizer: str
+    config: str
+    weights: str
+    max_length: int
+    pooling: str | None = None
+    normalize: bool | None = None
+    architecture: str | None = None
+    trim_vocab: dict[str, Any] | None = None  # slm compress --trim-vocab: what was kept
+
+
+@dataclass(kw_only=True)
+class OnnxSpec(ComponentSpec):
+    """The classifier exported to ONNX, run without PyTorch (``components.onnx``)."""
+
+    file: str
+    tokenizer: str
+    max_length: int
+    precision: str | None = None  # "fp32" or "int8"
+    opset: int | None = None
+    inputs: list[str] | None = None
+    output: str | None = None
+    fused_operators: dict[str, int] | None = None
+    parity: dict[str, Any] | None = None  # the export's check against PyTorch
+    vocabulary: dict[str, Any] | None = None  # unreachable vocabulary rows removed
+    trim_vocab: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class NgramSpec(ComponentSpec):
+    """The TF-IDF + logistic-regression baseline (``components.ngram``)."""
+
+    dir: str
+
+
+@dataclass(kw_only=True)
+class StaticSpec(ComponentSpec):
+    """The static-embedding tier: model2vec embeddings and a linear head (``components.static``).
+
+    The file names are relative to ``dir``; absent ones default to the names the static tier writes.
+    """
+
+    dir: str
+    embeddings: str | None = None
+    tokenizer: str | None = None
+    config: str | None = None
+    head: str | None = None
+    dims: int | None = None
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_length: int | None = None
+
+
+@dataclass(kw_only=True)
+class EncoderSpec(ComponentSpec):
+    """An app's ONNX encoder with named outputs (``intent``, ``retriever``, ``item_encoder``)."""
+
+    file: str
+    tokenizer: str
+    max_length: int
+    outputs: list[str]
+    dim: int
+    precision: str | None = None
+    fused_operators: dict[str, int] | None = None
+    int8_check: dict[str, Any] | None = None  # how the int8 graph compared with fp32
+    base_model: str | None = None
+
+
+@dataclass(kw_only=True)
+class ScopeSpec(ComponentSpec):
+    """The support assistant's in-scope model (``components.scope``)."""
+
+    file: str
+
+
+@dataclass(kw_only=True)
+class KnowledgeSpec(ComponentSpec):
+    """The support assistant's knowledge base and its index (``components.knowledge``)."""
+
+    dir: str
+    entries: int | None = None
+
+
+@dataclass(kw_only=True)
+class Components(Record):
+    """Where each part of the bundle is. Components of other kinds are ``ComponentSpec`` in ``extra``."""
+
+    transformer: TransformerSpec | None = None
+    ngram: NgramSpec | None = None
+    onnx: OnnxSpec | None = None
+    static: StaticSpec | None = None
+    intent: EncoderSpec | None = None
+    scope: ScopeSpec | None = None
+    retriever: EncoderSpec | None = None
+    knowledge: KnowledgeSpec | None = None
+    item_encoder: EncoderSpec | None = None
+
+    @classmethod
+    def _extra_from_json(cls, value: Any) -> Any:
+        return ComponentSpec.from_json(value)
+
+    def items(self) -> Iterator[tuple[str, ComponentSpec]]:
+        """Every component present, by name (typed kinds in declaration order, then others)."""
+        for name in _declared(type(self)):
+            spec = getattr(self, name)
+            if spec is not None:
+                yield name, spec
+        for name, spec in self.extra.items():
+            if isinstance(spec, ComponentSpec):
+                yield name, spec
+
+    def names(self) -> list[str]:
+        """The names of the components present."""
+        return [name for name, _ in self.items()]
+
+    def get(self, name: str) -> ComponentSpec | None:
+        """The component ``name`` (for code that picks one by name), None if absent."""
+        if name in _declared(type(self)):
+            spec: ComponentSpec | None = getattr(self, name)
+            return spec
+        found = self.extra.get(name)
+        return found if isinstance(found, ComponentSpec) else None
+
+    def remove(self, name: str) -> ComponentSpec | None:
+        """Take component ``name`` out; returns it (None if absent)."""
+        spec = self.get(name)
+        if name in _declared(type(self)):
+            setattr(self, name, None)
+        else:
+            self.extra.pop(name, None)
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+
+# The known component kinds and the keys their loaders need (a spec class's fields without a default).
+KINDS: dict[str, type[ComponentSpec]] = {
+    name: next(m for m in _members(annotation) if m is not type(None))
+    for name, annotation in _declared(Components).items()
+}
+
+
+def required_keys(kind: str) -> tuple[str, ...]:
+    """The keys a component of ``kind`` must have (none for kinds this slm does not know)."""
+    spec = KINDS.get(kind)
+    return _required(spec) if spec is not None else ()
+
+
+# ---------------------------------------------------------------------- the other parts
+@dataclass(kw_only=True)
+class BaseModelRef(Record):
+    """The pretrained model a classifier was fine-tuned from."""
+
+    name: str | None = None
+    source: str | None = None  # "package", "directory" or "hub"
+    sha256: dict[str, str] | None = None  # of its weight files
+
+
+@dataclass(kw_only=True)
+class Ensemble(Record):
+    """How the transformer's and the n-gram baseline's probabilities are combined."""
+
+    transformer_weight: float
+    log_prior_shift: list[float] | None = None  # per label, added to the combined log-probabilities
+    chosen_on: str | None = None
+
+    NULLABLE = frozenset({"log_prior_shift"})
+    WRITE_NULL = frozenset({"log_prior_shift"})
+
+
+@dataclass(kw_only=True)
+class LineageStep(Record):
+    """One derivation step (``export``, ``quantize``, ``prune``, ``static``...) and the bundle it started from."""
+
+    step: str
+    parent: str | None = None
+    parent_created: str | None = None
+
+    NULLABLE = frozenset({"parent_created"})
+    WRITE_NULL = frozenset({"parent_created"})
+
+
+@dataclass(kw_only=True)
+class Digest(Record):
+    """``manifest_digest``: sha256 of the canonical manifest, or its HMAC-SHA256 with the bundle key."""
+
+    algorithm: str
+    value: str
+
+
+@dataclass(kw_only=True)
+class Manifest(Record):
+    """A bundle's ``manifest.json``.
+
+    Classifier bundles have ``labels``; app bundles (support assistant, recommender) keep their own
+    sections in ``extra``. ``files`` and ``manifest_digest`` are set by
+    :func:`slm.bundle.manifest.write_manifest`.
+    """
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    slm_version: str | None = None
+    created: str | None = None
+    task: str
+    labels: list[str] | None = None
+    base_model: BaseModelRef | str | None = None  # a string in recommender bundles
+    components: Components = field(default_factory=Components)
+    default_component: str | None = None
+    ensemble: Ensemble | None = None
+    thresholds: dict[str, list[float] | None] | None = None  # per component, one per label (multi-label)
+    training: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    recommendation: dict[str, Any] | str | None = None
+    data: dict[str, Any] | None = None
+    lineage: list[LineageStep] | None = None
+    compression: dict[str, Any] | None = None
+    files: dict[str, str] = field(default_factory=dict)  # sha256 of every file, by POSIX relative path
+    manifest_digest: Digest | None = None
+
+    NULLABLE = frozenset({"base_model", "metrics", "training", "data", "compression", "recommendation"})
+    FIRST = ("format", "format_version")
+    LAST = ("files", DIGEST_KEY)
+
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label classifier: each text gets every label whose probability passes its threshold."""
+        return self.task == "multi_label"
+
+    @property
+    def base_model_name(self) -> str | None:
+        """The base model's registry name, whether recorded as an object or a plain string."""
+        if isinstance(self.base_model, BaseModelRef):
+            return self.base_model.name
+        return self.base_model
+
+
+def parse(root: Path, data: Mapping[str, Any]) -> Manifest:
+    """The typed manifest of bundle ``root``; BundleError naming the first problem of ``data``."""
+    validate(root, data)
+    return Manifest.from_json(data)
+
+
+# ---------------------------------------------------------------------- the check
 class Malformed(Exception):
     """One structural problem, described for the user (turned into a BundleError by :func:`validate`)."""
 
@@ -77,8 +460,7 @@ def check(manifest: Mapping[str, Any]) -> None:
         raise Malformed("'task' is empty")
     _check_files(manifest.get("files"))
     _check_components(manifest.get("components"))
-    for key, types in OPTIONAL_TYPES.items():
-        _expect(manifest, key, types)
+    _check_fields(Manifest, manifest, "", deep=False, skip=CHECKED_APART)
     labels = _check_labels(manifest)
     _check_lineage(manifest.get("lineage", []))
     if labels is not None:
@@ -86,28 +468,19 @@ def check(manifest: Mapping[str, Any]) -> None:
         _check_thresholds(manifest.get("thresholds", {}), len(labels))
     if manifest.get("format_version", 1) >= 2 or DIGEST_KEY in manifest:
         _check_digest(manifest.get(DIGEST_KEY))
+    _check_fields(Manifest, manifest, "", deep=True)
 
 
-def component_paths(spec: Mapping[str, Any]) -> list[str]:
-    """The bundle-relative paths a (checked) component spec names: its folder and the files in it."""
-    folder = spec.get(DIR_KEY)
-    paths = [folder] if folder is not None else []
-    prefix = f"{folder}/" if folder is not None else ""
-    paths += [prefix + spec[key] for key in FILE_KEYS if key in spec]
-    return paths
-
-
-# ---------------------------------------------------------------------- the parts
 def _expect(
-    record: Mapping[str, Any], key: str, types: tuple[type, ...], *, required: bool = False, where: str = ""
+    record: Mapping[str, Any], key: str, types_: tuple[type, ...], *, required: bool = False, where: str = ""
 ) -> None:
     if key not in record:
         if required:
             raise Malformed(f"'{where}{key}' is missing")
         return
     value = record[key]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        wanted = " or ".join(JSON_TYPE.get(t, t.__name__) for t in types)
+    if not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_):
+        wanted = " or ".join(JSON_TYPE.get(t, t.__name__) for t in types_)
         raise Malformed(f"'{where}{key}' must be {wanted}, not {_describe(value)}")
 
 
@@ -124,6 +497,77 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+# ---------------------------------------------------------------------- types from the annotations
+def _check_fields(
+    cls: type[Record], data: Mapping[str, Any], where: str, *, deep: bool, skip: frozenset[str] = frozenset()
+) -> None:
+    """Each typed field of ``cls`` present in ``data`` (but those in ``skip``) has its annotation's JSON
+    type; ``deep`` also checks required fields and what lists, objects and nested records hold."""
+    if deep:
+        for name in _required(cls):
+            if name not in data:
+                raise Malformed(f"'{where}{name}' is missing")
+    for name, annotation in _declared(cls).items():
+        if name in data and name not in skip:
+            nullable = name in cls.NULLABLE
+            if not (data[name] is None and nullable):
+                _check_value(data[name], annotation, f"{where}{name}", deep=deep, in_record=True, nullable=nullable)
+
+
+def _check_value(
+    value: Any, annotation: Any, where: str, *, deep: bool, in_record: bool = False, nullable: bool = False
+) -> None:
+    """``value`` matches ``annotation``. In a record's optional field (``in_record``) None means absent, so a null is
+    refused there unless the field is ``nullable``; inside a list or object, ``| None`` allows null."""
+    if annotation is Any:
+        return
+    members = [m for m in _members(annotation) if not (in_record and m is type(None))]
+    for member in members:
+        if _matches(value, member):
+            if deep:
+                _check_inside(value, member, where)
+            return
+    wanted = " or ".join(dict.fromkeys([*(_type_name(m) for m in members), *(["null"] if nullable else [])]))
+    raise Malformed(f"'{where}' must be {wanted}, not {_describe(value)}")
+
+
+def _matches(value: Any, member: Any) -> bool:
+    """The outer JSON type of ``value`` is the one ``member`` describes."""
+    kind = typing.get_origin(member) or member
+    if kind is Any:
+        return True
+    if kind is type(None):
+        return value is None
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return isinstance(value, dict)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(kind, type) and isinstance(value, kind)
+
+
+def _check_inside(value: Any, member: Any, where: str) -> None:
+    if isinstance(member, type) and issubclass(member, Record):
+        _check_fields(member, value, f"{where}.", deep=True)
+    elif typing.get_origin(member) is list:
+        (item,) = typing.get_args(member)
+        for index, element in enumerate(value):
+            _check_value(element, item, f"{where}[{index}]", deep=True)
+    elif typing.get_origin(member) is dict:
+        _, item = typing.get_args(member)
+        for key, element in value.items():
+            _check_value(element, item, f"{where}.{key}", deep=True)
+
+
+def _type_name(member: Any) -> str:
+    kind = typing.get_origin(member) or member
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return "an object"
+    return JSON_TYPE.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+# ---------------------------------------------------------------------- the parts
 def _check_files(files: object) -> None:
     if not isinstance(files, dict):
         raise Malformed(f"'files' must be an object listing every file's sha256, not {_describe(files)}")
@@ -143,7 +587,7 @@ def _check_components(components: object) -> None:
         if not isinstance(spec, dict):
             raise Malformed(f"component '{name}' must be an object, not {_describe(spec)}")
         where = f"components.{name}."
-        for key in REQUIRED_KEYS.get(name, ()):
+        for key in required_keys(name):
             if key not in spec:
                 raise Malformed(f"'{where}{key}' is missing")
         for key in (DIR_KEY, *FILE_KEYS):

@@ -2,7 +2,7 @@
 
 Tokenizers normalise and split the whole string before they truncate to ``max_length`` tokens, and the
 n-gram baseline counts every n-gram of it: one 20 MB text took 3.4 GB of memory (issue 21). So
-:meth:`slm.bundle.bundle.Bundle.predict_proba` (which ``slm predict``, ``slm serve``, the monitor, the Ray
+:meth:`slm.runtime.bundle.Bundle.predict_proba` (which ``slm predict``, ``slm serve``, the monitor, the Ray
 path and the Python API all call) cuts each text to :func:`text_limit` first, with :func:`cut_texts`.
 
 Why the cut does not change what a transformer reads on ordinary text: no token covers more than 100

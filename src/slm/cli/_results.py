@@ -8,12 +8,15 @@ from __future__ import annotations
 import math
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from slm.cli._util import err, out
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest
 
 PREFERRED_METRICS = (
     "accuracy", "macro_f1", "micro_f1", "weighted_f1", "samples_f1", "macro_precision", "macro_recall",
@@ -97,11 +100,13 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def manifest_get(manifest: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if manifest.get(key) not in (None, "", {}, []):
-            return manifest[key]
-    return None
+def field_value(value: Any) -> Any:
+    """A manifest field as ``slm info`` shows it: a record as its JSON, an empty value as None (not shown)."""
+    from slm.bundle.schema import Record
+
+    if isinstance(value, Record):
+        value = value.to_json()
+    return None if value in (None, "", {}, []) else value
 
 
 def training_line(training: Any) -> str:
@@ -141,28 +146,29 @@ def training_line(training: Any) -> str:
 
 
 def print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
-    manifest = bundle.manifest or {}
-    metrics = (manifest.get("metrics") or {}).get("test")
+    manifest = bundle.manifest
+    metrics = (manifest.metrics or {}).get("test")
     took = f" in {format_duration(seconds)}" if seconds is not None else ""
     out.print(f"\n[bold green]Bundle written[/bold green] to {escape(str(bundle.path))}{took}")
-    line = training_line(manifest.get("training"))
+    line = training_line(manifest.training)
     if line:
         out.print(f"training: {escape(line)}")
-    print_results(metrics, manifest.get("recommendation"), "Test set")
+    print_results(metrics, manifest.recommendation, "Test set")
 
 
 # ---------------------------------------------------------------- train
 
 
-def print_compression(manifest: dict) -> None:
+def print_compression(manifest: Manifest) -> None:
     """Where a derived bundle comes from, and one summary line per compression step in its manifest."""
-    compression = manifest.get("compression", {})
-    steps = " -> ".join(step["step"] for step in manifest.get("lineage", []))
+    compression = manifest.compression or {}
+    lineage = manifest.lineage or []
+    steps = " -> ".join(step.step for step in lineage)
     if steps:
-        out.print(f"derived from {escape(str(manifest['lineage'][0]['parent']))} by: {steps}")
-    onnx = manifest.get("components", {}).get("onnx")
-    if onnx and "parity" in onnx:
-        out.print(f"ONNX {onnx['precision']}: parity with PyTorch {onnx['parity']['max_abs_diff']:.1e}")
+        out.print(f"derived from {escape(str(lineage[0].parent))} by: {steps}")
+    onnx = manifest.components.onnx
+    if onnx is not None and onnx.parity is not None:
+        out.print(f"ONNX {onnx.precision}: parity with PyTorch {onnx.parity['max_abs_diff']:.1e}")
     quantization = compression.get("quantization")
     if quantization:
         if "fallback" in quantization:
@@ -175,8 +181,8 @@ def print_compression(manifest: dict) -> None:
                 f"(drop {gate['drop_points']:.2f} points, gate {quantization['gate_points']:.2f}), "
                 f"agreement with fp32 {100 * gate['agreement']:.1f}%, {quantization['speedup_vs_fp32']:.2f}x fp32 speed"
             )
-    validation = (manifest.get("metrics") or {}).get("validation") or {}
-    metric = "micro_f1" if manifest.get("task") == "multi_label" else "accuracy"
+    validation = (manifest.metrics or {}).get("validation") or {}
+    metric = "micro_f1" if manifest.multi_label else "accuracy"
     scores = [
         f"{name} {100 * model[metric]:.2f}%"
         for name, model in validation.items()

@@ -168,7 +168,7 @@ def load_api() -> Any:
 
 def load_bundle(bundle: Path) -> Any:
     """Open a bundle; an exported one predicts without PyTorch, so this imports it only when needed."""
-    from slm.bundle.bundle import Bundle
+    from slm.runtime.bundle import Bundle
 
     loaded = Bundle(bundle)
     if loaded.backend == "torch" and any(c in loaded.components for c in ("transformer", "ensemble")):

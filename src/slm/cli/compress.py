@@ -56,12 +56,13 @@ def export(
     from slm.api.compressing import export as export_bundle
 
     written = export_bundle(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
-    spec = written.manifest["components"]["onnx"]
-    fused = ", ".join(f"{k} x{v}" for k, v in spec["fused_operators"].items()) or "none"
+    spec = written.manifest.components.onnx
+    assert spec is not None and spec.parity is not None  # export_bundle writes both
+    fused = ", ".join(f"{k} x{v}" for k, v in (spec.fused_operators or {}).items()) or "none"
     out.print(f"[green]ONNX bundle written[/]: {escape(str(written.path))}")
     out.print(
-        f"parity with PyTorch: max probability difference {spec['parity']['max_abs_diff']:.1e} on "
-        f"{spec['parity']['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
+        f"parity with PyTorch: max probability difference {spec.parity['max_abs_diff']:.1e} on "
+        f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
 

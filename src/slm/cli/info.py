@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from slm.cli._results import manifest_get, print_compression, print_results, training_line
+from slm.cli._results import field_value, print_compression, print_results, training_line
 from slm.cli._util import command, load_bundle, out
 from slm.cli.apps import describe_app_bundle
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest
 
 
 @command()
@@ -49,7 +52,7 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
-def _files_line(manifest: dict[str, Any]) -> str:
+def _files_line(manifest: Manifest) -> str:
     """What loading checked: the manifest's digest or signature, then every listed file's sha256.
 
     Loading refuses a bundle that fails either check (exit 4), so this line is only printed for one
@@ -57,9 +60,8 @@ def _files_line(manifest: dict[str, Any]) -> str:
     """
     from slm.bundle.manifest import integrity_summary
 
-    files = manifest.get("files")
-    if isinstance(files, dict | list) and files:
-        return f"{len(files)} files, all match their sha256; {integrity_summary(manifest)}"
+    if manifest.files:
+        return f"{len(manifest.files)} files, all match their sha256; {integrity_summary(manifest)}"
     return "none listed in the manifest"
 
 
@@ -77,9 +79,9 @@ def info(
     from slm.cells import jsonable
 
     loaded = load_bundle(bundle)
-    manifest = loaded.manifest or {}
+    manifest = loaded.manifest
     if as_json:
-        sys.stdout.write(json.dumps(jsonable(manifest), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(jsonable(manifest.to_json()), indent=2, ensure_ascii=False) + "\n")
         return
     labels = list(loaded.labels)
     shown = ", ".join(labels[:8]) + (f", … ({len(labels) - 8} more)" if len(labels) > 8 else "")
@@ -90,19 +92,19 @@ def info(
         ("bundle", str(loaded.path)),
         ("task", str(loaded.task)),
         ("labels", f"{len(labels)}: {shown}"),
-        ("base model", _describe(manifest_get(manifest, "base_model", "base")) if manifest else "?"),
-        ("default model", _describe(manifest_get(manifest, "default_component", "component", "default"))),
-        ("created", _describe(manifest_get(manifest, "created_at", "created"))),
-        ("slm version", _describe(manifest_get(manifest, "slm_version", "version"))),
-        ("training", training_line(manifest.get("training"))),
+        ("base model", _describe(field_value(manifest.base_model))),
+        ("default model", _describe(field_value(manifest.default_component))),
+        ("created", _describe(field_value(manifest.created))),
+        ("slm version", _describe(field_value(manifest.slm_version))),
+        ("training", training_line(manifest.training)),
         ("files", _files_line(manifest)),
     ]
     for key, value in rows:
         if value not in ("None", ""):
             grid.add_row(key, escape(value))
     out.print(grid)
-    if manifest.get("lineage"):
+    if manifest.lineage:
         print_compression(manifest)
         return
-    metrics = (manifest.get("metrics") or {}).get("test")
-    print_results(metrics, manifest.get("recommendation"), "Test set")
+    metrics = (manifest.metrics or {}).get("test")
+    print_results(metrics, manifest.recommendation, "Test set")

@@ -10,6 +10,7 @@ import numpy as np
 
 from slm.bundle.derive import derive_bundle
 from slm.bundle.manifest import read_manifest
+from slm.bundle.schema import Manifest, OnnxSpec
 from slm.console import console
 from slm.errors import BundleError, ConfigError, ModelError
 from slm.models.ensemble import probabilities
@@ -21,19 +22,19 @@ PARITY_TOLERANCE = 1e-4
 INPUT_NAMES = ["input_ids", "attention_mask"]
 
 
-def _torch_model(bundle: Path, manifest: dict):
+def _torch_model(bundle: Path, manifest: Manifest):
     """The bundle's classifier in PyTorch with eager attention (the form ORT's BERT fusions recognise)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
     from slm.models.encoder import classifier_from_config
 
-    spec = manifest["components"].get("transformer")
-    if spec is None or not (bundle / spec.get("weights", "")).is_file():
+    spec = manifest.components.transformer
+    if spec is None or not (bundle / spec.weights).is_file():
         raise BundleError(f"{bundle} has no PyTorch transformer weights to export")
-    config = AutoConfig.from_pretrained(bundle / spec["config"])
-    model = classifier_from_config(config, len(manifest["labels"]), attn_implementation="eager")
-    model.load_state_dict(load_file(str(bundle / spec["weights"])))
+    config = AutoConfig.from_pretrained(bundle / spec.config)
+    model = classifier_from_config(config, len(manifest.labels or []), attn_implementation="eager")
+    model.load_state_dict(load_file(str(bundle / spec.weights)))
     return model.eval()
 
 
@@ -82,7 +83,7 @@ def optimize_graph(source: Path, target: Path, *, num_heads: int, hidden_size: i
     return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
-def sample_texts(manifest: dict, texts: list[str] | None, n: int = 256, seed: int = 0) -> list[str]:
+def sample_texts(manifest: Manifest, texts: list[str] | None, n: int = 256, seed: int = 0) -> list[str]:
     """Texts for parity and calibration: the given ones, else a sample of the bundle's training file."""
     if texts is None:
         from slm.data.loading import read_unlabelled
@@ -102,15 +103,18 @@ def sample_texts(manifest: dict, texts: list[str] | None, n: int = 256, seed: in
     return texts
 
 
-def parity(bundle: Path, manifest: dict, onnx_dir: Path, texts: list[str], multi_label: bool) -> float:
+def parity(bundle: Path, manifest: Manifest, onnx_dir: Path, texts: list[str], multi_label: bool) -> float:
     """Largest absolute difference between PyTorch and ONNX Runtime probabilities on ``texts``."""
-    from slm.bundle.transformer import TransformerComponent
     from slm.runtime.onnx import OnnxComponent
+    from slm.training.component import TransformerComponent
 
-    n = len(manifest["labels"])
-    reference = TransformerComponent(bundle, manifest["components"]["transformer"], n).logits(texts, batch_size=32)
-    spec = {"file": f"{onnx_dir.name}/{ONNX_FILE}", "tokenizer": manifest["components"]["transformer"]["tokenizer"]}
-    spec["max_length"] = manifest["components"]["transformer"]["max_length"]
+    torch_spec = manifest.components.transformer
+    if torch_spec is None:
+        raise BundleError(f"{bundle} has no transformer component to compare the ONNX model with")
+    reference = TransformerComponent(bundle, torch_spec, len(manifest.labels or [])).logits(texts, batch_size=32)
+    spec = OnnxSpec(
+        file=f"{onnx_dir.name}/{ONNX_FILE}", tokenizer=torch_spec.tokenizer, max_length=torch_spec.max_length
+    )
     onnx = OnnxComponent(onnx_dir.parent, spec).logits(texts, batch_size=32)
     return float(np.abs(probabilities(reference, multi_label) - probabilities(onnx, multi_label)).max())
 
@@ -122,7 +126,7 @@ def export_bundle(
     texts: list[str] | None = None,
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_TOLERANCE,
-) -> dict:
+) -> Manifest:
     """Write a copy of ``bundle`` with a fused fp32 ONNX model; refuse it if parity with PyTorch fails.
 
     The new bundle's default component is the ONNX transformer, run without PyTorch by
@@ -130,15 +134,16 @@ def export_bundle(
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    if "transformer" not in manifest["components"]:
+    torch_spec = manifest.components.transformer
+    if torch_spec is None:
         raise BundleError(f"{bundle} has no transformer component to export")
     sample = sample_texts(manifest, texts)
-    multi_label = manifest["task"] == "multi_label"
+    multi_label = manifest.multi_label
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(bundle / manifest["components"]["transformer"]["config"])
+    config = AutoConfig.from_pretrained(bundle / torch_spec.config)
 
-    def change(staging: Path, new: dict) -> dict:
+    def change(staging: Path, new: Manifest) -> Manifest:
         onnx_dir = staging / ONNX_DIR
         onnx_dir.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="slm-export-") as tmp:
@@ -152,26 +157,28 @@ def export_bundle(
                 f"ONNX export failed the parity check: probabilities differ from PyTorch by up to {diff:.2e} "
                 f"(tolerance {tolerance:.0e}); the bundle was not written"
             )
-        new["components"]["onnx"] = {
-            "file": f"{ONNX_DIR}/{ONNX_FILE}",
-            "tokenizer": manifest["components"]["transformer"]["tokenizer"],
-            "max_length": manifest["components"]["transformer"]["max_length"],
-            "precision": "fp32",
-            "opset": opset,
-            "inputs": INPUT_NAMES,
-            "output": "logits",
-            "fused_operators": fused,
-            "parity": {"max_abs_diff": diff, "tolerance": tolerance, "texts": len(sample)},
-        }
-        new["default_component"] = "transformer"
-        new.setdefault("compression", {})
+        new.components.onnx = OnnxSpec(
+            file=f"{ONNX_DIR}/{ONNX_FILE}",
+            tokenizer=torch_spec.tokenizer,
+            max_length=torch_spec.max_length,
+            precision="fp32",
+            opset=opset,
+            inputs=INPUT_NAMES,
+            output="logits",
+            fused_operators=fused,
+            parity={"max_abs_diff": diff, "tolerance": tolerance, "texts": len(sample)},
+        )
+        new.default_component = "transformer"
+        if new.compression is None:
+            new.compression = {}
         return new
 
     console.print(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
-    if manifest.get("default_component", "transformer") != "transformer":
+    default = manifest.default_component or "transformer"
+    if default != "transformer":
         console.print(
-            f"note: {bundle} predicts with its {manifest['default_component']} by default; the exported bundle "
-            f"predicts with the ONNX transformer (use --component {manifest['default_component']} where "
+            f"note: {bundle} predicts with its {default} by default; the exported bundle "
+            f"predicts with the ONNX transformer (use --component {default} where "
             "scikit-learn is installed)"
         )
     return derive_bundle(bundle, output, change, drop=(ONNX_DIR,), step="export")

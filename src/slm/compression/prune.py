@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from slm.bundle.schema import Manifest
 from slm.console import console
 from slm.errors import BundleError, ConfigError, DataError
 from slm.models.encoder import EncoderClassifier, classifier_from_config
@@ -280,7 +281,7 @@ def prune_bundle(
     seed: int = 42,
     max_minutes: float | None = None,
     show_progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Prune ``bundle``'s transformer, recover it by distillation on ``data``, write the result to ``output``.
 
     ``layers``: how many encoder layers to keep (evenly spaced, the last always kept) or explicit
@@ -294,13 +295,13 @@ def prune_bundle(
     own training file, the teacher's validation numbers include rows it was trained on. The previous
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
-    from slm.bundle.bundle import Bundle
     from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
-    from slm.bundle.transformer import TransformerComponent
     from slm.compression.distill import agreement, check_distillation_settings, recover
     from slm.models.ensemble import ensemble_probabilities, probabilities
     from slm.reports import tune_thresholds
+    from slm.runtime.bundle import Bundle
     from slm.training.batching import encode_texts
+    from slm.training.component import TransformerComponent
     from slm.training.config import TrainConfig
     from slm.training.trainer import predict_logits, set_threads
 
@@ -320,7 +321,7 @@ def prune_bundle(
         raise ConfigError(f"max minutes must be positive (got {max_minutes})")
     _check_output(parent, output)
     source = Bundle(parent)  # BundleError when missing, incomplete or modified
-    spec = source.manifest.get("components", {}).get("transformer")
+    spec = source.manifest.components.transformer
     if spec is None:
         raise BundleError(f"{parent} has no transformer component to prune")
 
@@ -333,7 +334,7 @@ def prune_bundle(
 
     train, val = _load_data(data, source.labels, source.multi_label, val_size, seed)
     multi_label, task, labels = source.multi_label, source.task, source.labels
-    parent_training = source.manifest.get("training", {}).get("config", {})
+    parent_training = (source.manifest.training or {}).get("config", {})
     learning_rate = float(parent_training.get("learning_rate", 1e-4))
     config = TrainConfig(
         epochs=epochs,
@@ -397,17 +398,17 @@ def prune_bundle(
     after = agreement(student_val, teacher_val, multi_label)
 
     proba = {"teacher": probabilities(teacher_val, multi_label), "student": probabilities(student_val, multi_label)}
-    old_thresholds = source.manifest.get("thresholds", {})
+    old_thresholds = source.manifest.thresholds or {}
     new_thresholds = dict(old_thresholds)
     if multi_label:  # decision thresholds were tuned for the teacher: re-tune them for the student
         new_thresholds["transformer"] = tune_thresholds(val_targets, proba["student"]).tolist()
-        if "ensemble" in old_thresholds:
-            ens = source.manifest["ensemble"]
+        ens = source.manifest.ensemble
+        if "ensemble" in old_thresholds and ens is not None:
             combined = ensemble_probabilities(
                 proba["student"],
                 source.predict_proba(val.texts, component="ngram"),
-                float(ens["transformer_weight"]),
-                ens.get("log_prior_shift"),
+                float(ens.transformer_weight),
+                ens.log_prior_shift,
             )
             new_thresholds["ensemble"] = tune_thresholds(val_targets, combined).tolist()
     validation: dict[str, Any] = {
@@ -446,18 +447,18 @@ def prune_bundle(
         },
     }
 
-    def change(staging: Path, manifest: dict) -> dict:
+    def change(staging: Path, manifest: Manifest) -> Manifest:
         save_model(student, staging / "model")
         # Anything besides the replaced transformer and the unchanged n-gram model (e.g. an ONNX
         # export) was made from the teacher and would silently serve it.
         dropped = drop_components(staging, manifest, keep={"transformer", "ngram"})
         if dropped:
             compression["pruning"]["dropped_components"] = dropped
-        if manifest.get("compression"):
-            compression["parent"] = manifest["compression"]
-        manifest["compression"] = compression
+        if manifest.compression:
+            compression["parent"] = manifest.compression
+        manifest.compression = compression
         replace_metrics(manifest, validation)
-        manifest["thresholds"] = new_thresholds
+        manifest.thresholds = new_thresholds
         return manifest
 
     manifest = derive_bundle(parent, output, change, drop=("model", "report"), step="prune")

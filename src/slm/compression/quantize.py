@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -13,11 +13,12 @@ import numpy as np
 
 from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
 from slm.bundle.manifest import read_manifest
+from slm.bundle.schema import Manifest, OnnxSpec
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
 from slm.compression.vocabulary import trim_unreachable
 from slm.console import console
-from slm.errors import ConfigError
+from slm.errors import BundleError, ConfigError
 from slm.hardware import cpu_info
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
@@ -181,7 +182,7 @@ def quantize_bundle(
     trim_vocabulary: bool = True,
     threads: int | None = None,
     export_texts: list[str] | None = None,
-) -> dict:
+) -> Manifest:
     """Write an int8 copy of ``bundle`` whose ONNX model passed the accuracy gate on validation data.
 
     Recipes are measured tier by tier (see ``default_recipes``); a recipe is acceptable when it loses
@@ -198,20 +199,20 @@ def quantize_bundle(
     manifest = read_manifest(bundle)
     with tempfile.TemporaryDirectory(prefix="slm-quantize-") as tmp:
         work = Path(tmp)
-        if "onnx" not in manifest["components"]:
+        if manifest.components.onnx is None:
             export_bundle(bundle, work / "exported", texts=export_texts)
             source_bundle = work / "exported"
             manifest = read_manifest(source_bundle)
         else:
             source_bundle = bundle
-        spec = manifest["components"]["onnx"]
-        if spec.get("precision", "fp32") != "fp32":
-            raise ConfigError(f"{bundle} is already quantized ({spec['precision']}): quantize its fp32 parent")
+        spec = _onnx_spec(source_bundle, manifest)
+        if (spec.precision or "fp32") != "fp32":
+            raise ConfigError(f"{bundle} is already quantized ({spec.precision}): quantize its fp32 parent")
         evaluation = evaluation_set(manifest, validation)
         if trim_vocabulary and trim_unreachable(source_bundle, work / "trimmed", evaluation.texts[:256]):
             source_bundle = work / "trimmed"
             manifest = read_manifest(source_bundle)
-            spec = manifest["components"]["onnx"]
+            spec = _onnx_spec(source_bundle, manifest)
         trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
         console.print(
             f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts"
@@ -237,6 +238,12 @@ def quantize_bundle(
         return _write(source_bundle, output, spec, chosen, quantization)
 
 
+def _onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
+    if manifest.components.onnx is None:
+        raise BundleError(f"{bundle} has no ONNX model")
+    return manifest.components.onnx
+
+
 @dataclass
 class _Candidate:
     """A quantized model that passed the gate and the speed check."""
@@ -252,17 +259,17 @@ class _Trials:
     """Quantize with one recipe after another and measure each against the fp32 reference."""
 
     def __init__(
-        self, source_bundle: Path, manifest: dict, evaluation, threads: int | None, calibration_size: int
+        self, source_bundle: Path, manifest: Manifest, evaluation, threads: int | None, calibration_size: int
     ) -> None:
         self.source_bundle = source_bundle
         self.manifest = manifest
         self.calibration_size = calibration_size
-        self.spec = manifest["components"]["onnx"]
-        self.task = manifest["task"]
+        self.spec = _onnx_spec(source_bundle, manifest)
+        self.task = manifest.task
         self.evaluation = evaluation
-        self.targets = evaluation.targets(list(manifest["labels"]))
+        self.targets = evaluation.targets(list(manifest.labels or []))
         self.threads = threads
-        thresholds = manifest.get("thresholds", {}).get("transformer")
+        thresholds = (manifest.thresholds or {}).get("transformer")
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
         self.reference = OnnxComponent(source_bundle, self.spec, threads=threads)
         self.reference_proba = self._proba(self.reference)
@@ -281,8 +288,8 @@ class _Trials:
         """Quantize, score and time one recipe; the candidate if it is acceptable, else None."""
         target = work / f"candidate-{len(self.tried)}.onnx"
         calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
-        quantize_graph(self.source_bundle / self.spec["file"], target, recipe, calibration)
-        candidate = OnnxComponent(self.source_bundle, {**self.spec, "file": str(target)}, threads=self.threads)
+        quantize_graph(self.source_bundle / self.spec.file, target, recipe, calibration)
+        candidate = OnnxComponent(self.source_bundle, replace(self.spec, file=str(target)), threads=self.threads)
         result = measure(self.reference_proba, self._proba(candidate), self.targets, self.task, self.thresholds)
         speedup = speed_ratio(self.reference, candidate, self.evaluation.texts)
         entry = {"recipe": recipe.to_dict(), "gate": result.to_dict(), "speedup_vs_fp32": round(speedup, 3),
@@ -311,7 +318,7 @@ def _pick(accepted: list[_Candidate]) -> _Candidate:
     return max(near, key=lambda c: (c.result.candidate, c.result.agreement, c.speedup))
 
 
-def _calibration_texts(manifest: dict, fallback: list[str], n: int) -> list[str]:
+def _calibration_texts(manifest: Manifest, fallback: list[str], n: int) -> list[str]:
     """Calibration texts from the training data when it is available, else from the validation texts."""
     from slm.compression.export import sample_texts
 
@@ -321,11 +328,13 @@ def _calibration_texts(manifest: dict, fallback: list[str], n: int) -> list[str]
         return sample_texts(manifest, fallback, n=n, seed=1)
 
 
-def _write(source_bundle: Path, output: Path, spec: dict, chosen: _Candidate | None, quantization: dict) -> dict:
-    def change(staging: Path, new: dict) -> dict:
+def _write(
+    source_bundle: Path, output: Path, spec: OnnxSpec, chosen: _Candidate | None, quantization: dict
+) -> Manifest:
+    def change(staging: Path, new: Manifest) -> Manifest:
         (staging / ONNX_DIR).mkdir(exist_ok=True)
         if chosen is None:
-            (staging / ONNX_DIR / ONNX_FILE).write_bytes((source_bundle / spec["file"]).read_bytes())
+            (staging / ONNX_DIR / ONNX_FILE).write_bytes((source_bundle / spec.file).read_bytes())
             precision = "fp32"
             quantization["fallback"] = "fp32: no int8 recipe passed the gate and the speed check"
         else:
@@ -337,12 +346,11 @@ def _write(source_bundle: Path, output: Path, spec: dict, chosen: _Candidate | N
                 speedup_vs_fp32=round(chosen.speedup, 3),
             )
         drop_components(staging, new, keep={"onnx", "ngram"})
-        new["components"]["onnx"] = {**spec, "file": f"{ONNX_DIR}/{ONNX_FILE}", "precision": precision}
-        new["components"]["onnx"].pop("parity", None)
-        new["compression"] = {**new.get("compression", {}), "quantization": quantization}
+        new.components.onnx = replace(spec, file=f"{ONNX_DIR}/{ONNX_FILE}", precision=precision, parity=None)
+        new.compression = {**(new.compression or {}), "quantization": quantization}
         validation = {"transformer": chosen.result.to_dict()} if chosen is not None else {}
         replace_metrics(new, validation)
-        new["default_component"] = "transformer"
+        new.default_component = "transformer"
         return new
 
     return derive_bundle(source_bundle, output, change, drop=("model", ONNX_DIR, "report"), step="quantize")

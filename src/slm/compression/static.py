@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from slm.bundle.schema import Manifest, StaticSpec, TransformerSpec
 from slm.errors import BundleError, ConfigError, DataError
 from slm.pipeline import DataSource, model_summary
 from slm.runtime.static import CONFIG_FILE, EMBEDDINGS_FILE, HEAD_FILE, TOKENIZER_FILE, StaticEmbedder
@@ -51,7 +52,7 @@ def build_static_bundle(
     seed: int = 42,
     show_progress: bool = True,
     teacher_weight: float = DEFAULT_TEACHER_WEIGHT,
-) -> dict:
+) -> Manifest:
     """Distill ``bundle``'s encoder into a static model, train its head on ``data``, write ``output``.
 
     ``dims``: PCA dimensions of the static vectors (None keeps the encoder's hidden size).
@@ -64,11 +65,11 @@ def build_static_bundle(
     the n-gram model, drops the torch weights, and serves ``static`` by default. The previous
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
-    from slm.bundle.bundle import Bundle
     from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
     from slm.console import console
     from slm.data import align_labels
     from slm.pipeline import prepare_splits
+    from slm.runtime.bundle import Bundle
 
     started = time.perf_counter()
     parent_path, output = Path(bundle), Path(output)
@@ -77,7 +78,7 @@ def build_static_bundle(
     if not 0.0 <= teacher_weight <= 1.0:
         raise ConfigError(f"teacher weight must be in [0, 1], got {teacher_weight}")
     parent = Bundle(parent_path)
-    if "transformer" not in parent.manifest.get("components", {}):
+    if parent.manifest.components.transformer is None:
         raise BundleError(f"{parent_path} has no transformer component to distill a static model from")
     if output.resolve() == parent_path.resolve():
         raise ConfigError(f"output {output} is the input bundle: choose a new directory")
@@ -145,34 +146,34 @@ def build_static_bundle(
             "data": training_data_record(data.path, train, val, val_size, seed),
         }
 
-        def change(staging: Path, manifest: dict) -> dict:
+        def change(staging: Path, manifest: Manifest) -> Manifest:
             # Every component but the n-gram model serves the teacher's weights.
             dropped = drop_components(staging, manifest, keep={"ngram"})
             shutil.copytree(static_tmp, staging / STATIC_DIR)
             head.save(staging / STATIC_DIR / HEAD_FILE)
-            manifest["components"]["static"] = {
-                "dir": STATIC_DIR,
-                "embeddings": EMBEDDINGS_FILE,
-                "tokenizer": TOKENIZER_FILE,
-                "config": CONFIG_FILE,
-                "head": HEAD_FILE,
-                "dims": int(distilled["dims"]),
-                "pooling": "mean",
-                "normalize": bool(distilled["normalize"]),
-                "max_length": distilled["max_length"],
-            }
-            manifest["default_component"] = "static"
+            manifest.components.static = StaticSpec(
+                dir=STATIC_DIR,
+                embeddings=EMBEDDINGS_FILE,
+                tokenizer=TOKENIZER_FILE,
+                config=CONFIG_FILE,
+                head=HEAD_FILE,
+                dims=int(distilled["dims"]),
+                pooling="mean",
+                normalize=bool(distilled["normalize"]),
+                max_length=distilled["max_length"],
+            )
+            manifest.default_component = "static"
             if dropped:
                 compression["dropped_components"] = dropped
-            if manifest.get("compression"):
-                compression["parent"] = manifest["compression"]
-            manifest["compression"] = {"static": compression}
+            if manifest.compression:
+                compression["parent"] = manifest.compression
+            manifest.compression = {"static": compression}
             replace_metrics(manifest, validation)
-            manifest.pop("ensemble", None)  # the transformer + n-gram ensemble is gone with the transformer
-            kept = {k: v for k, v in (manifest.get("thresholds") or {}).items() if k == "ngram"}
+            manifest.ensemble = None  # the transformer + n-gram ensemble is gone with the transformer
+            kept = {k: v for k, v in (manifest.thresholds or {}).items() if k == "ngram"}
             if thresholds["static"] is not None:
                 kept["static"] = thresholds["static"]
-            manifest["thresholds"] = kept
+            manifest.thresholds = kept
             return manifest
 
         manifest = derive_bundle(parent_path, output, change, drop=("model", "report", "onnx"), step="static")
@@ -200,7 +201,9 @@ def distill_encoder(bundle: Path, directory: Path, *, dims: int | None, show_pro
     from slm.bundle.manifest import read_manifest
 
     manifest = read_manifest(bundle)
-    spec = manifest["components"]["transformer"]
+    spec = manifest.components.transformer
+    if spec is None:
+        raise BundleError(f"{bundle} has no transformer component to distill a static model from")
     with tempfile.TemporaryDirectory(prefix="slm-encoder-") as tmp:
         hf_dir = Path(tmp)
         model, tokenizer = _load_encoder(bundle, spec, hf_dir, show_progress)
@@ -213,7 +216,7 @@ def distill_encoder(bundle: Path, directory: Path, *, dims: int | None, show_pro
     directory.mkdir(parents=True, exist_ok=True)
     save_file({"embeddings": embeddings}, str(directory / EMBEDDINGS_FILE))
     static.tokenizer.save(str(directory / TOKENIZER_FILE), pretty=False)
-    base = manifest.get("base_model", {}).get("name", "encoder")
+    base = manifest.base_model_name or "encoder"
     config = {
         **{k: (v.value if hasattr(v, "value") else v) for k, v in static.config.items()},
         "tokenizer_name": f"{base}, fine-tuned (slm bundle)",
@@ -234,22 +237,22 @@ def distill_encoder(bundle: Path, directory: Path, *, dims: int | None, show_pro
     }
 
 
-def _load_encoder(bundle: Path, spec: dict, hf_dir: Path, show_progress: bool):
+def _load_encoder(bundle: Path, spec: TransformerSpec, hf_dir: Path, show_progress: bool):
     """The bundle's BertModel and fast tokenizer, via a standard Hugging Face directory ``hf_dir``."""
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     try:
-        state = load_file(str(bundle / spec["weights"]))
-        config = AutoConfig.from_pretrained(bundle / spec["config"])
+        state = load_file(str(bundle / spec.weights))
+        config = AutoConfig.from_pretrained(bundle / spec.config)
         encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         if not encoder:
             raise BundleError(f"{bundle}: the transformer weights hold no 'encoder.*' tensors")
         config.architectures = [MODEL_MAPPING_NAMES.get(config.model_type, "BertModel")]  # the bare encoder
         config.save_pretrained(hf_dir)
         save_file({k: v.contiguous() for k, v in encoder.items()}, str(hf_dir / "model.safetensors"))
-        for item in (bundle / spec["tokenizer"]).iterdir():
+        for item in (bundle / spec.tokenizer).iterdir():
             if item.is_file():
                 shutil.copy2(item, hf_dir / item.name)
         with _quiet_transformers(not show_progress):
@@ -444,13 +447,13 @@ def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _thresholds(task: str, y_val: np.ndarray, probas: dict[str, np.ndarray], manifest: dict) -> dict:
+def _thresholds(task: str, y_val: np.ndarray, probas: dict[str, np.ndarray], manifest: Manifest) -> dict:
     """Multi-label decision thresholds: tuned for the static head, the teacher's own for the teacher."""
     if task != "multi_label":
         return {name: None for name in probas}
     from slm.reports import tune_thresholds
 
-    teacher = (manifest.get("thresholds") or {}).get("transformer")
+    teacher = (manifest.thresholds or {}).get("transformer")
     return {"static": tune_thresholds(y_val, probas["static"]).tolist(), "teacher": teacher}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slm.bundle.schema import Manifest, OnnxSpec, TransformerSpec
 from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer
 from slm.errors import ConfigError, ModelError
 from slm.models.weights import word_embedding_key
@@ -89,19 +90,21 @@ def _trim_config(path: Path, keep: np.ndarray) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _component_logits(root: Path, manifest: dict, name: str, texts: list[str]) -> np.ndarray:
-    spec = manifest["components"][name]
-    if name == "onnx":
+def _component_logits(root: Path, manifest: Manifest, name: str, texts: list[str]) -> np.ndarray:
+    components = manifest.components
+    if name == "onnx" and components.onnx is not None:
         from slm.runtime.onnx import OnnxComponent
 
-        return OnnxComponent(root, spec).logits(texts)
-    from slm.bundle.transformer import TransformerComponent
+        return OnnxComponent(root, components.onnx).logits(texts)
+    if name == "transformer" and components.transformer is not None:
+        from slm.training.component import TransformerComponent
 
-    return TransformerComponent(root, spec, len(manifest["labels"])).logits(texts)
+        return TransformerComponent(root, components.transformer, len(manifest.labels or [])).logits(texts)
+    raise ConfigError(f"{root} has no {name} component")
 
 
 def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, reserve: int = DEFAULT_RESERVE,
-                   corpus: str | None = None) -> dict:  # fmt: skip
+                   corpus: str | None = None) -> Manifest:  # fmt: skip
     """Write a copy of ``bundle`` whose vocabulary holds only what ``texts`` need (plus ``reserve``).
 
     Both the PyTorch (``transformer``) and fp32 ONNX (``onnx``) components are trimmed; an int8
@@ -117,14 +120,17 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
         raise ConfigError("--vocab-reserve must be >= 0")
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    components = {k: v for k, v in manifest["components"].items() if k in ("transformer", "onnx")}
+    torch_spec, onnx_spec = manifest.components.transformer, manifest.components.onnx
+    components: dict[str, TransformerSpec | OnnxSpec] = {
+        name: spec for name, spec in (("transformer", torch_spec), ("onnx", onnx_spec)) if spec is not None
+    }
     if not components:
         raise ConfigError(f"{bundle} has no transformer to trim")
-    if components.get("onnx", {}).get("precision", "fp32") != "fp32":
+    if onnx_spec is not None and (onnx_spec.precision or "fp32") != "fp32":
         raise ConfigError(
             f"{bundle} is already quantized: trim its fp32 parent, then quantize (--trim-vocab --quantize)"
         )
-    tokenizer_dirs = {spec["tokenizer"] for spec in components.values()}
+    tokenizer_dirs = {spec.tokenizer for spec in components.values()}
     if len(tokenizer_dirs) != 1:
         raise ConfigError(f"{bundle}: its components use different tokenizers; trim each bundle separately")
     tokenizer_file = Path(tokenizer_dirs.pop()) / "tokenizer.json"
@@ -138,15 +144,15 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
     sample = texts[:: max(1, len(texts) // CHECK_TEXTS)][:CHECK_TEXTS]
     console.print(f"trimming the vocabulary to {len(keep):,} of {size:,} tokens ({len(texts):,} corpus texts)")
 
-    def change(staging: Path, new: dict) -> dict:
+    def change(staging: Path, new: Manifest) -> Manifest:
         write_text_atomic(staging / tokenizer_file, json.dumps(trimmed, ensure_ascii=False))
         rows = {}
         for name, spec in components.items():
-            if name == "onnx":
-                rows[name] = trim_embeddings(bundle / spec["file"], staging / spec["file"], keep)
+            if isinstance(spec, OnnxSpec):
+                rows[name] = trim_embeddings(bundle / spec.file, staging / spec.file, keep)
             else:
-                rows[name] = _trim_safetensors(bundle / spec["weights"], staging / spec["weights"], keep)
-                _trim_config(staging / spec["config"], keep)
+                rows[name] = _trim_safetensors(bundle / spec.weights, staging / spec.weights, keep)
+                _trim_config(staging / spec.config, keep)
         diff = 0.0
         for name in components:
             reference = _component_logits(bundle, manifest, name, sample)
@@ -161,9 +167,10 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
             "tokens_before": size, "tokens_kept": int(len(keep)), "rows_before": before, "rows_after": after,
             "components": sorted(components), "max_logit_change": diff, "texts_checked": len(sample),
         }  # fmt: skip
-        for name in components:
-            new["components"][name]["trim_vocab"] = record
-        new["compression"] = {**new.get("compression", {}), "trim_vocab": record}
+        for part in (new.components.transformer, new.components.onnx):
+            if part is not None:
+                part.trim_vocab = record
+        new.compression = {**(new.compression or {}), "trim_vocab": record}
         return new
 
     return derive_bundle(bundle, output, change, step="trim-vocab")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slm.bundle.schema import Manifest
 from slm.errors import ConfigError
 
 UNUSED = re.compile(r"\[unused\d+\]")
@@ -140,7 +141,7 @@ def trim_embeddings(source: Path, target: Path, keep: np.ndarray) -> tuple[int, 
     raise ConfigError(f"initializer {name} not found")
 
 
-def trim_unreachable(bundle: Path, output: Path, texts: list[str]) -> dict | None:
+def trim_unreachable(bundle: Path, output: Path, texts: list[str]) -> Manifest | None:
     """Copy an ONNX bundle with its unreachable vocabulary removed, or return None if there is none.
 
     The PyTorch weights are not copied (their embedding table would no longer match the tokenizer).
@@ -153,18 +154,20 @@ def trim_unreachable(bundle: Path, output: Path, texts: list[str]) -> dict | Non
     from slm.runtime.onnx import OnnxComponent
 
     manifest = read_manifest(bundle)
-    spec = manifest["components"]["onnx"]
-    tokenizer_file = Path(spec["tokenizer"]) / "tokenizer.json"
+    spec = manifest.components.onnx
+    if spec is None:
+        raise ConfigError(f"{bundle} has no ONNX model to trim")
+    tokenizer_file = Path(spec.tokenizer) / "tokenizer.json"
     tokenizer = json.loads((bundle / tokenizer_file).read_text(encoding="utf-8"))
     drop = unreachable_ids(tokenizer)
     if not drop:
         return None
     trimmed, keep = trim_tokenizer(tokenizer, drop)
 
-    def change(staging: Path, new: dict) -> dict:
+    def change(staging: Path, new: Manifest) -> Manifest:
         drop_components(staging, new, keep={"onnx", "ngram"})
         write_text_atomic(staging / tokenizer_file, json.dumps(trimmed, ensure_ascii=False))
-        before, after = trim_embeddings(bundle / spec["file"], staging / spec["file"], keep)
+        before, after = trim_embeddings(bundle / spec.file, staging / spec.file, keep)
         reference = OnnxComponent(bundle, spec).logits(texts)
         candidate = OnnxComponent(staging, spec).logits(texts)
         diff = float(np.abs(reference - candidate).max())
@@ -172,8 +175,9 @@ def trim_unreachable(bundle: Path, output: Path, texts: list[str]) -> dict | Non
             raise ModelError(f"vocabulary trimming changed the model's outputs (by up to {diff:.1e}); nothing written")
         record = {"rule": "unreachable by the tokenizer", "rows_before": before, "rows_after": after,
                   "max_logit_change": diff, "texts_checked": len(texts)}  # fmt: skip
-        new["components"]["onnx"]["vocabulary"] = record
-        new["compression"] = {**new.get("compression", {}), "vocabulary": record}
+        if new.components.onnx is not None:
+            new.components.onnx.vocabulary = record
+        new.compression = {**(new.compression or {}), "vocabulary": record}
         return new
 
     return derive_bundle(bundle, output, change, drop=("model",), step="trim-vocabulary")

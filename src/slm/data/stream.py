@@ -579,7 +579,7 @@ def labelled(rows: list[Row], proba: Any, labels: list[str], thresholds: Any,
              names: tuple[str, str, str]) -> Iterator[list[Row]]:  # fmt: skip
     """``rows`` with their predictions (from ``proba``), WRITE_ROWS at a time: new dicts, input columns first,
     then label, score (6 decimals) and probabilities. Only a slice's per-label dicts exist at any moment."""
-    from slm.bundle.bundle import decode
+    from slm.bundle.predictions import decode
 
     label, score, probabilities = names
     for start in range(0, len(rows), WRITE_ROWS):

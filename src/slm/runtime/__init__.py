@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slm.bundle.bundle import Bundle, decode
+from slm.bundle.predictions import decode
 from slm.errors import BundleError
+from slm.runtime.bundle import Bundle
 
 __all__ = ["Bundle", "decode", "load"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +14,8 @@ from slm.errors import BundleError
 if TYPE_CHECKING:
     import onnxruntime as ort
     from tokenizers import Tokenizer
+
+    from slm.bundle.schema import EncoderSpec, Manifest, OnnxSpec
 
 DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 # Padding tokens a batch may carry before the longest text is run in a batch of its own (length_chunks).
@@ -71,7 +73,12 @@ class OnnxComponent:
     """Tokenizer + ONNX Runtime session for a bundle's ``onnx`` component spec."""
 
     def __init__(
-        self, root: Path, spec: dict[str, Any], *, threads: int | None = None, manifest: dict[str, Any] | None = None
+        self,
+        root: Path,
+        spec: OnnxSpec | EncoderSpec,
+        *,
+        threads: int | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         """With ``manifest`` (a loaded bundle's) files are opened only through ``bundle_path``; without it
         (export, quantization and build steps on their own staging files) paths are joined to ``root`` as given.
@@ -85,12 +92,12 @@ class OnnxComponent:
         def locate(rel: str) -> Path:
             return root / rel if manifest is None else bundle_path(root, manifest, rel)
 
-        self.max_length = int(spec["max_length"])
-        self.tokenizer = load_tokenizer(locate(spec["tokenizer"]), self.max_length)
+        self.max_length = int(spec.max_length)
+        self.tokenizer = load_tokenizer(locate(spec.tokenizer), self.max_length)
         self.pad_id = pad_id(self.tokenizer)
         try:
             self.session = ort.InferenceSession(
-                str(locate(spec["file"])), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+                str(locate(spec.file)), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(f"{root}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None

@@ -158,7 +158,7 @@ class Predictor:
 
     def __init__(self, bundle: str, component: str | None, threads: int, text_col: str, names: tuple[str, ...],
                  fmt: str, raw_csv: bool = False) -> None:  # fmt: skip
-        from slm.bundle.bundle import Bundle
+        from slm.runtime.bundle import Bundle
 
         # One actor per core already fills the machine: tokenizer threads would only contend with it. (Set
         # here, not in a runtime_env: that would make Ray start fresh worker processes for the actors.)
@@ -277,14 +277,14 @@ def predict_on_ray(bundle: str | Path, source: str | Path, output: str | Path,
 
     Returns the output manifest (also written as ``output/_manifest.json``).
     """
-    from slm.bundle.bundle import Bundle
     from slm.fileio import atomic_directory, write_json_atomic
+    from slm.runtime.bundle import Bundle
 
     config = (config or RayPredictConfig()).validated()
     bundle, source, output = Path(bundle).resolve(), Path(source), Path(output)
     model = Bundle(bundle)  # verifies the files and refuses non-classifiers, before Ray starts
     component = model._check_component(config.component)
-    if component in ("ensemble", "transformer") and "onnx" not in model.manifest["components"]:
+    if component in ("ensemble", "transformer") and model.manifest.components.onnx is None:
         raise ConfigError(f"{bundle} has no ONNX model; --engine ray predicts with ONNX Runtime: "
                           f"run 'slm export {bundle} OUT' and predict with OUT")  # fmt: skip
     files, in_fmt = input_files(source)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -20,6 +20,9 @@ from tokenizers import Tokenizer
 
 from slm.errors import BundleError
 from slm.fileio import read_json_object
+
+if TYPE_CHECKING:
+    from slm.bundle.schema import Manifest, StaticSpec
 from slm.models.ensemble import probabilities
 
 EMBEDDINGS_FILE = "model.safetensors"
@@ -156,33 +159,30 @@ class StaticComponent:
     def __init__(
         self,
         root: Path,
-        spec: dict[str, Any],
+        spec: StaticSpec,
         labels: list[str],
         multi_label: bool,
         *,
-        manifest: dict[str, Any] | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         from slm.bundle.manifest import bundle_path
 
         self.labels = list(labels)
         self.multi_label = bool(multi_label)
-        try:
-            folder = spec["dir"]
-            directory = Path(root) / folder if manifest is None else bundle_path(root, manifest, folder)
-        except (KeyError, TypeError):
-            raise BundleError(f"{root}: the static component has no 'dir' in the manifest") from None
+        folder = spec.dir
+        directory = Path(root) / folder if manifest is None else bundle_path(root, manifest, folder)
 
-        def locate(key: str, default: str) -> Path:
-            name = spec.get(key, default)
+        def locate(name: str | None, default: str) -> Path:
+            name = name or default
             return directory / name if manifest is None else bundle_path(root, manifest, f"{folder}/{name}")
 
         self.embedder = StaticEmbedder(
             directory,
-            embeddings=locate("embeddings", EMBEDDINGS_FILE),
-            tokenizer=locate("tokenizer", TOKENIZER_FILE),
-            config=locate("config", CONFIG_FILE),
+            embeddings=locate(spec.embeddings, EMBEDDINGS_FILE),
+            tokenizer=locate(spec.tokenizer, TOKENIZER_FILE),
+            config=locate(spec.config, CONFIG_FILE),
         )
-        head = _read_arrays(locate("head", HEAD_FILE), ("weight", "bias"))
+        head = _read_arrays(locate(spec.head, HEAD_FILE), ("weight", "bias"))
         self.weight = np.ascontiguousarray(head["weight"], dtype=np.float32)
         self.bias = np.ascontiguousarray(head["bias"], dtype=np.float32)
         k, dim = len(self.labels), self.embedder.dim

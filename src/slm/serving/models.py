@@ -68,10 +68,9 @@ def warm_up(loaded: LoadedBundle, max_batch: int) -> None:
 def summary(name: str, loaded: LoadedBundle) -> dict[str, Any]:
     """What ``GET /v1/models`` says about a model: the manifest's facts, never its paths."""
     manifest = loaded.bundle.manifest
-    base = manifest.get("base_model") or {}
-    onnx = manifest.get("components", {}).get("onnx") or {}
-    # Below the fields the manifest check covers (slm.bundle.schema), read defensively: never a 500.
-    quantization = (manifest.get("compression") or {}).get("quantization")
+    onnx = manifest.components.onnx
+    # Inside the free-form compression record, read defensively: never a 500.
+    quantization = (manifest.compression or {}).get("quantization")
     recipe = quantization.get("recipe") if isinstance(quantization, dict) else None
     recipe = recipe if isinstance(recipe, dict) else {}
     component = loaded.bundle.default_component
@@ -82,12 +81,12 @@ def summary(name: str, loaded: LoadedBundle) -> dict[str, Any]:
         "num_labels": len(loaded.labels),
         "component": component,
         "backend": "static" if component == "static" else loaded.bundle.backend,
-        "precision": onnx.get("precision"),
+        "precision": onnx.precision if onnx is not None else None,
         "quantization": recipe.get("name"),
-        "base_model": base.get("name") if isinstance(base, dict) else base,
-        "lineage": [step.get("step") for step in manifest.get("lineage", []) if isinstance(step, dict)],
-        "created": manifest.get("created"),
-        "metrics": manifest.get("metrics"),
+        "base_model": manifest.base_model_name or None,
+        "lineage": [step.step for step in manifest.lineage or []],
+        "created": manifest.created,
+        "metrics": manifest.metrics,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.loaded_at)),
     }
 

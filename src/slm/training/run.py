@@ -12,8 +12,8 @@ from rich.markup import escape
 from safetensors.torch import save_file
 
 from slm import __version__
-from slm.bundle.bundle import Bundle
 from slm.bundle.manifest import now_iso, write_manifest
+from slm.bundle.schema import BaseModelRef, Components, Ensemble, Manifest, NgramSpec, TransformerSpec
 from slm.console import console
 from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
@@ -33,6 +33,7 @@ from slm.pipeline import (
 )
 from slm.reports import recommend, tune_thresholds, write_report
 from slm.reports.recommendation import RunFacts, advise, likely_fixes
+from slm.runtime.bundle import Bundle
 from slm.training import distributed
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
@@ -135,7 +136,7 @@ def _advice(
     return advise(recommendation, likely_fixes(facts))
 
 
-def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report: dict, manifest: dict) -> None:
+def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report: dict, manifest: Manifest) -> None:
     """Write every bundle file into a staging directory, then swap it in for ``output``."""
     with atomic_directory(output) as staging:
         tokenizer.save_pretrained(staging / "tokenizer")
@@ -320,35 +321,35 @@ def run_training(
             "baseline": {"fit_seconds": round(baseline_seconds, 1)},
             "environment": environment(),
         }
-        manifest = {
-            "slm_version": __version__,
-            "created": now_iso(),
-            "task": task,
-            "labels": labels,
-            "base_model": {"name": base.name, "source": base.source, "sha256": base.sha256},
-            "components": {
-                "transformer": {
-                    "tokenizer": "tokenizer",
-                    "config": "model/config.json",
-                    "weights": "model/model.safetensors",
-                    "max_length": config.max_length,
-                    "pooling": "mean",
-                    "normalize": model.normalize,
-                    "architecture": "EncoderClassifier",
-                },
-                "ngram": {"dir": "ngram"},
-            },
-            "default_component": default,
-            "ensemble": {"transformer_weight": weight, "log_prior_shift": prior_shift, "chosen_on": "validation"},
-            "thresholds": {c: t for c, t in thresholds.items() if t is not None},
-            "training": {
+        manifest = Manifest(
+            slm_version=__version__,
+            created=now_iso(),
+            task=task,
+            labels=labels,
+            base_model=BaseModelRef(name=base.name, source=base.source, sha256=base.sha256),
+            components=Components(
+                transformer=TransformerSpec(
+                    tokenizer="tokenizer",
+                    config="model/config.json",
+                    weights="model/model.safetensors",
+                    max_length=config.max_length,
+                    pooling="mean",
+                    normalize=model.normalize,
+                    architecture="EncoderClassifier",
+                ),
+                ngram=NgramSpec(dir="ngram"),
+            ),
+            default_component=default,
+            ensemble=Ensemble(transformer_weight=weight, log_prior_shift=prior_shift, chosen_on="validation"),
+            thresholds={c: t for c, t in thresholds.items() if t is not None},
+            training={
                 "config": config.to_dict(),
                 **{k: v for k, v in training.items() if k != "history"},
                 "threads": threads,
             },
-            "metrics": {"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
-            "recommendation": recommendation,
-            "data": {
+            metrics={"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
+            recommendation=recommendation,
+            data={
                 "source": data_path,
                 "fingerprint": splits.train.fingerprint(),
                 "n_train": len(splits.train),
@@ -356,7 +357,7 @@ def run_training(
                 "n_test": len(splits.test),
                 "split": split or {},
             },
-        }
+        )
         _write_bundle(output, tokenizer, model, ngram, report, manifest)
         console.print(f"[green]bundle written[/]: {output}")
         return Bundle(output)

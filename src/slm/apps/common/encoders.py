@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from slm.bundle.schema import EncoderSpec
 from slm.errors import BundleError
 from slm.runtime.onnx import OnnxComponent
 
@@ -94,7 +96,7 @@ def export_encoder(
     check_texts: list[str],
     int8: bool = True,
     agreement: float = 0.99,
-) -> dict:
+) -> EncoderSpec:
     """Write ``root/name/{model.onnx, tokenizer}`` and return its manifest spec.
 
     With ``int8``, the dynamic-int8 graph replaces fp32 when, on ``check_texts``, its first output's
@@ -108,28 +110,28 @@ def export_encoder(
     shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     fp32 = folder / "model.onnx"
     fused = _export(module, fp32, outputs, config)
-    spec = {
-        "file": f"{name}/model.onnx",
-        "tokenizer": f"{name}/tokenizer",
-        "max_length": int(max_length),
-        "outputs": list(outputs),
-        "dim": int(config.hidden_size),
-        "precision": "fp32",
-        "fused_operators": fused,
-    }
+    spec = EncoderSpec(
+        file=f"{name}/model.onnx",
+        tokenizer=f"{name}/tokenizer",
+        max_length=int(max_length),
+        outputs=list(outputs),
+        dim=int(config.hidden_size),
+        precision="fp32",
+        fused_operators=fused,
+    )
     if not int8 or not check_texts:
         return spec
     reference = Encoder(root, spec).outputs(check_texts)[0]
     quantized = folder / "model.int8.onnx"
     quantize_graph(fp32, quantized, QuantRecipe("dynamic-int8"))
-    candidate = Encoder(root, {**spec, "file": f"{name}/model.int8.onnx"}).outputs(check_texts)[0]
+    candidate = Encoder(root, replace(spec, file=f"{name}/model.int8.onnx")).outputs(check_texts)[0]
     if outputs[0] == "logits":
         score = float((reference.argmax(1) == candidate.argmax(1)).mean())
         measure = "argmax agreement"
     else:
         score = float((reference * candidate).sum(1).mean())
         measure = "mean cosine"
-    spec["int8_check"] = {
+    spec.int8_check = {
         "measure": measure,
         "value": round(score, 5),
         "required": agreement,
@@ -137,7 +139,7 @@ def export_encoder(
     }
     if score >= agreement:
         quantized.replace(fp32)
-        spec["precision"] = "int8"
+        spec.precision = "int8"
     else:
         quantized.unlink()
     return spec
@@ -158,16 +160,16 @@ def embedding_graph(encoder):
 class Encoder(OnnxComponent):
     """An exported encoder run by ONNX Runtime: named outputs for a list of texts."""
 
-    def __init__(self, root: Path, spec: dict, *, threads: int | None = None) -> None:
+    def __init__(self, root: Path, spec: EncoderSpec, *, threads: int | None = None) -> None:
         super().__init__(Path(root), spec, threads=threads)
-        self.output_names = tuple(spec["outputs"])
-        self.spec_dim = int(spec["dim"])
+        self.output_names = tuple(spec.outputs)
+        self.spec_dim = int(spec.dim)
         missing = set(self.output_names) - {o.name for o in self.session.get_outputs()}
         if missing:
-            raise BundleError(f"{root}: the ONNX encoder {spec['file']} lacks outputs {sorted(missing)}")
+            raise BundleError(f"{root}: the ONNX encoder {spec.file} lacks outputs {sorted(missing)}")
 
     def outputs(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> list[np.ndarray]:
-        """Every output of the encoder for ``texts``, in ``spec['outputs']`` order."""
+        """Every output of the encoder for ``texts``, in ``spec.outputs`` order."""
         if not texts:
             return [np.zeros((0, 0), dtype=np.float32) for _ in self.output_names]
         return self.infer(texts, self.output_names, batch_size=batch_size, show_progress=show_progress)

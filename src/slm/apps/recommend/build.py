@@ -29,8 +29,9 @@ from slm.apps.recommend.scorer import Ranker, Scorer, ranker_queries
 from slm.apps.recommend.split import DEFAULT_COLD_FRACTION, DEFAULT_NEGATIVES, Split, leave_last_out
 from slm.apps.recommend.towers import TowerTraining, train_towers
 from slm.bundle.manifest import now_iso, write_manifest
+from slm.bundle.schema import Components, Manifest
 from slm.console import console
-from slm.errors import ConfigError
+from slm.errors import BundleError, ConfigError
 from slm.fileio import atomic_directory, write_json_atomic, write_text_atomic
 
 INT8_CHECK_ITEMS = 300
@@ -98,7 +99,7 @@ def train_recommender(
     *,
     source: dict | None = None,
     show_progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Train and evaluate a recommender on ``data``, write the bundle to ``output`` atomically; returns its manifest."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -145,7 +146,7 @@ def train_recommender(
         )
         encoder.save_pretrained(staging / layout.ENCODER_DIR / "pytorch", safe_serialization=True)
         tokenizer.save_pretrained(staging / layout.ENCODER_DIR / "pytorch")
-        console.print(f"embedding {len(texts):,} items with the {spec['precision']} ONNX item encoder…")
+        console.print(f"embedding {len(texts):,} items with the {spec.precision} ONNX item encoder…")
         embeddings = Encoder(staging, spec).embed(texts, batch_size=1, show_progress=show_progress)
         scorer, untuned, knn = split_scorers(
             split,
@@ -178,36 +179,38 @@ def train_recommender(
         write_json_atomic(staging / layout.USERS_FILE, user_histories(data, settings.max_history))
         manifest = write_manifest(
             staging,
-            {
-                "task": layout.TASK,
-                "created": now_iso(),
-                "base_model": base.name,
-                "base_model_sha256": base.sha256,
-                "items": len(texts),
-                "components": {"item_encoder": spec},
-                "recommender": {
-                    "max_history": settings.max_history,
-                    "half_life": settings.half_life,
-                    "feature_names": names,
-                    "reference_time": int(data.events.timestamp.max()),
-                    "index_kind": config.index_kind,
-                    "positive_rule": data.positive_rule,
-                },
-                "split": {
-                    "cold_fraction": config.cold_fraction,
-                    "negatives": config.negatives,
-                    "seed": config.seed,
-                    **split.summary(),
-                },
-                "data": {**data.summary(), **(source or {})},
-                "training": {
+            Manifest(
+                task=layout.TASK,
+                created=now_iso(),
+                base_model=base.name,
+                components=Components(item_encoder=spec),
+                data={**data.summary(), **(source or {})},
+                training={
                     "towers": training,
                     "ranker": ranker_report,
                     "config": {k: v for k, v in asdict(config).items() if k != "towers"},
                     "seconds": round(time.perf_counter() - started, 1),
                 },
-                "metrics": evaluation["acceptance"] if evaluation else None,
-            },
+                metrics=evaluation["acceptance"] if evaluation else None,
+                extra={  # the recommender's own sections
+                    "base_model_sha256": base.sha256,
+                    "items": len(texts),
+                    "recommender": {
+                        "max_history": settings.max_history,
+                        "half_life": settings.half_life,
+                        "feature_names": names,
+                        "reference_time": int(data.events.timestamp.max()),
+                        "index_kind": config.index_kind,
+                        "positive_rule": data.positive_rule,
+                    },
+                    "split": {
+                        "cold_fraction": config.cold_fraction,
+                        "negatives": config.negatives,
+                        "seed": config.seed,
+                        **split.summary(),
+                    },
+                },
+            ),
         )
     return manifest
 
@@ -225,7 +228,7 @@ def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = T
     from slm.models.registry import resolve_base_model
 
     bundle = Recommender(path)
-    recorded = bundle.manifest["split"]
+    recorded = bundle.manifest.extra["split"]  # the recommender's own section
     rows = [bundle.position.get(item) for item in data.catalogue.ids]
     missing = [item for item, row in zip(data.catalogue.ids, rows, strict=True) if row is None]
     if missing:
@@ -243,12 +246,14 @@ def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = T
             "held-out items may have been trained on"
         )
     embeddings = bundle.scorer.embeddings[np.array(rows, dtype=np.int64)]
+    item_encoder = bundle.manifest.components.item_encoder
+    base_name = bundle.manifest.base_model_name
+    if item_encoder is None or base_name is None:
+        raise BundleError(f"{path} records no item encoder or base model")
     settings = TowerTraining(
-        max_history=bundle.scorer.max_history,
-        half_life=bundle.scorer.half_life,
-        max_length=int(bundle.manifest["components"]["item_encoder"]["max_length"]),
+        max_history=bundle.scorer.max_history, half_life=bundle.scorer.half_life, max_length=item_encoder.max_length
     )
-    base = resolve_base_model(bundle.manifest["base_model"])
+    base = resolve_base_model(base_name)
     encoder = AutoModel.from_pretrained(base.path, add_pooling_layer=False).eval()
     console.print(f"embedding {len(data.catalogue):,} items with the un-tuned encoder (baseline)…")
     untuned_embeddings = embed_with_torch(

@@ -152,14 +152,14 @@ def train(
         evaluate=evaluate,
     )
     manifest = train_recommender(data, output, config, source=source, show_progress=sys.stderr.isatty())
+    encoder, data_record = manifest.components.item_encoder, manifest.data or {}
     out.print(
-        f"[bold]{escape(str(output))}[/bold]: {manifest['items']:,} items, "
-        f"{manifest['data']['users']:,} users, item encoder "
-        f"{manifest['components']['item_encoder']['precision']}"
+        f"[bold]{escape(str(output))}[/bold]: {manifest.extra['items']:,} items, "
+        f"{data_record['users']:,} users, item encoder {encoder.precision if encoder else None}"
     )
     if evaluate:
         evaluation = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
-        out.print(markdown_report(evaluation, manifest["data"]), markup=False)
+        out.print(markdown_report(evaluation, data_record), markup=False)
     out.print(
         f"  try: slm app recommend rank {escape(str(output))} --user {escape(next(iter(_users(output))))}"
         f"   ·   serve: slm app recommend serve {escape(str(output))}"
@@ -172,19 +172,21 @@ def print_info(bundle: Path, *, as_json: bool = False) -> None:
 
     manifest = read_manifest(bundle)
     if as_json:
-        sys.stdout.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
         return
-    encoder = manifest["components"]["item_encoder"]
-    data = manifest["data"]
+    encoder = manifest.components.item_encoder
+    data = manifest.data or {}
+    own = manifest.extra  # the recommender's own sections
     out.print(f"[bold]bundle[/bold]      {escape(str(bundle))}")
     out.print(
-        f"[bold]task[/bold]        {manifest['task']}: {manifest['items']:,} items, {data['users']:,} users, "
-        f"positive when {escape(manifest['recommender']['positive_rule'])}"
+        f"[bold]task[/bold]        {manifest.task}: {own['items']:,} items, {data['users']:,} users, "
+        f"positive when {escape(own['recommender']['positive_rule'])}"
     )
     out.print(
-        f"[bold]base model[/bold]  {escape(str(manifest['base_model']))}; item encoder {encoder['precision']} ONNX"
+        f"[bold]base model[/bold]  {escape(str(manifest.base_model_name))}; "
+        f"item encoder {encoder.precision if encoder else None} ONNX"
     )
-    out.print(f"[bold]created[/bold]     {manifest['created']}; files intact ({len(manifest['files'])} files)")
+    out.print(f"[bold]created[/bold]     {manifest.created}; files intact ({len(manifest.files)} files)")
     report = bundle / "report.md"
     if report.is_file():
         out.print(report.read_text(encoding="utf-8"), markup=False)
@@ -284,7 +286,9 @@ def add_items(
         catalogue, item_col=item_col, text_cols=_columns(text_cols), numeric_cols=_columns(numeric_cols)
     )
     manifest = current.add_items(items, output)
-    out.print(f"[bold]{escape(str(output or bundle))}[/bold]: {len(items):,} items added, {manifest['items']:,} in all")
+    out.print(
+        f"[bold]{escape(str(output or bundle))}[/bold]: {len(items):,} items added, {manifest.extra['items']:,} in all"
+    )
 
 
 @app.command("serve", no_args_is_help=True)

@@ -1,6 +1,5 @@
 """What a recommender bundle holds, by name (shared by training, adding items and the run-time code)."""
 
-import json
 from pathlib import Path
 
 TASK = "recommendation"
@@ -18,8 +17,6 @@ REPORT_FILE = "report.md"
 
 def is_recommender(path: Path) -> bool:
     """Whether ``path`` holds a recommender bundle (read from its manifest; anything unreadable: no)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("task") == TASK
+    from slm.bundle.manifest import peek_task
+
+    return peek_task(path) == TASK

@@ -9,6 +9,7 @@ scaled per batch, so batching would make an item's vector depend on its neighbou
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from slm.apps.recommend.ranker import HybridRanker
 from slm.apps.recommend.retrieval import DEFAULT_POPULAR, DEFAULT_RETRIEVE, shortlist
 from slm.apps.recommend.scorer import Scorer
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
+from slm.bundle.schema import Manifest
 from slm.errors import BundleError, ConfigError
 from slm.fileio import atomic_directory, read_json_object, write_json_atomic
 
@@ -45,10 +47,10 @@ class Recommender:
         self.path = Path(path)
         self.threads = threads
         manifest = read_manifest(self.path)
-        if manifest.get("task") != layout.TASK:
-            raise BundleError(f"{self.path} is a {manifest.get('task')} bundle, not a recommender")
+        if manifest.task != layout.TASK:
+            raise BundleError(f"{self.path} is a {manifest.task} bundle, not a recommender")
         self.manifest = manifest
-        settings = manifest["recommender"]
+        settings = manifest.extra["recommender"]  # the recommender's own section
         self.settings = settings
         try:
             self.catalogue = Catalogue.from_dict(read_json_object(self.path / layout.ITEMS_FILE, "item catalogue"))
@@ -171,14 +173,17 @@ class Recommender:
         if not hasattr(self, "_encoder"):
             from slm.apps.common.encoders import Encoder
 
-            self._encoder = Encoder(self.path, self.manifest["components"]["item_encoder"], threads=self.threads)
+            spec = self.manifest.components.item_encoder
+            if spec is None:
+                raise BundleError(f"{self.path} has no item encoder")
+            self._encoder = Encoder(self.path, spec, threads=self.threads)
         return self._encoder
 
     def embed_items(self, texts: list[str]) -> np.ndarray:
         """Item-tower embeddings of ``texts``, one text per run (as the catalogue was embedded)."""
         return self.encoder().embed(texts, batch_size=1)
 
-    def add_items(self, catalogue: Catalogue, output: str | Path | None = None) -> dict:
+    def add_items(self, catalogue: Catalogue, output: str | Path | None = None) -> Manifest:
         """Write a bundle (``output``, default this one, replaced atomically) that also holds ``catalogue``'s items."""
         if not len(catalogue):
             raise ConfigError("no new items to add")
@@ -193,8 +198,8 @@ class Recommender:
             (staging / "manifest.json").unlink()
             shutil.rmtree(staging / layout.INDEX_DIR)
             write_items(staging, merged, embeddings, stats, self.index.kind)
-            manifest = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version", "files")}
-            manifest["items"] = len(merged)
-            manifest.setdefault("added_items", []).append({"items": len(catalogue), "at": now_iso()})
-            manifest = write_manifest(staging, manifest)
+            extra = dict(self.manifest.extra)
+            extra["items"] = len(merged)
+            extra["added_items"] = [*extra.get("added_items", []), {"items": len(catalogue), "at": now_iso()}]
+            manifest = write_manifest(staging, replace(self.manifest, extra=extra))
         return manifest

@@ -73,13 +73,14 @@ def add_recommend_routes(context: RouteContext) -> None:
     async def describe() -> dict[str, Any]:
         current = need()
         manifest = current.manifest
+        encoder = manifest.components.item_encoder
         return {
             "bundle": current.path.name,  # its folder's name: a path would tell clients about the server's disk
             "items": len(current.catalogue),
             "users": len(current.users),
-            "base_model": manifest.get("base_model"),
-            "metrics": manifest.get("metrics"),
-            "item_encoder": manifest["components"]["item_encoder"].get("precision"),
+            "base_model": manifest.base_model_name,
+            "metrics": manifest.metrics,
+            "item_encoder": None if encoder is None else encoder.precision,
         }
 
     @app.post(

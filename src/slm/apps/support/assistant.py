@@ -63,16 +63,18 @@ class Assistant:
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path, verify=verify)
-        if self.manifest.get("task") != TASK:
-            raise BundleError(f"{self.path} is not a support assistant bundle (task: {self.manifest.get('task')})")
-        components = self.manifest["components"]
-        self.labels: list[str] = list(self.manifest["labels"])
+        if self.manifest.task != TASK:
+            raise BundleError(f"{self.path} is not a support assistant bundle (task: {self.manifest.task})")
+        components = self.manifest.components
+        if components.intent is None or components.scope is None:
+            raise BundleError(f"{self.path}: the assistant bundle lacks its intent or scope component")
+        self.labels: list[str] = list(self.manifest.labels or [])
         try:
             settings = json.loads((self.path / ASSISTANT_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise BundleError(f"{self.path}: cannot read {ASSISTANT_FILE}: {exc}") from None
-        self.intent = Encoder(self.path, components["intent"], threads=threads)
-        self.scope = ScopeModel.from_parts(settings["scope"], load_file(str(self.path / components["scope"]["file"])))
+        self.intent = Encoder(self.path, components.intent, threads=threads)
+        self.scope = ScopeModel.from_parts(settings["scope"], load_file(str(self.path / components.scope.file)))
         self.templates = templates_from_dict(settings["templates"])
         self.language = LanguageProfile.from_dict(settings["language"])
         self.oos_label: str = settings["oos_label"]
@@ -84,11 +86,13 @@ class Assistant:
             self.generator = GroundedGenerator(settings["generator"]["name"], threads=threads)
         self.retriever = None
         self.knowledge = None
-        if "retriever" in components:
+        if components.retriever is not None:
             from slm.apps.support.retrieval import Retriever
 
-            self.retriever = Encoder(self.path, components["retriever"], threads=threads)
-            self.knowledge = Retriever.load(self.path / components["knowledge"]["dir"])
+            if components.knowledge is None:
+                raise BundleError(f"{self.path}: the assistant bundle has a retriever but no knowledge base")
+            self.retriever = Encoder(self.path, components.retriever, threads=threads)
+            self.knowledge = Retriever.load(self.path / components.knowledge.dir)
 
     def __repr__(self) -> str:
         entries = 0 if self.knowledge is None else len(self.knowledge.kb)

@@ -26,6 +26,7 @@ from slm.apps.common.embedding import embed_with_torch
 from slm.apps.support.contrastive import RetrieverTraining
 from slm.apps.support.layout import ASSISTANT_FILE, INTENT_BUNDLE_DIR, KNOWLEDGE_DIR, SCOPE_FILE, TASK
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
+from slm.bundle.schema import Components, EncoderSpec, KnowledgeSpec, Manifest, ScopeSpec
 from slm.console import console
 from slm.errors import ConfigError, DataError
 from slm.fileio import atomic_directory, write_json_atomic
@@ -111,35 +112,40 @@ def _classifier(bundle: Path):
     from slm.compression.export import _torch_model
 
     manifest = read_manifest(bundle)
-    if manifest["task"] != "single_label":
-        raise ConfigError(f"{bundle} is a {manifest['task']} bundle: the assistant needs a single-label intent model")
+    if manifest.task != "single_label":
+        raise ConfigError(f"{bundle} is a {manifest.task} bundle: the assistant needs a single-label intent model")
     return manifest, _torch_model(bundle, manifest)
 
 
-def build_intent_encoder(bundle: Path, staging: Path, check_texts: list[str], int8: bool) -> tuple[dict, dict]:
+def build_intent_encoder(
+    bundle: Path, staging: Path, check_texts: list[str], int8: bool
+) -> tuple[Manifest, EncoderSpec]:
     """Export the intent bundle's classifier with logits + embedding outputs into ``staging/intent``."""
     from transformers import AutoConfig
 
     from slm.apps.common.encoders import INTENT_OUTPUTS, export_encoder, intent_graph
 
     manifest, model = _classifier(bundle)
-    spec = manifest["components"]["transformer"]
-    config = AutoConfig.from_pretrained(bundle / spec["config"])
+    spec = manifest.components.transformer
+    assert spec is not None  # _classifier loaded its weights
+    config = AutoConfig.from_pretrained(bundle / spec.config)
     encoder = export_encoder(
         intent_graph(model),
         config,
-        bundle / spec["tokenizer"],
+        bundle / spec.tokenizer,
         staging,
         "intent",
         INTENT_OUTPUTS,
-        max_length=int(spec["max_length"]),
+        max_length=int(spec.max_length),
         check_texts=check_texts,
         int8=int8,
     )
     return manifest, encoder
 
 
-def fit_scope_model(staging: Path, encoder_spec: dict, labels: list[str], intents, validation, config: SupportConfig):
+def fit_scope_model(
+    staging: Path, encoder_spec: EncoderSpec, labels: list[str], intents, validation, config: SupportConfig
+):
     """Embed training and validation intents with the exported encoder and fit out-of-scope detection."""
     from slm.apps.common.encoders import Encoder
     from slm.apps.support.assistant import QUESTIONS_PER_RUN
@@ -236,7 +242,7 @@ def tune_retriever(pairs, documents: list[str], config: SupportConfig, show_prog
     return encoder, tokenizer, base, report
 
 
-def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progress: bool) -> tuple[dict, dict]:
+def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progress: bool) -> tuple[EncoderSpec, dict]:
     """Fine-tune (maybe), export, embed the knowledge base and save the index under ``staging``."""
     from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
     from slm.apps.support.retrieval import Retriever, index_texts
@@ -254,7 +260,7 @@ def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progre
     texts, row_entry = index_texts(kb)
     # index_texts lists each entry's question row (if any) and then its answer row.
     is_answer = np.append(row_entry[1:] != row_entry[:-1], True) if len(row_entry) else np.zeros(0, dtype=bool)
-    vectors = np.zeros((len(texts), spec["dim"]), dtype=np.float32)
+    vectors = np.zeros((len(texts), spec.dim), dtype=np.float32)
     console.print(f"embedding {len(kb):,} knowledge-base entries ({len(texts):,} texts)…")
     # Answers in batches; questions one at a time, exactly as a customer's question is embedded at run time.
     settings = config.retriever
@@ -269,7 +275,7 @@ def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progre
     report["hybrid"] = _hybrid_weight(kb, texts, vectors, row_entry, is_answer, config)
     retriever = Retriever.build(kb, vectors, row_entry, weight=report["hybrid"]["weight"], kind=config.index_kind)
     retriever.save(staging / KNOWLEDGE_DIR)
-    spec["base_model"] = base.name
+    spec.base_model = base.name
     return spec, report
 
 
@@ -349,7 +355,7 @@ def build_assistant(
     config: SupportConfig | None = None,
     train_config=None,
     show_progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Build an assistant bundle at ``output``; returns its manifest."""
     from slm.apps.support.knowledge import KnowledgeBase, read_knowledge_base
     from slm.apps.support.language import LanguageProfile
@@ -391,7 +397,7 @@ def build_assistant(
         else:
             bundle_path = Path(intent_bundle)
         intent_manifest, intent_spec = build_intent_encoder(bundle_path, staging, val.texts[:500], config.int8)
-        labels = list(intent_manifest["labels"])
+        labels = list(intent_manifest.labels or [])
         missing = sorted(set(train.label_names) - set(labels))
         if missing:
             raise DataError(f"the intent bundle {bundle_path} does not know the intents {', '.join(missing[:5])}")
@@ -419,34 +425,36 @@ def build_assistant(
                 "generator": _generator_record(config.generator),
             },
         )
-        components = {"intent": intent_spec, "scope": {"file": SCOPE_FILE}}
+        components = Components(intent=intent_spec, scope=ScopeSpec(file=SCOPE_FILE))
         if retriever_spec is not None:
-            components["retriever"] = retriever_spec
-            components["knowledge"] = {"dir": KNOWLEDGE_DIR, "entries": len(kb)}
+            components.retriever = retriever_spec
+            components.knowledge = KnowledgeSpec(dir=KNOWLEDGE_DIR, entries=len(kb))
         manifest = write_manifest(
             staging,
-            {
-                "task": TASK,
-                "labels": labels,
-                "created": now_iso(),
-                "base_model": intent_manifest.get("base_model"),
-                "components": components,
-                "default_component": "assistant",
-                "intent_bundle": {
-                    "dir": INTENT_BUNDLE_DIR,
-                    "reused_from": str(Path(bundle_path).resolve()) if intent_bundle is not None else None,
-                    "metrics": intent_manifest.get("metrics"),
+            Manifest(
+                task=TASK,
+                labels=labels,
+                created=now_iso(),
+                base_model=intent_manifest.base_model,
+                components=components,
+                default_component="assistant",
+                extra={  # the assistant's own sections
+                    "intent_bundle": {
+                        "dir": INTENT_BUNDLE_DIR,
+                        "reused_from": str(Path(bundle_path).resolve()) if intent_bundle is not None else None,
+                        "metrics": intent_manifest.metrics,
+                    },
+                    "scope": scope.report,
+                    "retrieval": retrieval,
+                    "knowledge_base": {"source": None if knowledge is None else str(knowledge), "entries": len(kb),
+                                       "warnings": kb.warnings},
+                    "templates": {
+                        "source": None if templates is None else str(templates),
+                        "intents": len(answer_templates),
+                    },
+                    "languages": profile.languages,
                 },
-                "scope": scope.report,
-                "retrieval": retrieval,
-                "knowledge_base": {"source": None if knowledge is None else str(knowledge), "entries": len(kb),
-                                   "warnings": kb.warnings},
-                "templates": {
-                    "source": None if templates is None else str(templates),
-                    "intents": len(answer_templates),
-                },
-                "languages": profile.languages,
-            },
+            ),
         )  # fmt: skip
     console.print(f"assistant written to {output}")
     return manifest

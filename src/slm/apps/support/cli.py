@@ -90,10 +90,10 @@ def build(
         intents, knowledge, output=output, templates=templates, validation=validation, intent_bundle=intent_bundle,
         pairs=pairs, config=config, train_config=train_config, show_progress=sys.stderr.isatty(),
     )  # fmt: skip
-    scope = manifest["scope"]
+    scope = manifest.extra["scope"]  # the assistant's own sections
     out.print(
-        f"[bold]{escape(str(output))}[/bold]: {len(manifest['labels'])} intents, "
-        f"{manifest['knowledge_base']['entries']:,} FAQ entries"
+        f"[bold]{escape(str(output))}[/bold]: {len(manifest.labels or [])} intents, "
+        f"{manifest.extra['knowledge_base']['entries']:,} FAQ entries"
     )
     out.print(
         f"  out-of-scope threshold keeps {scope['validation_in_scope_accuracy']:.1%} validation in-scope accuracy "

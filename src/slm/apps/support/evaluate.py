@@ -85,7 +85,7 @@ def retrieval_evaluation(
     out["retriever_dense"] = ranking_metrics([[h.entry.id for h in row] for row in dense], gold)
     lexical = with_weight(knowledge, 0.0).search(vectors, questions, k=10)
     out["bm25"] = ranking_metrics([[h.entry.id for h in row] for row in lexical], gold)
-    if untuned and assistant.manifest["retrieval"].get("tuned"):
+    if untuned and assistant.manifest.extra["retrieval"].get("tuned"):  # the assistant's own section
         base = untuned_retriever(assistant)
         plain = with_weight(base.knowledge, 1.0).search(base.retriever.embed(questions, batch_size=1), questions, k=10)
         out["untuned_dense"] = ranking_metrics([[h.entry.id for h in row] for row in plain], gold)
@@ -102,8 +102,10 @@ def untuned_retriever(assistant: Assistant):
     from slm.apps.support.build import SupportConfig, build_retriever
     from slm.apps.support.retrieval import Retriever
 
-    assert assistant.knowledge is not None  # a tuned retriever has a knowledge base
-    config = SupportConfig(base_model=assistant.manifest["components"]["retriever"]["base_model"], tune_retriever=False)
+    retriever = assistant.manifest.components.retriever
+    # A tuned retriever has a knowledge base, and build_retriever records the base model it was tuned from.
+    assert assistant.knowledge is not None and retriever is not None and retriever.base_model is not None
+    config = SupportConfig(base_model=retriever.base_model, tune_retriever=False)
     tmp = Path(tempfile.mkdtemp(prefix="slm-untuned-"))
     atexit.register(shutil.rmtree, tmp, True)  # the models are read into memory; the files go at exit
     spec, _ = build_retriever(assistant.knowledge.kb, [], tmp, config, show_progress=False)

@@ -75,20 +75,19 @@ def assistant_summary(name: str, loaded: LoadedAssistant) -> dict[str, Any]:
     """What ``GET /v1/models`` says about an assistant: counts and settings, never a path."""
     assistant = loaded.assistant
     manifest = assistant.manifest
-    base = manifest.get("base_model") or {}
     intents = [label for label in assistant.labels if label != assistant.oos_label]
     templates = assistant.templates
     return {
         "name": name,
         "kind": KIND,
-        "task": manifest.get("task"),
+        "task": manifest.task,
         "intents": len(intents),
         "faq_entries": 0 if assistant.knowledge is None else len(assistant.knowledge.kb),
         "templates": len(templates),
         "handoff_intents": sorted(intent for intent, template in templates.items() if template.handoff),
         "faq_threshold": assistant.faq_threshold,
-        "base_model": base.get("name") if isinstance(base, dict) else base,
-        "created": manifest.get("created"),
+        "base_model": manifest.base_model_name or None,
+        "created": manifest.created,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.loaded_at)),
     }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer
 
 from slm.bundle.manifest import bundle_path
+from slm.bundle.schema import Manifest, TransformerSpec
 from slm.errors import BundleError
 from slm.models.encoder import classifier_from_config
 from slm.training.batching import encode_texts
@@ -24,16 +24,14 @@ class TransformerComponent:
     (export and compression steps on their own staging folders) paths are joined to ``root`` as given.
     """
 
-    def __init__(
-        self, root: Path, spec: dict[str, Any], num_labels: int, *, manifest: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, root: Path, spec: TransformerSpec, num_labels: int, *, manifest: Manifest | None = None) -> None:
         def locate(rel: str) -> Path:
             return Path(root) / rel if manifest is None else bundle_path(root, manifest, rel)
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(locate(spec["tokenizer"]))
-            config = AutoConfig.from_pretrained(locate(spec["config"]))
-            state = load_file(str(locate(spec["weights"])))
+            self.tokenizer = AutoTokenizer.from_pretrained(locate(spec.tokenizer))
+            config = AutoConfig.from_pretrained(locate(spec.config))
+            state = load_file(str(locate(spec.weights)))
             head = state.get("head.weight")
             if head is not None and head.shape[0] != num_labels:
                 raise BundleError(
@@ -46,7 +44,7 @@ class TransformerComponent:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BundleError(f"{root}: cannot load the transformer: {first}") from None
         self.model.eval()
-        self.max_length = int(spec["max_length"])
+        self.max_length = int(spec.max_length)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
 
     def logits(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:

@@ -1,26 +1,29 @@
-"""Load a bundle and predict with it."""
+"""Load a bundle and predict with it: ONNX Runtime or the static tier without PyTorch, else PyTorch."""
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from slm.bundle.manifest import bundle_path, read_manifest
+from slm.bundle.predictions import decode
+from slm.bundle.schema import ComponentSpec, Manifest
 from slm.bundle.textlimit import cut_texts, text_limit
 from slm.errors import BundleError, ConfigError
 from slm.models.ensemble import ensemble_probabilities, probabilities
 
 if TYPE_CHECKING:
-    from slm.bundle.transformer import TransformerComponent
     from slm.models.ngram import NgramClassifier
     from slm.runtime.onnx import OnnxComponent
     from slm.runtime.static import StaticComponent
+    from slm.training.component import TransformerComponent
 
 COMPONENTS = ("ensemble", "transformer", "ngram", "static")
 BACKENDS = ("onnx", "torch")
+SpecT = TypeVar("SpecT", bound=ComponentSpec)
 
 
 OTHER_COMMANDS = {"recommendation": ": use 'slm app recommend rank|evaluate' or 'slm serve' with it"}
@@ -40,19 +43,19 @@ class Bundle:
         self, path: str | Path, *, verify: bool = True, backend: str | None = None, threads: int | None = None
     ) -> None:
         self.path = Path(path)
-        self.manifest = read_manifest(self.path, verify=verify)
-        if "labels" not in self.manifest:
-            hint = OTHER_COMMANDS.get(str(self.manifest.get("task")), "")
-            raise BundleError(f"{self.path} is a {self.manifest.get('task')} bundle, not a classifier{hint}")
-        self.labels: list[str] = list(self.manifest["labels"])
-        self.task: str = self.manifest["task"]
-        components = self.manifest["components"]
+        self.manifest: Manifest = read_manifest(self.path, verify=verify)
+        if self.manifest.labels is None:
+            hint = OTHER_COMMANDS.get(self.manifest.task, "")
+            raise BundleError(f"{self.path} is a {self.manifest.task} bundle, not a classifier{hint}")
+        self.labels: list[str] = list(self.manifest.labels)
+        self.task: str = self.manifest.task
+        components = self.manifest.components
         if backend is None:
             backend = "onnx" if "onnx" in components else "torch"
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{backend}': choose from {', '.join(BACKENDS)}")
-        needed = "onnx" if backend == "onnx" else "transformer"
-        if needed not in components and ("transformer" in components or "onnx" in components):
+        needed = components.onnx if backend == "onnx" else components.transformer
+        if needed is None and (components.transformer is not None or components.onnx is not None):
             raise BundleError(f"{self.path} has no {'ONNX' if backend == 'onnx' else 'PyTorch'} transformer")
         self.backend = backend
         self.threads = threads
@@ -66,8 +69,7 @@ class Bundle:
 
     @property
     def default_component(self) -> str:
-        component: str = self.manifest.get("default_component", "ensemble")
-        return component
+        return self.manifest.default_component or "ensemble"
 
     # -- components, loaded on first use --------------------------------------------------
     @cached_property
@@ -75,21 +77,27 @@ class Bundle:
         if self.backend == "onnx":
             from slm.runtime.onnx import OnnxComponent
 
-            spec = self.manifest["components"]["onnx"]
-            onnx = OnnxComponent(self.path, spec, threads=self.threads, manifest=self.manifest)
+            onnx_spec = self._spec(self.manifest.components.onnx, "onnx")
+            onnx = OnnxComponent(self.path, onnx_spec, threads=self.threads, manifest=self.manifest)
             self._check_width("ONNX model", onnx.output_widths.get("logits"))
             return onnx
-        from slm.bundle.transformer import TransformerComponent
+        from slm.training.component import TransformerComponent
 
-        spec = self.manifest["components"]["transformer"]
+        spec = self._spec(self.manifest.components.transformer, "transformer")
         return TransformerComponent(self.path, spec, len(self.labels), manifest=self.manifest)
 
     @cached_property
     def _static(self) -> StaticComponent:
         from slm.runtime.static import StaticComponent
 
-        spec = self.manifest["components"]["static"]
+        spec = self._spec(self.manifest.components.static, "static")
         return StaticComponent(self.path, spec, self.labels, self.multi_label, manifest=self.manifest)
+
+    def _spec(self, spec: SpecT | None, name: str) -> SpecT:
+        """A component's spec; only asked for after :meth:`_check_component` found the component."""
+        if spec is None:
+            raise BundleError(f"{self.path} has no {name} component (it has: {', '.join(self.components)})")
+        return spec
 
     def _check_width(self, what: str, width: int | None) -> None:
         """A model scores one class per label: a manifest whose labels do not fit it belongs to another model.
@@ -106,9 +114,9 @@ class Bundle:
     @cached_property
     def components(self) -> list[str]:
         """The components this bundle can predict with."""
-        have = self.manifest["components"]
+        have = self.manifest.components
         out = [c for c in ("transformer", "ngram", "static") if c in have or (c == "transformer" and "onnx" in have)]
-        if "transformer" in out and "ngram" in have and "ensemble" in self.manifest:
+        if "transformer" in out and have.ngram is not None and self.manifest.ensemble is not None:
             out.insert(0, "ensemble")
         return out
 
@@ -116,7 +124,8 @@ class Bundle:
     def _ngram(self) -> NgramClassifier:
         from slm.models.ngram import NgramClassifier
 
-        ngram = NgramClassifier.load(bundle_path(self.path, self.manifest, self.manifest["components"]["ngram"]["dir"]))
+        spec = self._spec(self.manifest.components.ngram, "ngram")
+        ngram = NgramClassifier.load(bundle_path(self.path, self.manifest, spec.dir))
         self._check_width("n-gram model", ngram.n_classes)
         return ngram
 
@@ -136,8 +145,7 @@ class Bundle:
         Every prediction cuts texts to it before tokenizing: the tokenizers and the n-gram baseline
         otherwise work on the whole string, however long (one 20 MB text took 3.4 GB).
         """
-        specs = self.manifest["components"].values()
-        return text_limit(max((int(s.get("max_length") or 0) for s in specs if isinstance(s, dict)), default=0))
+        return text_limit(max((spec.token_limit() for _, spec in self.manifest.components.items()), default=0))
 
     def predict_proba(
         self,
@@ -184,16 +192,18 @@ class Bundle:
 
     def _ensemble(self, transformer: np.ndarray, texts: list[str], ngram: np.ndarray | None = None) -> np.ndarray:
         """The shipped combination of transformer and n-gram probabilities."""
-        ensemble = self.manifest["ensemble"]
-        weight = float(ensemble["transformer_weight"])
+        ensemble = self.manifest.ensemble
+        if ensemble is None:
+            raise BundleError(f"{self.path} has no ensemble component (it has: {', '.join(self.components)})")
+        weight = float(ensemble.transformer_weight)
         if weight < 1.0 and ngram is None:
             ngram = self._ngram.predict_proba(texts)
-        return ensemble_probabilities(transformer, ngram, weight, ensemble.get("log_prior_shift"))
+        return ensemble_probabilities(transformer, ngram, weight, ensemble.log_prior_shift)
 
     def thresholds(self, component: str | None = None) -> np.ndarray:
         """Per-label decision thresholds (multi-label only)."""
         component = self._check_component(component)
-        values = self.manifest.get("thresholds", {}).get(component)
+        values = (self.manifest.thresholds or {}).get(component)
         return np.asarray(values if values is not None else [0.5] * len(self.labels), dtype=np.float32)
 
     def predict(
@@ -207,20 +217,6 @@ class Bundle:
         """One dict per text: ``label`` (``list`` for multi-label), ``score`` and ``probabilities``."""
         proba = self.predict_proba(texts, component=component, batch_size=batch_size, show_progress=show_progress)
         return decode(proba, self.labels, self.thresholds(component) if self.multi_label else None)
-
-
-def decode(proba: np.ndarray, labels: list[str], thresholds: np.ndarray | None) -> list[dict[str, Any]]:
-    """Turn a probability matrix into label predictions."""
-    out = []
-    for row in proba:
-        probs = {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
-        if thresholds is None:
-            top = int(row.argmax())
-            out.append({"label": labels[top], "score": float(row[top]), "probabilities": probs})
-        else:
-            chosen = [label for label, p, t in zip(labels, row, thresholds, strict=True) if p >= t]
-            out.append({"label": chosen, "score": float(row.max()), "probabilities": probs})
-    return out
 
 
 def load(path: str | Path, *, backend: str | None = None, threads: int | None = None) -> Bundle:
