@@ -1,5 +1,24 @@
-"""The one Rich console for progress and status messages (stderr, so stdout stays for data)."""
+"""The one Rich console for progress displays and the CLI's messages (stderr, so stdout stays for data).
+
+Library code draws on it only when its caller asked for progress (``show_progress=True``); messages go
+through ``logging`` instead (see :mod:`slm.logs`, whose CLI handler prints them here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from rich.console import Console
 
 console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def status(message: str, *, enabled: bool) -> Iterator[None]:
+    """A transient spinner with ``message`` while the block runs, when ``enabled``; nothing otherwise."""
+    if not enabled:
+        yield
+        return
+    with console.status(message):
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -10,9 +11,10 @@ import numpy as np
 
 from slm.bundle.derive import derive_bundle
 from slm.bundle.manifest import read_manifest
-from slm.console import console
 from slm.errors import BundleError, ConfigError, ModelError
 from slm.models.ensemble import probabilities
+
+log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -167,9 +169,9 @@ def export_bundle(
         new.setdefault("compression", {})
         return new
 
-    console.print(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
+    log.info(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
     if manifest.get("default_component", "transformer") != "transformer":
-        console.print(
+        log.info(
             f"note: {bundle} predicts with its {manifest['default_component']} by default; the exported bundle "
             f"predicts with the ONNX transformer (use --component {manifest['default_component']} where "
             "scikit-learn is installed)"

@@ -16,12 +16,15 @@ pieces, which is where accuracy can move: measure it on held-out data.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer, word_embedding_key
 from slm.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESERVE = 1000
 CHECK_TEXTS = 256
@@ -109,7 +112,6 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
     """
     from slm.bundle.derive import derive_bundle
     from slm.bundle.manifest import read_manifest
-    from slm.console import console
     from slm.fileio import write_text_atomic
 
     if reserve < 0:
@@ -135,7 +137,7 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
         raise ConfigError("the corpus uses the whole vocabulary: nothing to trim")
     trimmed, keep = trim_tokenizer(tokenizer, drop)
     sample = texts[:: max(1, len(texts) // CHECK_TEXTS)][:CHECK_TEXTS]
-    console.print(f"trimming the vocabulary to {len(keep):,} of {size:,} tokens ({len(texts):,} corpus texts)")
+    log.info(f"trimming the vocabulary to {len(keep):,} of {size:,} tokens ({len(texts):,} corpus texts)")
 
     def change(staging: Path, new: dict) -> dict:
         write_text_atomic(staging / tokenizer_file, json.dumps(trimmed, ensure_ascii=False))
