@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 import slm
+from slm.hardware import load_average, machine_info
 from slm.models.auto import resolve_auto
 from slm.pipeline import DataSource, prepare_splits
 from slm.training.config import TrainConfig
@@ -55,7 +54,7 @@ def waimai_file(limit: int | None, workdir: Path) -> Path:
 
 def train_once(data: Path, out: Path, config: TrainConfig) -> dict:
     """One default-split training; the test scores, the chosen base model and the configuration it ran with."""
-    load_before = os.getloadavg()
+    load_before = load_average()
     started = time.perf_counter()
     bundle = slm.train(data, output=out, config=config, show_progress=False)
     wall = time.perf_counter() - started
@@ -75,7 +74,7 @@ def train_once(data: Path, out: Path, config: TrainConfig) -> dict:
         "epochs_run": training["epochs_run"],
         "config": training["config"],
         "train_wall_minutes": round(wall / 60, 2),
-        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_before": load_before,
     }
 
 
@@ -167,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         by_hand = train_once(
             data, args.bundles / f"e5-waimai{suffix}", TrainConfig(base_model="e5-small-multi", **extra)
         )
+    machine = machine_info()
     result = {
         "limit": args.limit or None,
         "epochs": args.epochs,
         "waimai": {"sizes": auto["sizes"], "auto": auto, "by_hand": by_hand, "comparison": compare(auto, by_hand)},
         "english": english,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
+        "cpu_count": machine["cpu_count"],
+        "platform": machine["platform"],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"auto_base_model{suffix}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
 import slm
+from slm.hardware import load_average, machine_info
 from slm.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -98,7 +97,7 @@ def run(name: str, out_dir: Path) -> dict:
         paths = splits(name, Path(tmp))
         frames = {k: pd.read_csv(v, dtype=str, keep_default_na=False) for k, v in paths.items()}
         started = time.perf_counter()
-        load_before = os.getloadavg()
+        load_before = load_average()
         bundle = slm.train(
             paths["train"], output=out_dir / f"chinese-{name}", validation=paths["validation"], test=paths["test"],
             text_col="text", label_col="label", config=TrainConfig(base_model=BASE, **spec["config"]),
@@ -120,6 +119,7 @@ def run(name: str, out_dir: Path) -> dict:
         want = spec["target"]["beat_char_points"]
         margin = 100 * (shipped["accuracy"] - models["char_baseline"]["accuracy"])
         checks["beat_char_points"] = {"target": want, "measured": round(margin, 2), "met": margin >= want}
+    machine = machine_info()
     return {
         "dataset": name,
         "base_model": BASE,
@@ -135,9 +135,9 @@ def run(name: str, out_dir: Path) -> dict:
         "epochs_run": manifest["training"]["epochs_run"],
         "config": manifest["training"]["config"],
         "checks": checks,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
+        "load_average_before": load_before,
+        "cpu_count": machine["cpu_count"],
+        "platform": machine["platform"],
     }
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 import slm
+from slm.hardware import load_average, machine_info
 from slm.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -72,7 +71,7 @@ def run(name: str, out_dir: Path) -> dict:
             train, test = _split_8020(spec, Path(tmp))
         else:
             train, test = DATA / spec["train"], DATA / spec["test"]
-        load_before = os.getloadavg()
+        load_before = load_average()
         started = time.perf_counter()
         bundle = slm.train(
             train,
@@ -86,6 +85,7 @@ def run(name: str, out_dir: Path) -> dict:
         wall = time.perf_counter() - started
     manifest = bundle.manifest.to_json()  # the JSON record, for the results file
     metrics = manifest["metrics"]["test"]
+    machine = machine_info()
     result = {
         "dataset": name,
         "models": metrics,
@@ -96,10 +96,10 @@ def run(name: str, out_dir: Path) -> dict:
         "epochs_run": manifest["training"]["epochs_run"],
         "ensemble_transformer_weight": manifest["ensemble"]["transformer_weight"],
         "config": manifest["training"]["config"],
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "cpu_count": machine["cpu_count"],
+        "platform": machine["platform"],
         "targets": spec["targets"],
     }
     shipped = metrics[manifest["default_component"]]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from slm.hardware import load_average
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
@@ -34,7 +35,7 @@ def run(nproc: int, epochs: int, output: Path) -> dict:
         command += ["--nproc", str(nproc)]
     else:
         command += ["--threads", "2"]
-    load_before = os.getloadavg()
+    load_before = load_average()
     started = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
@@ -51,8 +52,8 @@ def run(nproc: int, epochs: int, output: Path) -> dict:
         "best_epoch": manifest["training"]["best_epoch"],
         "distributed": manifest["training"].get("distributed"),
         "threads_per_process": manifest["training"]["threads"],
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
 
 

@@ -486,11 +486,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     started = time.monotonic()
     result = run()
-    result.update(date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=os.cpu_count(),
-                  seconds=round(time.monotonic() - started, 1))  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
     sys.path.insert(0, str(REPO / "src"))
     from slm.fileio import write_text_atomic
+    from slm.hardware import machine_info
+
+    result.update(date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=machine_info()["cpu_count"],
+                  seconds=round(time.monotonic() - started, 1))  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
 
     write_text_atomic(RESULTS / "hostile_client.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     write_text_atomic(RESULTS / "hostile_client.md", markdown(result))

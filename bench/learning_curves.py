@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from slm.hardware import load_average, machine_info
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
@@ -75,7 +75,7 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
             rest[["text"]].to_csv(unlabeled, index=False)
         settings = FULL_DATA_CONFIG.get(method, {}) if k is None else METHOD_CONFIG[method]
         config = TrainConfig(method=method, seed=42 + seed, **settings)
-        load_before = os.getloadavg()
+        load_before = load_average()
         started = time.perf_counter()
         bundle = slm.train(
             data,
@@ -103,8 +103,8 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
         "call_minutes": round(wall / 60, 2),
         "parameters": training.get("parameters"),
         "self_training_record": training.get("self_training"),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
 
 
@@ -120,10 +120,11 @@ def load_runs() -> dict[str, dict]:
 
 def save_runs(runs: dict[str, dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
     payload = {
         "dataset": "banking77",
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
+        "cpu_count": machine["cpu_count"],
+        "platform": machine["platform"],
         "runs": sorted(runs.values(), key=lambda r: (r["k"] or 10**9, r["method"], r["self_training"], r["draw"])),
     }
     RESULTS_FILE.write_text(json.dumps(payload, indent=2) + "\n")

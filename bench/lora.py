@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from slm.hardware import load_average
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "met": share is not None and share <= MAX_TRAINABLE_SHARE,
             },
         },
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "lora.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -37,6 +36,7 @@ from slm.apps.monitor.config import AlertConfig, validate_config  # noqa: E402
 from slm.apps.monitor.detect import spike  # noqa: E402
 from slm.apps.monitor.monitor import Monitor  # noqa: E402
 from slm.apps.monitor.storage import MonitorStore  # noqa: E402
+from slm.hardware import load_average, machine_info  # noqa: E402
 from slm.lexicon import Lexicon  # noqa: E402
 from slm.runtime import load  # noqa: E402
 
@@ -203,7 +203,7 @@ def main() -> None:
     if not args.skip_pruned and (pruned / "manifest.json").exists():
         bundles.append(pruned)
     lexicon = Lexicon.load(LEXICON)
-    load_before = os.getloadavg()
+    load_before = load_average()
     runs, timelines = [], {}
     for scenario, spec in SCENARIOS.items():
         items, surges, rate = build_timeline(heldout, lexicon, **spec)
@@ -229,14 +229,15 @@ def main() -> None:
                     | {"detection": {k: run["detection"][k] for k in ("recall", "precision", "median_delay_windows")}}
                 )
             )
+    machine = machine_info()
     result = {
         "items": timelines["standard"]["items"], "windows": DAYS * 24, "per_window": PER_WINDOW,
         "surges": timelines["standard"]["surges"], "scenarios": timelines,
         "base_negative_per_window": {e: round(r, 3) for e, r in sorted(rate.items(), key=lambda kv: -kv[1])},
         "ngram_baseline_heldout_accuracy": round(ngram_accuracy(train, heldout), 4),
-        "runs": runs, "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
-        "platform": platform.processor() or platform.machine(),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "runs": runs, "batch_size": args.batch_size, "cpu_count": machine["cpu_count"],
+        "platform": machine["platform"], "load_average_before": load_before,
+        "load_average_after": machine["load_average"],
         "targets": {"recall": 0.9, "precision": 0.9, "median_delay_windows": 2, "items_per_second": 300},
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)

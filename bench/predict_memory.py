@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from slm.benchmark.peak import run_measured
+from slm.hardware import load_average, machine_info
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
@@ -95,7 +96,7 @@ def measure(model: Path, source: Path, out: Path, src: str | None, cap_mb: float
     if src:
         env["PYTHONPATH"] = src
     cmd = [sys.executable, "-m", "slm", "predict", str(model), str(source), "-o", str(out), "-q"]
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = load_average()
     started = time.perf_counter()
     done = run_measured(cmd, cap_mb=cap_mb, env=env, timeout=24 * 3600)
     seconds = time.perf_counter() - started
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
             cases.append(case)
             source.unlink()
     return {"label": args.label, "code": args.src or "this checkout", "bundle": str(model),
-            "cap_mb": args.cap_mb, "cores": os.cpu_count(), "cases": cases}  # fmt: skip
+            "cap_mb": args.cap_mb, "cores": machine_info()["cpu_count"], "cases": cases}  # fmt: skip
 
 
 def verdict(entry: dict) -> dict:

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from slm.hardware import load_average
+
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
 BUNDLE = ROOT.parent / "runs" / "bench" / "banking77-int8"
@@ -66,12 +68,8 @@ def texts_csv(rows: int, folder: Path) -> Path:
     return path
 
 
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def one_process(source: Path, rows: int, core: int) -> dict:
-    load = _load()
+    load = load_average()
     # One core, really: pinned to one CPU, and no tokenizer threads on the others.
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["taskset", "-c", str(core), sys.executable, "-c", ONE_PROCESS, str(BUNDLE), str(source)],
@@ -87,7 +85,7 @@ def two_processes(source: Path, rows: int) -> dict:
     each labelling its share of the texts, all at once (same memory and cache contention as Ray's actors)."""
     cores = os.cpu_count() or 1
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    load = _load()
+    load = load_average()
     jobs = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-c", ONE_PROCESS, str(BUNDLE),
                               str(source), f"{core}/{cores}"], stdout=subprocess.PIPE, text=True, env=env)
             for core in range(cores)]  # fmt: skip
@@ -98,7 +96,7 @@ def two_processes(source: Path, rows: int) -> dict:
 
 
 def ray_job(source: Path, rows: int, out: Path, cores: int) -> dict:
-    load = _load()
+    load = load_average()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "slm", "predict", str(BUNDLE), str(source), "-o", str(out),
                     "--engine", "ray", "--threads", "1", "--quiet"], check=True)  # fmt: skip
@@ -112,7 +110,7 @@ def ray_job(source: Path, rows: int, out: Path, cores: int) -> dict:
 
 
 def local_cli(source: Path, rows: int, out: Path, cores: int) -> dict:
-    load = _load()
+    load = load_average()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "slm", "predict", str(BUNDLE), str(source), "-o", str(out), "--quiet"],
                    check=True)  # fmt: skip

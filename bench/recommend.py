@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import numpy as np
 
 from slm.apps.recommend import Recommender
 from slm.apps.recommend.report import markdown_report
+from slm.hardware import load_average
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -152,7 +152,7 @@ def latency(requests: int, seed: int = 0) -> dict:
         "http_over_in_process_p50": round(http["p50_ms"] / local["p50_ms"], 2),
         "target_p50_ms": 50.0,
         "met": http["p50_ms"] <= 50.0,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
     }
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from compression import FP32, build_variants  # noqa: E402
+
+from slm.hardware import load_average, machine_info  # noqa: E402
 
 DATA = ROOT.parent.parent / "shared" / "data" / "banking77" / "test.csv"
 RESULTS = ROOT / "results"
@@ -85,10 +86,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 class Server:
@@ -159,7 +156,7 @@ def drive(server: Server, texts: Path, logs: Path, *, concurrency: int | None = 
     command = [sys.executable, str(CLIENT), f"{server.url}/v1/models/{MODEL}/predict", "--texts", str(texts), *load,
                "--duration", str(duration), "-o", str(out)]  # fmt: skip
     cpu = server.ps.cpu_times()
-    load_before = _load_average()
+    load_before = load_average()
     with server.sampling() as rss:
         client = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
     if client.returncode != 0:
@@ -277,12 +274,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def environment() -> dict:
-    from importlib.metadata import version
-
-    from slm.benchmark.harness import _cpu
-
-    return {"cpu": _cpu(), "load_average_end": _load_average(),
-            "versions": {n: version(n) for n in ("slm", "onnxruntime", "fastapi", "uvicorn", "aiohttp")}}  # fmt: skip
+    machine = machine_info(packages=("slm", "onnxruntime", "fastapi", "uvicorn", "aiohttp"))
+    return {"cpu": machine["cpu"], "load_average_end": machine["load_average"], "versions": machine["versions"]}
 
 
 def _at(runs: list[dict], server: str, level: int) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from slm.apps.support.assistant import Assistant  # noqa: E402
 from slm.apps.support.build import SupportConfig, build_assistant  # noqa: E402
 from slm.apps.support.evaluate import plot_tradeoff, scope_evaluation  # noqa: E402
 from slm.apps.support.scope import choose_threshold, oos_metrics, tradeoff  # noqa: E402
+from slm.hardware import load_average  # noqa: E402
 from slm.training.config import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -150,7 +150,7 @@ def main() -> None:
         "intent_train_minutes": round(train_minutes, 2),
         "assistant_build_seconds": round(build_seconds, 1),
         "wall_minutes": round((time.perf_counter() - started) / 60, 2),
-        "load_average": os.getloadavg(),
+        "load_average": load_average(),
         "plot": png.name,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support_data import insuranceqa  # noqa: E402
 
 from slm.apps.support.generation import GroundedGenerator  # noqa: E402
+from slm.hardware import load_average  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,7 +57,7 @@ def main() -> None:
         "tokens_per_second": round(tokens / seconds, 1),
         "seconds_per_reply_median": round(float(np.median([r["seconds"] for r in rows])), 2),
         "grounded_share": round(float(np.mean([r["grounded"] for r in rows])), 3),
-        "load_average": os.getloadavg(),
+        "load_average": load_average(),
         "examples": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from slm.apps.support.build import SupportConfig, tune_retriever  # noqa: E402
 from slm.apps.support.contrastive import RetrieverTraining  # noqa: E402
 from slm.apps.support.lexical import LexicalIndex  # noqa: E402
 from slm.apps.support.ranking import mrr, recall_at_k  # noqa: E402
+from slm.hardware import load_average  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_POINTS = 5.0
@@ -165,7 +166,7 @@ def main() -> None:
         "hybrid_validation_mrr": {str(k): v for k, v in curve.items()},
         "document_tokens": args.document_tokens,
         "wall_minutes": round((time.perf_counter() - started) / 60, 2),
-        "load_average": os.getloadavg(),
+        "load_average": load_average(),
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "support_insuranceqa.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from slm.hardware import load_average
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "fin_tweets_sentiment" / "sent_train.csv"
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the shared data folder {DATA.parent} is absent", file=sys.stderr)
         return 2
     wall = None
-    load_before = os.getloadavg()
+    load_before = load_average()
     if not args.report_only:
         import slm
 
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         "beats_default": default is not None and best > default,
         "best_config": summary["best_config"],
         "trials": trials,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tune_fin_tweets.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -7,7 +7,12 @@ stays cheap.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
+
+# A library logs and leaves the output to the program: no record reaches logging's last-resort stderr handler
+# unless the program (or the CLI, through slm.logs.attach_cli_handler) configures a handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 __all__ = ["Bundle", "__version__", "evaluate", "load", "train", "tune"]

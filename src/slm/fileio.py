@@ -106,7 +106,8 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
             except OSError:
                 continue
             removed.append(item)
-            log.info("removed %s, left behind by an interrupted write", item)
+            # debug, not info: the CLI shows info records, and this one was never shown
+            log.debug("removed %s, left behind by an interrupted write", item)
     return removed
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 from slm.data import TextDataset, align_labels, load_dataset, min_examples_per_class, split_dataset
 from slm.data.report import DataReport
 from slm.errors import ConfigError
+from slm.hardware import machine_info
 from slm.reports import multi_label_metrics, single_label_metrics, tune_thresholds
 
 if TYPE_CHECKING:
@@ -138,18 +137,18 @@ def model_summary(
 
 
 def environment() -> dict:
-    """Versions and machine load, recorded next to every timing."""
-    import torch
-    import transformers
+    """Versions and machine load, recorded next to every timing (a training or evaluation report's fields)."""
+    import torch  # noqa: F401  (loaded, so that its thread count is part of the record)
 
+    machine = machine_info(packages=("torch", "transformers"))
     return {
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
+        "load_average": machine["load_average"],
+        "threads": machine["threads"],
+        "cpu_count": machine["cpu_count"],
+        "python": machine["python"],
+        "torch": machine["versions"]["torch"],
+        "transformers": machine["versions"]["transformers"],
+        "platform": machine["platform"],
     }
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slm.console import console
 from slm.data import align_labels
 from slm.data.loading import read_texts
+from slm.durations import parse_duration
 from slm.errors import ConfigError
 from slm.fileio import atomic_directory, claim_output_files, claim_output_folder, remove_output_folder
 from slm.pipeline import (
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from slm.training.tune import TuneResult
 
 __all__ = ["Bundle", "evaluate", "load", "train", "tune"]
+
+log = logging.getLogger(__name__)
 
 
 def _quiet_transformers() -> None:
@@ -71,6 +74,10 @@ def train(
     The bundle at ``output`` is replaced only when everything succeeded; checkpoints live in
     ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``. A folder at
     ``output`` holding files slm did not write is refused before any work, or with ``force`` moved aside.
+
+    ``show_progress``: progress bars and the per-epoch log lines; with False no bar is drawn. Notes,
+    warnings and "bundle written" are log records of the ``slm`` logger: shown only where the program
+    configures logging (the CLI shows them on stderr), never printed by the library.
     """
     config = config or TrainConfig()
     if unlabeled is not None and resume:
@@ -106,23 +113,35 @@ def train(
         resume=resume,
         show_progress=show_progress,
         data_path=str(data),
-        split={
-            "val_size": val_size,
-            "test_size": test_size,
-            "seed": config.seed,
-            "validation": None if validation is None else str(validation),
-            "test": None if test is None else str(test),
-            "text_col": text_col,
-            "label_col": label_col,
-            "label_cols": label_cols,
-            "label_sep": label_sep,
-        },
+        split=_split_record(source, validation, test, val_size, test_size, config.seed),
         unlabeled=unlabeled_texts,
     )
     remove_output_folder(checkpoint_dir_for(output))
     if isinstance(result, str):  # a distributed run: rank 0 wrote the bundle
         return load(result)
     return result
+
+
+def _split_record(
+    source: DataSource,
+    validation: str | Path | None,
+    test: str | Path | None,
+    val_size: float,
+    test_size: float,
+    seed: int,
+) -> dict[str, Any]:
+    """How the data was read and split, for the manifest (``slm evaluate`` and ``--resume`` read it back)."""
+    return {
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+        "validation": None if validation is None else str(validation),
+        "test": None if test is None else str(test),
+        "text_col": source.text_col,
+        "label_col": source.label_col,
+        "label_cols": source.label_cols,
+        "label_sep": source.label_sep,
+    }
 
 
 def _distributed_job(splits: Splits, config: TrainConfig, **options: Any) -> str | None:
@@ -167,14 +186,13 @@ def tune(
     so the default configuration takes a quarter of the budget; 0: all of them). Files of those names in
     ``output`` that slm did not write are refused, or with ``force`` moved aside.
     """
-    from slm.training.tune import TUNABLE_METHODS, TUNE_FILES, check_methods, parse_budget
+    from slm.training.tune import TUNABLE_METHODS, TUNE_FILES, check_methods
 
     config = config or TrainConfig()
     methods = tuple(methods or TUNABLE_METHODS)
     check_methods(methods)
-    seconds = float(budget) if isinstance(budget, int | float) else parse_budget(budget)
-    if seconds <= 0:
-        raise ConfigError("budget must be positive")
+    # A number is seconds; a bare number in a string ("3", as typed after --budget) is minutes.
+    seconds = parse_duration(budget, bare_unit="s" if isinstance(budget, int | float) else "m", what="budget")
     if max_train_examples is not None and max_train_examples < 0:
         raise ConfigError("max train examples must be >= 0 (0 uses all)")
     output = Path(output)
@@ -242,5 +260,5 @@ def evaluate(
 
         with atomic_directory(Path(output)) as staging:
             write_report(report, staging)
-        console.print(f"report written to {output}")
+        log.info(f"report written to {output}")
     return report

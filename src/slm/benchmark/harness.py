@@ -10,15 +10,14 @@ noise falls on all variants alike. Threads are pinned to ``threads`` everywhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import platform
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,10 @@ from slm.bundle.schema import Manifest, NgramSpec
 from slm.console import console
 from slm.errors import BundleError, ConfigError, one_line
 from slm.fileio import claim_output_files, record_output, write_json_atomic, write_text_atomic
-from slm.hardware import cpu_info
+from slm.hardware import load_average, machine_info
+from slm.logs import DONE, progress_lines
+
+log = logging.getLogger(__name__)
 
 LONG_TOKENS = 64
 READY_TIMEOUT_S = 900.0
@@ -42,6 +44,8 @@ ROLE_TORCH_FP32 = "torch_fp32"
 ROLE_TORCH_INT8 = "torch_int8"
 ROLE_OPTIMUM_INT8 = "optimum_int8"
 REFERENCES = {"vs_torch_fp32": ROLE_TORCH_FP32, "vs_optimum_int8": ROLE_OPTIMUM_INT8}
+# The packages whose versions a benchmark records.
+VERSIONED_PACKAGES = ("slm", "torch", "transformers", "tokenizers", "onnxruntime", "onnx", "numpy", "safetensors")
 
 # Used for timing only when no data is given (no accuracy then).
 FALLBACK_TEXTS = [
@@ -240,90 +244,111 @@ def _build_variants(
     optimum: bool,
     threads: int,
     optimum_venv: str | Path | None,
-    log,
+    show_progress: bool,
     baseline_bundle: Path | None = None,
 ) -> tuple[list[Variant], dict]:
-    variants: list[Variant] = []
+    """The variants to measure: each bundle, then the PyTorch baselines and the Optimum model built from
+    ``baseline_bundle`` (default: the first bundle with PyTorch weights); and the Optimum setup's record."""
     names: set[str] = set()
-    slm_worker = [sys.executable, "-m", "slm.benchmark.worker"]
     torch_source: tuple[Path, Manifest] | None = None
     if baseline_bundle is not None:
         manifest = read_manifest(baseline_bundle)
         if not _torch_weights(baseline_bundle, manifest):
             raise BundleError(f"{baseline_bundle} has no PyTorch weights (model/) to build the baselines from")
         torch_source = (baseline_bundle, manifest)
+    variants: list[Variant] = []
     for bundle in bundles:
         manifest = read_manifest(bundle)
         if torch_source is None and _torch_weights(bundle, manifest):
             torch_source = (bundle, manifest)
-        variants.append(
-            Variant(
-                key=f"bundle{len(variants)}",
-                name=_unique(bundle.name or str(bundle), names),
-                role=ROLE_BUNDLE,
-                source=str(bundle),
-                command=[*slm_worker, "runtime", str(bundle), "--threads", str(threads)],
-                weights=_bundle_weights(bundle, manifest),
-                setup={"default_component": manifest.default_component, "lineage": manifest.to_json().get("lineage")},
-            )
-        )
-    optimum_meta: dict = {}
+        variants.append(_bundle_variant(bundle, manifest, len(variants), names, threads))
     if torch_source is None:
-        if baselines or optimum:
-            log("[yellow]warning[/]: no bundle has PyTorch weights (model/): baselines and Optimum are skipped")
-        return variants, optimum_meta
+        if (baselines or optimum) and show_progress:
+            log.warning("warning: no bundle has PyTorch weights (model/): baselines and Optimum are skipped")
+        return variants, {}
     bundle, manifest = torch_source
     weights = _torch_weights(bundle, manifest)
     assert weights is not None  # torch_source is a bundle with them
     if baselines:
+        variants += _baseline_variants(bundle, weights, names, threads)
+    optimum_meta: dict = {}
+    if optimum:
+        variant, optimum_meta = _optimum_variant(bundle, names, threads, optimum_venv, show_progress)
+        variants.append(variant)
+    return variants, optimum_meta
+
+
+def _slm_worker() -> list[str]:
+    return [sys.executable, "-m", "slm.benchmark.worker"]
+
+
+def _bundle_variant(bundle: Path, manifest: Manifest, index: int, names: set[str], threads: int) -> Variant:
+    """A bundle run through slm's runtime, as it would serve."""
+    return Variant(
+        key=f"bundle{index}",
+        name=_unique(bundle.name or str(bundle), names),
+        role=ROLE_BUNDLE,
+        source=str(bundle),
+        command=[*_slm_worker(), "runtime", str(bundle), "--threads", str(threads)],
+        weights=_bundle_weights(bundle, manifest),
+        setup={"default_component": manifest.default_component, "lineage": manifest.to_json().get("lineage")},
+    )
+
+
+def _baseline_variants(bundle: Path, weights: Path, names: set[str], threads: int) -> list[Variant]:
+    """PyTorch fp32 eager and PyTorch dynamic int8 on ``bundle``'s weights."""
+    return [
+        Variant(
+            key=role,
+            name=_unique(label, names),
+            role=role,
+            source=str(bundle),
+            command=[*_slm_worker(), kind, str(bundle), "--threads", str(threads)],
+            weights=[weights],
+            setup={"note": "quantized at load time from the fp32 weights"} if kind == "torch-int8" else {},
+        )
         for role, kind, label in (
             (ROLE_TORCH_FP32, "torch", "PyTorch fp32 eager"),
             (ROLE_TORCH_INT8, "torch-int8", "PyTorch dynamic int8"),
-        ):
-            variants.append(
-                Variant(
-                    key=role,
-                    name=_unique(label, names),
-                    role=role,
-                    source=str(bundle),
-                    command=[*slm_worker, kind, str(bundle), "--threads", str(threads)],
-                    weights=[weights],
-                    setup={"note": "quantized at load time from the fp32 weights"} if kind == "torch-int8" else {},
-                )
-            )
-    if optimum:
-        from slm.benchmark.optimum_env import WORKER_SCRIPT, default_venv_dir, ensure_venv, prepare_optimum_model
-
-        python, marker = ensure_venv(optimum_venv, log=log)
-        log(f"preparing the Optimum int8 model from {bundle} (ONNX export + ORTQuantizer)")
-        cache = (Path(optimum_venv) if optimum_venv else default_venv_dir()).parent / "optimum-models"
-        prepared = prepare_optimum_model(bundle, cache, python)
-        optimum_meta = {"venv": str(python.parent.parent), "requirements": marker["requirements"],
-                        "freeze": marker["freeze"], "model": prepared}  # fmt: skip
-        variants.append(
-            Variant(
-                key=ROLE_OPTIMUM_INT8,
-                name=_unique("Optimum ORT dynamic int8", names),
-                role=ROLE_OPTIMUM_INT8,
-                source=str(bundle),
-                command=[
-                    str(python),
-                    str(WORKER_SCRIPT),
-                    "serve",
-                    "--dir",
-                    prepared["dir"],
-                    "--file-name",
-                    prepared["file_name"],
-                    "--threads",
-                    str(threads),
-                    "--max-length",
-                    str(prepared["max_length"]),
-                ],  # fmt: skip
-                weights=[Path(prepared["dir"]) / prepared["file_name"]],
-                setup={"quantization": prepared["quantization"], "export": prepared["export"]},
-            )
         )
-    return variants, optimum_meta
+    ]
+
+
+def _optimum_variant(
+    bundle: Path, names: set[str], threads: int, optimum_venv: str | Path | None, show_progress: bool
+) -> tuple[Variant, dict]:
+    """Optimum's ONNX Runtime dynamic int8 model of ``bundle``, in its own venv (built once), and its record."""
+    from slm.benchmark.optimum_env import WORKER_SCRIPT, default_venv_dir, ensure_venv, prepare_optimum_model
+
+    say = progress_lines(log, show_progress)
+    python, marker = ensure_venv(optimum_venv, log=say)
+    say(f"preparing the Optimum int8 model from {bundle} (ONNX export + ORTQuantizer)")
+    cache = (Path(optimum_venv) if optimum_venv else default_venv_dir()).parent / "optimum-models"
+    prepared = prepare_optimum_model(bundle, cache, python)
+    optimum_meta = {"venv": str(python.parent.parent), "requirements": marker["requirements"],
+                    "freeze": marker["freeze"], "model": prepared}  # fmt: skip
+    variant = Variant(
+        key=ROLE_OPTIMUM_INT8,
+        name=_unique("Optimum ORT dynamic int8", names),
+        role=ROLE_OPTIMUM_INT8,
+        source=str(bundle),
+        command=[
+            str(python),
+            str(WORKER_SCRIPT),
+            "serve",
+            "--dir",
+            prepared["dir"],
+            "--file-name",
+            prepared["file_name"],
+            "--threads",
+            str(threads),
+            "--max-length",
+            str(prepared["max_length"]),
+        ],  # fmt: skip
+        weights=[Path(prepared["dir"]) / prepared["file_name"]],
+        setup={"quantization": prepared["quantization"], "export": prepared["export"]},
+    )
+    return variant, optimum_meta
 
 
 # ---------------------------------------------------------------- measuring
@@ -354,11 +379,11 @@ def _rnd(value: float | None, digits: int = 3) -> float | None:
 class _Run:
     """The measuring loop: one object so each step can mark a variant failed and move on."""
 
-    def __init__(self, variants: list[Variant], threads: int, logs: Path, log) -> None:
+    def __init__(self, variants: list[Variant], threads: int, logs: Path, show_progress: bool) -> None:
         self.variants = variants
         self.threads = threads
         self.logs = logs
-        self.log = log
+        self.show_progress = show_progress
         self.spawns = 0
 
     def live(self, order: list[Variant] | None = None) -> list[Variant]:
@@ -374,7 +399,8 @@ class _Run:
 
     def fail(self, variant: Variant, exc: Exception) -> None:
         variant.error = one_line(exc)
-        self.log(f"[red]{variant.name} failed[/]: {variant.error}")
+        if self.show_progress:
+            log.error(f"{variant.name} failed: {variant.error}")
         if variant.worker is not None:
             variant.worker.kill()
             with contextlib.suppress(Exception):
@@ -501,33 +527,6 @@ def ratios(summary: dict, reference: dict) -> dict:
     return out
 
 
-def _versions() -> dict:
-    out: dict[str, str | None] = {}
-    for name in ("slm", "torch", "transformers", "tokenizers", "onnxruntime", "onnx", "numpy", "safetensors"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _cpu() -> dict:
-    info = cpu_info()
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
-    return {
-        "model": info["model"],
-        "logical_cpus": info["logical_cpus"],
-        "flags": [f for f in wanted if f in info["flags"]],
-    }
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 # ---------------------------------------------------------------- the public entry point
 
 
@@ -569,6 +568,83 @@ def run_benchmark(
     Files of those names in ``output`` that slm did not write are refused before any work, or with
     ``force`` moved aside.
     """
+    paths = _check_settings(bundles, threads, rounds, latency_texts, throughput_texts, batch_size)
+    output = Path(output)
+    written = [f"{name}.json", f"{name}.md", f"{name}.png"]
+    claim_output_files(output, written, force=force)
+    load_rounds = rounds if load_rounds is None else max(1, load_rounds)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    load_start = load_average()
+
+    inputs = _inputs(data, paths, max_eval, seed, latency_texts, throughput_texts, batch_size)
+    variants, optimum_meta = _build_variants(
+        paths,
+        baselines=baselines,
+        optimum=optimum,
+        threads=threads,
+        optimum_venv=optimum_venv,
+        show_progress=show_progress,
+        baseline_bundle=Path(baseline_bundle) if baseline_bundle is not None else None,
+    )
+    _measure_all(variants, threads, rounds, load_rounds, inputs, batch_size, show_progress)
+    environment = _environment(load_start, optimum_meta)  # after the run: its load average is the end's
+    rows, front, reference_variant = _rows(variants, inputs)
+    results = {
+        "title": f"slm bench: {len(rows)} variants, {threads} thread{'s' if threads != 1 else ''}",
+        "started": started_at,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": _settings(threads, rounds, load_rounds, latency_texts, throughput_texts, batch_size, seed),
+        "data": inputs.record(),
+        "environment": environment,
+        "reference": reference_variant.name if reference_variant else None,
+        "pareto_front": [rows[i]["name"] for i in front],
+        "variants": rows,
+    }
+    _write(output, name, results, written)
+    if show_progress:
+        log.info(f"benchmark written: {output / name}.json, .md, .png", extra=DONE)
+    return results
+
+
+def _settings(
+    threads: int, rounds: int, load_rounds: int, latency_texts: int, throughput_texts: int, batch_size: int, seed: int
+) -> dict:
+    return {
+        "threads": threads,
+        "rounds": rounds,
+        "load_rounds": load_rounds,
+        "latency_texts": latency_texts,
+        "throughput_texts": throughput_texts,
+        "batch_size": batch_size,
+        "seed": seed,
+        "interleaving": "round-robin; every round each variant runs short latency, then 64-token latency, "
+        "then throughput, the variant order rotating by one each round",
+    }
+
+
+def _measure_all(
+    variants: list[Variant],
+    threads: int,
+    rounds: int,
+    load_rounds: int,
+    inputs: _Inputs,
+    batch_size: int,
+    show_progress: bool,
+) -> None:
+    """Measure every variant (results land on the variants), the workers' logs in a temporary folder."""
+    steps = len(variants) * (1 + (load_rounds - 1) + 3 * rounds + 1)
+    with tempfile.TemporaryDirectory(prefix="slm-bench-") as tmp:
+        run = _Run(variants, threads, Path(tmp), show_progress)
+        try:
+            _measure(run, rounds, load_rounds, inputs, batch_size, steps, show_progress)
+        finally:
+            run.close_all()
+
+
+def _check_settings(
+    bundles: Sequence[str | Path], threads: int, rounds: int, latency_texts: int, throughput_texts: int, batch_size: int
+) -> list[Path]:
+    """The bundles' paths, once every setting is valid and every bundle exists."""
     if not bundles:
         raise ConfigError("give at least one bundle to benchmark")
     if threads < 1 or rounds < 1 or latency_texts < 1 or throughput_texts < 1 or batch_size < 1:
@@ -577,14 +653,64 @@ def run_benchmark(
     for path in paths:
         if not path.exists():
             raise BundleError(f"bundle not found: {path}")
-    output = Path(output)
-    written = [f"{name}.json", f"{name}.md", f"{name}.png"]
-    claim_output_files(output, written, force=force)
-    load_rounds = rounds if load_rounds is None else max(1, load_rounds)
-    log = console.print if show_progress else (lambda *a, **k: None)
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    load_start = _load_average()
+    return paths
 
+
+def _environment(load_start: list[float] | None, optimum_meta: dict) -> dict:
+    """The machine, the versions and the load before and (now) after the run."""
+    machine = machine_info(packages=VERSIONED_PACKAGES)
+    return {
+        "cpu": machine["cpu"],
+        "python": machine["python"],
+        "platform": machine["platform"],
+        "versions": machine["versions"],
+        "load_average_start": load_start,
+        "load_average_end": machine["load_average"],
+        "optimum": optimum_meta or None,
+    }
+
+
+@dataclass
+class _Inputs:
+    """The texts every variant is timed and scored on."""
+
+    texts: list[str]  # scored (accuracy, agreement)
+    gold: list | None
+    multi_label: bool
+    source: str | None
+    count: Callable[[str], int]  # tokens in a text
+    short: list[str]  # latency at batch 1
+    long: list[str]  # latency at batch 1, ~LONG_TOKENS each
+    batch: list[str]  # throughput
+    warm: dict[str, list[str]]  # warm-up before measuring
+
+    def record(self) -> dict:
+        """The ``data`` section of the results."""
+        return {
+            "source": self.source,
+            "n_eval": len(self.texts),
+            "labelled": self.gold is not None,
+            "multi_label": self.multi_label,
+            "short_tokens_mean": round(float(np.mean([self.count(t) for t in self.short])), 1),
+            "long_tokens_mean": round(float(np.mean([self.count(t) for t in self.long])), 1),
+            "throughput_tokens_mean": round(float(np.mean([self.count(t) for t in self.batch])), 1),
+            "accuracy_axis": self.accuracy_axis,
+        }
+
+    @property
+    def accuracy_axis(self) -> str:
+        return "accuracy" if self.gold is not None and not self.multi_label else "agreement"
+
+
+def _inputs(
+    data: Any,
+    paths: list[Path],
+    max_eval: int | None,
+    seed: int,
+    latency_texts: int,
+    throughput_texts: int,
+    batch_size: int,
+) -> _Inputs:
     texts, gold, multi_label, data_source = _load_data(data)
     rng = np.random.default_rng(seed)
     if max_eval is not None and len(texts) > max_eval:
@@ -596,113 +722,71 @@ def run_benchmark(
     long = _long_texts(texts, latency_texts, count, rng)
     batch = _sample(texts, throughput_texts, rng)
     warm = {"short": short[:WARMUP_TEXTS], "long": long[:WARMUP_TEXTS], "batch": batch[:batch_size]}
+    return _Inputs(texts, gold, multi_label, data_source, count, short, long, batch, warm)
 
-    variants, optimum_meta = _build_variants(
-        paths,
-        baselines=baselines,
-        optimum=optimum,
-        threads=threads,
-        optimum_venv=optimum_venv,
-        log=log,
-        baseline_bundle=Path(baseline_bundle) if baseline_bundle is not None else None,
-    )
-    steps = len(variants) * (1 + (load_rounds - 1) + 3 * rounds + 1)
-    with tempfile.TemporaryDirectory(prefix="slm-bench-") as tmp:
-        run = _Run(variants, threads, Path(tmp), log)
-        try:
-            _measure(run, rounds, load_rounds, warm, short, long, batch, texts, batch_size, steps, show_progress)
-        finally:
-            run.close_all()
-    load_end = _load_average()
+
+def _rows(variants: list[Variant], inputs: _Inputs) -> tuple[list[dict], list[int], Variant | None]:
+    """One result row per variant (with its ratios to the references and whether it is on the Pareto front),
+    the Pareto front (row indices by increasing latency), and the PyTorch fp32 variant agreement is measured
+    against (None when it did not predict)."""
+    from slm.benchmark.report import pareto_front
 
     reference_variant = next((v for v in variants if v.role == ROLE_TORCH_FP32 and v.predictions), None)
     reference = reference_variant.predictions if reference_variant else None
-    rows = []
-    for variant in variants:
-        summary, details = _summary(variant, gold, multi_label, reference)
-        rows.append(
-            {
-                "name": variant.name,
-                "role": variant.role,
-                "source": variant.source,
-                "ok": variant.ok,
-                "error": variant.error,
-                "engine": variant.info.get("engine"),
-                "summary": summary,
-                "latency_short_ms": details["short"],
-                "latency_long_ms": details["long"],
-                "latency_p50_by_round_ms": {k: [round(x, 3) for x in v] for k, v in variant.latency_rounds.items()},
-                "throughput_by_round": [round(x, 2) for x in variant.throughput],
-                "loads": variant.loads,
-                "memory": variant.memory,
-                "weights_files": details["weights"],
-                "eval_seconds": _rnd(variant.eval_seconds),
-                "info": variant.info,
-                "setup": variant.setup,
-            }
-        )
+    rows = [_row(variant, inputs, reference) for variant in variants]
     by_role = {row["role"]: row for row in rows if row["ok"]}
     for row in rows:
         row["ratios"] = {
             label: ratios(row["summary"], by_role[role]["summary"]) if role in by_role else None
             for label, role in REFERENCES.items()
         }
-    from slm.benchmark.report import markdown, pareto_front, plot
-
-    accuracy_axis = "accuracy" if gold is not None and not multi_label else "agreement"
-    points = [(r["summary"]["p50_short_ms"], r["summary"][accuracy_axis]) if r["ok"] else (None, None) for r in rows]
+    axis = inputs.accuracy_axis
+    points = [(r["summary"]["p50_short_ms"], r["summary"][axis]) if r["ok"] else (None, None) for r in rows]
     front = pareto_front(points)
     for i, row in enumerate(rows):
         row["pareto"] = i in front
-    results = {
-        "title": f"slm bench: {len(rows)} variants, {threads} thread{'s' if threads != 1 else ''}",
-        "started": started_at,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {
-            "threads": threads,
-            "rounds": rounds,
-            "load_rounds": load_rounds,
-            "latency_texts": latency_texts,
-            "throughput_texts": throughput_texts,
-            "batch_size": batch_size,
-            "seed": seed,
-            "interleaving": "round-robin; every round each variant runs short latency, then 64-token latency, "
-            "then throughput, the variant order rotating by one each round",
-        },
-        "data": {
-            "source": data_source,
-            "n_eval": len(texts),
-            "labelled": gold is not None,
-            "multi_label": multi_label,
-            "short_tokens_mean": round(float(np.mean([count(t) for t in short])), 1),
-            "long_tokens_mean": round(float(np.mean([count(t) for t in long])), 1),
-            "throughput_tokens_mean": round(float(np.mean([count(t) for t in batch])), 1),
-            "accuracy_axis": accuracy_axis,
-        },
-        "environment": {
-            "cpu": _cpu(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "versions": _versions(),
-            "load_average_start": load_start,
-            "load_average_end": load_end,
-            "optimum": optimum_meta or None,
-        },
-        "reference": reference_variant.name if reference_variant else None,
-        "pareto_front": [rows[i]["name"] for i in front],
-        "variants": rows,
+    return rows, front, reference_variant
+
+
+def _row(variant: Variant, inputs: _Inputs, reference: list[str] | None) -> dict:
+    summary, details = _summary(variant, inputs.gold, inputs.multi_label, reference)
+    return {
+        "name": variant.name,
+        "role": variant.role,
+        "source": variant.source,
+        "ok": variant.ok,
+        "error": variant.error,
+        "engine": variant.info.get("engine"),
+        "summary": summary,
+        "latency_short_ms": details["short"],
+        "latency_long_ms": details["long"],
+        "latency_p50_by_round_ms": {k: [round(x, 3) for x in v] for k, v in variant.latency_rounds.items()},
+        "throughput_by_round": [round(x, 2) for x in variant.throughput],
+        "loads": variant.loads,
+        "memory": variant.memory,
+        "weights_files": details["weights"],
+        "eval_seconds": _rnd(variant.eval_seconds),
+        "info": variant.info,
+        "setup": variant.setup,
     }
+
+
+def _write(output: Path, name: str, results: dict, written: list[str]) -> None:
+    from slm.benchmark.report import markdown, plot
+
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / f"{name}.json", results)
     write_text_atomic(output / f"{name}.md", markdown(results))
     plot(results, output / f"{name}.png")
     record_output(output, written)
-    log(f"[green]benchmark written[/]: {output / name}.json, .md, .png")
-    return results
 
 
-def _measure(run, rounds, load_rounds, warm, short, long, batch, texts, batch_size, steps, show_progress) -> None:
+def _measure(run: _Run, rounds: int, load_rounds: int, inputs: _Inputs, batch_size: int, steps: int,
+             show_progress: bool) -> None:  # fmt: skip
+    """The measuring rounds under one progress bar: load, then per round latency and throughput, then predict."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    warm, short, long, batch, texts = inputs.warm, inputs.short, inputs.long, inputs.batch, inputs.texts
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:

@@ -195,6 +195,9 @@ def main_callback(
     ] = False,
 ) -> None:
     """slm: small, fast, domain-specific text classifiers on an ordinary CPU."""
+    from slm.logs import attach_cli_handler
+
+    attach_cli_handler()  # the library logs its notes and progress lines; the CLI shows them on stderr
 
 
 # ---------------------------------------------------------------- shared options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,9 +12,10 @@ import numpy as np
 from slm.bundle.derive import derive_bundle
 from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
-from slm.console import console
 from slm.errors import BundleError, ConfigError, ModelError
 from slm.models.ensemble import probabilities
+
+log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -173,10 +175,10 @@ def export_bundle(
             new.compression = {}
         return new
 
-    console.print(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
+    log.info(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
     default = manifest.default_component or "transformer"
     if default != "transformer":
-        console.print(
+        log.info(
             f"note: {bundle} predicts with its {default} by default; the exported bundle "
             f"predicts with the ONNX transformer (use --component {default} where "
             "scikit-learn is installed)"

@@ -12,22 +12,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from slm.bundle.schema import Manifest
-from slm.console import console
+from slm.data.dataset import TextDataset
 from slm.errors import BundleError, ConfigError, DataError
+from slm.logs import DONE
 from slm.models.encoder import EncoderClassifier, classifier_from_config
 from slm.pipeline import DataSource, model_summary
+from slm.training.batching import Encoded
+
+log = logging.getLogger(__name__)
 
 LAYER_PREFIX = "encoder.encoder.layer."
 FFN_IN = ("intermediate.dense.weight", "intermediate.dense.bias")  # rows are FFN neurons
@@ -266,6 +273,52 @@ def _load_data(source: DataSource, labels: list[str], multi_label: bool, val_siz
     return train, val
 
 
+@dataclass
+class _Data:
+    """The recovery data: splits in the bundle's label order, tokenised with the teacher's tokenizer."""
+
+    train: TextDataset
+    val: TextDataset
+    enc_train: Encoded
+    enc_val: Encoded
+    train_targets: np.ndarray
+    val_targets: np.ndarray
+    pad_id: int
+
+
+@dataclass
+class _Teacher:
+    """The teacher's logits (recovery targets and the agreement reference) and the FFN statistics gathered."""
+
+    train_logits: np.ndarray
+    val_logits: np.ndarray
+    stats: FfnActivationStats
+    seconds: float
+
+
+@dataclass
+class _Student:
+    """The pruned (not yet recovered) student and how it was cut."""
+
+    model: EncoderClassifier
+    kept: list[int]
+    n_layers: int
+    ffn_count: int
+    neurons: dict[int, torch.Tensor] | None
+    params: dict[str, int]
+    before: float  # validation agreement with the teacher
+
+
+@dataclass
+class _Recovery:
+    """The distillation's result, how long it took, and both models' validation probabilities after it."""
+
+    result: Any  # slm.training.trainer.TrainResult
+    seconds: float
+    proba: dict[str, np.ndarray]
+    after: float  # validation agreement with the teacher
+
+
 def prune_bundle(
     bundle: str | Path,
     output: str | Path,
@@ -295,157 +348,105 @@ def prune_bundle(
     own training file, the teacher's validation numbers include rows it was trained on. The previous
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
-    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
-    from slm.compression.distill import agreement, check_distillation_settings, recover
-    from slm.models.ensemble import ensemble_probabilities, probabilities
-    from slm.reports import tune_thresholds
-    from slm.runtime.bundle import Bundle
-    from slm.training.batching import encode_texts
-    from slm.training.component import TransformerComponent
-    from slm.training.config import TrainConfig
-    from slm.training.trainer import predict_logits, set_threads
+    from slm.training.trainer import set_threads
 
     started = time.perf_counter()
     parent, output = Path(bundle), Path(output)
     ffn_keep = check_fraction("ffn_keep", ffn_keep)
     heads_keep = check_fraction("heads_keep", heads_keep)
-    if heads_keep < 1.0:
-        raise ConfigError(
-            "attention-head pruning is not supported: transformers 5 removed BertModel.prune_heads and a "
-            "standard BERT config cannot describe per-layer head counts; prune layers or FFN neurons instead"
-        )
-    check_distillation_settings(temperature, alpha)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ConfigError(f"epochs must be a whole number >= 1 (got {epochs!r})")
-    if max_minutes is not None and not max_minutes > 0:
-        raise ConfigError(f"max minutes must be positive (got {max_minutes})")
+    _check_settings(heads_keep, temperature, alpha, epochs, max_minutes)
     _check_output(parent, output)
-    source = Bundle(parent)  # BundleError when missing, incomplete or modified
-    spec = source.manifest.components.transformer
-    if spec is None:
-        raise BundleError(f"{parent} has no transformer component to prune")
-
-    teacher_part = TransformerComponent(parent, spec, len(source.labels))
+    source, teacher_part = _open_teacher(parent)
     teacher = teacher_part.model
     n_layers = len(encoder_layers(teacher))
     kept = select_layers(n_layers, layers, allow_all=ffn_keep < 1.0)
     if kept == list(range(n_layers)) and ffn_keep >= 1.0:
         raise ConfigError("nothing to prune: keep fewer layers or set ffn_keep below 1")
 
-    train, val = _load_data(data, source.labels, source.multi_label, val_size, seed)
+    split = _tokenized_data(data, source, teacher_part, val_size, seed)
     multi_label, task, labels = source.multi_label, source.task, source.labels
-    parent_training = (source.manifest.training or {}).get("config", {})
-    learning_rate = float(parent_training.get("learning_rate", 1e-4))
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=int(parent_training.get("batch_size", 32)),
-        learning_rate=learning_rate,
-        head_learning_rate=learning_rate,  # the head is trained already: no fresh-head learning rate
-        max_length=teacher_part.max_length,
-        seed=seed,
-        max_minutes=max_minutes,
-        freeze_embeddings=True,
-    )
+    config = _recovery_config(source.manifest, teacher_part.max_length, epochs, seed, max_minutes)
     threads = set_threads(None)
+    taught = _teacher_logits(teacher, kept, split, ffn_keep, show_progress)
+    student = _student(teacher, kept, n_layers, ffn_keep, taught, split, multi_label)
 
-    tokenizer, pad_id = teacher_part.tokenizer, teacher_part.pad_id
-    tokenizer.backend_tokenizer.no_padding()
-    enc_train = encode_texts(tokenizer, train.texts, teacher_part.max_length)
-    enc_val = encode_texts(tokenizer, val.texts, teacher_part.max_length)
-    train_targets, val_targets = train.targets(labels), val.targets(labels)
-
+    recovery = _recover(student.model, taught, split, config, multi_label, temperature, alpha, show_progress)
+    old_thresholds = source.manifest.thresholds or {}
+    new_thresholds = _student_thresholds(source, old_thresholds, recovery.proba["student"], split)
+    validation: dict[str, Any] = {
+        **{
+            who: model_summary(task, split.val_targets, recovery.proba[who], thresholds.get("transformer"), labels)
+            for who, thresholds in (("teacher", old_thresholds), ("student", new_thresholds))
+        },
+        "agreement": {"before_recovery": round(student.before, 6), "after_recovery": round(recovery.after, 6)},
+        "n": len(split.val),
+    }
+    result = recovery.result
+    compression = {
+        "pruning": _pruning_record(student, teacher, ffn_keep, heads_keep),
+        "distillation": {
+            **_distillation_record(result, config, temperature, alpha, epochs, recovery.seconds, taught.seconds),
+            "threads": threads,
+            "data": _data_record(data, split, val_size, seed),
+        },
+    }
+    manifest = _write(parent, output, result.model, compression, validation, new_thresholds)
     if show_progress:
-        console.print(f"teacher: computing logits for {len(train):,} training and {len(val):,} validation texts")
-    teacher_started = time.perf_counter()
-    stats = FfnActivationStats(teacher, kept)
-    with stats.collecting() if ffn_keep < 1.0 else contextlib.nullcontext():
-        teacher_train = predict_logits(teacher, enc_train, pad_id, show_progress=show_progress)
-    teacher_val = predict_logits(teacher, enc_val, pad_id)
-    teacher_seconds = time.perf_counter() - teacher_started
+        scores = " · ".join(f"{who} macro-F1 {validation[who]['macro_f1']:.4f}" for who in ("teacher", "student"))
+        log.info(
+            f"pruned bundle written: {output} ({scores}; agreement {recovery.after:.1%}; "
+            f"{math.ceil(time.perf_counter() - started)} s)",
+            extra=DONE,
+        )
+    return manifest
 
-    ffn_count = teacher.config.intermediate_size
-    neurons = None
-    if ffn_keep < 1.0:
-        ffn_count = ffn_keep_count(teacher.config.intermediate_size, ffn_keep)
-        neurons = top_neurons(stats.importance(), ffn_count)
-    student = prune_classifier(teacher, kept, neurons)
-    params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
-    before = agreement(predict_logits(student, enc_val, pad_id), teacher_val, multi_label)
-    console.print(
-        f"student: layers {kept} of {n_layers}, {ffn_count} FFN neurons per layer, "
-        f"{params['student']:,} parameters (teacher {params['teacher']:,}); "
-        f"validation agreement with the teacher before recovery {before:.1%}"
-    )
 
-    recovery_started = time.perf_counter()
+def _recover(
+    student: EncoderClassifier,
+    taught: _Teacher,
+    split: _Data,
+    config,
+    multi_label: bool,
+    temperature: float,
+    alpha: float,
+    show_progress: bool,
+) -> _Recovery:
+    """Distil the teacher's logits into ``student``; the recovered student's validation probabilities and
+    agreement with the teacher."""
+    from slm.compression.distill import agreement, recover
+    from slm.models.ensemble import probabilities
+    from slm.training.trainer import predict_logits
+
+    started = time.perf_counter()
     result = recover(
         student,
-        enc_train,
-        train_targets,
-        teacher_train,
-        enc_val,
-        val_targets,
+        split.enc_train,
+        split.train_targets,
+        taught.train_logits,
+        split.enc_val,
+        split.val_targets,
         config=config,
         multi_label=multi_label,
-        pad_id=pad_id,
+        pad_id=split.pad_id,
         temperature=temperature,
         alpha=alpha,
         show_progress=show_progress,
     )
-    recovery_seconds = time.perf_counter() - recovery_started
-    student = result.model
-    student_val = predict_logits(student, enc_val, pad_id)
-    after = agreement(student_val, teacher_val, multi_label)
+    seconds = time.perf_counter() - started
+    student_val = predict_logits(result.model, split.enc_val, split.pad_id)
+    after = agreement(student_val, taught.val_logits, multi_label)
+    proba = {
+        "teacher": probabilities(taught.val_logits, multi_label),
+        "student": probabilities(student_val, multi_label),
+    }
+    return _Recovery(result, seconds, proba, after)
 
-    proba = {"teacher": probabilities(teacher_val, multi_label), "student": probabilities(student_val, multi_label)}
-    old_thresholds = source.manifest.thresholds or {}
-    new_thresholds = dict(old_thresholds)
-    if multi_label:  # decision thresholds were tuned for the teacher: re-tune them for the student
-        new_thresholds["transformer"] = tune_thresholds(val_targets, proba["student"]).tolist()
-        ens = source.manifest.ensemble
-        if "ensemble" in old_thresholds and ens is not None:
-            combined = ensemble_probabilities(
-                proba["student"],
-                source.predict_proba(val.texts, component="ngram"),
-                float(ens.transformer_weight),
-                ens.log_prior_shift,
-            )
-            new_thresholds["ensemble"] = tune_thresholds(val_targets, combined).tolist()
-    validation: dict[str, Any] = {
-        "teacher": model_summary(task, val_targets, proba["teacher"], old_thresholds.get("transformer"), labels),
-        "student": model_summary(task, val_targets, proba["student"], new_thresholds.get("transformer"), labels),
-        "agreement": {"before_recovery": round(before, 6), "after_recovery": round(after, 6)},
-        "n": len(val),
-    }
-    state = result.state
-    compression = {
-        "pruning": {
-            "layers_kept": kept,
-            "layers_total": n_layers,
-            "ffn_keep": ffn_keep,
-            "ffn_neurons": {"teacher": teacher.config.intermediate_size, "student": ffn_count},
-            "ffn_importance": "mean |activation| x output-weight L2 norm" if neurons is not None else None,
-            "heads_keep": heads_keep,
-            "parameters": params,
-        },
-        "distillation": {
-            "temperature": float(temperature),
-            "alpha": float(alpha),
-            "epochs": epochs,
-            "epochs_run": state.epoch,
-            "best_epoch": state.best_epoch,
-            "stopped_early": result.stopped_early,
-            "stopped_by_budget": result.stopped_by_budget,
-            "wall_time_s": round(recovery_seconds, 1),
-            "train_seconds": round(state.train_seconds, 1),
-            "examples_per_s": round(result.examples_per_s, 1),
-            "teacher_logits_s": round(teacher_seconds, 1),
-            "history": state.history,
-            "config": {k: v for k, v in config.to_dict().items() if k not in {"base_model", "ensemble", "threads"}},
-            "threads": threads,
-            "data": training_data_record(data.path, train, val, val_size, seed),
-        },
-    }
+
+def _write(
+    parent: Path, output: Path, student: EncoderClassifier, compression: dict, validation: dict, thresholds: dict
+) -> Manifest:
+    """The pruned bundle derived from ``parent`` into ``output``; returns its manifest."""
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
 
     def change(staging: Path, manifest: Manifest) -> Manifest:
         save_model(student, staging / "model")
@@ -458,14 +459,170 @@ def prune_bundle(
             compression["parent"] = manifest.compression
         manifest.compression = compression
         replace_metrics(manifest, validation)
-        manifest.thresholds = new_thresholds
+        manifest.thresholds = thresholds
         return manifest
 
-    manifest = derive_bundle(parent, output, change, drop=("model", "report"), step="prune")
-    if show_progress:
-        scores = " · ".join(f"{who} macro-F1 {validation[who]['macro_f1']:.4f}" for who in ("teacher", "student"))
-        console.print(
-            f"[green]pruned bundle written[/]: {output} ({scores}; agreement {after:.1%}; "
-            f"{math.ceil(time.perf_counter() - started)} s)"
+    return derive_bundle(parent, output, change, drop=("model", "report"), step="prune")
+
+
+def _check_settings(
+    heads_keep: float, temperature: float, alpha: float, epochs: int, max_minutes: float | None
+) -> None:
+    from slm.compression.distill import check_distillation_settings
+
+    if heads_keep < 1.0:
+        raise ConfigError(
+            "attention-head pruning is not supported: transformers 5 removed BertModel.prune_heads and a "
+            "standard BERT config cannot describe per-layer head counts; prune layers or FFN neurons instead"
         )
-    return manifest
+    check_distillation_settings(temperature, alpha)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"epochs must be a whole number >= 1 (got {epochs!r})")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ConfigError(f"max minutes must be positive (got {max_minutes})")
+
+
+def _open_teacher(parent: Path):
+    """``(the bundle, its PyTorch transformer)``: the teacher, refused unless the bundle verifies and has one."""
+    from slm.runtime.bundle import Bundle
+    from slm.training.component import TransformerComponent
+
+    source = Bundle(parent)  # BundleError when missing, incomplete or modified
+    spec = source.manifest.components.transformer
+    if spec is None:
+        raise BundleError(f"{parent} has no transformer component to prune")
+    return source, TransformerComponent(parent, spec, len(source.labels))
+
+
+def _recovery_config(manifest: Manifest, max_length: int, epochs: int, seed: int, max_minutes: float | None):
+    """Recovery training settings: the parent's batch size and learning rate, for every parameter alike."""
+    from slm.training.config import TrainConfig
+
+    parent_training = (manifest.training or {}).get("config", {})
+    learning_rate = float(parent_training.get("learning_rate", 1e-4))
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=int(parent_training.get("batch_size", 32)),
+        learning_rate=learning_rate,
+        head_learning_rate=learning_rate,  # the head is trained already: no fresh-head learning rate
+        max_length=max_length,
+        seed=seed,
+        max_minutes=max_minutes,
+        freeze_embeddings=True,
+    )
+
+
+def _tokenized_data(data: DataSource, source, teacher_part, val_size: float, seed: int) -> _Data:
+    from slm.training.batching import encode_texts
+
+    train, val = _load_data(data, source.labels, source.multi_label, val_size, seed)
+    tokenizer, pad_id = teacher_part.tokenizer, teacher_part.pad_id
+    tokenizer.backend_tokenizer.no_padding()
+    enc_train = encode_texts(tokenizer, train.texts, teacher_part.max_length)
+    enc_val = encode_texts(tokenizer, val.texts, teacher_part.max_length)
+    return _Data(train, val, enc_train, enc_val, train.targets(source.labels), val.targets(source.labels), pad_id)
+
+
+def _teacher_logits(
+    teacher: EncoderClassifier, kept: list[int], split: _Data, ffn_keep: float, show_progress: bool
+) -> _Teacher:
+    """The teacher's logits on both splits; FFN activation statistics of the ``kept`` layers collected on the
+    training texts when neurons are to be pruned."""
+    from slm.training.trainer import predict_logits
+
+    if show_progress:
+        log.info(f"teacher: computing logits for {len(split.train):,} training and {len(split.val):,} validation texts")
+    started = time.perf_counter()
+    stats = FfnActivationStats(teacher, kept)
+    with stats.collecting() if ffn_keep < 1.0 else contextlib.nullcontext():
+        train_logits = predict_logits(teacher, split.enc_train, split.pad_id, show_progress=show_progress)
+    val_logits = predict_logits(teacher, split.enc_val, split.pad_id)
+    return _Teacher(train_logits, val_logits, stats, time.perf_counter() - started)
+
+
+def _student(
+    teacher: EncoderClassifier,
+    kept: list[int],
+    n_layers: int,
+    ffn_keep: float,
+    taught: _Teacher,
+    split: _Data,
+    multi_label: bool,
+) -> _Student:
+    """The teacher cut down to the ``kept`` layers (and top FFN neurons), with its agreement before recovery."""
+    from slm.compression.distill import agreement
+    from slm.training.trainer import predict_logits
+
+    ffn_count = teacher.config.intermediate_size
+    neurons = None
+    if ffn_keep < 1.0:
+        ffn_count = ffn_keep_count(teacher.config.intermediate_size, ffn_keep)
+        neurons = top_neurons(taught.stats.importance(), ffn_count)
+    student = prune_classifier(teacher, kept, neurons)
+    params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+    before = agreement(predict_logits(student, split.enc_val, split.pad_id), taught.val_logits, multi_label)
+    log.info(
+        f"student: layers {kept} of {n_layers}, {ffn_count} FFN neurons per layer, "
+        f"{params['student']:,} parameters (teacher {params['teacher']:,}); "
+        f"validation agreement with the teacher before recovery {before:.1%}"
+    )
+    return _Student(student, kept, n_layers, ffn_count, neurons, params, before)
+
+
+def _student_thresholds(source, old_thresholds: dict, student_proba: np.ndarray, split: _Data) -> dict:
+    """The bundle's decision thresholds; multi-label ones were tuned for the teacher, so re-tuned for the student."""
+    from slm.models.ensemble import ensemble_probabilities
+    from slm.reports import tune_thresholds
+
+    new_thresholds = dict(old_thresholds)
+    if source.multi_label:
+        new_thresholds["transformer"] = tune_thresholds(split.val_targets, student_proba).tolist()
+        ens = source.manifest.ensemble
+        if "ensemble" in old_thresholds and ens is not None:
+            combined = ensemble_probabilities(
+                student_proba,
+                source.predict_proba(split.val.texts, component="ngram"),
+                float(ens.transformer_weight),
+                ens.log_prior_shift,
+            )
+            new_thresholds["ensemble"] = tune_thresholds(split.val_targets, combined).tolist()
+    return new_thresholds
+
+
+def _pruning_record(student: _Student, teacher: EncoderClassifier, ffn_keep: float, heads_keep: float) -> dict:
+    return {
+        "layers_kept": student.kept,
+        "layers_total": student.n_layers,
+        "ffn_keep": ffn_keep,
+        "ffn_neurons": {"teacher": teacher.config.intermediate_size, "student": student.ffn_count},
+        "ffn_importance": "mean |activation| x output-weight L2 norm" if student.neurons is not None else None,
+        "heads_keep": heads_keep,
+        "parameters": student.params,
+    }
+
+
+def _distillation_record(
+    result, config, temperature: float, alpha: float, epochs: int, recovery_seconds: float, teacher_seconds: float
+) -> dict:
+    state = result.state
+    return {
+        "temperature": float(temperature),
+        "alpha": float(alpha),
+        "epochs": epochs,
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "stopped_early": result.stopped_early,
+        "stopped_by_budget": result.stopped_by_budget,
+        "wall_time_s": round(recovery_seconds, 1),
+        "train_seconds": round(state.train_seconds, 1),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "teacher_logits_s": round(teacher_seconds, 1),
+        "history": state.history,
+        "config": {k: v for k, v in config.to_dict().items() if k not in {"base_model", "ensemble", "threads"}},
+    }
+
+
+def _data_record(data: DataSource, split: _Data, val_size: float, seed: int) -> dict:
+    from slm.bundle.derive import training_data_record
+
+    return training_data_record(data.path, split.train, split.val, val_size, seed)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import tempfile
 import time
+import types
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -17,13 +22,16 @@ from slm.bundle.schema import Manifest, OnnxSpec
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
 from slm.compression.vocabulary import trim_unreachable
-from slm.console import console
 from slm.errors import BundleError, ConfigError
 from slm.hardware import cpu_info
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
 from slm.runtime.onnx import OnnxComponent
 
+log = logging.getLogger(__name__)
+
+# onnxruntime's quantization modules log here while slm quantizes (see _quantizer_logging).
+ORT_QUANTIZATION_LOGGER = "onnxruntime.quantization"
 MODES = ("dynamic", "static")
 FALLBACKS = ("none", "fp32")
 # Fused-graph operators whose weights are quantized; EmbedLayerNormalization carries the embedding tables.
@@ -92,14 +100,39 @@ class _Calibration:
 
 def quantize_graph(source: Path, target: Path, recipe: QuantRecipe, calibration: _Calibration | None = None) -> None:
     """Write ``target``: ``source`` quantized as ``recipe`` says."""
-    # onnxruntime logs a generic "consider pre-processing" warning on the root logger for every call.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    with _quantizer_logging():
         _quantize(source, target, recipe, calibration)
+
+
+@contextlib.contextmanager
+def _quantizer_logging() -> Iterator[None]:
+    """For the block, onnxruntime's quantizer logs to its own ``onnxruntime.quantization`` logger, errors only.
+
+    It logs a generic "consider pre-processing" warning for every call through logging's module functions
+    (``logging.warning(...)``), which write to the root logger and first call ``logging.basicConfig``: the root
+    logger would keep a stderr handler for the rest of the process. slm leaves the root logger alone, so
+    those modules' ``logging`` is swapped for one whose functions log to that named logger.
+    """
+    import onnxruntime.quantization  # noqa: F401  (its modules, so that they can be patched)
+
+    own = logging.getLogger(ORT_QUANTIZATION_LOGGER)
+    shim = types.SimpleNamespace(**vars(logging))
+    for name in ("debug", "info", "warning", "warn", "error", "critical", "exception", "log"):
+        setattr(shim, name, getattr(own, name))
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith(ORT_QUANTIZATION_LOGGER) and getattr(module, "logging", None) is logging
+    ]
+    level = own.level
+    own.setLevel(logging.ERROR)
+    try:
+        with contextlib.ExitStack() as patches:
+            for module in modules:
+                patches.enter_context(mock.patch.object(module, "logging", shim))
+            yield
     finally:
-        root.setLevel(level)
+        own.setLevel(level)
 
 
 def _quantize(source: Path, target: Path, recipe: QuantRecipe, calibration: _Calibration | None) -> None:
@@ -214,9 +247,7 @@ def quantize_bundle(
             manifest = read_manifest(source_bundle)
             spec = _onnx_spec(source_bundle, manifest)
         trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
-        console.print(
-            f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts"
-        )
+        log.info(f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts")
         cpu = cpu_features()
         chosen = None
         for tier in [recipes] if recipes else default_recipes(mode, per_channel, embeddings, cpu):
@@ -224,7 +255,7 @@ def quantize_bundle(
             if accepted:
                 chosen = _pick(accepted)
                 chosen.entry["verdict"] = "shipped"
-                console.print(f"  shipping {chosen.recipe.name}")
+                log.info(f"  shipping {chosen.recipe.name}")
                 break
         if chosen is None and fallback == "none":
             if trials.rejection is not None and all(t["verdict"] == "rejected: accuracy" for t in trials.tried):
@@ -300,14 +331,14 @@ class _Trials:
         except GateRejected as exc:
             entry["verdict"] = "rejected: accuracy"
             self.rejection = exc
-            console.print(f"  {recipe.name}: [red]rejected[/] ({result.drop_points:+.2f} points)")
+            log.info(f"  {recipe.name}: rejected ({result.drop_points:+.2f} points)")
             return None
         if speedup < 1.0:
             entry["verdict"] = "rejected: slower than fp32 on this CPU"
-            console.print(f"  {recipe.name}: [red]rejected[/], {speedup:.2f}x the fp32 speed on this CPU")
+            log.info(f"  {recipe.name}: rejected, {speedup:.2f}x the fp32 speed on this CPU")
             return None
         entry["verdict"] = "acceptable"
-        console.print(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
+        log.info(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
         return _Candidate(recipe, result, speedup, target, entry)
 
 

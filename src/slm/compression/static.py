@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -24,8 +25,11 @@ import numpy as np
 
 from slm.bundle.schema import Manifest, StaticSpec, TransformerSpec
 from slm.errors import BundleError, ConfigError, DataError
+from slm.logs import DONE, progress_lines
 from slm.pipeline import DataSource, model_summary
 from slm.runtime.static import CONFIG_FILE, EMBEDDINGS_FILE, HEAD_FILE, TOKENIZER_FILE, StaticEmbedder
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = "static"
 SOURCE = "model2vec distill of the fine-tuned encoder"
@@ -65,36 +69,19 @@ def build_static_bundle(
     the n-gram model, drops the torch weights, and serves ``static`` by default. The previous
     bundle at ``output`` is replaced only on success. Returns the new manifest.
     """
-    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics, training_data_record
-    from slm.console import console
-    from slm.data import align_labels
-    from slm.pipeline import prepare_splits
-    from slm.runtime.bundle import Bundle
-
     started = time.perf_counter()
     parent_path, output = Path(bundle), Path(output)
     dims = _check_dims(dims)
     teacher_weight = float(teacher_weight)
-    if not 0.0 <= teacher_weight <= 1.0:
-        raise ConfigError(f"teacher weight must be in [0, 1], got {teacher_weight}")
-    parent = Bundle(parent_path)
-    if parent.manifest.components.transformer is None:
-        raise BundleError(f"{parent_path} has no transformer component to distill a static model from")
-    if output.resolve() == parent_path.resolve():
-        raise ConfigError(f"output {output} is the input bundle: choose a new directory")
-
-    splits = prepare_splits(data, validation=None, test=None, val_size=val_size, test_size=0.0, seed=seed)
-    train = align_labels(splits.train, parent.labels, multi_label=parent.multi_label)
-    val = align_labels(splits.validation, parent.labels, multi_label=parent.multi_label)
-    if not len(val):
-        raise DataError(f"{data.path}: the validation split is empty; raise --val-size or add rows")
+    parent = _open_parent(parent_path, output, teacher_weight)
+    train, val = _split(parent, data, val_size, seed)
     task, labels, multi_label = parent.task, parent.labels, parent.multi_label
-    log = console.print if show_progress else (lambda *a, **k: None)
-    log(f"static: {len(train):,} training and {len(val):,} validation texts, {len(labels)} labels")
+    say = progress_lines(log, show_progress)
+    say(f"static: {len(train):,} training and {len(val):,} validation texts, {len(labels)} labels")
 
     with tempfile.TemporaryDirectory(prefix="slm-static-") as tmp:
         distill_started = time.perf_counter()
-        log("static: distilling the fine-tuned encoder with model2vec (one forward pass per vocabulary token)")
+        say("static: distilling the fine-tuned encoder with model2vec (one forward pass per vocabulary token)")
         static_tmp = Path(tmp) / STATIC_DIR
         distilled = distill_encoder(parent_path, static_tmp, dims=dims, show_progress=show_progress)
         distill_seconds = time.perf_counter() - distill_started
@@ -104,12 +91,8 @@ def build_static_bundle(
         y_train, y_val = train.targets(labels).astype(np.float64), val.targets(labels)
 
         teacher_started = time.perf_counter()
-        log(f"static: teacher probabilities for {len(val) + (len(train) if teacher_weight > 0 else 0):,} texts")
-        teacher_val = parent.predict_proba(val.texts, component="transformer", show_progress=show_progress)
-        targets = _one_hot(y_train, len(labels)) if not multi_label else y_train
-        if teacher_weight > 0:
-            teacher_train = parent.predict_proba(train.texts, component="transformer", show_progress=show_progress)
-            targets = (1.0 - teacher_weight) * targets + teacher_weight * teacher_train.astype(np.float64)
+        say(f"static: teacher probabilities for {len(val) + (len(train) if teacher_weight > 0 else 0):,} texts")
+        teacher_val, targets = _teacher_targets(parent, train, val, y_train, teacher_weight, show_progress)
         teacher_seconds = time.perf_counter() - teacher_started
 
         fit_started = time.perf_counter()
@@ -125,65 +108,137 @@ def build_static_bundle(
             "n": len(val),
         }
         compression = {
-            "dims": int(distilled["dims"]),
-            "vocabulary": int(distilled["vocabulary"]),
-            "source": SOURCE,
-            "pca_dims": dims,
-            "sif_coefficient": SIF_COEFFICIENT,
-            "embedding_dtype": distilled["embedding_dtype"],
-            "model2vec": distilled["model2vec"],
-            "distill_seconds": round(distill_seconds, 1),
-            "head": {
-                "type": "linear",
-                "loss": "sigmoid cross-entropy" if multi_label else "softmax cross-entropy",
-                "teacher_weight": teacher_weight,
-                "l2": head.l2,
-                "l2_grid": list(L2_GRID),
-                "l2_chosen_by": "validation log-loss",
-                "fit_seconds": round(fit_seconds, 1),
-                "teacher_seconds": round(teacher_seconds, 1),
-            },
-            "data": training_data_record(data.path, train, val, val_size, seed),
+            **_distillation_record(distilled, dims, distill_seconds),
+            "head": _head_record(head, multi_label, teacher_weight, fit_seconds, teacher_seconds),
+            "data": _data_record(data, train, val, val_size, seed),
         }
-
-        def change(staging: Path, manifest: Manifest) -> Manifest:
-            # Every component but the n-gram model serves the teacher's weights.
-            dropped = drop_components(staging, manifest, keep={"ngram"})
-            shutil.copytree(static_tmp, staging / STATIC_DIR)
-            head.save(staging / STATIC_DIR / HEAD_FILE)
-            manifest.components.static = StaticSpec(
-                dir=STATIC_DIR,
-                embeddings=EMBEDDINGS_FILE,
-                tokenizer=TOKENIZER_FILE,
-                config=CONFIG_FILE,
-                head=HEAD_FILE,
-                dims=int(distilled["dims"]),
-                pooling="mean",
-                normalize=bool(distilled["normalize"]),
-                max_length=distilled["max_length"],
-            )
-            manifest.default_component = "static"
-            if dropped:
-                compression["dropped_components"] = dropped
-            if manifest.compression:
-                compression["parent"] = manifest.compression
-            manifest.compression = {"static": compression}
-            replace_metrics(manifest, validation)
-            manifest.ensemble = None  # the transformer + n-gram ensemble is gone with the transformer
-            kept = {k: v for k, v in (manifest.thresholds or {}).items() if k == "ngram"}
-            if thresholds["static"] is not None:
-                kept["static"] = thresholds["static"]
-            manifest.thresholds = kept
-            return manifest
-
-        manifest = derive_bundle(parent_path, output, change, drop=("model", "report", "onnx"), step="static")
+        manifest = _write(parent_path, output, static_tmp, head, distilled, compression, validation, thresholds)
     if show_progress:
         scores = " · ".join(f"{who} macro-F1 {validation[who]['macro_f1']:.4f}" for who in ("static", "teacher"))
-        console.print(
-            f"[green]static bundle written[/]: {output} ({compression['dims']} dims, {scores}; "
-            f"{time.perf_counter() - started:.0f} s)"
+        log.info(
+            f"static bundle written: {output} ({compression['dims']} dims, {scores}; "
+            f"{time.perf_counter() - started:.0f} s)",
+            extra=DONE,
         )
     return manifest
+
+
+def _open_parent(parent_path: Path, output: Path, teacher_weight: float):
+    """The parent bundle, refused unless it verifies and has a transformer, and ``output`` is another folder."""
+    from slm.runtime.bundle import Bundle
+
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise ConfigError(f"teacher weight must be in [0, 1], got {teacher_weight}")
+    parent = Bundle(parent_path)
+    if parent.manifest.components.transformer is None:
+        raise BundleError(f"{parent_path} has no transformer component to distill a static model from")
+    if output.resolve() == parent_path.resolve():
+        raise ConfigError(f"output {output} is the input bundle: choose a new directory")
+    return parent
+
+
+def _split(parent, data: DataSource, val_size: float, seed: int):
+    """Train and validation splits of ``data`` in the parent's label order; refused without validation rows."""
+    from slm.data import align_labels
+    from slm.pipeline import prepare_splits
+
+    splits = prepare_splits(data, validation=None, test=None, val_size=val_size, test_size=0.0, seed=seed)
+    train = align_labels(splits.train, parent.labels, multi_label=parent.multi_label)
+    val = align_labels(splits.validation, parent.labels, multi_label=parent.multi_label)
+    if not len(val):
+        raise DataError(f"{data.path}: the validation split is empty; raise --val-size or add rows")
+    return train, val
+
+
+def _teacher_targets(
+    parent, train, val, y_train: np.ndarray, teacher_weight: float, show_progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(teacher's validation probabilities, the head's training targets)``: gold labels mixed with the
+    teacher's probabilities by ``teacher_weight``."""
+    teacher_val = parent.predict_proba(val.texts, component="transformer", show_progress=show_progress)
+    targets = _one_hot(y_train, len(parent.labels)) if not parent.multi_label else y_train
+    if teacher_weight > 0:
+        teacher_train = parent.predict_proba(train.texts, component="transformer", show_progress=show_progress)
+        targets = (1.0 - teacher_weight) * targets + teacher_weight * teacher_train.astype(np.float64)
+    return teacher_val, targets
+
+
+def _distillation_record(distilled: dict, dims: int | None, distill_seconds: float) -> dict:
+    return {
+        "dims": int(distilled["dims"]),
+        "vocabulary": int(distilled["vocabulary"]),
+        "source": SOURCE,
+        "pca_dims": dims,
+        "sif_coefficient": SIF_COEFFICIENT,
+        "embedding_dtype": distilled["embedding_dtype"],
+        "model2vec": distilled["model2vec"],
+        "distill_seconds": round(distill_seconds, 1),
+    }
+
+
+def _head_record(head, multi_label: bool, teacher_weight: float, fit_seconds: float, teacher_seconds: float) -> dict:
+    return {
+        "type": "linear",
+        "loss": "sigmoid cross-entropy" if multi_label else "softmax cross-entropy",
+        "teacher_weight": teacher_weight,
+        "l2": head.l2,
+        "l2_grid": list(L2_GRID),
+        "l2_chosen_by": "validation log-loss",
+        "fit_seconds": round(fit_seconds, 1),
+        "teacher_seconds": round(teacher_seconds, 1),
+    }
+
+
+def _data_record(data: DataSource, train, val, val_size: float, seed: int) -> dict:
+    from slm.bundle.derive import training_data_record
+
+    return training_data_record(data.path, train, val, val_size, seed)
+
+
+def _write(
+    parent_path: Path,
+    output: Path,
+    static_tmp: Path,
+    head,
+    distilled: dict,
+    compression: dict,
+    validation: dict,
+    thresholds: dict,
+) -> Manifest:
+    """The static bundle derived from the parent into ``output``; returns its manifest."""
+    from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
+
+    def change(staging: Path, manifest: Manifest) -> Manifest:
+        # Every component but the n-gram model serves the teacher's weights.
+        dropped = drop_components(staging, manifest, keep={"ngram"})
+        shutil.copytree(static_tmp, staging / STATIC_DIR)
+        head.save(staging / STATIC_DIR / HEAD_FILE)
+        manifest.components.static = StaticSpec(
+            dir=STATIC_DIR,
+            embeddings=EMBEDDINGS_FILE,
+            tokenizer=TOKENIZER_FILE,
+            config=CONFIG_FILE,
+            head=HEAD_FILE,
+            dims=int(distilled["dims"]),
+            pooling="mean",
+            normalize=bool(distilled["normalize"]),
+            max_length=distilled["max_length"],
+        )
+        manifest.default_component = "static"
+        if dropped:
+            compression["dropped_components"] = dropped
+        if manifest.compression:
+            compression["parent"] = manifest.compression
+        manifest.compression = {"static": compression}
+        replace_metrics(manifest, validation)
+        manifest.ensemble = None  # the transformer + n-gram ensemble is gone with the transformer
+        kept = {k: v for k, v in (manifest.thresholds or {}).items() if k == "ngram"}
+        if thresholds["static"] is not None:
+            kept["static"] = thresholds["static"]
+        manifest.thresholds = kept
+        return manifest
+
+    return derive_bundle(parent_path, output, change, drop=("model", "report", "onnx"), step="static")
 
 
 # ---------------------------------------------------------------------- distillation

@@ -16,6 +16,7 @@ pieces, which is where accuracy can move: measure it on held-out data.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from slm.bundle.schema import Manifest, OnnxSpec, TransformerSpec
 from slm.compression.vocabulary import token_ids, trim_embeddings, trim_tokenizer
 from slm.errors import ConfigError, ModelError
 from slm.models.weights import word_embedding_key
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESERVE = 1000
 CHECK_TEXTS = 256
@@ -113,7 +116,6 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
     """
     from slm.bundle.derive import derive_bundle
     from slm.bundle.manifest import read_manifest
-    from slm.console import console
     from slm.fileio import write_text_atomic
 
     if reserve < 0:
@@ -142,7 +144,7 @@ def trim_to_corpus(bundle: str | Path, output: str | Path, texts: list[str], *, 
         raise ConfigError("the corpus uses the whole vocabulary: nothing to trim")
     trimmed, keep = trim_tokenizer(tokenizer, drop)
     sample = texts[:: max(1, len(texts) // CHECK_TEXTS)][:CHECK_TEXTS]
-    console.print(f"trimming the vocabulary to {len(keep):,} of {size:,} tokens ({len(texts):,} corpus texts)")
+    log.info(f"trimming the vocabulary to {len(keep):,} of {size:,} tokens ({len(texts):,} corpus texts)")
 
     def change(staging: Path, new: Manifest) -> Manifest:
         write_text_atomic(staging / tokenizer_file, json.dumps(trimmed, ensure_ascii=False))

@@ -278,6 +278,7 @@ def resolve_auto(config: TrainConfig, texts: Sequence[str]) -> tuple[TrainConfig
     if config.base_model != AUTO:
         return config, None
     choice = choose_base_model(texts, seed=config.seed)
-    logger.info("%s", choice.message())
+    # debug, not info: train and tune say it themselves, once check_installed has passed (else the error is all).
+    logger.debug("%s", choice.message())
     check_installed(choice)
     return replace(config, base_model=choice.base_model), choice

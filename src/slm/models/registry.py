@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slm.errors import ConfigError, ModelError
 from slm.extras import MissingExtra
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,7 @@ def converted_model(spec: BaseModelSpec, source: Path) -> Path:
             f"base model '{spec.name}': {source.name} has sha256 {actual[:12]}…, expected "
             f"{spec.source_sha256[:12]}… (install {spec.package} at the pinned version)"
         )
-    from slm.console import console
-
-    console.print(f"converting {spec.name} from the {spec.package} package into {target} (once)")
+    log.info(f"converting {spec.name} from the {spec.package} package into {target} (once)")
     return getattr(module, function)(source, target)
 
 

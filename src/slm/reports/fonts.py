@@ -7,10 +7,13 @@ CJK font installed gets one warning naming the Debian package to install.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from functools import cache
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Common CJK families on Linux, macOS and Windows, in order of preference.
 CJK_FAMILIES = (
@@ -53,7 +56,5 @@ def use_cjk_fallback(texts: list[str]) -> tuple[str, ...]:
 
 @cache
 def _warn_missing() -> None:
-    from slm.console import console
-
-    console.print(f"[yellow]warning[/]: chart labels contain CJK text but no CJK font is installed: {INSTALL_HINT}")
+    log.warning(f"warning: chart labels contain CJK text but no CJK font is installed: {INSTALL_HINT}")
     warnings.filterwarnings("ignore", message="Glyph .* missing from")

@@ -127,16 +127,23 @@ def describe() -> dict | None:
             "nodes": int(os.environ.get("GROUP_WORLD_SIZE", "1"))}  # fmt: skip
 
 
-def _worker(job, args: tuple, kwargs: dict):
-    """One rank: join the process group, run ``job``, return its result (or the error as data, for one line)."""
+def _worker(job, args: tuple, kwargs: dict, message_level: int | None = None):
+    """One rank: join the process group, run ``job``, return its result (or the error as data, for one line).
+
+    Rank 0 shows slm's messages at ``message_level`` as the launching CLI does (None: not at all); the other
+    ranks stay silent.
+    """
     import torch
     import torch.distributed as dist
 
     from slm.console import console
+    from slm.logs import attach_cli_handler
 
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.get_rank() != 0:
         console.quiet = True
+    elif message_level is not None:
+        attach_cli_handler(message_level)
     try:
         result = job(*args, **kwargs)
         return {"ok": result if dist.get_rank() == 0 else None}
@@ -156,6 +163,8 @@ def launch(job, launch: Launch, *args, **kwargs):
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from slm.logs import cli_level
+
     launch.validate()
     config = LaunchConfig(
         min_nodes=launch.nnodes,
@@ -169,7 +178,8 @@ def launch(job, launch: Launch, *args, **kwargs):
         start_method="spawn",
     )
     try:
-        results = elastic_launch(config, _worker)(job, args, kwargs)  # it passes positional arguments only
+        # It passes positional arguments only; the workers are spawned, so they start with no log handlers.
+        results = elastic_launch(config, _worker)(job, args, kwargs, cli_level())
     except SignalException as exc:  # Ctrl-C/SIGTERM: the agent passed it on; rank 0 checkpointed before stopping
         raise Interrupted(
             f"distributed training interrupted (signal {exc.sigval.name}): run the same command with --resume to "

@@ -13,6 +13,7 @@ EncoderClassifier that exports to ONNX like any other.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from slm.console import console
+from slm.console import status
 from slm.models.encoder import EncoderClassifier
 from slm.training.batching import Encoded, collate
 from slm.training.config import TrainConfig
 from slm.training.trainer import predict_embeddings, validation_macro_f1
+
+log = logging.getLogger(__name__)
 
 # Inverse L2 strengths tried for the head; the best on validation macro-F1 is kept.
 HEAD_C_GRID = (1.0, 10.0, 100.0)
@@ -143,7 +146,7 @@ def tune_encoder(
     targets_t = torch.as_tensor(targets)
     losses: list[float] = []
     seconds, steps, stopped = 0.0, 0, False
-    console.print(
+    log.info(
         f"contrastive tuning: {total:,} batches of {sampler.classes_per_batch} classes x "
         f"{sampler.examples_per_class} texts ({config.contrastive_epochs} passes over the classes)"
     )
@@ -175,7 +178,7 @@ def tune_encoder(
                 progress.update(task, advance=1, loss=f"{np.mean(epoch_loss):.3f}")
             losses.append(round(float(np.mean(epoch_loss)), 5))
             if config.max_minutes is not None and seconds >= config.max_minutes * 60:
-                console.print("[yellow]note[/]: contrastive tuning stopped by the time budget (--max-minutes)")
+                log.warning("note: contrastive tuning stopped by the time budget (--max-minutes)")
                 stopped = True
                 break
     model.eval()
@@ -303,7 +306,7 @@ def fit_fewshot(
         if contrastive
         else _untuned()
     )
-    with console.status("fitting the linear head on sentence embeddings…"):
+    with status("fitting the linear head on sentence embeddings…", enabled=show_progress):
         x_train = predict_embeddings(model, train, pad_id)
         x_val = predict_embeddings(model, val, pad_id) if len(val) else np.zeros((0, x_train.shape[1]), np.float32)
         head, tried = fit_head(
@@ -312,7 +315,7 @@ def fit_fewshot(
     set_head(model, head)
     seconds = time.perf_counter() - started
     kind = "few-shot" if contrastive else "head-only"
-    console.print(f"head fitted (C={head.c:g}); {kind} training took {seconds:.0f}s")
+    log.info(f"head fitted (C={head.c:g}); {kind} training took {seconds:.0f}s")
     return {
         **info,
         "head_C": head.c,

@@ -52,37 +52,8 @@ def fit_transformer(
         add_term_embedding(model.encoder)
     started = time.perf_counter()
     if method in ("fewshot", "head"):
-        if method == "head":
-            model.encoder.requires_grad_(False)
-        info = fit_fewshot(
-            model,
-            train,
-            train_targets,
-            val,
-            val_targets,
-            config,
-            pad_id=pad_id,
-            contrastive=method == "fewshot",
-            show_progress=show_progress,
-        )
-        parameters = count_parameters(model)  # what was trained: the head, plus the encoder for few-shot
-        merge_term_embedding(model.encoder)
-        seconds = time.perf_counter() - started
-        return Fitted(
-            model,
-            {
-                "method": method,
-                "wall_time_s": round(seconds, 1),
-                "train_seconds": info["seconds"],
-                "examples_per_s": None,
-                "epochs_run": len(info["contrastive_loss"]),
-                "best_epoch": None,
-                "stopped_early": False,
-                "stopped_by_budget": info["stopped_by_budget"],
-                "history": [{"epoch": i + 1, "contrastive_loss": v} for i, v in enumerate(info["contrastive_loss"])],
-                "parameters": parameters.to_dict(),
-                "fewshot": {k: v for k, v in info.items() if k not in ("contrastive_loss", "stopped_by_budget")},
-            },
+        return _fit_fewshot(
+            model, method, train, train_targets, val, val_targets, config, pad_id, show_progress, started
         )
     step_hook = None
     encoder_lr = None
@@ -120,5 +91,52 @@ def fit_transformer(
             "stopped_by_budget": result.stopped_by_budget,
             "history": result.state.history,
             "parameters": parameters.to_dict(),
+        },
+    )
+
+
+def _fit_fewshot(
+    model: EncoderClassifier,
+    method: str,
+    train: Encoded,
+    train_targets: np.ndarray,
+    val: Encoded,
+    val_targets: np.ndarray,
+    config: TrainConfig,
+    pad_id: int,
+    show_progress: bool,
+    started: float,
+) -> Fitted:
+    """Few-shot (contrastive encoder tuning, then a linear head) or head-only training, started at ``started``."""
+    if method == "head":
+        model.encoder.requires_grad_(False)
+    info = fit_fewshot(
+        model,
+        train,
+        train_targets,
+        val,
+        val_targets,
+        config,
+        pad_id=pad_id,
+        contrastive=method == "fewshot",
+        show_progress=show_progress,
+    )
+    parameters = count_parameters(model)  # what was trained: the head, plus the encoder for few-shot
+    merge_term_embedding(model.encoder)
+    seconds = time.perf_counter() - started
+    return Fitted(
+        model,
+        {
+            "method": method,
+            "wall_time_s": round(seconds, 1),
+            "train_seconds": info["seconds"],
+            "examples_per_s": None,
+            "epochs_run": len(info["contrastive_loss"]),
+            "best_epoch": None,
+            "stopped_early": False,
+            "stopped_by_budget": info["stopped_by_budget"],
+            "history": [{"epoch": i + 1, "contrastive_loss": v} for i, v in enumerate(info["contrastive_loss"])],
+            "parameters": parameters.to_dict(),
+            "fewshot": {k: v for k, v in info.items() if k not in ("contrastive_loss", "stopped_by_budget")},
         },
     )

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rich.markup import escape
 from safetensors.torch import save_file
 
 from slm import __version__
 from slm.bundle.manifest import now_iso, write_manifest
 from slm.bundle.schema import BaseModelRef, Components, Ensemble, Manifest, NgramSpec, TransformerSpec
-from slm.console import console
+from slm.console import status
 from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
+from slm.logs import DONE, HEADING
 from slm.models.auto import BaseModelChoice, detect_languages, is_english, resolve_auto
-from slm.models.domain_terms import add_domain_terms
+from slm.models.domain_terms import TermsReport, add_domain_terms
 from slm.models.ensemble import combine, ensemble_probabilities, probabilities, tune_prior_shift, tune_weight
 from slm.models.ngram import NgramClassifier
 from slm.models.ngram import settings_for as ngram_settings
-from slm.models.registry import REGISTRY, resolve_base_model
+from slm.models.registry import REGISTRY, ResolvedModel, resolve_base_model
 from slm.pipeline import (
     Splits,
     checkpoint_dir_for,
@@ -38,23 +43,58 @@ from slm.training import distributed
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
-from slm.training.method import choose_method
+from slm.training.method import MethodChoice, choose_method
 from slm.training.self_training import self_train
 from slm.training.trainer import predict_logits, set_threads
+
+log = logging.getLogger(__name__)
 
 # Per-class decision shifts are tuned on validation only for few classes, where they cannot overfit
 # much and where imbalance hurts macro-F1 most.
 MAX_CLASSES_FOR_PRIOR_SHIFT = 20
 
+SPLIT_NAMES = ("train", "validation", "test")
 
-def _fit_baseline(splits: Splits, seed: int) -> tuple[NgramClassifier, float]:
+
+@dataclass
+class _Tokenized:
+    """The three splits tokenised once, with their targets and how many texts of each were truncated."""
+
+    tokenizer: Any
+    pad_id: int
+    enc: dict[str, Encoded]
+    targets: dict[str, np.ndarray]
+    truncated: dict[str, int]
+
+
+@dataclass
+class _Evaluation:
+    """What the fitted components scored on the evaluation split, and the ensemble settings chosen on validation."""
+
+    eval_split: str
+    models: dict
+    weight: float
+    prior_shift: list[float] | None
+    thresholds: dict[str, list[float] | None]
+    default: str
+
+
+def _task(splits: Splits) -> str:
+    return "multi_label" if splits.train.multi_label else "single_label"
+
+
+def _parts(splits: Splits) -> dict:
+    return {"train": splits.train, "validation": splits.validation, "test": splits.test}
+
+
+def _fit_baseline(splits: Splits, seed: int, show_progress: bool) -> tuple[NgramClassifier, float]:
     started = time.perf_counter()
-    with console.status("fitting the TF-IDF + logistic-regression baseline…"):
+    with status("fitting the TF-IDF + logistic-regression baseline…", enabled=show_progress):
         settings = ngram_settings(splits.train.texts)
         model = NgramClassifier(multi_label=splits.train.multi_label, seed=seed, **settings)
         model.fit(splits.train.texts, splits.train.targets(), n_classes=len(splits.train.label_names))
     seconds = time.perf_counter() - started
-    console.print(f"baseline fitted in {seconds:.1f}s")
+    log.info(f"baseline fitted in {seconds:.1f}s")
     return model, seconds
 
 
@@ -68,8 +108,8 @@ def _default_component(ensemble: bool, score, val: dict[str, np.ndarray]) -> str
         return "transformer"
     if score(val["ensemble"]) > score(val["transformer"]) + 1e-9:
         return "ensemble"
-    console.print(
-        "[yellow]note[/]: the ensemble does not beat the transformer alone on validation; the transformer "
+    log.warning(
+        "note: the ensemble does not beat the transformer alone on validation; the transformer "
         "is the default (the ensemble stays in the bundle: --component ensemble)"
     )
     return "transformer"
@@ -78,17 +118,154 @@ def _default_component(ensemble: bool, score, val: dict[str, np.ndarray]) -> str
 def _describe(splits: Splits) -> None:
     counts = f"train {len(splits.train):,} · validation {len(splits.validation):,} · test {len(splits.test):,}"
     kind = "multi-label" if splits.train.multi_label else "single-label"
-    console.print(f"[bold]data[/]: {len(splits.train.label_names)} labels ({kind}); {counts}")
+    log.info(f"data: {len(splits.train.label_names)} labels ({kind}); {counts}", extra=HEADING)
     for warning in splits.report.warnings:
-        console.print(f"[yellow]warning[/]: {warning}")
+        log.warning(f"warning: {warning}")
 
 
 def _choose_base_model(config: TrainConfig, splits: Splits) -> tuple[TrainConfig, BaseModelChoice | None]:
     """Resolve ``--base-model auto`` from the training texts and say which model and why, in one line."""
     config, choice = resolve_auto(config, splits.train.texts)
     if choice is not None:
-        console.print(f"[bold]base model[/]: {escape(choice.message())}")
+        log.info(f"base model: {choice.message()}", extra=HEADING)
     return config, choice
+
+
+@contextlib.contextmanager
+def _lexicon_base(
+    config: TrainConfig, base: Path, splits: Splits, output: Path
+) -> Iterator[tuple[Path, TermsReport | None]]:
+    """``(base model path, domain terms)``: with ``--lexicon``, a copy of the base model with the dictionary's
+    terms added, beside the output until training ends; otherwise the base model itself and None."""
+    if not config.lexicon:
+        yield base, None
+        return
+    Path(output).resolve().parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
+    try:
+        terms = add_domain_terms(base, config.lexicon, workdir / "base", splits.train.texts)
+        log.info(
+            f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} "
+            f"already were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
+        )
+        yield workdir / "base", terms
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tokenize(base_path: Path, splits: Splits, config: TrainConfig) -> _Tokenized:
+    tokenizer, pad_id = load_tokenizer(base_path)
+    enc = {name: encode_texts(tokenizer, ds.texts, config.max_length) for name, ds in _parts(splits).items()}
+    truncated = {name: e.n_truncated for name, e in enc.items()}
+    if truncated["train"]:
+        log.warning(
+            f"note: {truncated['train']:,} training texts are longer than "
+            f"{config.max_length} tokens and were truncated (--max-length)"
+        )
+    labels = splits.train.label_names
+    targets = {name: ds.targets(labels) for name, ds in _parts(splits).items()}
+    return _Tokenized(tokenizer, pad_id, enc, targets, truncated)
+
+
+def _choose_method(config: TrainConfig, train_targets: np.ndarray, n_labels: int) -> tuple[str, MethodChoice | None]:
+    """The training method (``auto`` resolved from the data, said in one line); refused if a distributed run
+    cannot train with it."""
+    method, choice = config.method, None
+    if method == "auto":
+        choice = choose_method(train_targets, n_labels, config)
+        method = choice.method
+        log.info(f"method: {method} ({choice.reason})", extra=HEADING)
+    if distributed.active() and method not in distributed.DISTRIBUTED_METHODS:
+        raise ConfigError(f"--nproc trains with --method {', '.join(distributed.DISTRIBUTED_METHODS)}, not {method}")
+    return method, choice
+
+
+def _fit(
+    method: str,
+    base_path: Path,
+    data: _Tokenized,
+    splits: Splits,
+    config: TrainConfig,
+    *,
+    output: Path,
+    resume: bool,
+    show_progress: bool,
+    unlabeled: list[str] | None,
+) -> tuple[Fitted, dict | None, float]:
+    """``(fitted transformer, self-training record or None, wall seconds)``: one fit, or self-training rounds
+    over ``unlabeled`` when given."""
+    enc, targets = data.enc, data.targets
+
+    def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
+        return fit_transformer(
+            method,
+            base_path,
+            len(splits.train.label_names),
+            train_enc,
+            train_targets,
+            enc["validation"],
+            targets["validation"],
+            config,
+            pad_id=data.pad_id,
+            multi_label=splits.train.multi_label,
+            checkpoint_dir=checkpoint_dir_for(output),
+            data_fingerprint=splits.train.fingerprint(),
+            resume=resume,
+            show_progress=show_progress,
+        )
+
+    started = time.perf_counter()
+    if not unlabeled:
+        return fit(enc["train"], targets["train"]), None, time.perf_counter() - started
+    known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
+    fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
+    dropped = len(unlabeled) - len(fresh)
+    log.info(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
+    fitted, self_training = self_train(
+        fit,
+        enc["train"],
+        targets["train"],
+        enc["validation"],
+        targets["validation"],
+        encode_texts(data.tokenizer, fresh, config.max_length),
+        rounds=config.self_training_rounds,
+        pad_id=data.pad_id,
+        show_progress=show_progress,
+    )
+    return fitted, self_training, time.perf_counter() - started
+
+
+def _evaluate(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, config: TrainConfig) -> _Evaluation:
+    """Every component's probabilities on validation (to choose the ensemble's weight, prior shift and
+    thresholds) and on the test split (validation when there is none), scored there."""
+    task, labels, targets = _task(splits), splits.train.label_names, data.targets
+    eval_split = "test" if len(splits.test) else "validation"
+    eval_ds = splits.test if len(splits.test) else splits.validation
+    probas: dict[str, dict[str, np.ndarray]] = {}
+    for part in dict.fromkeys(("validation", eval_split)):
+        logits = predict_logits(model, data.enc[part], data.pad_id)
+        ds = splits.validation if part == "validation" else eval_ds
+        probas[part] = {
+            "transformer": probabilities(logits, splits.train.multi_label),
+            "ngram": ngram.predict_proba(ds.texts),
+        }
+    val = probas["validation"]
+    score = score_function(task, targets["validation"], len(labels))
+    weight, _ = tune_weight(val["transformer"], val["ngram"], score)
+    if not config.ensemble:
+        weight = 1.0
+    prior_shift = None
+    if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
+        prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
+    for p in probas.values():
+        p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
+    thresholds = {
+        c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
+        for c, p in val.items()
+    }
+    models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
+    default = _default_component(config.ensemble, score, val)
+    return _Evaluation(eval_split, models, weight, prior_shift, thresholds, default)
 
 
 def _non_english(splits: Splits, choice: BaseModelChoice | None, seed: int) -> str | None:
@@ -136,6 +313,114 @@ def _advice(
     return advise(recommendation, likely_fixes(facts))
 
 
+def _training_record(
+    base: ResolvedModel,
+    base_choice: BaseModelChoice | None,
+    fitted: Fitted,
+    choice: MethodChoice | None,
+    self_training: dict | None,
+    wall: float,
+    data: _Tokenized,
+    evaluation: _Evaluation,
+    terms: TermsReport | None,
+) -> dict:
+    """How the transformer was trained, for the report and (without its history) the manifest."""
+    return {
+        "base_model": base.name,
+        "base_model_choice": None if base_choice is None else base_choice.to_dict(),
+        **fitted.info,
+        "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
+        "self_training": self_training,
+        "wall_time_s": round(wall, 1),
+        "truncated_texts": data.truncated,
+        "ensemble_transformer_weight": evaluation.weight,
+        "lexicon": None if terms is None else terms.to_dict(),
+        "distributed": distributed.describe(),
+    }
+
+
+def _report(
+    splits: Splits,
+    base: ResolvedModel,
+    data_path: str,
+    evaluation: _Evaluation,
+    recommendation: dict,
+    training: dict,
+    baseline_seconds: float,
+) -> dict:
+    return {
+        "title": f"slm: {base.name} on {Path(data_path).name}",
+        "task": _task(splits),
+        "created": now_iso(),
+        "dataset": {
+            "source": data_path,
+            "splits": {k: len(v) for k, v in _parts(splits).items()},
+            "evaluated_on": evaluation.eval_split,
+            **splits.report.to_dict(),
+        },
+        "models": evaluation.models,
+        "shipped": evaluation.default,
+        "recommendation": recommendation,
+        "training": training,
+        "baseline": {"fit_seconds": round(baseline_seconds, 1)},
+        "environment": environment(),
+    }
+
+
+def _manifest(
+    splits: Splits,
+    config: TrainConfig,
+    base: ResolvedModel,
+    model,
+    evaluation: _Evaluation,
+    recommendation: dict,
+    training: dict,
+    threads: int,
+    data_path: str,
+    split: dict | None,
+) -> Manifest:
+    task, eval_split = _task(splits), evaluation.eval_split
+    return Manifest(
+        slm_version=__version__,
+        created=now_iso(),
+        task=task,
+        labels=splits.train.label_names,
+        base_model=BaseModelRef(name=base.name, source=base.source, sha256=base.sha256),
+        components=Components(
+            transformer=TransformerSpec(
+                tokenizer="tokenizer",
+                config="model/config.json",
+                weights="model/model.safetensors",
+                max_length=config.max_length,
+                pooling="mean",
+                normalize=model.normalize,
+                architecture="EncoderClassifier",
+            ),
+            ngram=NgramSpec(dir="ngram"),
+        ),
+        default_component=evaluation.default,
+        ensemble=Ensemble(
+            transformer_weight=evaluation.weight, log_prior_shift=evaluation.prior_shift, chosen_on="validation"
+        ),
+        thresholds={c: t for c, t in evaluation.thresholds.items() if t is not None},
+        training={
+            "config": config.to_dict(),
+            **{k: v for k, v in training.items() if k != "history"},
+            "threads": threads,
+        },
+        metrics={"evaluated_on": eval_split, eval_split: summary_metrics(evaluation.models, task)},
+        recommendation=recommendation,
+        data={
+            "source": data_path,
+            "fingerprint": splits.train.fingerprint(),
+            "n_train": len(splits.train),
+            "n_validation": len(splits.validation),
+            "n_test": len(splits.test),
+            "split": split or {},
+        },
+    )
+
+
 def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report: dict, manifest: Manifest) -> None:
     """Write every bundle file into a staging directory, then swap it in for ``output``."""
     with atomic_directory(output) as staging:
@@ -167,200 +452,38 @@ def run_training(
     # the chosen model is then the only line printed.
     config, base_choice = _choose_base_model(config, splits)
     _describe(splits)
-    task = "multi_label" if splits.train.multi_label else "single_label"
-    labels = splits.train.label_names
     base = resolve_base_model(config.base_model)
-    workdir = None
-    base_path, terms = base.path, None
-    try:
-        if config.lexicon:  # the base model + the dictionary's terms, beside the output until training ends
-            Path(output).resolve().parent.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
-            terms = add_domain_terms(base.path, config.lexicon, workdir / "base", splits.train.texts)
-            base_path = workdir / "base"
-            console.print(
-                f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} "
-                f"already were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
-            )
-        tokenizer, pad_id = load_tokenizer(base_path)
-        enc = {
-            name: encode_texts(tokenizer, ds.texts, config.max_length)
-            for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-        }
-        truncated = {name: e.n_truncated for name, e in enc.items()}
-        if truncated["train"]:
-            console.print(
-                f"[yellow]note[/]: {truncated['train']:,} training texts are longer than "
-                f"{config.max_length} tokens and were truncated (--max-length)"
-            )
-        targets = {
-            name: ds.targets(labels)
-            for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-        }
-
+    with _lexicon_base(config, base.path, splits, output) as (base_path, terms):
+        data = _tokenize(base_path, splits, config)
         main = distributed.is_main()  # in a distributed run the other ranks only train
-        ngram, baseline_seconds = _fit_baseline(splits, config.seed) if main else (None, 0.0)
-        method = config.method
-        choice = None
-        if method == "auto":
-            choice = choose_method(targets["train"], len(labels), config)
-            method = choice.method
-            console.print(f"[bold]method[/]: {method} ({choice.reason})")
-        if distributed.active() and method not in distributed.DISTRIBUTED_METHODS:
-            raise ConfigError(
-                f"--nproc trains with --method {', '.join(distributed.DISTRIBUTED_METHODS)}, not {method}"
-            )
-
-        def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
-            return fit_transformer(
-                method,
-                base_path,
-                len(labels),
-                train_enc,
-                train_targets,
-                enc["validation"],
-                targets["validation"],
-                config,
-                pad_id=pad_id,
-                multi_label=splits.train.multi_label,
-                checkpoint_dir=checkpoint_dir_for(output),
-                data_fingerprint=splits.train.fingerprint(),
-                resume=resume,
-                show_progress=show_progress,
-            )
-
-        started = time.perf_counter()
-        self_training = None
-        if unlabeled:
-            known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
-            fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
-            dropped = len(unlabeled) - len(fresh)
-            console.print(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
-            fitted, self_training = self_train(
-                fit,
-                enc["train"],
-                targets["train"],
-                enc["validation"],
-                targets["validation"],
-                encode_texts(tokenizer, fresh, config.max_length),
-                rounds=config.self_training_rounds,
-                pad_id=pad_id,
-                show_progress=show_progress,
-            )
-        else:
-            fitted = fit(enc["train"], targets["train"])
-        wall = time.perf_counter() - started
+        ngram, baseline_seconds = _fit_baseline(splits, config.seed, show_progress) if main else (None, 0.0)
+        method, choice = _choose_method(config, data.targets["train"], len(splits.train.label_names))
+        fitted, self_training, wall = _fit(
+            method,
+            base_path,
+            data,
+            splits,
+            config,
+            output=output,
+            resume=resume,
+            show_progress=show_progress,
+            unlabeled=unlabeled,
+        )
         if not main:
             return None
         assert ngram is not None  # the main rank fitted it
-        model = fitted.model
-        eval_split = "test" if len(splits.test) else "validation"
-        eval_ds = splits.test if len(splits.test) else splits.validation
-        probas: dict[str, dict[str, np.ndarray]] = {}
-        for part in dict.fromkeys(("validation", eval_split)):
-            logits = predict_logits(model, enc[part], pad_id)
-            ds = splits.validation if part == "validation" else eval_ds
-            probas[part] = {
-                "transformer": probabilities(logits, splits.train.multi_label),
-                "ngram": ngram.predict_proba(ds.texts),
-            }
-        val = probas["validation"]
-        score = score_function(task, targets["validation"], len(labels))
-        weight, _ = tune_weight(val["transformer"], val["ngram"], score)
-        if not config.ensemble:
-            weight = 1.0
-        prior_shift = None
-        if task == "single_label" and len(labels) <= MAX_CLASSES_FOR_PRIOR_SHIFT:
-            prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
-        for p in probas.values():
-            p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
-        thresholds = {
-            c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
-            for c, p in val.items()
-        }
-        models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
-        default = _default_component(config.ensemble, score, val)
-        recommendation = recommend(models, task=task, candidate=default, margin_points=margin_points)
+        evaluation = _evaluate(fitted.model, ngram, data, splits, config)
+        recommendation = recommend(
+            evaluation.models, task=_task(splits), candidate=evaluation.default, margin_points=margin_points
+        )
         recommendation = _advice(
-            recommendation, config, splits, base.name, base_choice, fitted.info, truncated["train"]
+            recommendation, config, splits, base.name, base_choice, fitted.info, data.truncated["train"]
         )
-
-        training = {
-            "base_model": base.name,
-            "base_model_choice": None if base_choice is None else base_choice.to_dict(),
-            **fitted.info,
-            "method_choice": None if choice is None else {"method": choice.method, "reason": choice.reason},
-            "self_training": self_training,
-            "wall_time_s": round(wall, 1),
-            "truncated_texts": truncated,
-            "ensemble_transformer_weight": weight,
-            "lexicon": None if terms is None else terms.to_dict(),
-            "distributed": distributed.describe(),
-        }
-        report = {
-            "title": f"slm: {base.name} on {Path(data_path).name}",
-            "task": task,
-            "created": now_iso(),
-            "dataset": {
-                "source": data_path,
-                "splits": {
-                    k: len(v)
-                    for k, v in (
-                        ("train", splits.train),
-                        ("validation", splits.validation),
-                        ("test", splits.test),
-                    )
-                },
-                "evaluated_on": eval_split,
-                **splits.report.to_dict(),
-            },
-            "models": models,
-            "shipped": default,
-            "recommendation": recommendation,
-            "training": training,
-            "baseline": {"fit_seconds": round(baseline_seconds, 1)},
-            "environment": environment(),
-        }
-        manifest = Manifest(
-            slm_version=__version__,
-            created=now_iso(),
-            task=task,
-            labels=labels,
-            base_model=BaseModelRef(name=base.name, source=base.source, sha256=base.sha256),
-            components=Components(
-                transformer=TransformerSpec(
-                    tokenizer="tokenizer",
-                    config="model/config.json",
-                    weights="model/model.safetensors",
-                    max_length=config.max_length,
-                    pooling="mean",
-                    normalize=model.normalize,
-                    architecture="EncoderClassifier",
-                ),
-                ngram=NgramSpec(dir="ngram"),
-            ),
-            default_component=default,
-            ensemble=Ensemble(transformer_weight=weight, log_prior_shift=prior_shift, chosen_on="validation"),
-            thresholds={c: t for c, t in thresholds.items() if t is not None},
-            training={
-                "config": config.to_dict(),
-                **{k: v for k, v in training.items() if k != "history"},
-                "threads": threads,
-            },
-            metrics={"evaluated_on": eval_split, eval_split: summary_metrics(models, task)},
-            recommendation=recommendation,
-            data={
-                "source": data_path,
-                "fingerprint": splits.train.fingerprint(),
-                "n_train": len(splits.train),
-                "n_validation": len(splits.validation),
-                "n_test": len(splits.test),
-                "split": split or {},
-            },
+        training = _training_record(base, base_choice, fitted, choice, self_training, wall, data, evaluation, terms)
+        report = _report(splits, base, data_path, evaluation, recommendation, training, baseline_seconds)
+        manifest = _manifest(
+            splits, config, base, fitted.model, evaluation, recommendation, training, threads, data_path, split
         )
-        _write_bundle(output, tokenizer, model, ngram, report, manifest)
-        console.print(f"[green]bundle written[/]: {output}")
+        _write_bundle(output, data.tokenizer, fitted.model, ngram, report, manifest)
+        log.info(f"bundle written: {output}", extra=DONE)
         return Bundle(output)
-    finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)

@@ -10,17 +10,20 @@ does not improve ends self-training.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
 import numpy as np
 
-from slm.console import console
 from slm.errors import ConfigError
+from slm.logs import HEADING
 from slm.models.ensemble import probabilities
 from slm.training.batching import Encoded
 from slm.training.fit import Fitted
 from slm.training.trainer import predict_logits, validation_macro_f1
+
+log = logging.getLogger(__name__)
 
 
 def pseudo_label(proba: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -66,21 +69,22 @@ def self_train(
     def score(fitted: Fitted) -> float:
         return validation_macro_f1(predict_logits(fitted.model, val, pad_id), val_targets, False)
 
-    console.print(f"[bold]self-training[/]: round 0 of {rounds} on the {len(train):,} labelled texts")
+    log.info(f"self-training: round 0 of {rounds} on the {len(train):,} labelled texts", extra=HEADING)
     best = fit(train, train_targets)
     best_score = score(best)
     history = [
         {"round": 0, "pseudo_labels": 0, "min_confidence": None, "val_macro_f1": round(best_score, 5), "kept": True}
     ]
-    console.print(f"round 0: validation macro-F1 {best_score:.4f}")
+    log.info(f"round 0: validation macro-F1 {best_score:.4f}")
     for r in range(1, rounds + 1):
         proba = probabilities(predict_logits(best.model, unlabeled, pad_id, show_progress=show_progress), False)
         picked, labels, floor = pseudo_label(proba, share=r / rounds)
         ids = train.ids + [unlabeled.ids[i] for i in picked]
         targets = np.concatenate([train_targets, labels.astype(train_targets.dtype)])
-        console.print(
-            f"[bold]self-training[/]: round {r} of {rounds} with {len(picked):,} pseudo-labelled texts "
-            f"(confidence >= {floor:.3f})"
+        log.info(
+            f"self-training: round {r} of {rounds} with {len(picked):,} pseudo-labelled texts "
+            f"(confidence >= {floor:.3f})",
+            extra=HEADING,
         )
         candidate = fit(Encoded(ids, train.n_truncated), targets)
         candidate_score = score(candidate)
@@ -95,7 +99,7 @@ def self_train(
             }
         )
         verdict = "kept" if kept else f"not kept (best stays {best_score:.4f}); self-training stops"
-        console.print(f"round {r}: validation macro-F1 {candidate_score:.4f}, {verdict}")
+        log.info(f"round {r}: validation macro-F1 {candidate_score:.4f}, {verdict}")
         if not kept:
             break
         best, best_score = candidate, candidate_score

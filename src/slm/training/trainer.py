@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -11,20 +12,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from sklearn.metrics import f1_score
 from torch import nn
 
-from slm.console import console
 from slm.errors import SlmError
 from slm.models.encoder import EncoderClassifier
 from slm.training import distributed
 from slm.training.batching import Encoded, collate, inference_batches, length_bucketed_batches
 from slm.training.checkpoint import TrainState, has_checkpoint, load_checkpoint, save_checkpoint
 from slm.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(SlmError):
@@ -118,6 +121,17 @@ def validation_macro_f1(logits: np.ndarray, targets: np.ndarray, multi_label: bo
     return float(f1_score(targets, logits.argmax(1), labels=labels, average="macro", zero_division=0))
 
 
+@dataclass
+class _Step:
+    """What an optimiser step needs besides its batch."""
+
+    forward: nn.Module  # the model, or its DistributedDataParallel wrapper
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    targets: torch.Tensor
+
+
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
 
@@ -172,6 +186,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.show_progress = show_progress
         self.stop = _StopFlag()
+        self._last_save = time.monotonic()
 
     # -- setup ---------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -235,28 +250,12 @@ class Trainer:
         optimizer = self._optimizer()
         scheduler = self._scheduler(optimizer, n_batches * cfg.epochs)
         loss_fn = self._loss(train_targets, self.model.head.out_features)
-        state = TrainState(resume_key=cfg.resume_key(), data_fingerprint=data_fingerprint)
-        best: dict[str, torch.Tensor] | None = None
-        if resume and not has_checkpoint(self.checkpoint_dir):
-            console.print(f"[yellow]note[/]: no checkpoint in {self.checkpoint_dir}; starting from the beginning")
-        if resume and has_checkpoint(self.checkpoint_dir):
-            state, best = load_checkpoint(
-                self.checkpoint_dir,
-                resume_key=state.resume_key,
-                data_fingerprint=data_fingerprint,
-                model=self.model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-            )
-        targets_t = torch.as_tensor(train_targets)
-        forward: nn.Module = self.model
-        if distributed.active():  # gradients averaged across ranks; each rank trains on its share of a batch
-            # Added domain-term rows (--lexicon) get no gradient in batches without a term.
-            forward = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=bool(cfg.lexicon))
+        state, best = self._initial_state(data_fingerprint, resume, optimizer, scheduler)
+        step = _Step(self._forward(), loss_fn, optimizer, scheduler, torch.as_tensor(train_targets))
         stopped_by_budget = False
-        last_save = time.monotonic()
+        self._last_save = time.monotonic()
         with self.stop.installed(), self._progress() as progress:
-            console.print(
+            log.info(
                 f"fine-tuning: {len(train):,} examples, {n_batches:,} steps per epoch, up to {cfg.epochs} epochs"
                 + (f" (resuming at epoch {state.epoch + 1}, step {state.next_batch})" if state.global_step else "")
             )
@@ -270,58 +269,107 @@ class Trainer:
             while not state.finished and state.epoch < cfg.epochs:
                 batches = length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + state.epoch)
                 progress.update(task, description=f"epoch {state.epoch + 1}/{cfg.epochs}")
-                self.model.train()
-                running = 0.0
-                for index in range(state.next_batch, len(batches)):
-                    started = time.perf_counter()
-                    whole = batches[index]
-                    if len(whole) < distributed.world_size():  # a rank would get no rows: the same skip on all
-                        continue
-                    batch = distributed.shard(list(whole))
-                    input_ids, mask = collate([train.ids[i] for i in batch], self.pad_id)
-                    logits = forward(input_ids, mask)
-                    loss = loss_fn(logits, targets_t[batch])
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    if self.step_hook is not None:
-                        self.step_hook(state.global_step)
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.train_seconds += time.perf_counter() - started
-                    state.examples_seen += len(whole)
-                    state.global_step += 1
-                    state.next_batch = index + 1
-                    running = 0.9 * running + 0.1 * loss.item() if index else loss.item()
-                    progress.update(
-                        task,
-                        advance=1,
-                        loss=f"{running:.3f}",
-                        rate=f"{state.examples_seen / max(state.train_seconds, 1e-9):.0f}",
-                    )
-                    stop = distributed.any_rank(self.stop.requested)
-                    over = distributed.any_rank(self._over_budget(state))
-                    if stop:
-                        self._save(state, optimizer, scheduler, best)
-                        raise TrainingInterrupted(
-                            f"training interrupted at epoch {state.epoch + 1}, batch {state.next_batch}: "
-                            "checkpoint saved; run the same command with --resume to continue"
-                        )
-                    if over:
-                        stopped_by_budget = True
-                        break
-                    if distributed.any_rank(time.monotonic() - last_save > cfg.checkpoint_minutes * 60):
-                        self._save(state, optimizer, scheduler, best)
-                        last_save = time.monotonic()
+                stopped_by_budget, running = self._train_epoch(train, batches, step, state, best, progress, task)
                 best = self._end_epoch(state, val, val_targets, best, running)
                 if stopped_by_budget or state.bad_epochs >= cfg.patience:
                     state.finished = True
                 self._save(state, optimizer, scheduler, best)
-                last_save = time.monotonic()
+                self._last_save = time.monotonic()
         if best is not None:
             self.model.load_state_dict(best)
         stopped_early = state.bad_epochs >= cfg.patience
         return TrainResult(self.model, state, stopped_early, stopped_by_budget)
+
+    def _initial_state(
+        self, data_fingerprint: str, resume: bool, optimizer: torch.optim.Optimizer, scheduler
+    ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+        """A fresh state, or with ``resume`` the checkpoint's (model, optimiser and scheduler restored in place)."""
+        state = TrainState(resume_key=self.config.resume_key(), data_fingerprint=data_fingerprint)
+        if resume and not has_checkpoint(self.checkpoint_dir):
+            log.warning(f"note: no checkpoint in {self.checkpoint_dir}; starting from the beginning")
+        if resume and has_checkpoint(self.checkpoint_dir):
+            return load_checkpoint(
+                self.checkpoint_dir,
+                resume_key=state.resume_key,
+                data_fingerprint=data_fingerprint,
+                model=self.model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+            )
+        return state, None
+
+    def _forward(self) -> nn.Module:
+        if distributed.active():  # gradients averaged across ranks; each rank trains on its share of a batch
+            # Added domain-term rows (--lexicon) get no gradient in batches without a term.
+            return nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=bool(self.config.lexicon))
+        return self.model
+
+    def _train_epoch(
+        self,
+        train: Encoded,
+        batches: list[np.ndarray],
+        step: _Step,
+        state: TrainState,
+        best: dict[str, torch.Tensor] | None,
+        progress: Progress,
+        task: TaskID,
+    ) -> tuple[bool, float]:
+        """The epoch's batches from ``state.next_batch`` on: ``(stopped by the time budget, running loss)``."""
+        self.model.train()
+        running = 0.0
+        for index in range(state.next_batch, len(batches)):
+            whole = batches[index]
+            if len(whole) < distributed.world_size():  # a rank would get no rows: the same skip on all
+                continue
+            loss = self._step(train, whole, step, state)
+            state.next_batch = index + 1
+            running = 0.9 * running + 0.1 * loss if index else loss
+            progress.update(
+                task,
+                advance=1,
+                loss=f"{running:.3f}",
+                rate=f"{state.examples_seen / max(state.train_seconds, 1e-9):.0f}",
+            )
+            if self._out_of_time(state, step, best):
+                return True, running
+        return False, running
+
+    def _step(self, train: Encoded, whole: np.ndarray, step: _Step, state: TrainState) -> float:
+        """One optimiser step on this rank's share of the batch ``whole``; returns its loss."""
+        started = time.perf_counter()
+        batch = distributed.shard(list(whole))
+        input_ids, mask = collate([train.ids[i] for i in batch], self.pad_id)
+        logits = step.forward(input_ids, mask)
+        loss = step.loss_fn(logits, step.targets[batch])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        step.optimizer.step()
+        if self.step_hook is not None:
+            self.step_hook(state.global_step)
+        step.scheduler.step()
+        step.optimizer.zero_grad(set_to_none=True)
+        state.train_seconds += time.perf_counter() - started
+        state.examples_seen += len(whole)
+        state.global_step += 1
+        return loss.item()
+
+    def _out_of_time(self, state: TrainState, step: _Step, best: dict[str, torch.Tensor] | None) -> bool:
+        """After a step, on every rank alike: checkpoint and raise on a stop signal; True when over the time
+        budget; a checkpoint every ``checkpoint_minutes``."""
+        stop = distributed.any_rank(self.stop.requested)
+        over = distributed.any_rank(self._over_budget(state))
+        if stop:
+            self._save(state, step.optimizer, step.scheduler, best)
+            raise TrainingInterrupted(
+                f"training interrupted at epoch {state.epoch + 1}, batch {state.next_batch}: "
+                "checkpoint saved; run the same command with --resume to continue"
+            )
+        if over:
+            return True
+        if distributed.any_rank(time.monotonic() - self._last_save > self.config.checkpoint_minutes * 60):
+            self._save(state, step.optimizer, step.scheduler, best)
+            self._last_save = time.monotonic()
+        return False
 
     def _save(self, state: TrainState, optimizer, scheduler, best) -> None:
         """Checkpoint from rank 0 only (the single writer); every rank waits until it is on disk."""
@@ -358,7 +406,7 @@ class Trainer:
         )
         improved = metric > state.best_metric + 1e-4
         if self.show_progress and distributed.is_main():
-            console.print(
+            log.info(
                 f"epoch {state.epoch + 1}: train loss {train_loss:.4f} · validation macro-F1 "
                 f"{metric:.4f}{' (best)' if improved else ''} · {state.train_seconds / 60:.1f} min"
             )

@@ -13,21 +13,27 @@ the same command again, and the trials are queryable with Optuna's own tools.
 
 from __future__ import annotations
 
-import math
+import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from slm.console import console
+from slm.data.dataset import TextDataset
+from slm.durations import parse_duration
 from slm.errors import ConfigError
 from slm.fileio import record_output, write_json_atomic, write_text_atomic
+from slm.logs import HEADING
 from slm.pipeline import Splits
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.trainer import predict_logits, set_threads, validation_macro_f1
+
+log = logging.getLogger(__name__)
 
 TUNABLE_METHODS = ("full", "lora", "fewshot", "head")
 # A trial is not started with less than this left of the budget.
@@ -82,17 +88,7 @@ def sample_indices(ds, n: int, seed: int) -> np.ndarray:
 
 def parse_budget(text: str) -> float:
     """'20m', '90s', '1.5h' or plain minutes -> seconds."""
-    raw = text.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    factor = units.get(raw[-1:])
-    number = raw[:-1] if factor else raw
-    try:
-        value = float(number) * (factor or 60.0)
-    except ValueError:
-        raise ConfigError(f"budget {text!r} is not a duration like 20m, 90s or 1.5h") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"budget must be positive, got {text!r}")
-    return value
+    return parse_duration(text, bare_unit="m", what="budget")
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
@@ -165,6 +161,21 @@ def _write_outputs(
     return rows
 
 
+@dataclass
+class _TrialData:
+    """What every trial trains and is scored on: the tokenised (sub)sample and the whole validation split."""
+
+    base_path: Path
+    pad_id: int
+    train: Encoded
+    y_train: np.ndarray
+    val: Encoded
+    y_val: np.ndarray
+    train_ds: TextDataset
+    n_labels: int
+    multi_label: bool
+
+
 def tune(
     splits: Splits,
     *,
@@ -181,12 +192,9 @@ def tune(
     sized so that the default configuration takes about a quarter of the budget, ``0``: all), and
     every trial, the default included, is scored on the whole validation split.
     """
-    import optuna
-    from rich.markup import escape
+    import optuna  # noqa: F401  (first: without the train extra, that is the one line printed, before any work)
 
     from slm.models.auto import resolve_auto
-    from slm.models.registry import resolve_base_model
-    from slm.training.fit import fit_transformer
 
     check_methods(methods)
     if not len(splits.validation):
@@ -194,85 +202,14 @@ def tune(
     # Resolved once for every trial, so best_config.json names the model ('slm train --config' trains the same).
     base, choice = resolve_auto(base, splits.train.texts)
     if choice is not None:
-        console.print(f"[bold]base model[/]: {escape(choice.message())}")
+        log.info(f"base model: {choice.message()}", extra=HEADING)
     deadline = time.monotonic() + budget_seconds
     set_threads(base.threads)
     output.mkdir(parents=True, exist_ok=True)
     record_output(output, TUNE_FILES)  # before the study exists: an interrupted search can continue
-    labels = splits.train.label_names
-    multi = splits.train.multi_label
-    base_model = resolve_base_model(base.base_model)
-    tokenizer, pad_id = load_tokenizer(base_model.path)
-    train = encode_texts(tokenizer, splits.train.texts, base.max_length)
-    val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
-    y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
-    mean_tokens = float(np.mean([len(ids) for ids in train.ids]))
-    limit = auto_train_examples(budget_seconds, base, mean_tokens) if max_train_examples is None else max_train_examples
-    kept = sample_indices(splits.train, limit, base.seed) if limit else np.arange(len(splits.train))
-    if len(kept) < len(splits.train):
-        console.print(
-            f"trials train on a stratified sample of {len(kept):,} of the {len(splits.train):,} training texts "
-            f"(sized for the default configuration to take about {DEFAULT_TRIAL_SHARE:.0%} of the budget; "
-            "--max-train-examples 0 uses all)"
-        )
-        train = Encoded([train.ids[i] for i in kept], 0)
-        y_train = y_train[kept]
-    train_ds = splits.train.subset(kept.tolist())
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=f"sqlite:///{(output / 'study.db').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-    )
-    if not any(t.user_attrs.get("default") for t in study.trials):
-        study.enqueue_trial({"method": base.method if base.method in methods else methods[0]}, {"default": True})
-
-    def objective(trial) -> float:
-        started = time.monotonic()
-        remaining = deadline - started
-        is_default = bool(trial.user_attrs.get("default"))
-        if is_default:
-            config = replace(base, method=trial.suggest_categorical("method", list(methods)))
-        else:
-            config = suggest(trial, base, methods)
-        config = replace(config, max_minutes=remaining / 60, checkpoint_minutes=1e6)
-        described = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        label = "default configuration" if is_default else described
-        console.print(f"[bold]trial {trial.number}[/] ({remaining / 60:.1f} min left): {label}")
-
-        def report(epoch: int, metric: float) -> None:
-            trial.report(metric, epoch)
-            if not is_default and trial.should_prune():
-                raise optuna.TrialPruned(f"validation macro-F1 {metric:.4f} after epoch {epoch} is below the median")
-
-        with tempfile.TemporaryDirectory(prefix="slm-tune-") as tmp:
-            try:
-                fitted = fit_transformer(
-                    config.method,
-                    base_model.path,
-                    len(labels),
-                    train,
-                    y_train,
-                    val,
-                    y_val,
-                    config,
-                    pad_id=pad_id,
-                    multi_label=multi,
-                    checkpoint_dir=Path(tmp) / "ckpt",
-                    data_fingerprint=train_ds.fingerprint(),
-                    show_progress=show_progress,
-                    epoch_hook=report,
-                )
-            finally:
-                trial.set_user_attr("seconds", time.monotonic() - started)
-        value = validation_macro_f1(predict_logits(fitted.model, val, pad_id), y_val, multi)
-        trial.set_user_attr("seconds", time.monotonic() - started)
-        console.print(f"trial {trial.number}: validation macro-F1 {value:.4f} in {time.monotonic() - started:.0f}s")
-        return value
+    data = _trial_data(splits, base, budget_seconds, max_train_examples)
+    study = _study(output, base, methods)
+    objective = _objective(data, base, methods, deadline, show_progress)
 
     def stop_when_out_of_time(study, trial) -> None:
         if deadline - time.monotonic() < MIN_TRIAL_SECONDS:
@@ -287,21 +224,128 @@ def tune(
             gc_after_trial=True,
         )
     finally:
-        completed = [(t, t.value) for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
-        default_values = [value for t, value in completed if t.user_attrs.get("default")]
-        default_value = float(default_values[0]) if default_values else None
-        best_trial, best_value = max(completed, key=lambda tv: tv[1]) if completed else (None, None)
-        best = None
-        if best_trial is not None:
-            best = (
-                replace(base, method=best_trial.params["method"])
-                if best_trial.user_attrs.get("default")
-                else suggest(optuna.trial.FixedTrial(best_trial.params), base, methods)
-            )
-        rows = _write_outputs(output, study, best, default_value, len(train_ds), len(splits.train))
+        best, best_value, default_value = _best(study, base, methods)
+        rows = _write_outputs(output, study, best, default_value, len(data.train_ds), len(splits.train))
     if best is None or best_value is None:  # both or neither
         raise ConfigError("no trial finished within the budget; give tuning more time (--budget)")
-    return TuneResult(best, float(best_value), default_value, rows, output, len(train_ds), len(splits.train))
+    return TuneResult(best, best_value, default_value, rows, output, len(data.train_ds), len(splits.train))
+
+
+def _trial_data(splits: Splits, base: TrainConfig, budget_seconds: float, max_train_examples: int | None) -> _TrialData:
+    """The splits tokenised once for all trials, the training texts sampled down as ``max_train_examples`` says."""
+    from slm.models.registry import resolve_base_model
+
+    labels = splits.train.label_names
+    base_model = resolve_base_model(base.base_model)
+    tokenizer, pad_id = load_tokenizer(base_model.path)
+    train = encode_texts(tokenizer, splits.train.texts, base.max_length)
+    val = encode_texts(tokenizer, splits.validation.texts, base.max_length)
+    y_train, y_val = splits.train.targets(labels), splits.validation.targets(labels)
+    mean_tokens = float(np.mean([len(ids) for ids in train.ids]))
+    limit = auto_train_examples(budget_seconds, base, mean_tokens) if max_train_examples is None else max_train_examples
+    kept = sample_indices(splits.train, limit, base.seed) if limit else np.arange(len(splits.train))
+    if len(kept) < len(splits.train):
+        log.info(
+            f"trials train on a stratified sample of {len(kept):,} of the {len(splits.train):,} training texts "
+            f"(sized for the default configuration to take about {DEFAULT_TRIAL_SHARE:.0%} of the budget; "
+            "--max-train-examples 0 uses all)"
+        )
+        train = Encoded([train.ids[i] for i in kept], 0)
+        y_train = y_train[kept]
+    train_ds = splits.train.subset(kept.tolist())
+    return _TrialData(
+        base_model.path, pad_id, train, y_train, val, y_val, train_ds, len(labels), splits.train.multi_label
+    )
+
+
+def _study(output: Path, base: TrainConfig, methods: tuple[str, ...]):
+    """The Optuna study in ``output/study.db`` (continued when it exists), the default configuration queued first."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{(output / 'study.db').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=base.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    if not any(t.user_attrs.get("default") for t in study.trials):
+        study.enqueue_trial({"method": base.method if base.method in methods else methods[0]}, {"default": True})
+    return study
+
+
+def _objective(
+    data: _TrialData, base: TrainConfig, methods: tuple[str, ...], deadline: float, show_progress: bool
+) -> Callable[[Any], float]:
+    """Optuna's objective: train the trial's configuration with the budget left, return validation macro-F1."""
+    import optuna
+
+    from slm.training.fit import fit_transformer
+
+    def objective(trial) -> float:
+        started = time.monotonic()
+        remaining = deadline - started
+        is_default = bool(trial.user_attrs.get("default"))
+        if is_default:
+            config = replace(base, method=trial.suggest_categorical("method", list(methods)))
+        else:
+            config = suggest(trial, base, methods)
+        config = replace(config, max_minutes=remaining / 60, checkpoint_minutes=1e6)
+        described = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        label = "default configuration" if is_default else described
+        log.info(f"trial {trial.number} ({remaining / 60:.1f} min left): {label}", extra=HEADING)
+
+        def report(epoch: int, metric: float) -> None:
+            trial.report(metric, epoch)
+            if not is_default and trial.should_prune():
+                raise optuna.TrialPruned(f"validation macro-F1 {metric:.4f} after epoch {epoch} is below the median")
+
+        with tempfile.TemporaryDirectory(prefix="slm-tune-") as tmp:
+            try:
+                fitted = fit_transformer(
+                    config.method,
+                    data.base_path,
+                    data.n_labels,
+                    data.train,
+                    data.y_train,
+                    data.val,
+                    data.y_val,
+                    config,
+                    pad_id=data.pad_id,
+                    multi_label=data.multi_label,
+                    checkpoint_dir=Path(tmp) / "ckpt",
+                    data_fingerprint=data.train_ds.fingerprint(),
+                    show_progress=show_progress,
+                    epoch_hook=report,
+                )
+            finally:
+                trial.set_user_attr("seconds", time.monotonic() - started)
+        value = validation_macro_f1(predict_logits(fitted.model, data.val, data.pad_id), data.y_val, data.multi_label)
+        trial.set_user_attr("seconds", time.monotonic() - started)
+        log.info(f"trial {trial.number}: validation macro-F1 {value:.4f} in {time.monotonic() - started:.0f}s")
+        return value
+
+    return objective
+
+
+def _best(study, base: TrainConfig, methods: tuple[str, ...]) -> tuple[TrainConfig | None, float | None, float | None]:
+    """``(best configuration, its value, the default configuration's value)`` over the completed trials."""
+    import optuna
+
+    completed = [(t, t.value) for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
+    default_values = [value for t, value in completed if t.user_attrs.get("default")]
+    default_value = float(default_values[0]) if default_values else None
+    best_trial, best_value = max(completed, key=lambda tv: tv[1]) if completed else (None, None)
+    best: TrainConfig | None = None
+    if best_trial is not None:
+        best = (
+            replace(base, method=best_trial.params["method"])
+            if best_trial.user_attrs.get("default")
+            else suggest(optuna.trial.FixedTrial(best_trial.params), base, methods)
+        )
+    return best, best_value, default_value
 
 
 def summary_table(result: TuneResult) -> list[tuple[str, str]]:

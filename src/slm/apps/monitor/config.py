@@ -25,33 +25,17 @@ the config file)::
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slm.apps.monitor.items import DEFAULT_MAX_TEXT_CHARS
+from slm.durations import parse_duration
 from slm.errors import ConfigError
 
 NEGATIVE_NAMES = ("negative", "neg", "bearish")
 POSITIVE_NAMES = ("positive", "pos", "bullish")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
-_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``90``, ``"15m"``, ``"1h"``, ``"1d"``; ConfigError when unreadable or not positive."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(f"cannot read duration {value!r}: use e.g. 30s, 15m, 1h or 1d")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"duration {value!r} must be positive")
-    return seconds
 
 
 class _Strict(BaseModel):
@@ -103,7 +87,7 @@ class MonitorConfig(_Strict):
     @classmethod
     def _window(cls, value: float | str) -> float:
         try:
-            return parse_duration(value)
+            return parse_duration(value, bare_unit="s")  # window: 3600 is an hour
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 

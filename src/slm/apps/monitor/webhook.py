@@ -84,7 +84,8 @@ class WebhookSender:
                 if 200 <= response.status_code < 300:
                     self.store.mark_delivery(alert["id"], delivered=True)
                     self.sent += 1
-                    logger.info("alert %s delivered to webhook", alert["id"])
+                    # debug, not info: the CLI shows info records, and this one was never shown
+                    logger.debug("alert %s delivered to webhook", alert["id"])
                     return True
                 error = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:

@@ -11,6 +11,7 @@ Steps (each recorded in the manifest):
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,10 +30,11 @@ from slm.apps.recommend.scorer import Ranker, Scorer, ranker_queries
 from slm.apps.recommend.split import DEFAULT_COLD_FRACTION, DEFAULT_NEGATIVES, Split, leave_last_out
 from slm.apps.recommend.towers import TowerTraining, train_towers
 from slm.bundle.manifest import now_iso, write_manifest
-from slm.bundle.schema import Components, Manifest
-from slm.console import console
+from slm.bundle.schema import Components, EncoderSpec, Manifest
 from slm.errors import BundleError, ConfigError
 from slm.fileio import atomic_directory, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 INT8_CHECK_ITEMS = 300
 
@@ -104,20 +106,14 @@ def train_recommender(
     from transformers import AutoModel, AutoTokenizer
 
     from slm.apps.common.embedding import embed_with_torch
-    from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder
+    from slm.apps.common.encoders import Encoder
     from slm.models.registry import resolve_base_model
 
     config = config or RecommendConfig()
     config.validate()
     started = time.perf_counter()
     output = Path(output)
-    split = leave_last_out(data, cold_fraction=config.cold_fraction, negatives=config.negatives, seed=config.seed)
-    console.print(f"split: {split.summary()}")
-    if len(split.validation) < 10:
-        raise ConfigError(
-            f"only {len(split.validation)} users have three positive events at different times; "
-            "the ranker needs at least 10"
-        )
+    split = _split(data, config)
     base = resolve_base_model(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     encoder = AutoModel.from_pretrained(base.path, add_pooling_layer=False).eval()
@@ -125,28 +121,14 @@ def train_recommender(
     settings = config.towers
     untuned_embeddings = None
     if config.evaluate:
-        console.print(f"embedding {len(texts):,} items with the un-tuned encoder (baseline)…")
+        log.info(f"embedding {len(texts):,} items with the un-tuned encoder (baseline)…")
         untuned_embeddings = embed_with_torch(encoder, tokenizer, texts, settings.max_length, 128)
     matrix, training = train_towers(
         encoder, tokenizer, texts, split.tower_events, split.warm_items, settings, show_progress=show_progress
     )
-    with atomic_directory(output) as staging, tempfile.TemporaryDirectory(prefix="slm-recommend-") as tmp:
-        tokenizer.save_pretrained(tmp)
-        sample = [texts[i] for i in np.random.default_rng(config.seed).permutation(len(texts))[:INT8_CHECK_ITEMS]]
-        spec = export_encoder(
-            embedding_graph(encoder),
-            encoder.config,
-            Path(tmp),
-            staging,
-            layout.ENCODER_DIR,
-            RETRIEVER_OUTPUTS,
-            max_length=settings.max_length,
-            check_texts=sample,
-            int8=config.int8,
-        )
-        encoder.save_pretrained(staging / layout.ENCODER_DIR / "pytorch", safe_serialization=True)
-        tokenizer.save_pretrained(staging / layout.ENCODER_DIR / "pytorch")
-        console.print(f"embedding {len(texts):,} items with the {spec.precision} ONNX item encoder…")
+    with atomic_directory(output) as staging:
+        spec = _export_item_encoder(encoder, tokenizer, texts, staging, config)
+        log.info(f"embedding {len(texts):,} items with the {spec.precision} ONNX item encoder…")
         embeddings = Encoder(staging, spec).embed(texts, batch_size=1, show_progress=show_progress)
         scorer, untuned, knn = split_scorers(
             split,
@@ -164,55 +146,116 @@ def train_recommender(
         evaluation = None
         if config.evaluate:
             evaluation = evaluate(
-                split, scorer, untuned, knn, seed=config.seed, index_kind=config.index_kind, full=config.full_catalogue
-            )
-            write_json_atomic(staging / layout.EVALUATION_FILE, evaluation)
-            from slm.apps.recommend.report import markdown_report
-
-            write_text_atomic(staging / layout.REPORT_FILE, markdown_report(evaluation, data.summary()))
-        ranker.save(staging / layout.RANKER_FILE)
-        with open(staging / layout.USER_TOWER_FILE, "wb") as handle:
-            np.save(handle, matrix, allow_pickle=False)
-        write_items(
-            staging, data.catalogue, embeddings, ItemStats.from_events(data.events, len(texts)), config.index_kind
-        )
-        write_json_atomic(staging / layout.USERS_FILE, user_histories(data, settings.max_history))
+                split, scorer, untuned, knn, seed=config.seed, index_kind=config.index_kind, full=config.full_catalogue,
+                show_progress=show_progress,
+            )  # fmt: skip
+            _write_evaluation(staging, evaluation, data)
+        _write_serving_files(staging, data, ranker, matrix, embeddings, config)
+        training_record = {
+            "towers": training,
+            "ranker": ranker_report,
+            "config": {k: v for k, v in asdict(config).items() if k != "towers"},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         manifest = write_manifest(
-            staging,
-            Manifest(
-                task=layout.TASK,
-                created=now_iso(),
-                base_model=base.name,
-                components=Components(item_encoder=spec),
-                data={**data.summary(), **(source or {})},
-                training={
-                    "towers": training,
-                    "ranker": ranker_report,
-                    "config": {k: v for k, v in asdict(config).items() if k != "towers"},
-                    "seconds": round(time.perf_counter() - started, 1),
-                },
-                metrics=evaluation["acceptance"] if evaluation else None,
-                extra={  # the recommender's own sections
-                    "base_model_sha256": base.sha256,
-                    "items": len(texts),
-                    "recommender": {
-                        "max_history": settings.max_history,
-                        "half_life": settings.half_life,
-                        "feature_names": names,
-                        "reference_time": int(data.events.timestamp.max()),
-                        "index_kind": config.index_kind,
-                        "positive_rule": data.positive_rule,
-                    },
-                    "split": {
-                        "cold_fraction": config.cold_fraction,
-                        "negatives": config.negatives,
-                        "seed": config.seed,
-                        **split.summary(),
-                    },
-                },
-            ),
+            staging, _manifest(data, config, base, spec, names, split, source, training_record, evaluation)
         )
     return manifest
+
+
+def _split(data: RecData, config: RecommendConfig) -> Split:
+    """The leave-last-out split, refused when too few users are left to fit the ranker on."""
+    split = leave_last_out(data, cold_fraction=config.cold_fraction, negatives=config.negatives, seed=config.seed)
+    log.info(f"split: {split.summary()}")
+    if len(split.validation) < 10:
+        raise ConfigError(
+            f"only {len(split.validation)} users have three positive events at different times; "
+            "the ranker needs at least 10"
+        )
+    return split
+
+
+def _export_item_encoder(encoder, tokenizer, texts: list[str], staging: Path, config: RecommendConfig) -> EncoderSpec:
+    """The item tower as ONNX (int8 when it agrees with fp32 on a sample of items) and as PyTorch weights."""
+    from slm.apps.common.encoders import RETRIEVER_OUTPUTS, embedding_graph, export_encoder
+
+    with tempfile.TemporaryDirectory(prefix="slm-recommend-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        sample = [texts[i] for i in np.random.default_rng(config.seed).permutation(len(texts))[:INT8_CHECK_ITEMS]]
+        spec = export_encoder(
+            embedding_graph(encoder),
+            encoder.config,
+            Path(tmp),
+            staging,
+            layout.ENCODER_DIR,
+            RETRIEVER_OUTPUTS,
+            max_length=config.towers.max_length,
+            check_texts=sample,
+            int8=config.int8,
+        )
+    encoder.save_pretrained(staging / layout.ENCODER_DIR / "pytorch", safe_serialization=True)
+    tokenizer.save_pretrained(staging / layout.ENCODER_DIR / "pytorch")
+    return spec
+
+
+def _write_evaluation(staging: Path, evaluation: dict, data: RecData) -> None:
+    from slm.apps.recommend.report import markdown_report
+
+    write_json_atomic(staging / layout.EVALUATION_FILE, evaluation)
+    write_text_atomic(staging / layout.REPORT_FILE, markdown_report(evaluation, data.summary()))
+
+
+def _write_serving_files(
+    staging: Path, data: RecData, ranker: HybridRanker, matrix: np.ndarray, embeddings: np.ndarray, config
+) -> None:
+    """What serving reads besides the item encoder: the ranker, the user tower, the items and every user's history."""
+    ranker.save(staging / layout.RANKER_FILE)
+    with open(staging / layout.USER_TOWER_FILE, "wb") as handle:
+        np.save(handle, matrix, allow_pickle=False)
+    texts = data.catalogue.texts
+    write_items(staging, data.catalogue, embeddings, ItemStats.from_events(data.events, len(texts)), config.index_kind)
+    write_json_atomic(staging / layout.USERS_FILE, user_histories(data, config.towers.max_history))
+
+
+def _manifest(
+    data: RecData,
+    config: RecommendConfig,
+    base,
+    spec: EncoderSpec,
+    names: list[str],
+    split: Split,
+    source: dict | None,
+    training: dict,
+    evaluation: dict | None,
+) -> Manifest:
+    settings = config.towers
+    return Manifest(
+        task=layout.TASK,
+        created=now_iso(),
+        base_model=base.name,
+        components=Components(item_encoder=spec),
+        data={**data.summary(), **(source or {})},
+        training=training,
+        metrics=evaluation["acceptance"] if evaluation else None,
+        extra={  # the recommender's own sections
+            "base_model_sha256": base.sha256,
+            "items": len(data.catalogue.texts),
+            "recommender": {
+                "max_history": settings.max_history,
+                "half_life": settings.half_life,
+                "feature_names": names,
+                "reference_time": int(data.events.timestamp.max()),
+                "index_kind": config.index_kind,
+                "positive_rule": data.positive_rule,
+            },
+            "split": {
+                "cold_fraction": config.cold_fraction,
+                "negatives": config.negatives,
+                "seed": config.seed,
+                **split.summary(),
+            },
+        },
+    )
 
 
 def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = True) -> dict:
@@ -241,8 +284,8 @@ def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = T
     )
     differs = {k: (recorded.get(k), v) for k, v in split.summary().items() if recorded.get(k) != v}
     if differs:
-        console.print(
-            f"[yellow]warning[/]: this split differs from the bundle's training split {differs}: "
+        log.warning(
+            f"warning: this split differs from the bundle's training split {differs}: "
             "held-out items may have been trained on"
         )
     embeddings = bundle.scorer.embeddings[np.array(rows, dtype=np.int64)]
@@ -255,7 +298,7 @@ def evaluate_bundle(path: str | Path, data: RecData, *, full_catalogue: bool = T
     )
     base = resolve_base_model(base_name)
     encoder = AutoModel.from_pretrained(base.path, add_pooling_layer=False).eval()
-    console.print(f"embedding {len(data.catalogue):,} items with the un-tuned encoder (baseline)…")
+    log.info(f"embedding {len(data.catalogue):,} items with the un-tuned encoder (baseline)…")
     untuned_embeddings = embed_with_torch(
         encoder, AutoTokenizer.from_pretrained(base.path), data.catalogue.texts, settings.max_length, 128
     )

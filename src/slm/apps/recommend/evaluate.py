@@ -9,6 +9,9 @@ without the text scores (``features_only``: what the features earn without the l
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 import numpy as np
 from rich.progress import track
 
@@ -19,6 +22,8 @@ from slm.apps.recommend.retrieval import shortlist
 from slm.apps.recommend.scorer import Scorer, ranker_queries
 from slm.apps.recommend.split import Cases, Split
 from slm.console import console
+
+log = logging.getLogger(__name__)
 
 METHODS = ("random", "popularity", "item_knn", "untuned_encoder", "two_tower", "features_only", "hybrid")
 COLLABORATIVE = ("popularity", "item_knn")
@@ -68,18 +73,29 @@ def sampled(
         if ranks is not None:
             ranks[name] = places
         results[name] = summarize(places)
-        console.print(f"  {label} {name}: NDCG@{K} {results[name][f'ndcg@{K}']:.4f}")
+        log.info(f"  {label} {name}: NDCG@{K} {results[name][f'ndcg@{K}']:.4f}")
     return results
 
 
 def full_catalogue(
-    cases: Cases, split: Split, scorer: Scorer, untuned: Scorer, knn: ItemKNN, methods, seed: int, index_kind: str
+    cases: Cases,
+    split: Split,
+    scorer: Scorer,
+    untuned: Scorer,
+    knn: ItemKNN,
+    methods,
+    seed: int,
+    index_kind: str,
+    show_progress: bool = True,
 ) -> dict:
     """Metrics of each method ranking every case's target among all warm items the user had not seen."""
     index = VectorIndex.build(scorer.embeddings[split.warm_items], kind=index_kind)
     ranks: dict[str, list[int]] = {name: [] for name in (*methods, "hybrid_served")}
     rngs = {name: np.random.default_rng(seed) for name in ranks}
-    for i in track(range(len(cases)), description="full-catalogue ranking", console=console, transient=True):
+    cases_seen: Iterable[int] = range(len(cases))
+    if show_progress:
+        cases_seen = track(cases_seen, description="full-catalogue ranking", console=console, transient=True)
+    for i in cases_seen:
         seen = set(cases.seen[i].tolist()) - {int(cases.targets[i])}
         rows = split.warm_items[~np.isin(split.warm_items, list(seen))]
         target = int(np.flatnonzero(rows == cases.targets[i])[0])
@@ -106,11 +122,12 @@ def evaluate(
     seed: int = 42,
     index_kind: str = "hnsw",
     full: bool = True,
+    show_progress: bool = True,
 ) -> dict:
     """Every metric of the recommender and its baselines on ``split`` (see the module docstring)."""
     negatives = split.test.negatives.shape[1]
     scorer.plain = scorer.without_text(*ranker_queries(split.validation, scorer, seed), seed)
-    console.print(f"evaluating on {len(split.test):,} warm and {len(split.cold):,} cold cases…")
+    log.info(f"evaluating on {len(split.test):,} warm and {len(split.cold):,} cold cases…")
     report = {
         "k": K,
         "sampled_candidates": negatives + 1,
@@ -129,7 +146,7 @@ def evaluate(
         }
     if full:
         report["warm_full_catalogue"] = full_catalogue(
-            split.test, split, scorer, untuned, knn, METHODS, seed, index_kind
+            split.test, split, scorer, untuned, knn, METHODS, seed, index_kind, show_progress
         )
         report["full_catalogue_items"] = len(split.warm_items)
     report["acceptance"] = acceptance(report, warm_ranks, seed)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from slm.console import console
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def train_towers(
     """
     import torch
 
-    from slm.apps.common.embedding import embed_with_torch, loss_progress, mean_pool, warmup_then_linear_decay
+    from slm.apps.common.embedding import embed_with_torch, loss_progress, warmup_then_linear_decay
 
     examples = training_examples(events, settings.max_history)
     report: dict = {"examples": len(examples), "steps": 0}
@@ -110,13 +111,7 @@ def train_towers(
     needed = np.unique(np.concatenate([h for h, _ in examples]))
     matrix = torch.nn.Parameter(torch.eye(dim))
     params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": params, "lr": settings.learning_rate},
-            {"params": [matrix], "lr": settings.user_learning_rate, "weight_decay": 0.0},
-        ],
-        weight_decay=settings.weight_decay,
-    )
+    optimizer = _optimizer(params, matrix, settings)
     total = settings.steps
     scheduler = warmup_then_linear_decay(optimizer, total, settings.warmup_ratio)
     cache = np.zeros((len(texts), dim), dtype=np.float32)
@@ -126,13 +121,7 @@ def train_towers(
         cache[needed] = embed_with_torch(encoder, tokenizer, [texts[i] for i in needed], settings.max_length, 128)
         encoder.train()
 
-    def encode(rows: list[int]):
-        batch = tokenizer(
-            [texts[i] for i in rows], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt"
-        )
-        return mean_pool(encoder, batch["input_ids"], batch["attention_mask"])
-
-    console.print(f"two-tower training: {len(examples):,} examples, caching {len(needed):,} item embeddings…")
+    log.info(f"two-tower training: {len(examples):,} examples, caching {len(needed):,} item embeddings…")
     refresh()
     losses: list[float] = []
     started, stopped = time.perf_counter(), False
@@ -140,26 +129,7 @@ def train_towers(
     with progress:
         task = progress.add_task("two-tower", total=total, loss="-")
         for step in range(total):
-            chosen = [
-                examples[i]
-                for i in rng.choice(len(examples), size=min(settings.batch_size, len(examples)), replace=False)
-            ]
-            users = []
-            for history, _ in chosen:
-                weights = torch.tensor(recency_weights(len(history), settings.half_life), dtype=torch.float32)
-                users.append((weights @ torch.from_numpy(cache[history])) / weights.sum())
-            user = torch.nn.functional.normalize(torch.stack(users) @ matrix, dim=-1)
-            targets = [t for _, t in chosen]
-            extra = rng.choice(pool, size=min(settings.sampled_negatives, len(pool)), replace=False).tolist()
-            columns = targets + extra
-            items = encode(columns)
-            scores = user @ items.T * settings.scale
-            # A user's own liked items and other copies of their target are not negatives.
-            column_items = np.array(columns)
-            blocked = np.array([np.isin(column_items, h) | (column_items == t) for h, t in chosen])
-            np.fill_diagonal(blocked, False)
-            scores = scores.masked_fill(torch.from_numpy(blocked), float("-inf"))
-            loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(chosen)))
+            loss = _batch_loss(encoder, tokenizer, texts, examples, pool, cache, matrix, settings, rng)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([*params, matrix], 1.0)
             optimizer.step()
@@ -170,7 +140,7 @@ def train_towers(
             progress.update(task, advance=1, loss=f"{np.mean(losses[-50:]):.3f}")
             if settings.max_minutes is not None and time.perf_counter() - started >= settings.max_minutes * 60:
                 stopped = True
-                console.print("[yellow]note[/]: two-tower training stopped by the time budget")
+                log.warning("note: two-tower training stopped by the time budget")
                 break
             if (step + 1) % settings.refresh_every == 0 and step + 1 < total:
                 refresh()
@@ -184,3 +154,57 @@ def train_towers(
         **{k: v for k, v in settings.__dict__.items() if k != "seed"},
     )
     return matrix.detach().numpy().astype(np.float32), report
+
+
+def _optimizer(params: list, matrix, settings: TowerTraining):
+    """AdamW over the encoder and the user-tower matrix, each at its own learning rate."""
+    import torch
+
+    return torch.optim.AdamW(
+        [
+            {"params": params, "lr": settings.learning_rate},
+            {"params": [matrix], "lr": settings.user_learning_rate, "weight_decay": 0.0},
+        ],
+        weight_decay=settings.weight_decay,
+    )
+
+
+def _batch_loss(
+    encoder,
+    tokenizer,
+    texts: list[str],
+    examples: list[tuple[np.ndarray, int]],
+    pool: np.ndarray,
+    cache: np.ndarray,
+    matrix,
+    settings: TowerTraining,
+    rng: np.random.Generator,
+):
+    """In-batch softmax loss of a random batch of examples: each user (its history's cached embeddings, recency
+    weighted, through the user tower) against every target in the batch plus sampled negatives."""
+    import torch
+
+    from slm.apps.common.embedding import mean_pool
+
+    chosen = [
+        examples[i] for i in rng.choice(len(examples), size=min(settings.batch_size, len(examples)), replace=False)
+    ]
+    users = []
+    for history, _ in chosen:
+        weights = torch.tensor(recency_weights(len(history), settings.half_life), dtype=torch.float32)
+        users.append((weights @ torch.from_numpy(cache[history])) / weights.sum())
+    user = torch.nn.functional.normalize(torch.stack(users) @ matrix, dim=-1)
+    targets = [t for _, t in chosen]
+    extra = rng.choice(pool, size=min(settings.sampled_negatives, len(pool)), replace=False).tolist()
+    columns = targets + extra
+    batch = tokenizer(
+        [texts[i] for i in columns], padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt"
+    )
+    items = mean_pool(encoder, batch["input_ids"], batch["attention_mask"])
+    scores = user @ items.T * settings.scale
+    # A user's own liked items and other copies of their target are not negatives.
+    column_items = np.array(columns)
+    blocked = np.array([np.isin(column_items, h) | (column_items == t) for h, t in chosen])
+    np.fill_diagonal(blocked, False)
+    scores = scores.masked_fill(torch.from_numpy(blocked), float("-inf"))
+    return torch.nn.functional.cross_entropy(scores, torch.arange(len(chosen)))

@@ -15,10 +15,12 @@ previous assistant untouched.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +29,11 @@ from slm.apps.support.contrastive import RetrieverTraining
 from slm.apps.support.layout import ASSISTANT_FILE, INTENT_BUNDLE_DIR, KNOWLEDGE_DIR, SCOPE_FILE, TASK
 from slm.bundle.manifest import now_iso, read_manifest, write_manifest
 from slm.bundle.schema import Components, EncoderSpec, KnowledgeSpec, Manifest, ScopeSpec
-from slm.console import console
+from slm.console import status
 from slm.errors import ConfigError, DataError
 from slm.fileio import atomic_directory, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_ACCURACY = 0.95
 DEFAULT_OOS_LABEL = "oos"
@@ -144,7 +148,14 @@ def build_intent_encoder(
 
 
 def fit_scope_model(
-    staging: Path, encoder_spec: EncoderSpec, labels: list[str], intents, validation, config: SupportConfig
+    staging: Path,
+    encoder_spec: EncoderSpec,
+    labels: list[str],
+    intents,
+    validation,
+    config: SupportConfig,
+    *,
+    show_progress: bool = True,
 ):
     """Embed training and validation intents with the exported encoder and fit out-of-scope detection."""
     from slm.apps.common.encoders import Encoder
@@ -154,7 +165,7 @@ def fit_scope_model(
     index = {label: k for k, label in enumerate(labels)}
     oos_class = index.get(config.oos_label)
     encoder = Encoder(staging, encoder_spec)
-    with console.status("embedding the intents for out-of-scope detection…"):
+    with status("embedding the intents for out-of-scope detection…", enabled=show_progress):
         # One text per run, as the assistant answers (int8 activation scales depend on the batch).
         _, train_emb = encoder.outputs(intents.texts, batch_size=QUESTIONS_PER_RUN)
         val_logits, val_emb = encoder.outputs(validation.texts, batch_size=QUESTIONS_PER_RUN)
@@ -215,7 +226,7 @@ def tune_retriever(pairs, documents: list[str], config: SupportConfig, show_prog
         return encoder, tokenizer, base, report
     if len(pairs) < MIN_TUNING_PAIRS:
         report["reason"] = f"only {len(pairs)} question/answer pairs (fine-tuning needs {MIN_TUNING_PAIRS})"
-        console.print(f"[yellow]note[/]: retriever not fine-tuned: {report['reason']}")
+        log.warning(f"note: retriever not fine-tuned: {report['reason']}")
         return encoder, tokenizer, base, report
     train_pairs, val_pairs = split_pairs(pairs, config.seed)
     rng = np.random.default_rng(config.seed)
@@ -234,11 +245,11 @@ def tune_retriever(pairs, documents: list[str], config: SupportConfig, show_prog
     )  # fmt: skip
     if after > before:
         report["tuned"] = True
-        console.print(f"retriever fine-tuned: validation Recall@1 {before:.1%} → {after:.1%}")
+        log.info(f"retriever fine-tuned: validation Recall@1 {before:.1%} → {after:.1%}")
     else:
         encoder.load_state_dict(untuned)
         report["reason"] = f"fine-tuning did not help on held-out pairs (Recall@1 {before:.1%} → {after:.1%})"
-        console.print(f"[yellow]note[/]: keeping the un-tuned retriever: {report['reason']}")
+        log.warning(f"note: keeping the un-tuned retriever: {report['reason']}")
     return encoder, tokenizer, base, report
 
 
@@ -261,7 +272,7 @@ def build_retriever(kb, pairs, staging: Path, config: SupportConfig, show_progre
     # index_texts lists each entry's question row (if any) and then its answer row.
     is_answer = np.append(row_entry[1:] != row_entry[:-1], True) if len(row_entry) else np.zeros(0, dtype=bool)
     vectors = np.zeros((len(texts), spec.dim), dtype=np.float32)
-    console.print(f"embedding {len(kb):,} knowledge-base entries ({len(texts):,} texts)…")
+    log.info(f"embedding {len(kb):,} knowledge-base entries ({len(texts):,} texts)…")
     # Answers in batches; questions one at a time, exactly as a customer's question is embedded at run time.
     settings = config.retriever
     passes = ((is_answer, settings.document_max_length, 32), (~is_answer, settings.query_max_length, 1))
@@ -343,6 +354,17 @@ def _generator_record(name: str | None) -> dict | None:
     return {"name": name, "package": GENERATORS[name]["package"], "file": path.name, "sha256": sha256_file(path)}
 
 
+@dataclass
+class _Inputs:
+    """Every input file read and checked, before any model is loaded."""
+
+    train: Any  # TextDataset: the intents trained on
+    val: Any  # TextDataset: the intents out-of-scope detection is fitted on
+    kb: Any  # KnowledgeBase
+    templates: dict
+    qa_pairs: list[tuple[str, str]]  # the retriever's fine-tuning pairs
+
+
 def build_assistant(
     intents: str | Path,
     knowledge: str | Path | None,
@@ -357,35 +379,15 @@ def build_assistant(
     show_progress: bool = True,
 ) -> Manifest:
     """Build an assistant bundle at ``output``; returns its manifest."""
-    from slm.apps.support.knowledge import KnowledgeBase, read_knowledge_base
     from slm.apps.support.language import LanguageProfile
-    from slm.apps.support.templates import read_templates
-    from slm.data.splitting import split_dataset
 
     config = config or SupportConfig()
     config.validate()
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a directory")
-    # Read and check every input before any model is loaded.
-    data = _labelled(intents, "the intents file")
-    kb = read_knowledge_base(knowledge) if knowledge is not None else KnowledgeBase([], [], None)
-    for warning in kb.warnings:
-        console.print(f"[yellow]warning[/]: {warning}")
-    answer_templates = read_templates(templates) if templates is not None else {}
-    extra_pairs = read_knowledge_base(pairs) if pairs is not None else None
-    if validation is not None:
-        val = _labelled(validation, "the validation file")
-        train = data
-    else:
-        train, val, _ = split_dataset(data, val_size=0.1, test_size=0.0, seed=config.seed)
-        console.print(f"validation: {len(val):,} intents held out of {Path(intents).name} (pass --validation FILE)")
-    unknown = sorted(set(answer_templates) - set(train.label_names))
-    if unknown:
-        raise DataError(f"{templates}: templates for intents the intents file lacks: {', '.join(unknown[:5])}")
-    qa_pairs = [(e.question, e.answer) for e in kb.entries if e.question]
-    if extra_pairs is not None:
-        qa_pairs += [(e.question, e.answer) for e in extra_pairs.entries if e.question]
+    inputs = _read_inputs(intents, knowledge, templates, validation, pairs, config)
+    train, val, kb = inputs.train, inputs.val, inputs.kb
 
     from slm.api import _quiet_transformers
 
@@ -401,7 +403,7 @@ def build_assistant(
         missing = sorted(set(train.label_names) - set(labels))
         if missing:
             raise DataError(f"the intent bundle {bundle_path} does not know the intents {', '.join(missing[:5])}")
-        scope = fit_scope_model(staging, intent_spec, labels, train, val, config)
+        scope = fit_scope_model(staging, intent_spec, labels, train, val, config, show_progress=show_progress)
         # The intent bundle itself (PyTorch weights, n-gram baseline, report) travels inside, for reuse
         # (--intent-bundle ASSISTANT/intent_bundle) and further training; it verifies its own files.
         shutil.copytree(bundle_path, staging / INTENT_BUNDLE_DIR)
@@ -409,15 +411,15 @@ def build_assistant(
 
         save_file(scope.arrays(), str(staging / SCOPE_FILE))
         if len(kb):
-            retriever_spec, retrieval = build_retriever(kb, qa_pairs, staging, config, show_progress)
+            retriever_spec, retrieval = build_retriever(kb, inputs.qa_pairs, staging, config, show_progress)
         else:
             retriever_spec, retrieval = None, {"reason": "empty knowledge base: unmatched questions are handed off"}
-            console.print("[yellow]note[/]: the knowledge base is empty, so the assistant has no FAQ answers")
+            log.warning("note: the knowledge base is empty, so the assistant has no FAQ answers")
         profile = LanguageProfile.fit(train.texts + [e.answer for e in kb.entries[:2000]])
         write_json_atomic(
             staging / ASSISTANT_FILE,
             {
-                "templates": {k: t.to_dict() for k, t in answer_templates.items()},
+                "templates": {k: t.to_dict() for k, t in inputs.templates.items()},
                 "language": profile.to_dict(),
                 "scope": scope.spec(),
                 "oos_label": config.oos_label,
@@ -429,32 +431,76 @@ def build_assistant(
         if retriever_spec is not None:
             components.retriever = retriever_spec
             components.knowledge = KnowledgeSpec(dir=KNOWLEDGE_DIR, entries=len(kb))
+        reused_from = str(Path(bundle_path).resolve()) if intent_bundle is not None else None
         manifest = write_manifest(
             staging,
-            Manifest(
-                task=TASK,
-                labels=labels,
-                created=now_iso(),
-                base_model=intent_manifest.base_model,
-                components=components,
-                default_component="assistant",
-                extra={  # the assistant's own sections
-                    "intent_bundle": {
-                        "dir": INTENT_BUNDLE_DIR,
-                        "reused_from": str(Path(bundle_path).resolve()) if intent_bundle is not None else None,
-                        "metrics": intent_manifest.metrics,
-                    },
-                    "scope": scope.report,
-                    "retrieval": retrieval,
-                    "knowledge_base": {"source": None if knowledge is None else str(knowledge), "entries": len(kb),
-                                       "warnings": kb.warnings},
-                    "templates": {
-                        "source": None if templates is None else str(templates),
-                        "intents": len(answer_templates),
-                    },
-                    "languages": profile.languages,
-                },
-            ),
+            _manifest(intent_manifest, components, reused_from, scope, retrieval, inputs, knowledge, templates,
+                      profile),
         )  # fmt: skip
-    console.print(f"assistant written to {output}")
+    log.info(f"assistant written to {output}")
     return manifest
+
+
+def _read_inputs(
+    intents: str | Path,
+    knowledge: str | Path | None,
+    templates: str | Path | None,
+    validation: str | Path | None,
+    pairs: str | Path | None,
+    config: SupportConfig,
+) -> _Inputs:
+    """Read and check every input (intents, knowledge base, templates, validation, extra pairs)."""
+    from slm.apps.support.knowledge import KnowledgeBase, read_knowledge_base
+    from slm.apps.support.templates import read_templates
+    from slm.data.splitting import split_dataset
+
+    data = _labelled(intents, "the intents file")
+    kb = read_knowledge_base(knowledge) if knowledge is not None else KnowledgeBase([], [], None)
+    for warning in kb.warnings:
+        log.warning(f"warning: {warning}")
+    answer_templates = read_templates(templates) if templates is not None else {}
+    extra_pairs = read_knowledge_base(pairs) if pairs is not None else None
+    if validation is not None:
+        val = _labelled(validation, "the validation file")
+        train = data
+    else:
+        train, val, _ = split_dataset(data, val_size=0.1, test_size=0.0, seed=config.seed)
+        log.info(f"validation: {len(val):,} intents held out of {Path(intents).name} (pass --validation FILE)")
+    unknown = sorted(set(answer_templates) - set(train.label_names))
+    if unknown:
+        raise DataError(f"{templates}: templates for intents the intents file lacks: {', '.join(unknown[:5])}")
+    qa_pairs = [(e.question, e.answer) for e in kb.entries if e.question]
+    if extra_pairs is not None:
+        qa_pairs += [(e.question, e.answer) for e in extra_pairs.entries if e.question]
+    return _Inputs(train, val, kb, answer_templates, qa_pairs)
+
+
+def _manifest(
+    intent_manifest: Manifest,
+    components: Components,
+    reused_from: str | None,
+    scope,
+    retrieval: dict,
+    inputs: _Inputs,
+    knowledge: str | Path | None,
+    templates: str | Path | None,
+    profile,
+) -> Manifest:
+    kb = inputs.kb
+    return Manifest(
+        task=TASK,
+        labels=list(intent_manifest.labels or []),
+        created=now_iso(),
+        base_model=intent_manifest.base_model,
+        components=components,
+        default_component="assistant",
+        extra={  # the assistant's own sections
+            "intent_bundle": {"dir": INTENT_BUNDLE_DIR, "reused_from": reused_from, "metrics": intent_manifest.metrics},
+            "scope": scope.report,
+            "retrieval": retrieval,
+            "knowledge_base": {"source": None if knowledge is None else str(knowledge), "entries": len(kb),
+                               "warnings": kb.warnings},
+            "templates": {"source": None if templates is None else str(templates), "intents": len(inputs.templates)},
+            "languages": profile.languages,
+        },
+    )  # fmt: skip

@@ -8,13 +8,15 @@ other's negatives. Questions and answers go through the same encoder, so one ONN
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from slm.apps.common.embedding import loss_progress, mean_pool, warmup_then_linear_decay
-from slm.console import console
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 1
 DEFAULT_BATCH_SIZE = 32
@@ -102,7 +104,7 @@ def fine_tune(
                     stopped = True
                     break
             if stopped:
-                console.print("[yellow]note[/]: retriever fine-tuning stopped by the time budget")
+                log.warning("note: retriever fine-tuning stopped by the time budget")
                 break
             if steps >= total:
                 break

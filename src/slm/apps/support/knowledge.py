@@ -204,7 +204,7 @@ def read_knowledge_base(
     are dropped with a warning. A file with a header but no rows gives an empty knowledge base.
     """
     from slm.data import loading
-    from slm.data.loading import _error, _plural, _q, _verb, cell_text
+    from slm.data.loading import _error, _plural, _q, cell_text
 
     path = Path(path)
     loading._check_file(path)
@@ -240,6 +240,17 @@ def read_knowledge_base(
             f"no question column found; entries are matched on the text of answer column {_q(chosen['answer'])} only"
         )
 
+    entries, duplicates, conflicts = _deduplicated(ids, rows, questions, answers, intents)
+    warnings += _duplicate_warnings(duplicates, conflicts)
+    return KnowledgeBase(entries=entries, warnings=warnings, source=str(path), columns=chosen)
+
+
+def _deduplicated(
+    ids: list[str], rows: list[int], questions: list[str], answers: list[str], intents: list[str]
+) -> tuple[list[Entry], list[tuple[str, str]], list[tuple[str, int, int]]]:
+    """``(entries, duplicates, conflicts)``: the rows as entries, less exact repeats of an earlier question and
+    answer (``duplicates``: dropped id, kept id) and repeated questions with another answer (``conflicts``:
+    question, kept row, dropped row); the first occurrence is kept."""
     entries: list[Entry] = []
     seen_pairs: dict[tuple[str, str], str] = {}
     seen_questions: dict[str, tuple[str, int]] = {}
@@ -259,6 +270,13 @@ def read_knowledge_base(
             seen_questions[folded] = (entry_id, i)
         seen_pairs[pair] = entry_id
         entries.append(Entry(id=entry_id, answer=answer, question=question, intent=intents[i] or None))
+    return entries, duplicates, conflicts
+
+
+def _duplicate_warnings(duplicates: list[tuple[str, str]], conflicts: list[tuple[str, int, int]]) -> list[str]:
+    from slm.data.loading import _plural, _q, _verb
+
+    warnings = []
     if duplicates:
         dropped, kept = duplicates[0]
         warnings.append(
@@ -272,4 +290,4 @@ def read_knowledge_base(
             "with a different answer; kept the first "
             f"and dropped the rest (e.g. {_q(question)} at data rows {kept_row + 1} and {dropped_row + 1})"
         )
-    return KnowledgeBase(entries=entries, warnings=warnings, source=str(path), columns=chosen)
+    return warnings
