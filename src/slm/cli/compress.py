@@ -67,76 +67,93 @@ def export(
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
 
 
+CompressOutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-int8, -pruned or -static).")
+]
+QuantizeOpt = Annotated[
+    Quantize | None,
+    typer.Option("--quantize", help="int8: dynamic int8 weights; int8-static: also int8 activations, calibrated."),
+]
+PerChannelOpt = Annotated[
+    bool, typer.Option("--per-channel/--per-tensor", help="One int8 scale per output channel (more accurate).")
+]
+EmbeddingsOpt = Annotated[
+    bool, typer.Option("--embeddings/--no-embeddings", help="Quantize the embedding table too (smaller file).")
+]
+TrimUnreachableOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trim-unreachable/--keep-vocabulary",
+        help="Drop embedding rows the tokenizer can never produce (lossless, checked).",
+    ),
+]
+TrimVocabOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trim-vocab",
+        help="Keep only the tokens the domain corpus (--data, default: the training file) uses, plus a reserve.",
+    ),
+]
+VocabReserveOpt = Annotated[
+    int, typer.Option("--vocab-reserve", min=0, help="Most frequent tokens kept beyond the corpus (--trim-vocab).")
+]
+GateOpt = Annotated[float, typer.Option("--gate", min=0.0, help="Largest allowed validation accuracy drop, in points.")]
+ValidationOpt = Annotated[
+    Path | None,
+    typer.Option("--validation", help="Labelled validation file (default: the bundle's own validation split)."),
+]
+FallbackOpt = Annotated[
+    Fallback, typer.Option("--fallback", help="What to ship when no int8 recipe passes: nothing, or fp32.")
+]
+CalibrationSizeOpt = Annotated[int, typer.Option("--calibration-size", min=1, help="Texts for static int8.")]
+PruneLayersOpt = Annotated[
+    int | None, typer.Option("--prune-layers", min=1, help="Keep this many transformer layers, then distil.")
+]
+FfnKeepOpt = Annotated[float, typer.Option("--ffn-keep", help="Fraction of FFN neurons kept when pruning.")]
+HeadsKeepOpt = Annotated[float, typer.Option("--heads-keep", help="Fraction of attention heads kept when pruning.")]
+StaticOpt = Annotated[
+    bool, typer.Option("--static", help="Turbo tier: static token embeddings distilled from the encoder + a head.")
+]
+DimsOpt = Annotated[int, typer.Option("--dims", min=8, help="Static embedding dimensions (--static).")]
+CompressDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Training file for --prune-layers / --static, corpus for --trim-vocab (default: the bundle's).",
+    ),
+]
+EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Distillation epochs after pruning.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.1, help="Distillation temperature.")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the soft-target loss.")]
+MaxMinutesOpt = Annotated[float | None, typer.Option("--max-minutes", min=0.1, help="Time budget for distillation.")]
+
+
 @command(no_args_is_help=True)
 def compress(
     bundle: BundleArg,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-int8, -pruned or -static).")
-    ] = None,
-    quantize: Annotated[
-        Quantize | None,
-        typer.Option("--quantize", help="int8: dynamic int8 weights; int8-static: also int8 activations, calibrated."),
-    ] = None,
-    per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="One int8 scale per output channel (more accurate).")
-    ] = True,
-    embeddings: Annotated[
-        bool, typer.Option("--embeddings/--no-embeddings", help="Quantize the embedding table too (smaller file).")
-    ] = True,
-    trim_vocabulary: Annotated[
-        bool,
-        typer.Option(
-            "--trim-unreachable/--keep-vocabulary",
-            help="Drop embedding rows the tokenizer can never produce (lossless, checked).",
-        ),
-    ] = True,
-    trim_vocab: Annotated[
-        bool,
-        typer.Option(
-            "--trim-vocab",
-            help="Keep only the tokens the domain corpus (--data, default: the training file) uses, plus a reserve.",
-        ),
-    ] = False,
-    vocab_reserve: Annotated[
-        int, typer.Option("--vocab-reserve", min=0, help="Most frequent tokens kept beyond the corpus (--trim-vocab).")
-    ] = 1000,
-    gate: Annotated[
-        float, typer.Option("--gate", min=0.0, help="Largest allowed validation accuracy drop, in points.")
-    ] = 1.0,
-    validation: Annotated[
-        Path | None,
-        typer.Option("--validation", help="Labelled validation file (default: the bundle's own validation split)."),
-    ] = None,
-    fallback: Annotated[
-        Fallback, typer.Option("--fallback", help="What to ship when no int8 recipe passes: nothing, or fp32.")
-    ] = Fallback.none,
-    calibration_size: Annotated[int, typer.Option("--calibration-size", min=1, help="Texts for static int8.")] = 256,
-    prune_layers: Annotated[
-        int | None, typer.Option("--prune-layers", min=1, help="Keep this many transformer layers, then distil.")
-    ] = None,
-    ffn_keep: Annotated[float, typer.Option("--ffn-keep", help="Fraction of FFN neurons kept when pruning.")] = 1.0,
-    heads_keep: Annotated[
-        float, typer.Option("--heads-keep", help="Fraction of attention heads kept when pruning.")
-    ] = 1.0,
-    static: Annotated[
-        bool, typer.Option("--static", help="Turbo tier: static token embeddings distilled from the encoder + a head.")
-    ] = False,
-    dims: Annotated[int, typer.Option("--dims", min=8, help="Static embedding dimensions (--static).")] = 256,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Training file for --prune-layers / --static, corpus for --trim-vocab (default: the bundle's).",
-        ),
-    ] = None,
+    output: CompressOutputOpt = None,
+    quantize: QuantizeOpt = None,
+    per_channel: PerChannelOpt = True,
+    embeddings: EmbeddingsOpt = True,
+    trim_vocabulary: TrimUnreachableOpt = True,
+    trim_vocab: TrimVocabOpt = False,
+    vocab_reserve: VocabReserveOpt = 1000,
+    gate: GateOpt = 1.0,
+    validation: ValidationOpt = None,
+    fallback: FallbackOpt = Fallback.none,
+    calibration_size: CalibrationSizeOpt = 256,
+    prune_layers: PruneLayersOpt = None,
+    ffn_keep: FfnKeepOpt = 1.0,
+    heads_keep: HeadsKeepOpt = 1.0,
+    static: StaticOpt = False,
+    dims: DimsOpt = 256,
+    data: CompressDataOpt = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Distillation epochs after pruning.")] = 2,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.1, help="Distillation temperature.")] = 2.0,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of the soft-target loss.")] = 0.5,
-    max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", min=0.1, help="Time budget for distillation.")
-    ] = None,
+    epochs: EpochsOpt = 2,
+    temperature: TemperatureOpt = 2.0,
+    alpha: AlphaOpt = 0.5,
+    max_minutes: MaxMinutesOpt = None,
     threads: ThreadsOpt = None,
     force: ForceOpt = False,
 ) -> None:

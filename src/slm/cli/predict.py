@@ -63,59 +63,73 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
+BundleArg = Annotated[
+    Path,
+    typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
+]
+InputArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="INPUT",
+        help="CSV, TSV, JSONL or Parquet file with a text column, or '-' for JSON lines on stdin.",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-o",
+        "--output",
+        help="Output file; its extension (.csv, .tsv, .jsonl, .parquet) sets the format. "
+        "Default (or '-'): JSON lines on stdout.",
+    ),
+]
+ComponentOpt = Annotated[
+    Component | None,
+    typer.Option("--component", help="Which model answers (default: the one the bundle recommends)."),
+]
+BatchSizeOpt = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Texts per inference batch (default: 64; 1024 on Ray).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")]
+EngineOpt = Annotated[
+    Engine,
+    typer.Option("--engine", help="local: this process; ray: Ray Data on a Ray cluster, a folder of shards out."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster to join (auto, or ray://HEAD:10001; default: start a local one)."),
+]
+ActorsOpt = Annotated[
+    int | None, typer.Option("--actors", min=1, help="Ray: model copies (default: the cluster's CPUs / threads).")
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Ray: ONNX Runtime threads per model copy.")]
+ShardFormatOpt = Annotated[
+    ShardFormat | None,
+    typer.Option("--format", help="Ray: shard format (default: the -o folder's suffix, else parquet)."),
+]
+RawCsvOpt = Annotated[
+    bool,
+    typer.Option("--raw-csv", help="CSV/TSV: write cells as they are, without neutralising spreadsheet formulas."),
+]
+
+
 @command(no_args_is_help=True)
 def predict(
-    bundle: Annotated[
-        Path,
-        typer.Argument(metavar="BUNDLE", help="Bundle directory written by 'slm train'.", show_default=False),
-    ],
-    input: Annotated[
-        str,
-        typer.Argument(
-            metavar="INPUT",
-            help="CSV, TSV, JSONL or Parquet file with a text column, or '-' for JSON lines on stdin.",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "-o",
-            "--output",
-            help="Output file; its extension (.csv, .tsv, .jsonl, .parquet) sets the format. "
-            "Default (or '-'): JSON lines on stdout.",
-        ),
-    ] = None,
+    bundle: BundleArg,
+    input: InputArg,
+    output: OutputOpt = None,
     text_col: TextColOpt = None,
-    component: Annotated[
-        Component | None,
-        typer.Option("--component", help="Which model answers (default: the one the bundle recommends)."),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Texts per inference batch (default: 64; 1024 on Ray).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")] = False,
-    engine: Annotated[
-        Engine,
-        typer.Option("--engine", help="local: this process; ray: Ray Data on a Ray cluster, a folder of shards out."),
-    ] = Engine.local,
-    address: Annotated[
-        str | None,
-        typer.Option("--address", help="Ray cluster to join (auto, or ray://HEAD:10001; default: start a local one)."),
-    ] = None,
-    actors: Annotated[
-        int | None, typer.Option("--actors", min=1, help="Ray: model copies (default: the cluster's CPUs / threads).")
-    ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Ray: ONNX Runtime threads per model copy.")] = 1,
-    shard_format: Annotated[
-        ShardFormat | None,
-        typer.Option("--format", help="Ray: shard format (default: the -o folder's suffix, else parquet)."),
-    ] = None,
+    component: ComponentOpt = None,
+    batch_size: BatchSizeOpt = None,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
+    threads: ThreadsOpt = 1,
+    shard_format: ShardFormatOpt = None,
     force: ForceOpt = False,
-    raw_csv: Annotated[
-        bool,
-        typer.Option("--raw-csv", help="CSV/TSV: write cells as they are, without neutralising spreadsheet formulas."),
-    ] = False,
+    raw_csv: RawCsvOpt = False,
 ) -> None:
     """Label new texts with a trained bundle.
 

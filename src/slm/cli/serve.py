@@ -37,87 +37,105 @@ class Engine(StrEnum):
     ray = "ray"
 
 
+BundlesArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="[NAME=]BUNDLE...",
+        envvar="SLM_SERVE_BUNDLES",
+        show_default=False,
+        help="Exported bundles to serve (from 'slm export' or 'slm compress') or support assistants "
+        "(from 'slm app support build'); NAME defaults to the directory's name and is the {name} in "
+        "/v1/models/{name}/predict or /v1/support/{name}/answer.",
+    ),
+]
+MaxBatchOpt = Annotated[int, _opt("max_batch", "Texts per model batch (1: no batching).")]
+MaxWaitMsOpt = Annotated[
+    float,
+    _opt(
+        "max_wait_ms",
+        "Longest a batch waits to fill while a worker is free (0: run at once; "
+        "batches still grow while every worker is busy).",
+    ),
+]
+MaxQueueOpt = Annotated[int, _opt("max_queue", "Texts queued per model before requests get 503.")]
+WorkersOpt = Annotated[int | None, _opt("workers", "Batches run at once (default: one per core, plus one).")]
+ThreadsOpt = Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")]
+MaxTextsOpt = Annotated[int, _opt("max_texts", "Most texts in one request.")]
+MaxCharsOpt = Annotated[int, _opt("max_chars", "Longest text, in characters.")]
+LongTextsOpt = Annotated[LongTexts, _opt("long_texts", "Texts over --max-chars: cut or refuse.")]
+TopKOpt = Annotated[int, _opt("top_k", "Labels listed per text unless a request asks otherwise.")]
+WatchOpt = Annotated[bool, _opt("watch", "Reload a bundle when it is replaced on disk.", "--watch/--no-watch")]
+WatchIntervalOpt = Annotated[float, _opt("watch_interval", "Seconds between checks with --watch.")]
+SupportDbOpt = Annotated[
+    Path,
+    _opt(
+        "support_db",
+        "SQLite file logging every support-assistant turn (created when an assistant is served; "
+        "export the handed-off questions with 'slm app support unanswered').",
+    ),
+]
+MonitorOpt = Annotated[
+    Path | None,
+    _opt("monitor", "Also serve this financial sentiment monitor (monitor.yaml): /v1/monitor/* and /monitor."),
+]
+EngineOpt = Annotated[
+    Engine,
+    _opt(
+        "engine",
+        "uvicorn: one server process; ray: replicas of the same app on Ray Serve (pip install 'slm[ray]').",
+    ),
+]
+ReplicasOpt = Annotated[
+    int | None, _opt("replicas", "With --engine ray: copies of the app, each loading every bundle (default 1).")
+]
+MinReplicasOpt = Annotated[
+    int | None,
+    _opt("min_replicas", "With --engine ray: autoscale, down to this many replicas (and --max-replicas)."),
+]
+MaxReplicasOpt = Annotated[
+    int | None, _opt("max_replicas", "With --engine ray: autoscale, up to this many replicas (and --min-replicas).")
+]
+AddressOpt = Annotated[
+    str | None,
+    _opt(
+        "address",
+        "With --engine ray: the Ray cluster to deploy on (auto, or ray://HEAD:10001); "
+        "default: start one on this machine.",
+    ),
+]
+ReplicaCpusOpt = Annotated[
+    float | None,
+    _opt(
+        "replica_cpus",
+        "With --engine ray: CPUs Ray reserves for each replica (default 1, fractions allowed; "
+        "--workers then defaults to one per CPU, plus one).",
+    ),
+]
+
+
 @command(no_args_is_help=True)
 @server_options
 def serve(
-    bundles: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="[NAME=]BUNDLE...",
-            envvar="SLM_SERVE_BUNDLES",
-            show_default=False,
-            help="Exported bundles to serve (from 'slm export' or 'slm compress') or support assistants "
-            "(from 'slm app support build'); NAME defaults to the directory's name and is the {name} in "
-            "/v1/models/{name}/predict or /v1/support/{name}/answer.",
-        ),
-    ],
-    max_batch: Annotated[int, _opt("max_batch", "Texts per model batch (1: no batching).")] = DEFAULTS.max_batch,
-    max_wait_ms: Annotated[
-        float,
-        _opt(
-            "max_wait_ms",
-            "Longest a batch waits to fill while a worker is free (0: run at once; "
-            "batches still grow while every worker is busy).",
-        ),
-    ] = DEFAULTS.max_wait_ms,
-    max_queue: Annotated[
-        int, _opt("max_queue", "Texts queued per model before requests get 503.")
-    ] = DEFAULTS.max_queue,
-    workers: Annotated[int | None, _opt("workers", "Batches run at once (default: one per core, plus one).")] = None,
-    threads: Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")] = DEFAULTS.threads,
-    max_texts: Annotated[int, _opt("max_texts", "Most texts in one request.")] = DEFAULTS.max_texts,
-    max_chars: Annotated[int, _opt("max_chars", "Longest text, in characters.")] = DEFAULTS.max_chars,
-    long_texts: Annotated[LongTexts, _opt("long_texts", "Texts over --max-chars: cut or refuse.")] = LongTexts.truncate,
-    top_k: Annotated[int, _opt("top_k", "Labels listed per text unless a request asks otherwise.")] = DEFAULTS.top_k,
-    watch: Annotated[bool, _opt("watch", "Reload a bundle when it is replaced on disk.", "--watch/--no-watch")] = False,
-    watch_interval: Annotated[
-        float, _opt("watch_interval", "Seconds between checks with --watch.")
-    ] = DEFAULTS.watch_interval,
-    support_db: Annotated[
-        Path,
-        _opt(
-            "support_db",
-            "SQLite file logging every support-assistant turn (created when an assistant is served; "
-            "export the handed-off questions with 'slm app support unanswered').",
-        ),
-    ] = DEFAULTS.support_db,
-    monitor: Annotated[
-        Path | None,
-        _opt("monitor", "Also serve this financial sentiment monitor (monitor.yaml): /v1/monitor/* and /monitor."),
-    ] = None,
-    engine: Annotated[
-        Engine,
-        _opt(
-            "engine",
-            "uvicorn: one server process; ray: replicas of the same app on Ray Serve (pip install 'slm[ray]').",
-        ),
-    ] = Engine.uvicorn,
-    replicas: Annotated[
-        int | None, _opt("replicas", "With --engine ray: copies of the app, each loading every bundle (default 1).")
-    ] = None,
-    min_replicas: Annotated[
-        int | None,
-        _opt("min_replicas", "With --engine ray: autoscale, down to this many replicas (and --max-replicas)."),
-    ] = None,
-    max_replicas: Annotated[
-        int | None, _opt("max_replicas", "With --engine ray: autoscale, up to this many replicas (and --min-replicas).")
-    ] = None,
-    address: Annotated[
-        str | None,
-        _opt(
-            "address",
-            "With --engine ray: the Ray cluster to deploy on (auto, or ray://HEAD:10001); "
-            "default: start one on this machine.",
-        ),
-    ] = None,
-    replica_cpus: Annotated[
-        float | None,
-        _opt(
-            "replica_cpus",
-            "With --engine ray: CPUs Ray reserves for each replica (default 1, fractions allowed; "
-            "--workers then defaults to one per CPU, plus one).",
-        ),
-    ] = None,
+    bundles: BundlesArg,
+    max_batch: MaxBatchOpt = DEFAULTS.max_batch,
+    max_wait_ms: MaxWaitMsOpt = DEFAULTS.max_wait_ms,
+    max_queue: MaxQueueOpt = DEFAULTS.max_queue,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = DEFAULTS.threads,
+    max_texts: MaxTextsOpt = DEFAULTS.max_texts,
+    max_chars: MaxCharsOpt = DEFAULTS.max_chars,
+    long_texts: LongTextsOpt = LongTexts.truncate,
+    top_k: TopKOpt = DEFAULTS.top_k,
+    watch: WatchOpt = False,
+    watch_interval: WatchIntervalOpt = DEFAULTS.watch_interval,
+    support_db: SupportDbOpt = DEFAULTS.support_db,
+    monitor: MonitorOpt = None,
+    engine: EngineOpt = Engine.uvicorn,
+    replicas: ReplicasOpt = None,
+    min_replicas: MinReplicasOpt = None,
+    max_replicas: MaxReplicasOpt = None,
+    address: AddressOpt = None,
+    replica_cpus: ReplicaCpusOpt = None,
     *,
     server: object,
 ) -> None:

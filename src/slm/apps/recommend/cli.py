@@ -81,43 +81,55 @@ def _warn(data) -> None:
         out.print(f"[yellow]warning[/]: {escape(warning)}")
 
 
+TrainOutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="Recommender bundle to write (replaced on success).")
+]
+TrainUsersOpt = Annotated[int | None, typer.Option(help="With --movielens: only the first N users (quick runs).")]
+UserColOpt = Annotated[str | None, typer.Option(help="User id column (default: user, user_id, ...).")]
+ItemColOpt = Annotated[str | None, typer.Option(help="Item id column in both files (default: item, item_id, ...).")]
+TimeColOpt = Annotated[str | None, typer.Option(help="Time column: seconds, milliseconds or dates.")]
+RatingColOpt = Annotated[str | None, typer.Option(help="Rating column (positive at --positive-rating).")]
+LabelColOpt = Annotated[str | None, typer.Option(help="0/1 label, click or purchase column (positive when 1).")]
+PositiveRatingOpt = Annotated[float, typer.Option(help="A rating at least this high is a positive event.")]
+TextColsOpt = Annotated[str | None, typer.Option(help="Comma-separated item text columns (default: non-numeric).")]
+NumericColsOpt = Annotated[str | None, typer.Option(help="Comma-separated numeric item features (default: numeric).")]
+StepsOpt = Annotated[int, typer.Option(help="Two-tower training steps (0: keep the un-tuned encoder).")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Examples per two-tower step (in-batch negatives).")]
+MaxMinutesOpt = Annotated[float | None, typer.Option(help="Time budget of two-tower training.")]
+ColdFractionOpt = Annotated[float, typer.Option(help="Share of items held out entirely for the cold-start test.")]
+NegativesOpt = Annotated[int, typer.Option(help="Sampled negatives per evaluation case.")]
+BaseModelOpt = Annotated[str, typer.Option(help="Base model: registry name, local directory or hub id.")]
+Int8Opt = Annotated[bool, typer.Option(help="Quantize the item encoder to int8 when it agrees with fp32.")]
+IndexOpt = Annotated[str, typer.Option(help="Item index: hnsw (ANN), exact or auto.")]
+EvaluateOpt = Annotated[bool, typer.Option(help="Evaluate against the baselines after training.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help=FORCE_HELP)]
+
+
 @app.command("train", no_args_is_help=True)
 def train(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Recommender bundle to write (replaced on success).")],
+    output: TrainOutputOpt,
     interactions: Interactions = None,
     catalogue: CatalogueFile = None,
     use_movielens: MovieLens = False,
-    users: Annotated[int | None, typer.Option(help="With --movielens: only the first N users (quick runs).")] = None,
-    user_col: Annotated[str | None, typer.Option(help="User id column (default: user, user_id, ...).")] = None,
-    item_col: Annotated[
-        str | None, typer.Option(help="Item id column in both files (default: item, item_id, ...).")
-    ] = None,
-    time_col: Annotated[str | None, typer.Option(help="Time column: seconds, milliseconds or dates.")] = None,
-    rating_col: Annotated[str | None, typer.Option(help="Rating column (positive at --positive-rating).")] = None,
-    label_col: Annotated[
-        str | None, typer.Option(help="0/1 label, click or purchase column (positive when 1).")
-    ] = None,
-    positive_rating: Annotated[float, typer.Option(help="A rating at least this high is a positive event.")] = 4.0,
-    text_cols: Annotated[
-        str | None, typer.Option(help="Comma-separated item text columns (default: non-numeric).")
-    ] = None,
-    numeric_cols: Annotated[
-        str | None, typer.Option(help="Comma-separated numeric item features (default: numeric).")
-    ] = None,
-    steps: Annotated[int, typer.Option(help="Two-tower training steps (0: keep the un-tuned encoder).")] = 800,
-    batch_size: Annotated[int, typer.Option(help="Examples per two-tower step (in-batch negatives).")] = 64,
-    max_minutes: Annotated[float | None, typer.Option(help="Time budget of two-tower training.")] = None,
-    cold_fraction: Annotated[
-        float, typer.Option(help="Share of items held out entirely for the cold-start test.")
-    ] = 0.1,
-    negatives: Annotated[int, typer.Option(help="Sampled negatives per evaluation case.")] = 100,
-    base_model: Annotated[
-        str, typer.Option(help="Base model: registry name, local directory or hub id.")
-    ] = "minilm-l6",
-    int8: Annotated[bool, typer.Option(help="Quantize the item encoder to int8 when it agrees with fp32.")] = True,
-    index: Annotated[str, typer.Option(help="Item index: hnsw (ANN), exact or auto.")] = "hnsw",
-    evaluate: Annotated[bool, typer.Option(help="Evaluate against the baselines after training.")] = True,
-    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    users: TrainUsersOpt = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    rating_col: RatingColOpt = None,
+    label_col: LabelColOpt = None,
+    positive_rating: PositiveRatingOpt = 4.0,
+    text_cols: TextColsOpt = None,
+    numeric_cols: NumericColsOpt = None,
+    steps: StepsOpt = 800,
+    batch_size: BatchSizeOpt = 64,
+    max_minutes: MaxMinutesOpt = None,
+    cold_fraction: ColdFractionOpt = 0.1,
+    negatives: NegativesOpt = 100,
+    base_model: BaseModelOpt = "minilm-l6",
+    int8: Int8Opt = True,
+    index: IndexOpt = "hnsw",
+    evaluate: EvaluateOpt = True,
+    force: ForceOpt = False,
 ) -> None:
     """Split on time, fine-tune the two towers, fit the ranker, evaluate beside the baselines: one bundle."""
     from slm.apps.recommend.build import RecommendConfig, train_recommender

@@ -22,50 +22,66 @@ from slm.fileio import FORCE_HELP
 app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
+IntentsOpt = Annotated[Path, typer.Option(help="Labelled intents (text, intent): CSV, TSV, JSONL or Parquet.")]
+BuildOutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="Assistant bundle to write (replaced on success).")
+]
+KnowledgeOpt = Annotated[
+    Path | None,
+    typer.Option(help="Knowledge base of question/answer pairs (answer required; id, intent optional)."),
+]
+TemplatesOpt = Annotated[Path | None, typer.Option(help="Answer templates per intent (JSON, or intent/answer table).")]
+ValidationOpt = Annotated[
+    Path | None,
+    typer.Option(help="Validation intents for thresholds; rows labelled --oos-label are out-of-scope examples."),
+]
+IntentBundleOpt = Annotated[
+    Path | None, typer.Option(help="Reuse this intent bundle (from 'slm train') instead of training one.")
+]
+PairsOpt = Annotated[
+    Path | None, typer.Option(help="Extra question/answer pairs to fine-tune the retriever on (e.g. past tickets).")
+]
+OosLabelOpt = Annotated[str, typer.Option(help="Intent label of out-of-scope examples.")]
+TargetAccuracyOpt = Annotated[
+    float, typer.Option(help="In-scope accuracy the out-of-scope threshold must keep on validation.")
+]
+FaqThresholdOpt = Annotated[
+    float | None,
+    typer.Option(help="Cosine similarity an FAQ answer needs (default: chosen on the knowledge base)."),
+]
+RetrieverEpochsOpt = Annotated[int, typer.Option(help="Fine-tuning epochs of the retriever (0: keep it un-tuned).")]
+RetrieverMinutesOpt = Annotated[float | None, typer.Option(help="Time budget of retriever fine-tuning.")]
+EpochsOpt = Annotated[int, typer.Option(help="Intent model fine-tuning epochs.")]
+MaxMinutesOpt = Annotated[float | None, typer.Option(help="Time budget of intent fine-tuning.")]
+BaseModelOpt = Annotated[str, typer.Option(help="Base model: registry name, local directory or hub id.")]
+Int8Opt = Annotated[bool, typer.Option(help="Quantize the encoders to int8 when they agree with fp32.")]
+GeneratorOpt = Annotated[
+    str | None,
+    typer.Option(help="Rewrite FAQ answers with a small LLM constrained to the retrieved text: smollm2-135m."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help=FORCE_HELP)]
+
+
 @app.command("build", no_args_is_help=True)
 def build(
-    intents: Annotated[Path, typer.Option(help="Labelled intents (text, intent): CSV, TSV, JSONL or Parquet.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Assistant bundle to write (replaced on success).")],
-    knowledge: Annotated[
-        Path | None,
-        typer.Option(help="Knowledge base of question/answer pairs (answer required; id, intent optional)."),
-    ] = None,
-    templates: Annotated[
-        Path | None, typer.Option(help="Answer templates per intent (JSON, or intent/answer table).")
-    ] = None,
-    validation: Annotated[
-        Path | None,
-        typer.Option(help="Validation intents for thresholds; rows labelled --oos-label are out-of-scope examples."),
-    ] = None,
-    intent_bundle: Annotated[
-        Path | None, typer.Option(help="Reuse this intent bundle (from 'slm train') instead of training one.")
-    ] = None,
-    pairs: Annotated[
-        Path | None, typer.Option(help="Extra question/answer pairs to fine-tune the retriever on (e.g. past tickets).")
-    ] = None,
-    oos_label: Annotated[str, typer.Option(help="Intent label of out-of-scope examples.")] = "oos",
-    target_accuracy: Annotated[
-        float, typer.Option(help="In-scope accuracy the out-of-scope threshold must keep on validation.")
-    ] = 0.95,
-    faq_threshold: Annotated[
-        float | None,
-        typer.Option(help="Cosine similarity an FAQ answer needs (default: chosen on the knowledge base)."),
-    ] = None,
-    retriever_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs of the retriever (0: keep it un-tuned).")
-    ] = 1,
-    retriever_minutes: Annotated[float | None, typer.Option(help="Time budget of retriever fine-tuning.")] = None,
-    epochs: Annotated[int, typer.Option(help="Intent model fine-tuning epochs.")] = 4,
-    max_minutes: Annotated[float | None, typer.Option(help="Time budget of intent fine-tuning.")] = None,
-    base_model: Annotated[
-        str, typer.Option(help="Base model: registry name, local directory or hub id.")
-    ] = "minilm-l6",
-    int8: Annotated[bool, typer.Option(help="Quantize the encoders to int8 when they agree with fp32.")] = True,
-    generator: Annotated[
-        str | None,
-        typer.Option(help="Rewrite FAQ answers with a small LLM constrained to the retrieved text: smollm2-135m."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    intents: IntentsOpt,
+    output: BuildOutputOpt,
+    knowledge: KnowledgeOpt = None,
+    templates: TemplatesOpt = None,
+    validation: ValidationOpt = None,
+    intent_bundle: IntentBundleOpt = None,
+    pairs: PairsOpt = None,
+    oos_label: OosLabelOpt = "oos",
+    target_accuracy: TargetAccuracyOpt = 0.95,
+    faq_threshold: FaqThresholdOpt = None,
+    retriever_epochs: RetrieverEpochsOpt = 1,
+    retriever_minutes: RetrieverMinutesOpt = None,
+    epochs: EpochsOpt = 4,
+    max_minutes: MaxMinutesOpt = None,
+    base_model: BaseModelOpt = "minilm-l6",
+    int8: Int8Opt = True,
+    generator: GeneratorOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Train (or reuse) an intent model, fit out-of-scope detection, build the FAQ index: one assistant bundle."""
     from slm.apps.support.build import SupportConfig, build_assistant
