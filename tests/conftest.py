@@ -1,12 +1,21 @@
-"""Shared fixtures: slices of the real datasets in ../shared/data and one small trained bundle."""
+"""Shared fixtures: slices of the real datasets in ../shared/data, one small trained bundle, the kept untrained
+one (tests/fixtures/tiny-bundle), and the marking of slow tests for the fast lane (`pytest -m "not slow"`)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pandas as pd
-import pytest
+# numpy/SciPy's OpenBLAS threads spin while they wait. On 2 cores shared with other work, its two threads made
+# the n-gram fits of test_ngram and test_ensemble 7 to 40 times slower (a 1 s fit took 40 s). One thread (unless
+# set): before numpy is first imported (pandas, below), and inherited by the subprocesses the tests start.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,6 +33,63 @@ BANKING_INTENTS = [
     "change_pin",
     "request_refund",
 ]
+
+
+# ---------------------------------------------------------------- the fast lane: `pytest -m "not slow"`
+# `slow` (declared in pyproject.toml) marks every test that trains a model, directly, through a fixture, through
+# the CLI or in a subprocess, and the few that take long for another reason named here. A test is marked at
+# collection (pytest_collection_modifyitems below) when its fixture closure holds one of these fixtures, so
+# every fixture built on top of one (``exported`` on ``tiny_bundle``...) is covered too. A test that trains
+# inline, or starts a subprocess that does, carries ``@pytest.mark.slow`` itself. Keys are
+# ``module::fixture``, ``module`` being the file that defines the fixture (``conftest`` here).
+TRAINS = "trains a model"
+# `slm train` checks for PyTorch (importing it, transformers and scikit-learn) before it reads its input, so each
+# refusal costs a subprocess about 5 s of CPU. The fast lane keeps one refusal of each kind and marks the rest.
+SLM_TRAIN_STARTUP = "starts `slm train`, which imports PyTorch before it reads its input (about 5 s a run)"
+SLOW_FIXTURES = {
+    "conftest::tiny_bundle": TRAINS,
+    "conftest::fin_bundle": TRAINS,
+    "conftest::assistant_bundle": TRAINS,
+    "test_adapters::lora_bundle": TRAINS,
+    "test_adapters::full_bundle": TRAINS,
+    "test_fewshot::auto_run": TRAINS,
+    "test_fewshot::head_bundle": TRAINS,
+    "test_multilabel::multilabel_bundle": TRAINS,
+    "test_multilingual::zh_bundle": TRAINS,
+    "test_recommend::bundle": TRAINS,
+    "test_self_training::self_trained": TRAINS,
+    "test_tune::tuned": TRAINS,
+    # Not training, but as slow. Tests that ask for the cluster by name (request.getfixturevalue) mark their
+    # "ray" parameter slow instead (tests/servers.py ENGINES).
+    "conftest::ray_cluster": "starts a local Ray cluster (a minute with its Serve deployments)",
+    "test_support_generation::generator": "loads the SmolLM2 language model (about 25 s)",
+}
+
+
+def _fixture_key(fixturedef) -> str:
+    return f"{fixturedef.func.__module__.rpartition('.')[2]}::{fixturedef.argname}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark slow every test that depends, directly or through other fixtures, on one of SLOW_FIXTURES."""
+    modules = {"conftest": sys.modules[__name__]}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules[module.__name__.rpartition(".")[2]] = module
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        used = {_fixture_key(d) for name in item.fixturenames for d in info.name2fixturedefs.get(name, ())}
+        slow = sorted(used & SLOW_FIXTURES.keys())
+        if slow and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow(reason=f"{SLOW_FIXTURES[slow[0]]} (fixture {slow[0]})"))
+    # A renamed slow fixture must not silently let its tests into the fast lane.
+    for key in sorted(SLOW_FIXTURES):
+        module, _, name = key.partition("::")
+        if module in modules and not hasattr(modules[module], name):
+            raise pytest.UsageError(f"tests/conftest.py SLOW_FIXTURES names {key}, which does not exist")
 
 
 def require(path: Path) -> Path:
@@ -52,6 +118,51 @@ def banking_test_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "banking_test.csv"
     banking_frame("test", per_class=12).to_csv(path, index=False)
     return path
+
+
+# The kept bundle: a real, current-format bundle whose transformer is untrained (random weights), written by
+# tests/fixtures/make_tiny_bundle.py and committed. Tests of protocols, validation, limits and integrity use it
+# (fixtures ``untrained_exported`` and ``untrained_bundle``); tests of what a model predicts use a trained one.
+KEPT_BUNDLE = Path(__file__).resolve().parent / "fixtures" / "tiny-bundle"
+
+
+@pytest.fixture(scope="session")
+def untrained_exported(tmp_path_factory) -> Path:
+    """The kept tiny bundle (tests/fixtures/tiny-bundle), like ``exported`` but untrained: no session training.
+
+    The ten BANKING77 intents as labels, a fused fp32 ONNX model (2 layers of width 32, random weights,
+    vocabulary trimmed to 667 tokens), the PyTorch weights and a fitted n-gram baseline; default component
+    the transformer. Its predictions are meaningless but deterministic and decisive (no near-ties): assert
+    shapes, protocols and equality between two ways of running it, never accuracy. A session copy, so no
+    test can change the committed files.
+    """
+    from slm.bundle.manifest import read_manifest
+    from slm.errors import BundleError
+
+    regenerate = "regenerate it: python -m tests.fixtures.make_tiny_bundle (see docs/contributing.md)"
+    if not (KEPT_BUNDLE / "manifest.json").is_file():
+        pytest.fail(f"{KEPT_BUNDLE} is missing: {regenerate}")
+    out = tmp_path_factory.mktemp("kept") / "tiny-onnx"
+    shutil.copytree(KEPT_BUNDLE, out)
+    try:
+        read_manifest(out)
+    except BundleError as exc:  # e.g. a manifest format this slm no longer reads
+        pytest.fail(f"the kept bundle {KEPT_BUNDLE} does not load ({exc}): {regenerate}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(untrained_exported, tmp_path_factory) -> Path:
+    """The kept bundle before export, like ``tiny_bundle`` but untrained: PyTorch transformer and n-gram only."""
+    from slm.bundle.derive import derive_bundle, drop_components
+
+    def without_onnx(staging: Path, manifest: dict) -> dict:
+        drop_components(staging, manifest, keep={"transformer", "ngram"})
+        return manifest
+
+    out = tmp_path_factory.mktemp("kept") / "tiny"
+    derive_bundle(untrained_exported, out, without_onnx, step="drop-onnx")
+    return out
 
 
 TINY_CONFIG = {"epochs": 2, "batch_size": 16, "max_length": 48, "seed": 7}

@@ -75,12 +75,20 @@ def write_stream(
     return Stream(path, n, START // WINDOW + surge_at, windows)
 
 
-def write_config(folder: Path, bundle: Path, stream: Path, storage: str, **extra) -> Path:
-    """monitor.yaml for ``stream``: the test lexicon, hourly windows, small batches."""
+# The sentiment labels of the trained tweet bundle (``fin_bundle``: 0 bearish, 1 bullish, 2 neutral), and two of
+# the kept untrained bundle's (``untrained_exported``) standing in for them where what the model says does not
+# matter: its answers are meaningless, so tests with it never count alerts or negatives.
+FIN_LABELS = {"negative": ["0"], "positive": ["1"]}
+UNTRAINED_LABELS = {"negative": ["declined_card_payment"], "positive": ["card_arrival"]}
+
+
+def write_config(folder: Path, bundle: Path, stream: Path, storage: str, labels: dict | None = None, **extra) -> Path:
+    """monitor.yaml for ``stream``: the test lexicon, hourly windows, small batches; ``labels`` (FIN_LABELS
+    by default) say which of the bundle's labels are negative and positive."""
     import yaml
 
     (folder / "entities.txt").write_text(LEXICON, encoding="utf-8")
-    config = {"sentiment": {"bundle": str(bundle), "negative": ["0"], "positive": ["1"]},
+    config = {"sentiment": {"bundle": str(bundle), **(labels or FIN_LABELS)},
               "lexicon": "entities.txt", "storage": storage, "input": str(stream), "batch_size": 16,
               "window": "1h", **extra}  # fmt: skip
     path = folder / "monitor.yaml"

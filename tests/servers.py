@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from slm.serving import ModelService, ServeConfig, create_app
 from slm.serving.server import bind
 
 KEY = "k" * 8 + "-test-api-key-0123"
+# The engines a server test runs on. Ray is left out of the fast lane (``pytest -m "not slow"``): starting
+# the cluster and deploying replicas takes a minute, and the Uvicorn runs check the same app.
+ENGINES = ["uvicorn", pytest.param("ray", marks=pytest.mark.slow(reason="starts a local Ray cluster"))]
 
 
 @contextlib.contextmanager

@@ -114,10 +114,12 @@ def _check_adapters_then_merge(method: str, base_path: Path, batch, steps: int, 
         assert torch.equal(model(input_ids, mask), merged)
 
 
+@pytest.mark.slow(reason="trains a model: AdamW steps on the real minilm-l6")
 def test_lora_trains_few_weights_and_merges_exactly(base_path, real_batch) -> None:
     _check_adapters_then_merge("lora", base_path, real_batch, steps=3, max_share=0.02)
 
 
+@pytest.mark.slow(reason="trains a model: AdamW steps on the real minilm-l6")
 def test_adalora_allocates_ranks_and_merges_exactly(base_path, real_batch) -> None:
     # AdaLoRA starts at 1.5x the rank, so it may hold a little more than LoRA
     _check_adapters_then_merge("adalora", base_path, real_batch, steps=4, max_share=0.03)

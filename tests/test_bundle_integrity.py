@@ -1,9 +1,10 @@
 """A bundle's meaning is integrity-checked: the manifest's digest or signature, the paths it names, its
 structure, and its label count against the model's outputs. Every refusal is one line with exit 4.
 
-The real tiny BANKING77 bundle exported to ONNX (``exported``) is cloned per test with hard links
-(cheap: no 180 MB copies); only ``manifest.json`` is a private copy, and tests never write into the
-other (shared) files, they only add files or links beside them.
+The kept untrained tiny bundle (``untrained_exported``: ONNX, PyTorch weights, n-gram, ten labels) is
+cloned per test with hard links; only ``manifest.json`` is a private copy, and tests never write into the
+other (shared) files, they only add files or links beside them. What is checked is the bundle, never what
+its model predicts, so no test here needs a trained model.
 """
 
 from __future__ import annotations
@@ -63,20 +64,20 @@ def predict(bundle: Path, *extra: str, **env: str) -> subprocess.CompletedProces
 # ---------------------------------------------------------------- the manifest's own digest
 
 
-def test_a_written_bundle_carries_a_digest_of_its_manifest(exported) -> None:
-    manifest = bundle_manifest.read_manifest(exported)
+def test_a_written_bundle_carries_a_digest_of_its_manifest(untrained_exported) -> None:
+    manifest = bundle_manifest.read_manifest(untrained_exported)
     assert manifest.format_version == 2 and manifest.manifest_digest is not None
     # sha256 of the canonical JSON
     assert manifest.manifest_digest.to_json() == bundle_manifest.manifest_digest(manifest, None)
     assert manifest.manifest_digest.algorithm == "sha256"
-    info = slm("info", exported)
+    info = slm("info", untrained_exported)
     assert info.returncode == 0, info.stderr
     assert "manifest sha256 verified" in info.stdout
 
 
-def test_edited_labels_are_refused(exported, tmp_path) -> None:
+def test_edited_labels_are_refused(untrained_exported, tmp_path) -> None:
     """The review's case: a label renamed in manifest.json was served as if the model had learned it."""
-    bundle = clone(exported, tmp_path / "b")
+    bundle = clone(untrained_exported, tmp_path / "b")
     edit(bundle, lambda m: m["labels"].__setitem__(0, "HACKED_card_arrival"), redigest=False)
     proc = predict(bundle)
     assert "HACKED" not in proc.stdout
@@ -85,8 +86,8 @@ def test_edited_labels_are_refused(exported, tmp_path) -> None:
         load_runtime(bundle)
 
 
-def test_a_signed_bundle_needs_its_key(exported, tmp_path, monkeypatch) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_a_signed_bundle_needs_its_key(untrained_exported, tmp_path, monkeypatch) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
     monkeypatch.setenv("SLM_BUNDLE_KEY", "the right key, 32 bytes or more....")
     signed = bundle_manifest.sign_bundle(bundle)
     assert signed.manifest_digest is not None and signed.manifest_digest.algorithm == "hmac-sha256"
@@ -114,8 +115,10 @@ def test_a_signed_bundle_needs_its_key(exported, tmp_path, monkeypatch) -> None:
         load_runtime(bundle)
 
 
-def test_a_version_1_bundle_loads_with_a_warning_unless_a_key_is_set(exported, tmp_path, monkeypatch, caplog) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_a_version_1_bundle_loads_with_a_warning_unless_a_key_is_set(
+    untrained_exported, tmp_path, monkeypatch, caplog
+) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
 
     def version_1(manifest: dict) -> None:
         manifest["format_version"] = 1
@@ -176,21 +179,21 @@ def _unlisted_file_beside_the_tokenizer(bundle: Path, outside: Path) -> None:
     ],
     ids=lambda v: v.__name__.strip("_") if callable(v) else None,
 )
-def test_only_listed_files_inside_the_bundle_are_opened(exported, tmp_path, case, phrase) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_only_listed_files_inside_the_bundle_are_opened(untrained_exported, tmp_path, case, phrase) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
     outside = tmp_path / "outside"
     outside.mkdir()
-    os.link(exported / "onnx" / "model.onnx", outside / "model.onnx")
+    os.link(untrained_exported / "onnx" / "model.onnx", outside / "model.onnx")
     case(bundle, outside)
     with pytest.raises(BundleError, match=phrase):
         load_runtime(bundle).predict(["my card has not arrived yet"])
 
 
-def test_info_and_predict_refuse_a_component_path_outside_the_bundle(exported, tmp_path) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_info_and_predict_refuse_a_component_path_outside_the_bundle(untrained_exported, tmp_path) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
     outside = tmp_path / "outside"
     outside.mkdir()
-    os.link(exported / "onnx" / "model.onnx", outside / "model.onnx")
+    os.link(untrained_exported / "onnx" / "model.onnx", outside / "model.onnx")
     _outside_absolute(bundle, outside)
     info = slm("info", bundle)
     assert "all match" not in info.stdout  # it said every file matched while loading a file from elsewhere
@@ -207,8 +210,8 @@ def _nine_labels(manifest: dict) -> None:
     manifest["ensemble"]["log_prior_shift"] = None
 
 
-def test_label_count_must_match_the_model_outputs(exported, tmp_path) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_label_count_must_match_the_model_outputs(untrained_exported, tmp_path) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
     edit(bundle, _nine_labels)
     assert_one_line_error(predict(bundle), "ONNX model has 10 outputs but the manifest lists 9 labels", code=4)
     for component, what in [("ngram", "n-gram model"), ("ensemble", "ONNX model")]:
@@ -219,9 +222,9 @@ def test_label_count_must_match_the_model_outputs(exported, tmp_path) -> None:
         Bundle(bundle, backend="torch").predict(["my card has not arrived yet"])
 
 
-def test_serving_refuses_a_label_count_that_does_not_fit_at_start_up(exported, tmp_path) -> None:
+def test_serving_refuses_a_label_count_that_does_not_fit_at_start_up(untrained_exported, tmp_path) -> None:
     """Before: the server started and answered every request with a 500 (zip of 10 scores and 9 labels)."""
-    bundle = clone(exported, tmp_path / "b")
+    bundle = clone(untrained_exported, tmp_path / "b")
     edit(bundle, _nine_labels)
     with pytest.raises(BundleError, match="cannot serve 'tiny'.*10 outputs but the manifest lists 9 labels"):
         ModelService.load([("tiny", bundle)], ServeConfig(access_log=False))
@@ -306,17 +309,17 @@ UNDIGESTED = [
     [(c, p, True) for c, p in MALFORMED] + [(c, p, False) for c, p in UNDIGESTED],
     ids=lambda v: v.__name__ if callable(v) else None,
 )
-def test_a_malformed_manifest_is_refused_in_one_line(exported, tmp_path, change, phrase, redigest) -> None:
+def test_a_malformed_manifest_is_refused_in_one_line(untrained_exported, tmp_path, change, phrase, redigest) -> None:
     """Each was a KeyError/TypeError/AttributeError ("internal error", exit 1), or loaded and failed later."""
-    bundle = clone(exported, tmp_path / "b")
+    bundle = clone(untrained_exported, tmp_path / "b")
     edit(bundle, change, redigest=redigest)
     with pytest.raises(BundleError, match=phrase) as refused:
         load_runtime(bundle).predict(["my card has not arrived yet"])
     assert refused.value.exit_code == 4 and "\n" not in str(refused.value)
 
 
-def test_a_malformed_manifest_gets_exit_4_from_the_commands(exported, tmp_path) -> None:
-    bundle = clone(exported, tmp_path / "b")
+def test_a_malformed_manifest_gets_exit_4_from_the_commands(untrained_exported, tmp_path) -> None:
+    bundle = clone(untrained_exported, tmp_path / "b")
     edit(bundle, _set("components", ["onnx", "ngram"]))
     assert_one_line_error(slm("info", bundle), "'components' must be an object", code=4)
     assert_one_line_error(predict(bundle), "'components' must be an object", code=4)

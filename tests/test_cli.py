@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from slm.fileio import record_output
-from tests.conftest import DATA
+from tests.conftest import DATA, SLM_TRAIN_STARTUP
 
 TIMEOUT = 120
 
@@ -272,7 +272,15 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# In the fast lane: a refusal of the file, of its contents, of its labels and of an option. The others are slow
+# (SLM_TRAIN_STARTUP); tests/test_data.py checks the data loading and validation behind them in-process.
+FAST_CASES = {"missing-file", "non-utf8", "single-class", "bad-epochs"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c if c in FAST_CASES else pytest.param(c, marks=pytest.mark.slow(reason=SLM_TRAIN_STARTUP)) for c in CASES],
+)
 def test_train_refuses_bad_input_in_one_line(
     case: str, tmp_path: Path, banking: pd.DataFrame, banking_test: pd.DataFrame
 ) -> None:

@@ -152,8 +152,8 @@ def test_cli_compress_then_predict_round_trip(tiny_bundle, exported, banking_tes
     assert agreement >= 0.9
 
 
-def test_cli_compress_bad_input_is_one_line(tiny_bundle, tmp_path) -> None:
-    result = runner.invoke(app, ["compress", str(tiny_bundle), "-o", str(tmp_path / "o")])
+def test_cli_compress_bad_input_is_one_line(untrained_bundle, tmp_path) -> None:
+    result = runner.invoke(app, ["compress", str(untrained_bundle), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "nothing to do" in result.output
     result = runner.invoke(app, ["compress", str(tmp_path / "nope"), "--quantize", "int8"])
     assert result.exit_code == 4 and result.output.count("\n") == 1, result.output

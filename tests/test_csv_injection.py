@@ -1,7 +1,8 @@
 """CSV formula injection (issue 21, defect 6): text cells a spreadsheet would run get a leading quote.
 
 Covers ``slm predict -o x.csv|x.tsv`` (and ``--raw-csv``), the Ray path's CSV shards (its Predictor on a
-real Arrow batch, no cluster needed) and ``slm app support unanswered``.
+real Arrow batch, no cluster needed) and ``slm app support unanswered``. The bundle is the kept untrained one
+(``untrained_exported``): what is checked is how cells are written, whatever the model answers.
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ def _cells(path, delimiter=","):
         return list(csv.reader(handle, delimiter=delimiter))
 
 
-def test_predict_csv_and_tsv_neutralise_formulas_and_raw_csv_keeps_them(exported, tmp_path):
+def test_predict_csv_and_tsv_neutralise_formulas_and_raw_csv_keeps_them(untrained_exported, tmp_path):
     source, texts = _input(tmp_path)
     runner = CliRunner()
     for suffix, delimiter in (("csv", ","), ("tsv", "\t")):
         out = tmp_path / f"out.{suffix}"
-        done = runner.invoke(app, ["predict", str(exported), str(source), "-o", str(out), "-q"])
+        done = runner.invoke(app, ["predict", str(untrained_exported), str(source), "-o", str(out), "-q"])
         assert done.exit_code == 0, done.output
         rows = _cells(out, delimiter)
         assert rows[0] == ["text", "ref", "label", "score", "probabilities"]
@@ -56,18 +57,22 @@ def test_predict_csv_and_tsv_neutralise_formulas_and_raw_csv_keeps_them(exported
         assert rows[1][1] == "'=A1" and rows[2][1] == "r1"
         assert all(float(r[3]) > 0 and json.loads(r[4]) for r in rows[1:])  # numbers and JSON untouched
     raw = tmp_path / "raw.csv"
-    done = runner.invoke(app, ["predict", str(exported), str(source), "-o", str(raw), "-q", "--raw-csv"])
+    done = runner.invoke(app, ["predict", str(untrained_exported), str(source), "-o", str(raw), "-q", "--raw-csv"])
     assert done.exit_code == 0, done.output
     assert [r[0] for r in _cells(raw)[1:]] == texts
     # JSON lines and Parquet hold values, not formulas: never changed.
-    done = runner.invoke(app, ["predict", str(exported), str(source), "-o", str(tmp_path / "out.jsonl"), "-q"])
+    done = runner.invoke(
+        app, ["predict", str(untrained_exported), str(source), "-o", str(tmp_path / "out.jsonl"), "-q"]
+    )
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [line["text"] for line in lines] == texts
-    wrong = runner.invoke(app, ["predict", str(exported), str(source), "-o", str(tmp_path / "x.jsonl"), "--raw-csv"])
+    wrong = runner.invoke(
+        app, ["predict", str(untrained_exported), str(source), "-o", str(tmp_path / "x.jsonl"), "--raw-csv"]
+    )
     assert wrong.exit_code == 2 and "--raw-csv applies to CSV and TSV" in wrong.output
 
 
-def test_ray_csv_shards_neutralise_formulas_like_local_predict(exported):
+def test_ray_csv_shards_neutralise_formulas_like_local_predict(untrained_exported):
     import pyarrow as pa
 
     from slm.runtime.ray_predict import Predictor
@@ -75,12 +80,12 @@ def test_ray_csv_shards_neutralise_formulas_like_local_predict(exported):
     texts = [*HOSTILE, *HARMLESS]
     batch = pa.table({"text": texts, "amount": [-0.5] * len(texts)})
     names = ("label", "score", "probabilities")
-    shard = Predictor(str(exported), None, 1, "text", names, "csv")(batch)
+    shard = Predictor(str(untrained_exported), None, 1, "text", names, "csv")(batch)
     assert shard.column("text").to_pylist() == [*HOSTILE.values(), *HARMLESS]
     assert shard.column("amount").to_pylist() == [-0.5] * len(texts)  # a numeric column is left alone
-    raw = Predictor(str(exported), None, 1, "text", names, "csv", raw_csv=True)(batch)
+    raw = Predictor(str(untrained_exported), None, 1, "text", names, "csv", raw_csv=True)(batch)
     assert raw.column("text").to_pylist() == texts
-    parquet = Predictor(str(exported), None, 1, "text", names, "parquet")(batch)
+    parquet = Predictor(str(untrained_exported), None, 1, "text", names, "parquet")(batch)
     assert parquet.column("text").to_pylist() == texts
 
 

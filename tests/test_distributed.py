@@ -27,6 +27,7 @@ def slice_csv(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow(reason="trains a model: two processes under torchrun")
 def test_two_process_job_trains_and_rank_zero_writes_one_bundle(tmp_path, slice_csv):
     test_csv = tmp_path / "test.csv"
     banking_frame("test", per_class=10).to_csv(test_csv, index=False)
@@ -50,7 +51,11 @@ def test_two_process_job_trains_and_rank_zero_writes_one_bundle(tmp_path, slice_
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--nproc", "2", "--method", "fewshot"], "--nproc trains with --method full, lora, adalora, not fewshot"),
+        pytest.param(
+            ["--nproc", "2", "--method", "fewshot"],
+            "--nproc trains with --method full, lora, adalora, not fewshot",
+            marks=pytest.mark.slow(reason="trains a model: the n-gram baseline, before the method check"),
+        ),
         (["--nnodes", "2"], "--nnodes > 1 needs --rdzv-endpoint HOST:PORT"),
     ],
 )
@@ -62,6 +67,7 @@ def test_distributed_options_refused_in_one_line(tmp_path, slice_csv, extra, mes
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow(reason="trains a model: two processes under torchrun")
 def test_interrupted_two_process_lora_job_resumes(tmp_path, slice_csv):
     """Ctrl-C stops both ranks after rank 0's checkpoint; ``--resume --nproc 2`` finishes the job."""
     out, ckpt = tmp_path / "model", tmp_path / "model.ckpt"

@@ -102,7 +102,7 @@ def test_a_command_whose_extra_is_missing_names_it_in_one_line(args, extra, tmp_
     assert len(lines) == 1 and f"pip install 'slm[{extra}]'" in lines[0], result.stderr
 
 
-def test_predict_with_an_exported_bundle_runs_on_the_runtime_install(exported, tmp_path):
+def test_predict_with_an_exported_bundle_runs_on_the_runtime_install(untrained_exported, tmp_path):
     # What broke: the streaming reader imported slm.data.loading (pandas) to find the text column, so
     # `slm predict` on `pip install '.[runtime]'` named the train extra instead of answering.
     (tmp_path / "in.csv").write_text(
@@ -110,12 +110,14 @@ def test_predict_with_an_exported_bundle_runs_on_the_runtime_install(exported, t
     )
     (tmp_path / "in.jsonl").write_text('{"id": 7, "body": "my card was stolen"}\n', encoding="utf-8")
     out = tmp_path / "out.csv"
-    result = run_cli(["predict", str(exported), str(tmp_path / "in.csv"), "-o", str(out)], NOT_IN_RUNTIME)
+    result = run_cli(["predict", str(untrained_exported), str(tmp_path / "in.csv"), "-o", str(out)], NOT_IN_RUNTIME)
     assert result.returncode == 0, result.stderr
     assert out.read_text(encoding="utf-8").splitlines()[0] == "text,id,label,score,probabilities"
-    result = run_cli(["predict", str(exported), str(tmp_path / "in.jsonl")], NOT_IN_RUNTIME)
+    result = run_cli(["predict", str(untrained_exported), str(tmp_path / "in.jsonl")], NOT_IN_RUNTIME)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == 7
-    result = run_cli(["predict", str(exported), "-"], NOT_IN_RUNTIME, stdin='{"text": "where is my card?"}\n')
+    result = run_cli(["predict", str(untrained_exported), "-"], NOT_IN_RUNTIME, stdin='{"text": "where is my card?"}\n')
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["label"] in json.loads((exported / "manifest.json").read_text())["labels"]
+    assert (
+        json.loads(result.stdout)["label"] in json.loads((untrained_exported / "manifest.json").read_text())["labels"]
+    )

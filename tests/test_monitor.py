@@ -18,7 +18,7 @@ from slm.apps.monitor.monitor import Monitor
 from slm.apps.monitor.sources import FileSource
 from slm.apps.monitor.storage import Counts
 from slm.errors import ConfigError
-from tests.monitor_stream import BAD_LINES, START, WINDOW, write_config, write_stream
+from tests.monitor_stream import BAD_LINES, START, UNTRAINED_LABELS, WINDOW, write_config, write_stream
 
 
 @pytest.mark.parametrize(("reason", "line"), sorted(BAD_LINES.items()))
@@ -153,13 +153,13 @@ def test_report_writes_the_table_and_one_png_per_series(tmp_path, fin_bundle):
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
     ],
 )
-def test_bad_config_is_one_line_and_exit_2_from_the_cli(tmp_path, fin_bundle, change, message):
+def test_bad_config_is_one_line_and_exit_2_from_the_cli(tmp_path, untrained_exported, change, message):
     import yaml
 
     stream = write_stream(tmp_path / "news.jsonl", windows=2, bad_lines=False)
-    path = write_config(tmp_path, fin_bundle, stream.path, "sqlite:///monitor.db")
+    path = write_config(tmp_path, untrained_exported, stream.path, "sqlite:///monitor.db", UNTRAINED_LABELS)
     data = yaml.safe_load(path.read_text())
-    data.update(json.loads(json.dumps(change).replace("{bundle}", str(fin_bundle))))
+    data.update(json.loads(json.dumps(change).replace("{bundle}", str(untrained_exported))))
     path.write_text(yaml.safe_dump(data))
     done = subprocess.run([sys.executable, "-m", "slm", "app", "monitor", "run", "-c", str(path)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -175,12 +175,14 @@ def test_an_unreachable_database_is_a_clear_error():
         MonitorStore.open("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
 
 
-def test_a_followed_file_is_read_as_it_grows_and_stdin_works_too(tmp_path, fin_bundle):
+def test_a_followed_file_is_read_as_it_grows_and_stdin_works_too(tmp_path, untrained_exported):
     stream = write_stream(tmp_path / "full.jsonl", windows=8, bad_lines=False)
     lines = stream.path.read_text(encoding="utf-8").splitlines(keepends=True)
     growing = tmp_path / "growing.jsonl"
     growing.write_text("".join(lines[:20]), encoding="utf-8")
-    config = load_config(write_config(tmp_path, fin_bundle, growing, "sqlite:///monitor.db", poll_seconds=0.05))
+    config = load_config(
+        write_config(tmp_path, untrained_exported, growing, "sqlite:///monitor.db", UNTRAINED_LABELS, poll_seconds=0.05)
+    )
     stop = threading.Event()
     with Monitor(config) as monitor:
         result = {}
@@ -210,9 +212,9 @@ def test_a_followed_file_is_read_as_it_grows_and_stdin_works_too(tmp_path, fin_b
     assert json.loads(done.stdout)["stored"] == stream.items
 
 
-def test_the_monitor_never_imports_pytorch(tmp_path, fin_bundle):
+def test_the_monitor_never_imports_pytorch(tmp_path, untrained_exported):
     stream = write_stream(tmp_path / "news.jsonl", windows=3, bad_lines=False)
-    config_path = write_config(tmp_path, fin_bundle, stream.path, "sqlite:///monitor.db")
+    config_path = write_config(tmp_path, untrained_exported, stream.path, "sqlite:///monitor.db", UNTRAINED_LABELS)
     script = ("import sys; from slm.apps.monitor import Monitor, load_config\n"
               f"with Monitor(load_config({str(config_path)!r})) as m: stored = m.run().stored\n"
               "print(stored, sorted(k for k in ('torch', 'transformers') if k in sys.modules))")  # fmt: skip
@@ -221,11 +223,12 @@ def test_the_monitor_never_imports_pytorch(tmp_path, fin_bundle):
     assert done.stdout.split() == [str(stream.items), "[]"]
 
 
-def test_a_topic_bundle_adds_topic_series(tmp_path, fin_bundle, exported):
+def test_a_topic_bundle_adds_topic_series(tmp_path, untrained_exported):
     stream = write_stream(tmp_path / "news.jsonl", windows=3, bad_lines=False)
-    # The tiny BANKING77 bundle stands in for a topic model: any single-label bundle can be one.
-    config = load_config(write_config(tmp_path, fin_bundle, stream.path, "sqlite:///monitor.db",
-                                      topic={"bundle": str(exported)}))  # fmt: skip
+    # The kept tiny BANKING77 bundle stands in for a topic model (any single-label bundle can be one), and for
+    # the sentiment model: what is checked is the series, not what either model says.
+    config = load_config(write_config(tmp_path, untrained_exported, stream.path, "sqlite:///monitor.db",
+                                      UNTRAINED_LABELS, topic={"bundle": str(untrained_exported)}))  # fmt: skip
     with Monitor(config) as monitor:
         monitor.run()
         topics = dict(monitor.store.series_names("topic", limit=100))

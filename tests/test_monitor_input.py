@@ -12,7 +12,7 @@ import httpx
 from slm.apps.monitor.config import load_config
 from slm.apps.monitor.monitor import Monitor
 from slm.apps.monitor.sources import FileSource, StdinSource
-from tests.monitor_stream import START, write_config, write_stream
+from tests.monitor_stream import START, UNTRAINED_LABELS, write_config, write_stream
 from tests.servers import error_of, running
 
 DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON, deeper than Python's recursion limit
@@ -27,9 +27,11 @@ def _long_line() -> bytes:
     return (_item("huge", "Fed holds rates " * (LONG_LINE_MB * 1024 * 1024 // 16)) + "\n").encode()
 
 
-def test_deeply_nested_json_is_one_rejection_not_a_failed_request(tmp_path, fin_bundle):
+def test_deeply_nested_json_is_one_rejection_not_a_failed_request(tmp_path, untrained_exported):
     stream = write_stream(tmp_path / "news.jsonl", windows=2, bad_lines=False)
-    monitor = Monitor(load_config(write_config(tmp_path, fin_bundle, stream.path, "sqlite:///monitor.db")))
+    monitor = Monitor(
+        load_config(write_config(tmp_path, untrained_exported, stream.path, "sqlite:///monitor.db", UNTRAINED_LABELS))
+    )
     with running([], monitor=monitor) as (url, _):
         lines = [_item("a", "Fed holds rates steady"), DEEP, _item("b", "$TSLA falls after recall")]
         answer = httpx.post(f"{url}/v1/monitor/ingest", content="\n".join(lines).encode(),
@@ -62,11 +64,13 @@ def test_sources_read_an_overlong_line_in_bounded_pieces(tmp_path):
         assert lines[1][0].size == len(data) - len(good[0]) - len(good[1])
 
 
-def test_the_monitor_rejects_an_overlong_line_and_reads_on(tmp_path, fin_bundle):
+def test_the_monitor_rejects_an_overlong_line_and_reads_on(tmp_path, untrained_exported):
     stream = write_stream(tmp_path / "news.jsonl", windows=3, bad_lines=False)
     lines = stream.path.read_bytes().splitlines(keepends=True)
     stream.path.write_bytes(b"".join(lines[:5]) + _long_line() + b"".join(lines[5:]))
-    config = load_config(write_config(tmp_path, fin_bundle, stream.path, "sqlite:///monitor.db"))
+    config = load_config(
+        write_config(tmp_path, untrained_exported, stream.path, "sqlite:///monitor.db", UNTRAINED_LABELS)
+    )
     with Monitor(config) as monitor:
         tracemalloc.start()
         try:

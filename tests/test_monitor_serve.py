@@ -11,7 +11,7 @@ import pytest
 from slm.apps.monitor.config import load_config
 from slm.apps.monitor.monitor import Monitor
 from tests.browser import headless_chromium
-from tests.monitor_stream import BAD_LINES, write_config, write_stream
+from tests.monitor_stream import BAD_LINES, UNTRAINED_LABELS, write_config, write_stream
 from tests.servers import error_of, running
 
 
@@ -60,8 +60,18 @@ def _is_object(line: str) -> bool:
         return False
 
 
-def test_bad_requests_get_clear_errors(served):
-    url, _ = served
+@pytest.fixture(scope="module")
+def served_untrained(tmp_path_factory, untrained_exported):
+    """A monitor on the kept untrained bundle: for what the ingest refuses, not what the model says."""
+    folder = tmp_path_factory.mktemp("monitor-serve-untrained")
+    stream = write_stream(folder / "news.jsonl", windows=2, bad_lines=False)
+    config = write_config(folder, untrained_exported, stream.path, "sqlite:///monitor.db", UNTRAINED_LABELS)
+    with running([], monitor=Monitor(load_config(config))) as (url, _):
+        yield url
+
+
+def test_bad_requests_get_clear_errors(served_untrained):
+    url = served_untrained
     error_of(httpx.post(f"{url}/v1/monitor/ingest", content=b"{not json"), 400)
     error_of(httpx.get(f"{url}/v1/monitor/series/sector/x"), 422)
     bad = httpx.post(f"{url}/v1/monitor/ingest", content=b'{"id": 1}\nnot json\n',
@@ -69,8 +79,8 @@ def test_bad_requests_get_clear_errors(served):
     assert bad["rejected"] == {"malformed_json": 1, "missing_timestamp": 1} and bad["stored"] == 0
 
 
-def test_without_a_monitor_the_endpoints_say_so(exported):
-    with running([("tiny", exported)]) as (url, _):
+def test_without_a_monitor_the_endpoints_say_so(untrained_exported):
+    with running([("tiny", untrained_exported)]) as (url, _):
         assert error_of(httpx.get(f"{url}/v1/monitor/summary"), 404)["code"] == "no_monitor"
 
 

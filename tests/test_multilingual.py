@@ -102,6 +102,7 @@ def test_registry_lists_e5_and_converts_once(e5_base) -> None:
     assert again.sha256 == {"e5-small-q4.bin": "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"}
 
 
+@pytest.mark.slow(reason="writes a copy of the 470 MB multilingual-e5-small with the terms added (20 s)")
 def test_domain_terms_become_whole_tokens_and_round_trip(e5_base, zh_files, tmp_path) -> None:
     from transformers import AutoTokenizer
 

@@ -47,10 +47,10 @@ def test_export_refuses_a_folder_of_the_users(tiny_bundle, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging or leftovers beside it
 
 
-def test_compress_refuses_a_folder_of_the_users_before_any_work(exported, tmp_path):
+def test_compress_refuses_a_folder_of_the_users_before_any_work(untrained_exported, tmp_path):
     target = _user_folder(tmp_path / "mine")
     started = time.monotonic()
-    result = slm("compress", exported, "--quantize", "int8", "-o", target)
+    result = slm("compress", untrained_exported, "--quantize", "int8", "-o", target)
     _one_line_refusal(result, target)
     assert _intact(target)
     assert time.monotonic() - started < 60  # refused up front, not after quantizing and gating
@@ -88,13 +88,13 @@ def test_a_bundle_slm_wrote_is_replaced_but_not_one_the_user_added_to(tiny_bundl
     assert (target / "my-notes.md").is_file()
 
 
-def test_derived_bundles_copy_only_the_parents_verified_files(exported, tmp_path):
+def test_derived_bundles_copy_only_the_parents_verified_files(untrained_exported, tmp_path):
     from slm.bundle.derive import derive_bundle
 
     parent = tmp_path / "parent"
     import shutil
 
-    shutil.copytree(exported, parent)
+    shutil.copytree(untrained_exported, parent)
     (parent / "stray.bin").write_bytes(b"not part of the bundle")
     manifest = derive_bundle(parent, tmp_path / "child", lambda staging, m: m, step="copy")
     assert "stray.bin" not in manifest.files and not (tmp_path / "child" / "stray.bin").exists()

@@ -224,6 +224,7 @@ def test_previous_output_survives_a_failure(pruned, tiny_bundle, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".existing")]
 
 
+@pytest.mark.slow(reason="trains a model: a teacher, then distils a student")
 def test_multi_label_bundle_prunes_with_bernoulli_distillation(tmp_path):
     """A real multi-label CLINC150 bundle: BCE + per-label soft targets, thresholds re-tuned for the student."""
     import json as _json

@@ -131,20 +131,26 @@ def test_folder_of_jsonl_shards_replaces_an_earlier_output(exported, tmp_path) -
     assert lines[0]["predicted_probabilities"].keys() == set(reference.labels)
 
 
-def test_bad_ray_jobs_are_refused_in_one_line(exported, tiny_bundle, tmp_path) -> None:
+def test_bad_ray_jobs_are_refused_in_one_line(untrained_exported, untrained_bundle, tmp_path) -> None:
     source = tmp_path / "texts.csv"
     _rows(20).to_csv(source, index=False)
-    assert_one_line_error(slm("predict", exported, source, "--engine", "ray"), "pass -o FOLDER")
-    assert_one_line_error(slm("predict", exported, "-", "-o", tmp_path / "o", "--engine", "ray"), "not stdin")
-    assert_one_line_error(slm("predict", exported, source, "--address", "auto"), "--engine ray only")
-    assert_one_line_error(slm("predict", tiny_bundle, source, "-o", tmp_path / "o", "--engine", "ray"), "slm export")
+    assert_one_line_error(slm("predict", untrained_exported, source, "--engine", "ray"), "pass -o FOLDER")
+    assert_one_line_error(slm("predict", untrained_exported, "-", "-o", tmp_path / "o", "--engine", "ray"), "not stdin")
+    assert_one_line_error(slm("predict", untrained_exported, source, "--address", "auto"), "--engine ray only")
+    assert_one_line_error(
+        slm("predict", untrained_bundle, source, "-o", tmp_path / "o", "--engine", "ray"), "slm export"
+    )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     _rows(5).to_csv(mixed / "a.csv", index=False)
     _rows(5).to_json(mixed / "b.jsonl", orient="records", lines=True)
-    assert_one_line_error(slm("predict", exported, mixed, "-o", tmp_path / "o", "--engine", "ray"), "mixes formats")
+    assert_one_line_error(
+        slm("predict", untrained_exported, mixed, "-o", tmp_path / "o", "--engine", "ray"), "mixes formats"
+    )
     keep = tmp_path / "precious"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    assert_one_line_error(slm("predict", exported, source, "-o", keep, "--engine", "ray"), "slm did not write")
+    assert_one_line_error(
+        slm("predict", untrained_exported, source, "-o", keep, "--engine", "ray"), "slm did not write"
+    )
     assert (keep / "notes.txt").read_text() == "mine"

@@ -1,4 +1,8 @@
-"""The torch-free runtime: a fresh process predicts with an exported bundle and never imports torch."""
+"""The torch-free runtime: a fresh process predicts with an exported bundle and never imports torch.
+
+The bundle is the kept untrained tiny one (``untrained_exported``): these tests compare ways of running a
+model, not what it predicts.
+"""
 
 from __future__ import annotations
 
@@ -31,26 +35,26 @@ print(json.dumps({{
 """
 
 
-def test_runtime_process_never_imports_torch(exported, tiny_bundle) -> None:
-    command = [sys.executable, "-c", SCRIPT.format(heavy=HEAVY), str(exported)]
+def test_runtime_process_never_imports_torch(untrained_exported, untrained_bundle) -> None:
+    command = [sys.executable, "-c", SCRIPT.format(heavy=HEAVY), str(untrained_exported)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["heavy"] == []
     torch_labels = [
         p["label"]
-        for p in slm.load(tiny_bundle).predict(
+        for p in slm.load(untrained_bundle).predict(
             ["my card has not arrived yet", "how do I change my PIN?"], component="transformer"
         )
     ]
     assert result["labels"] == torch_labels
 
 
-def test_runtime_refuses_a_pytorch_only_bundle(tiny_bundle) -> None:
+def test_runtime_refuses_a_pytorch_only_bundle(untrained_bundle) -> None:
     from slm.runtime import load
 
     with pytest.raises(BundleError, match="slm export"):
-        load(tiny_bundle)
+        load(untrained_bundle)
 
 
 def _closure(requirements: list[str], extras: set[str]) -> set[str]:
@@ -110,13 +114,13 @@ def test_length_chunks_bound_batch_size_and_padding() -> None:
     assert length_chunks([], 32) == []
 
 
-def test_length_chunked_logits_equal_one_padded_run(exported, banking_test_csv) -> None:
+def test_length_chunked_logits_equal_one_padded_run(untrained_exported, banking_test_csv) -> None:
     from slm.bundle.manifest import read_manifest
     from slm.runtime.onnx import OnnxComponent
 
-    spec = read_manifest(exported).components.onnx
+    spec = read_manifest(untrained_exported).components.onnx
     assert spec is not None
-    component = OnnxComponent(exported, spec, threads=1)
+    component = OnnxComponent(untrained_exported, spec, threads=1)
     texts = pd.read_csv(banking_test_csv)["text"].tolist()[:40] + ["word " * 60]
     chunked = component.logits(texts, batch_size=64)
     (one_run,) = component.run(component.encode(texts))

@@ -3,7 +3,8 @@
 Slow or oversized request heads, stalled bodies, a full connection table, clients that hang up mid-body,
 Host-header redirects, invisible texts, an open address without keys, and the monitor and recommender
 servers' options. The limits are set through ``SLM_SERVE_*`` like a user would; the timing targets under
-attack (RSS, /healthz latency) are ``bench/hostile_client.py``'s.
+attack (RSS, /healthz latency) are ``bench/hostile_client.py``'s. The classifier served is the kept untrained
+tiny bundle (``untrained_exported``): what is tested is the server, not what the model answers.
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(exported, tmp_path_factory) -> Iterator[Served]:
+def served(untrained_exported, tmp_path_factory) -> Iterator[Served]:
     env = {"SLM_SERVE_HEADER_TIMEOUT": str(TIMEOUT_S), "SLM_SERVE_BODY_TIMEOUT": str(TIMEOUT_S),
            "SLM_SERVE_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}  # fmt: skip
-    server = Served(["serve", f"tiny={exported}"], tmp_path_factory.mktemp("hardening") / "serve.log", env)
+    server = Served(["serve", f"tiny={untrained_exported}"], tmp_path_factory.mktemp("hardening") / "serve.log", env)
     yield server
     server.stop()
 
@@ -205,13 +206,13 @@ def test_invisible_texts_are_empty(served, texts: list[str]) -> None:
     assert visible.status_code == 200
 
 
-def test_an_internal_error_is_one_json_500_logged_once(exported) -> None:
+def test_an_internal_error_is_one_json_500_logged_once(untrained_exported) -> None:
     import uvicorn
 
     from slm.serving import ModelService, ServeConfig, create_app
     from slm.serving.server import bind
 
-    service = ModelService.load([("tiny", exported)], ServeConfig(access_log=False))
+    service = ModelService.load([("tiny", untrained_exported)], ServeConfig(access_log=False))
     app = create_app(service)
 
     @app.get("/v1/broken")
@@ -246,9 +247,9 @@ def test_an_internal_error_is_one_json_500_logged_once(exported) -> None:
 # ---------------------------------------------------------------- who may listen where
 
 
-def test_an_address_other_machines_reach_needs_keys_or_insecure(exported) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "slm", "serve", str(exported), "--host", "0.0.0.0", "--port",
-                                "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+def test_an_address_other_machines_reach_needs_keys_or_insecure(untrained_exported) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "slm", "serve", str(untrained_exported), "--host", "0.0.0.0",
+                                "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                stdin=subprocess.DEVNULL)  # fmt: skip
     try:
         lines = []
@@ -274,11 +275,11 @@ def test_an_address_other_machines_reach_needs_keys_or_insecure(exported) -> Non
         check_exposure(ServeConfig(host="::"))
 
 
-def test_monitor_serve_takes_the_server_options(exported, tmp_path) -> None:
+def test_monitor_serve_takes_the_server_options(untrained_exported, tmp_path) -> None:
     import yaml
 
     (tmp_path / "entities.txt").write_text("Visa | visa\n", encoding="utf-8")
-    config = {"sentiment": {"bundle": str(exported), "negative": ["declined_card_payment"],
+    config = {"sentiment": {"bundle": str(untrained_exported), "negative": ["declined_card_payment"],
                             "positive": ["card_arrival"]},
               "lexicon": "entities.txt", "storage": f"sqlite:///{tmp_path / 'monitor.db'}", "window": "1h"}  # fmt: skip
     (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

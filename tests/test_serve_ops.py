@@ -1,4 +1,9 @@
-"""The service under load and in operation: micro-batching, back-pressure, shutdown, hot reload, startup."""
+"""The service under load and in operation: micro-batching, back-pressure, shutdown, hot reload, startup.
+
+Most tests serve the kept untrained tiny bundle (``untrained_exported``). The SIGTERM test serves the trained
+one (``exported``, so it is slow): it signals 0.3 s after sending six requests of 64 texts, meaning them to be
+still running then, and the untrained model (2 layers of width 32) may have answered them all by that time.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import pytest
 
 from slm.bundle.derive import derive_bundle
 from slm.serving.batching import MicroBatcher, QueueFull, ShuttingDown
-from tests.servers import error_of, running, serve_once
+from tests.servers import ENGINES, error_of, running, serve_once
 
 LONG = "I was charged twice for the same card payment at the shop yesterday and I want my money back " * 3
 
@@ -138,8 +143,8 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-@pytest.mark.parametrize("engine", ["uvicorn", "ray"])
-def test_concurrent_requests_share_batches(exported, engine, request) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_concurrent_requests_share_batches(untrained_exported, engine, request) -> None:
     ray = request.getfixturevalue("ray_cluster") if engine == "ray" else None  # two replicas: counts add up
 
     def burst(url: str, n: int) -> tuple[list[int], str]:
@@ -149,19 +154,19 @@ def test_concurrent_requests_share_batches(exported, engine, request) -> None:
                                   range(n)))  # fmt: skip
         return codes, httpx.get(url + "/metrics").text
 
-    with running([("tiny", exported)], ray=ray, max_wait_ms=100, workers=1) as (url, _):
+    with running([("tiny", untrained_exported)], ray=ray, max_wait_ms=100, workers=1) as (url, _):
         codes, metrics = burst(url, 24)
         assert codes == [200] * 24
         assert _metric(metrics, 'slm_batch_size_texts_sum{model="tiny"}') == 24
         assert _metric(metrics, 'slm_batch_size_texts_count{model="tiny"}') <= 12  # two or more per batch
-    with running([("tiny", exported)], ray=ray, max_batch=1, workers=1) as (url, _):
+    with running([("tiny", untrained_exported)], ray=ray, max_batch=1, workers=1) as (url, _):
         codes, metrics = burst(url, 24)
         assert codes == [200] * 24
         assert _metric(metrics, 'slm_batch_size_texts_count{model="tiny"}') == 24  # batching off: one each
 
 
-def test_overload_gets_fast_503s_and_recovers(exported) -> None:
-    with running([("tiny", exported)], workers=1, max_batch=8, max_queue=16, max_texts=8) as (url, service):
+def test_overload_gets_fast_503s_and_recovers(untrained_exported) -> None:
+    with running([("tiny", untrained_exported)], workers=1, max_batch=8, max_queue=16, max_texts=8) as (url, service):
 
         def heavy(_: int) -> httpx.Response:
             return httpx.post(url + "/v1/models/tiny/predict", json={"texts": [LONG] * 8}, timeout=60)
@@ -188,13 +193,13 @@ def _relabelled(source: Path, output: Path, prefix: str) -> None:
                   step="relabel")  # fmt: skip
 
 
-def test_watch_reloads_a_replaced_bundle_and_survives_a_broken_one(exported, tmp_path) -> None:
+def test_watch_reloads_a_replaced_bundle_and_survives_a_broken_one(untrained_exported, tmp_path) -> None:
     served = tmp_path / "served"
-    shutil.copytree(exported, served)
+    shutil.copytree(untrained_exported, served)
     with running([("tiny", served)], watch=True, watch_interval=0.1) as (url, _):
         predict = url + "/v1/models/tiny/predict"
         before = httpx.post(predict, json={"text": "my card has not arrived"}).json()["predictions"][0]["label"]
-        _relabelled(exported, served, "v2:")  # staged, then swapped in with a rename, as every slm step does
+        _relabelled(untrained_exported, served, "v2:")  # staged, then swapped in with a rename, as every slm step does
         deadline = time.monotonic() + 20
         while (
             label := httpx.post(predict, json={"text": "my card has not arrived"}).json()["predictions"][0]["label"]
@@ -280,16 +285,16 @@ def _serve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
-def test_startup_refuses_what_it_cannot_serve_in_one_line(tiny_bundle, exported, tmp_path) -> None:
+def test_startup_refuses_what_it_cannot_serve_in_one_line(untrained_bundle, untrained_exported, tmp_path) -> None:
     cases = [
         ((str(tmp_path / "absent"),), 4, "bundle not found"),
-        ((str(tiny_bundle),), 4, "slm export"),
-        ((str(exported), "--max-batch", "0"), 2, "--max-batch"),
-        ((str(exported), "--api-key-file", str(tmp_path / "nokeys")), 2, "does not exist"),
-        (("bad name=" + str(exported),), 2, "model name"),
+        ((str(untrained_bundle),), 4, "slm export"),
+        ((str(untrained_exported), "--max-batch", "0"), 2, "--max-batch"),
+        ((str(untrained_exported), "--api-key-file", str(tmp_path / "nokeys")), 2, "does not exist"),
+        (("bad name=" + str(untrained_exported),), 2, "model name"),
     ]
     broken = tmp_path / "broken"
-    shutil.copytree(exported, broken)
+    shutil.copytree(untrained_exported, broken)
     (broken / "onnx" / "model.onnx").write_bytes(b"tampered")
     cases.append(((str(broken),), 4, "modified"))
     for args, code, message in cases:
@@ -301,11 +306,11 @@ def test_startup_refuses_what_it_cannot_serve_in_one_line(tiny_bundle, exported,
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        done = _serve(str(exported), "--port", str(taken.getsockname()[1]))
+        done = _serve(str(untrained_exported), "--port", str(taken.getsockname()[1]))
         assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
 
 
-def test_the_server_never_imports_torch(exported, tmp_path) -> None:
-    result = serve_once(exported, tmp_path / "unused.sqlite", "/v1/models/served/predict",
+def test_the_server_never_imports_torch(untrained_exported, tmp_path) -> None:
+    result = serve_once(untrained_exported, tmp_path / "unused.sqlite", "/v1/models/served/predict",
                         {"text": "my card has not arrived"})  # fmt: skip
     assert result["heavy"] == [] and result["reply"]["predictions"][0]["label"]

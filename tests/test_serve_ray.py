@@ -116,7 +116,7 @@ def test_metrics_of_several_processes_add_up(tmp_path) -> None:
     assert _metric(text, "slm_replicas") == 2 and _metric(text, info % "v1") == 0
 
 
-def test_bad_option_combinations_get_one_line(exported, tmp_path) -> None:
+def test_bad_option_combinations_get_one_line(untrained_exported, tmp_path) -> None:
     cases = [
         (("--replicas", "2"), "--replicas is for --engine ray only"),
         (("--address", "auto", "--replica-cpus", "2"), "--address, --replica-cpus are for --engine ray only"),
@@ -129,20 +129,21 @@ def test_bad_option_combinations_get_one_line(exported, tmp_path) -> None:
         (("--engine", "ray", "--monitor", str(tmp_path / "monitor.yaml")), "--monitor is not served on Ray Serve"),
     ]
     for args, message in cases:
-        done = _serve(str(exported), "--port", "0", *args)
+        done = _serve(str(untrained_exported), "--port", "0", *args)
         assert done.returncode == 2, (args, done.stderr)
         assert message in _one_error_line(done), (args, done.stderr)
     absent = _serve(str(tmp_path / "absent"), "--engine", "ray")  # checked here, before Ray starts
     assert absent.returncode == 4 and "bundle not found" in _one_error_line(absent)
 
 
-def test_without_ray_the_hint_names_the_extra(exported) -> None:
+def test_without_ray_the_hint_names_the_extra(untrained_exported) -> None:
     code = "import sys; sys.modules['ray'] = None; from slm.cli import app; app(prog_name='slm')"
-    done = subprocess.run([sys.executable, "-c", code, "serve", str(exported), "--engine", "ray"],
+    done = subprocess.run([sys.executable, "-c", code, "serve", str(untrained_exported), "--engine", "ray"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "pip install 'slm[ray]'" in _one_error_line(done)
 
 
-def test_replicas_that_cannot_fit_this_machine_are_refused(exported) -> None:
-    done = _serve(str(exported), "--engine", "ray", "--replicas", "64", "--port", "0")
+@pytest.mark.slow(reason="starts a local Ray cluster to read its CPUs")
+def test_replicas_that_cannot_fit_this_machine_are_refused(untrained_exported) -> None:
+    done = _serve(str(untrained_exported), "--engine", "ray", "--replicas", "64", "--port", "0")
     assert done.returncode == 2 and "lower --replicas or --replica-cpus" in _one_error_line(done)

@@ -257,6 +257,7 @@ def test_answering_needs_no_torch_transformers_sklearn_or_pandas(assistant_bundl
     assert done.stdout.split() == ["faq", "[]"]
 
 
+@pytest.mark.slow(reason="trains a model: the assistant's intent classifier")
 def test_an_explicit_out_of_scope_class_is_trained_when_examples_exist(tmp_path, banking_csv) -> None:
     from slm.apps.support.assistant import Assistant
     from slm.apps.support.build import SupportConfig, build_assistant

@@ -77,9 +77,9 @@ def test_component_choice_changes_the_model_used(tiny_bundle: Path, banking_test
     np.testing.assert_allclose(bundle.predict_proba(texts, component="ensemble"), expected, atol=1e-5)
 
 
-def test_tampered_or_incomplete_bundle_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_tampered_or_incomplete_bundle_is_refused(untrained_bundle: Path, tmp_path: Path) -> None:
     tampered = tmp_path / "tampered"
-    shutil.copytree(tiny_bundle, tampered)
+    shutil.copytree(untrained_bundle, tampered)
     weights = tampered / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF
@@ -87,7 +87,7 @@ def test_tampered_or_incomplete_bundle_is_refused(tiny_bundle: Path, tmp_path: P
     with pytest.raises(BundleError, match="modified"):
         slm.load(tampered)
     incomplete = tmp_path / "incomplete"
-    shutil.copytree(tiny_bundle, incomplete)
+    shutil.copytree(untrained_bundle, incomplete)
     next((incomplete / "ngram").glob("*.safetensors")).unlink()
     with pytest.raises(BundleError, match="incomplete"):
         slm.load(incomplete)

@@ -12,7 +12,7 @@ from slm.data.dataset import TextDataset
 from slm.errors import ConfigError
 from slm.training.config import TrainConfig
 from slm.training.tune import auto_train_examples, parse_budget, sample_indices
-from tests.conftest import banking_frame
+from tests.conftest import SLM_TRAIN_STARTUP, banking_frame
 from tests.test_cli import assert_one_line_error, slm
 
 BUDGET_S = 75.0
@@ -124,6 +124,7 @@ def test_tune_continues_the_study(tuned, small_csv) -> None:
     assert sum(1 for t in again.trials if t["default"]) == 1  # the default is not re-run
 
 
+@pytest.mark.slow(reason=SLM_TRAIN_STARTUP + "; `slm tune` too")
 def test_tune_bad_input_is_one_line(small_csv, tmp_path) -> None:
     assert_one_line_error(slm("tune", small_csv, "-o", tmp_path / "t", "--budget", "soon"), "budget")
     assert_one_line_error(
