@@ -70,7 +70,7 @@ def predict_file(
     no model load. Output rows are the input columns plus label, score and probabilities (see
     :func:`result_columns`); ``output``'s extension sets its format. CSV/TSV cells a spreadsheet would
     run as formulas are neutralised unless ``raw_csv``. ``on_rows(done, total)`` is called after each
-    chunk (``total`` is 0 for a stream).
+    chunk, and once with ``done=0`` when the input is checked and the model loaded (``total`` is 0 for a stream).
     """
     from slm.data.stream import labelled, open_stdin, open_table, writing
 
@@ -93,6 +93,8 @@ def predict_file(
         thresholds = model.thresholds(component) if model.multi_label else None
         target = None if output is None else str(output)
         with writing(fmt, target, columns, multi_label=model.task == "multi_label", raw_csv=raw_csv) as write:
+            if on_rows is not None:
+                on_rows(0, table.rows or 0)  # checked and loaded: the work starts
             for chunk in table.chunks():  # bounded chunks: memory does not grow with the rows
                 proba = model.predict_proba(chunk.texts, component=component, batch_size=batch_size)
                 for rows in labelled(chunk.rows, proba, model.labels, thresholds, names):

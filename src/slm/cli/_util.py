@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from slm.errors import SlmError, one_line
-from slm.extras import MissingExtra, from_import_error
+from slm.extras import from_import_error, require_extra
 from slm.fileio import FORCE_HELP
 from slm.training.config import TrainConfig
 
@@ -153,14 +153,13 @@ def guard_group(group: typer.Typer) -> typer.Typer:
 
 
 def load_api() -> Any:
-    """``slm.api``, imported on first use (it brings in torch and transformers)."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+    """``slm.api``, once the training extra is known to be installed (checked without importing it).
 
-        from slm import api
-    except ModuleNotFoundError as exc:
-        raise MissingExtra(exc.name or "torch", "train") from None
+    PyTorch and transformers are imported later, by the API, once the input is known to be good: importing
+    them here cost every refusal of bad input about 5 s on 2 cores.
+    """
+    require_extra("train")
+    from slm import api
 
     quiet_libraries()
     return api

@@ -46,7 +46,8 @@ def _stdin() -> Any:
 
 @contextlib.contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr; the function advances it by rows done (of ``total``)."""
+    """A transient progress bar on stderr, drawn from the first report on: input refused before any row
+    (a bad file is checked before the model loads) leaves stderr to the one-line error alone."""
     if not enabled:
         yield lambda done, total: None
         return
@@ -54,13 +55,19 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
 
     from slm.console import console
 
-    with Progress(*Progress.get_default_columns(), console=console, transient=True) as progress:
-        task = progress.add_task("predicting", total=None)
+    progress = Progress(*Progress.get_default_columns(), console=console, transient=True)
+    task = progress.add_task("predicting", total=None)
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, total=total or None, advance=done)
+    def advance(done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, total=total or None, advance=done)
 
+    try:
         yield advance
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 BundleArg = Annotated[
