@@ -35,13 +35,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support_data import insuranceqa  # noqa: E402
 
-from slm.api import _quiet_transformers  # noqa: E402
 from slm.apps.common.encoders import RETRIEVER_OUTPUTS, Encoder, embedding_graph, export_encoder  # noqa: E402
 from slm.apps.support.build import SupportConfig, tune_retriever  # noqa: E402
 from slm.apps.support.contrastive import RetrieverTraining  # noqa: E402
 from slm.apps.support.lexical import LexicalIndex  # noqa: E402
 from slm.apps.support.ranking import mrr, recall_at_k  # noqa: E402
 from slm.hardware import load_average  # noqa: E402
+from slm.logs import quiet_transformers  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_POINTS = 5.0
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--document-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    _quiet_transformers()
+    quiet_transformers()
     started = time.perf_counter()
     answers, train = insuranceqa("train")
     _, valid = insuranceqa("valid")

@@ -213,7 +213,7 @@ def test_previous_output_survives_a_failure(pruned, tiny_bundle, tmp_path):
     out = tmp_path / "existing"
     shutil.copytree(pruned[0], out)
     before = (out / "manifest.json").read_text()
-    frame = pd.read_csv(pruned[1]["compression"]["distillation"]["data"]["source"])
+    frame = pd.read_csv(pruned[1].compression["distillation"]["data"]["source"])
     frame.loc[frame.index[:3], "category"] = "not_a_bundle_label"
     bad = tmp_path / "bad.csv"
     frame.to_csv(bad, index=False)

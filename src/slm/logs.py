@@ -92,3 +92,15 @@ def detach_cli_handler() -> None:
     if handler is not None:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' warnings and progress bars (imports transformers: call it only when training).
+
+    slm reports what matters itself; transformers' own chatter (weight-initialisation notices, download bars)
+    would otherwise reach stderr whatever the caller asked for.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

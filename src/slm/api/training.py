@@ -13,6 +13,7 @@ from slm.data.loading import read_texts
 from slm.durations import parse_duration
 from slm.errors import ConfigError
 from slm.fileio import atomic_directory, claim_output_files, claim_output_folder, remove_output_folder
+from slm.logs import quiet_transformers
 from slm.pipeline import (
     DataSource,
     Splits,
@@ -33,13 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Bundle", "evaluate", "load", "train", "tune"]
 
 log = logging.getLogger(__name__)
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 def train(
@@ -94,7 +88,7 @@ def train(
     )
     from slm.training.run import run_training  # heavy imports only once the data is known to be good
 
-    _quiet_transformers()
+    quiet_transformers()
     # in-process: the bundle (None on a rank that writes none); distributed: rank 0's bundle path
     runner: Callable[..., Bundle | str | None] = run_training
     if launch is not None and launch.distributed:
@@ -151,7 +145,7 @@ def _distributed_job(splits: Splits, config: TrainConfig, **options: Any) -> str
 
     from slm.training.run import run_training
 
-    _quiet_transformers()
+    quiet_transformers()
     if config.threads is None:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         config = dataclasses.replace(config, threads=max(1, (os.cpu_count() or 1) // local))
@@ -203,7 +197,7 @@ def tune(
     )
     from slm.training.tune import tune as run_tune
 
-    _quiet_transformers()
+    quiet_transformers()
     return run_tune(
         splits,
         output=output,
@@ -237,7 +231,7 @@ def evaluate(
     model = bundle if isinstance(bundle, Bundle) else load(bundle)
     ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep).load(min_classes=1)
     ds = align_labels(ds, model.labels, multi_label=model.multi_label)
-    _quiet_transformers()
+    quiet_transformers()
     targets = ds.targets(model.labels)
     started = time.perf_counter()
     probas = model.component_probas(ds.texts)

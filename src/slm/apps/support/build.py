@@ -389,9 +389,9 @@ def build_assistant(
     inputs = _read_inputs(intents, knowledge, templates, validation, pairs, config)
     train, val, kb = inputs.train, inputs.val, inputs.kb
 
-    from slm.api import _quiet_transformers
+    from slm.logs import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     with atomic_directory(output) as staging, tempfile.TemporaryDirectory(prefix="slm-support-") as tmp:
         work = Path(tmp)
         if intent_bundle is None:
