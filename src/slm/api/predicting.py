@@ -88,7 +88,7 @@ def predict_file(
     try:
         names = result_columns(table.columns)
         if names != RESULT_COLUMNS:
-            logger.info("the input has a 'label' column; predictions go to %s", ", ".join(names))
+            logger.info("note: the input has a 'label' column; predictions go to %s", ", ".join(names))
         columns = [*table.columns, *names]
         thresholds = model.thresholds(component) if model.multi_label else None
         target = None if output is None else str(output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -174,6 +175,10 @@ def predict(
         raise ConfigError(f"{given[0]} is for --engine ray only")
     from slm.api.predicting import output_format, predict_file
 
+    if quiet:  # --quiet: no notes either, only warnings and the one-line error
+        from slm.logs import attach_cli_handler
+
+        attach_cli_handler(logging.WARNING)
     to_file = output_format(output) is not None  # checked before stdin is touched
     with _progress(not quiet and to_file) as advance:
         run = predict_file(
