@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,16 +97,6 @@ class AppPlugin:
         return describe
 
 
-def bundle_task(path: Path) -> str | None:
-    """The ``task`` of the bundle manifest in folder ``path``; None when there is none or it is unreadable."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    task = manifest.get("task") if isinstance(manifest, dict) else None
-    return task if isinstance(task, str) else None
-
-
 @functools.cache
 def discover_apps() -> tuple[AppPlugin, ...]:
     """Every installed app, by name; one whose plugin fails to load is logged and left out."""
@@ -134,7 +123,9 @@ def find_app(name: str) -> AppPlugin | None:
 
 def owner_of(bundle: Path) -> AppPlugin | None:
     """The app whose bundle ``bundle`` is (by its manifest's task); None for an ordinary slm bundle."""
-    task = bundle_task(bundle)
+    from slm.bundle.manifest import peek_task
+
+    task = peek_task(bundle)
     if task is None:
         return None
     return next((plugin for plugin in discover_apps() if plugin.owns({"task": task})), None)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from slm.bundle.manifest import peek_task
 from slm.errors import ConfigError
-from slm.plugins import bundle_task, discover_apps
+from slm.plugins import discover_apps
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -149,7 +150,7 @@ def option_servers(options: Mapping[str, Any]) -> dict[str, AppServer]:
 def bundle_owners(specs: list[tuple[str, Path]]) -> dict[str, str]:
     """``{served name: app name}`` of the bundles an app serves inside the service (by manifest task)."""
     tasks = {task: name for name, server in app_servers().items() for task in server.bundle_tasks}
-    owners = {name: tasks.get(bundle_task(path) or "") for name, path in specs}
+    owners = {name: tasks.get(peek_task(path) or "") for name, path in specs}
     return {name: app for name, app in owners.items() if app is not None}
 
 
@@ -162,7 +163,7 @@ def bundle_options(specs: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]
     rest: list[tuple[str, Path]] = []
     found: dict[str, list[Path]] = {}
     for name, path in specs:
-        option = tasks.get(bundle_task(path) or "")
+        option = tasks.get(peek_task(path) or "")
         if option is None:
             rest.append((name, path))
         else:
