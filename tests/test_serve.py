@@ -48,6 +48,8 @@ def test_predict_matches_the_runtime(server, untrained_exported) -> None:
     assert one.status_code == 200, one.text
     body = one.json()
     assert body["model"] == "tiny" and body["latency_ms"] > 0 and len(body["predictions"]) == 1
+    digest = json.loads((untrained_exported / "manifest.json").read_text())["manifest_digest"]["value"]
+    assert body["version"] == digest[:12] and body["request_id"] == one.headers["x-request-id"]
     prediction = body["predictions"][0]
     assert prediction["label"] == reference.labels[int(expected[0].argmax())]
     assert [item["label"] for item in prediction["top_k"]][0] == prediction["label"]

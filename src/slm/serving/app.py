@@ -161,8 +161,8 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
         texts, truncated = _checked_texts(body.inputs, config)
         request.state.log = {"model": name, "texts": len(texts)}
         try:
-            predictions = await model.predict(texts, top_k=body.top_k or config.top_k,
-                                              with_probabilities=body.probabilities)  # fmt: skip
+            predictions, version = await model.predict(texts, top_k=body.top_k or config.top_k,
+                                                       with_probabilities=body.probabilities)  # fmt: skip
         except QueueFull as exc:
             raise overloaded(service.metrics, name, exc) from None
         except ShuttingDown:
@@ -170,7 +170,8 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
         for index, prediction in enumerate(predictions):
             prediction["truncated"] = index in truncated
         latency = round((time.perf_counter() - started) * 1000, 3)
-        return json_response({"model": name, "predictions": predictions, "latency_ms": latency})
+        return json_response({"model": name, "version": version.version, "request_id": request.state.request_id,
+                              "predictions": predictions, "latency_ms": latency})  # fmt: skip
 
     path = "/v1/models/{name}/predict"
     # FastAPI documents the endpoint; Starlette's plain Route, matched first, answers it. It skips

@@ -63,6 +63,7 @@ class AccessLog:
         given = _header(scope, b"x-request-id")
         request_id = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
         state = scope.setdefault("state", {})  # the handler adds fields for the log line in state["log"]
+        state["request_id"] = request_id  # handlers answer with it (feedback can name a prediction by it)
         status, size = 500, 0
 
         async def send_wrapper(message: Message) -> None:

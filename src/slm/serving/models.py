@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from slm.bundle.schema import Digest
 from slm.errors import BundleError
 from slm.runtime import Bundle
 from slm.runtime import load as load_runtime
@@ -31,9 +33,21 @@ class LoadedBundle:
         return self.bundle.labels
 
     @cached_property
+    def version(self) -> str:
+        """A short id of this version: the start of its manifest digest (every answer names the version)."""
+        return model_version(self.bundle.path, self.bundle.manifest.manifest_digest)
+
+    @cached_property
     def thresholds(self) -> np.ndarray | None:
         """Per-label decision thresholds of a multi-label bundle (read once, not per request)."""
         return self.bundle.thresholds() if self.bundle.multi_label else None
+
+
+def model_version(root: Path, digest: Digest | None) -> str:
+    """12 hex digits naming a bundle version: its manifest digest's, else the manifest file's sha256 (version 1)."""
+    if digest is not None:
+        return digest.value[:12]
+    return hashlib.sha256((Path(root) / "manifest.json").read_bytes()).hexdigest()[:12]
 
 
 def manifest_signature(path: Path) -> tuple[int, int, int] | None:
@@ -76,6 +90,7 @@ def summary(name: str, loaded: LoadedBundle) -> dict[str, Any]:
     component = loaded.bundle.default_component
     return {
         "name": name,
+        "version": loaded.version,
         "task": loaded.bundle.task,
         "labels": loaded.labels,
         "num_labels": len(loaded.labels),

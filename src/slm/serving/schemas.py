@@ -46,6 +46,8 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
+    version: str = Field(description="The bundle version that answered: 12 hex digits of its manifest digest.")
+    request_id: str = Field(description="This request's id (also the X-Request-ID header); feedback can name it.")
     predictions: list[Prediction]
     latency_ms: float = Field(description="Time spent on the request inside the server, queueing included.")
 

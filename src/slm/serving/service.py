@@ -49,9 +49,12 @@ class ServedModel:
         loaded = self.current  # read once: a reload during this batch does not mix versions
         return loaded.bundle.predict_proba(texts, batch_size=self.config.max_batch), loaded
 
-    async def predict(self, texts: list[str], *, top_k: int, with_probabilities: bool) -> list[dict[str, Any]]:
+    async def predict(
+        self, texts: list[str], *, top_k: int, with_probabilities: bool
+    ) -> tuple[list[dict[str, Any]], LoadedBundle]:
+        """The predictions and the version that made them (one version per batch, even during a reload)."""
         rows, loaded = await self.batcher.submit(texts)
-        return decode_rows(rows, loaded, top_k=top_k, with_probabilities=with_probabilities)
+        return decode_rows(rows, loaded, top_k=top_k, with_probabilities=with_probabilities), loaded
 
     def summary(self) -> dict[str, Any]:
         return summary(self.name, self.current)
