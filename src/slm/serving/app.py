@@ -169,6 +169,7 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
             raise shutting_down(service.metrics, name) from None
         for index, prediction in enumerate(predictions):
             prediction["truncated"] = index in truncated
+        service.observers.predicted(name, version.version, request.state.request_id, texts, predictions)
         latency = round((time.perf_counter() - started) * 1000, 3)
         return json_response({"model": name, "version": version.version, "request_id": request.state.request_id,
                               "predictions": predictions, "latency_ms": latency})  # fmt: skip

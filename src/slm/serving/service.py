@@ -20,6 +20,7 @@ from slm.serving.config import ServeConfig
 from slm.serving.extensions import BundleGroup, Served, VersionT, app_servers, bundle_owners
 from slm.serving.metrics import ServiceMetrics
 from slm.serving.models import LoadedBundle, decode_rows, load_bundle, manifest_signature, summary
+from slm.serving.observers import ObserverList
 
 # A reload that failed is tried again after this many watch intervals even if nothing changed.
 RETRY_INTERVALS = 10
@@ -76,6 +77,7 @@ class ModelService:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
         self.models: dict[str, ServedModel] = {}
         self.groups: dict[str, BundleGroup] = {}  # by app name: the bundles each app serves here
+        self.observers = ObserverList()  # drift signals, recall of recent predictions by request id
         self.ready = False
         self._watcher: asyncio.Task[None] | None = None
 
