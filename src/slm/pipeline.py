@@ -168,15 +168,18 @@ def recorded_source(manifest: Manifest) -> DataSource | None:
     )
 
 
-def recorded_validation(manifest: Manifest) -> TextDataset:
-    """The validation split a bundle was trained with, rebuilt from the split recorded in its manifest."""
+def recorded_splits(manifest: Manifest, *, what: str = "pass a labelled validation file with --validation") -> Splits:
+    """The train/validation/test splits a bundle was trained on, rebuilt from the split its manifest records.
+
+    Refused in one line (ending in ``what``, the way out) when the manifest records no split, the training
+    file is gone, or the file has changed since (its training split's fingerprint differs).
+    """
     data = manifest.data or {}
     split = data.get("split")
     source = recorded_source(manifest)
     if not split or source is None:
-        raise ConfigError(
-            "this bundle does not record a reusable validation split: pass a labelled validation file with --validation"
-        )
+        gone = f" ({data['source']} is gone)" if data.get("source") and split else ""
+        raise ConfigError(f"this bundle does not record a reusable training split{gone}: {what}")
     splits = prepare_splits(
         source,
         validation=split.get("validation"),
@@ -186,10 +189,13 @@ def recorded_validation(manifest: Manifest) -> TextDataset:
         seed=int(split["seed"]),
     )
     if data.get("fingerprint") and splits.train.fingerprint() != data["fingerprint"]:
-        raise ConfigError(
-            f"{source.path} has changed since training: pass a labelled validation file with --validation"
-        )
-    return splits.validation
+        raise ConfigError(f"{source.path} has changed since training: {what}")
+    return splits
+
+
+def recorded_validation(manifest: Manifest) -> TextDataset:
+    """The validation split a bundle was trained with, rebuilt from the split recorded in its manifest."""
+    return recorded_splits(manifest).validation
 
 
 def evaluation_set(manifest: Manifest, validation: DataSource | None) -> TextDataset:

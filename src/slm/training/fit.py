@@ -44,10 +44,15 @@ def fit_transformer(
     resume: bool = False,
     show_progress: bool = True,
     epoch_hook: Callable[[int, float], None] | None = None,
+    warm_start: EncoderClassifier | None = None,
 ) -> Fitted:
-    """Build a classifier from the base weights and train it with ``method`` (not "auto")."""
+    """Build a classifier from the base weights and train it with ``method`` (not "auto").
+
+    ``warm_start``: train this classifier further instead (``slm update``: a bundle's model, its head
+    already grown to ``n_labels``).
+    """
     torch.manual_seed(config.seed)  # the head's initialisation, so that a run is reproducible
-    model = build_classifier(base_path, n_labels, dropout=config.dropout)
+    model = warm_start if warm_start is not None else build_classifier(base_path, n_labels, dropout=config.dropout)
     if config.freeze_embeddings:  # added domain terms (--lexicon) still train, as their own small parameter
         add_term_embedding(model.encoder)
     started = time.perf_counter()
