@@ -366,9 +366,7 @@ def _compare(parent: Path, manifest: Manifest, plan: _Plan, evaluation, model, n
         parent_original=_parent_accuracy(parent_bundle, manifest, plan.splits.test),
         candidate_original=candidate_original,
         parent_feedback=float(np.mean(parent_held == np.array(held.labels))),
-        candidate_feedback=float(
-            np.mean(np.array(plan.labels)[candidate_held.argmax(axis=1)] == np.array(held.labels))
-        ),
+        candidate_feedback=float(np.mean(candidate_labels == np.array(held.labels))),
         n_original=len(plan.splits.test),
         n_feedback=len(held),
         tolerance=options.tolerance,
