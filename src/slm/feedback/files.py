@@ -42,7 +42,7 @@ def read_corrections(path: str | Path, *, model: str | None = None, require_mode
 
     path = Path(path)
     table = open_table(path, text_col="text")  # checks the file whole first: encoding, structure, text column
-    names = {"text": table.text_col}
+    names: dict[str, str] = {"text": table.text_col or "text"}
     for name in (*REQUIRED_COLUMNS[1:], *OPTIONAL_COLUMNS):
         try:
             names[name] = _find_column(path, table.columns, name, name)

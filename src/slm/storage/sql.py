@@ -41,6 +41,18 @@ def database_url(value: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser()}"
 
 
+def absolute_database_url(value: str | Path) -> str:
+    """:func:`database_url`, with a relative SQLite file made absolute against the working folder now.
+
+    For a server: its workers (Ray Serve replicas) may run in another folder than the one it started in.
+    """
+    url = database_url(value)
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    return sa.engine.make_url(url).set(database=str(path.resolve())).render_as_string(hide_password=False)
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file a SQLite URL names; None for another database or an in-memory one."""
     try:
@@ -59,15 +71,14 @@ def open_engine(url: str, *, what: str = "storage") -> sa.Engine:
     """
     try:
         parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigError(f"{what}: {parsed.get_backend_name()} is not supported ({SUPPORTED})")
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"{what}: cannot use '{safe_url(url)}': {first_line(exc)}") from None
-    if engine.dialect.name not in ("sqlite", "postgresql"):
-        engine.dispose()
-        raise ConfigError(f"{what}: {engine.dialect.name} is not supported ({SUPPORTED})")
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -276,4 +276,3 @@ class MonitorStore:
         with self.engine.connect() as conn:
             return {table.name: sorted(tuple(row) for row in conn.execute(sa.select(*cols)))
                     for table, cols in columns.items()}  # fmt: skip
-
