@@ -96,7 +96,8 @@ def export_command(
     left = (
         f" ({report.skipped:,} without a correct label or unsure left out; --all writes them)" if report.skipped else ""
     )
-    out.print(f"wrote {report.rows:,} rows to {escape(str(report.output))}{left}")
+    rows = "1 row" if report.rows == 1 else f"{report.rows:,} rows"
+    out.print(f"wrote {rows} to {escape(str(report.output))}{left}")
 
 
 app.add_typer(guard_group(group), name="feedback")
