@@ -241,6 +241,21 @@ def test_expired_feedback_is_purged_when_the_server_starts(untrained_exported, t
     store.close()
 
 
+def test_feedback_expires_while_the_server_runs(untrained_exported, tmp_path):
+    db = f"sqlite:///{tmp_path / 'short.sqlite'}"
+    with running([("tiny", untrained_exported)], feedback_db=db, feedback_retention=1.0) as (url, _):
+        body = {"text": "where is my card?", "label": "card_arrival"}
+        assert httpx.post(f"{url}/v1/models/tiny/feedback", json=body).status_code == 201
+        store = FeedbackStore.open(db)
+        try:
+            deadline = time.monotonic() + 30  # purged every retention / 4 here: within about 1.25 s
+            while store.count() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert store.count() == 0
+        finally:
+            store.close()
+
+
 def test_api_keys_guard_the_feedback_route(untrained_exported, tmp_path):
     with running([("tiny", untrained_exported)], api_keys=(KEY,), feedback_db=str(tmp_path / "f.sqlite")) as (url, _):
         body = {"text": "where is my card?", "label": "card_arrival"}
