@@ -26,10 +26,10 @@ EXTRA_OF_MODULE = {
     "bm25s": "support",
     "py3langid": "support",
     "faiss": "support",
-    "sqlalchemy": "monitor",
+    "sqlalchemy": "serve",  # the feedback store (and the monitor's)
     "yaml": "monitor",
     "ahocorasick": "monitor",
-    "httpx": "monitor",
+    "httpx": "serve",  # drift alert webhooks (and the monitor's)
     "psycopg": "postgres",
     "gguf": "generate",
     "torch": "train",

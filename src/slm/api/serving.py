@@ -6,7 +6,7 @@ Needs the serve extra (FastAPI, Uvicorn), never PyTorch: served bundles are expo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from slm.errors import ConfigError
@@ -42,8 +42,11 @@ def serve(
     require_extra("serve", what="slm serve")
     from slm.serving.config import parse_model_specs
     from slm.serving.extensions import bundle_options
+    from slm.storage.sql import absolute_database_url
 
     config = config or ServeConfig()
+    # A feedback file named relative to here stays here, whichever folder a worker (a Ray replica) runs in.
+    config = replace(config, feedback_db=absolute_database_url(config.feedback_db))
     if ray is not None and monitor is not None:
         raise ConfigError("--monitor is not served on Ray Serve yet: use --engine uvicorn for it")
     specs, options = bundle_options(parse_model_specs([str(b) for b in bundles]))  # e.g. recommender=PATH

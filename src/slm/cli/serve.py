@@ -74,6 +74,29 @@ SupportDbOpt = Annotated[
         "export the handed-off questions with 'slm app support unanswered').",
     ),
 ]
+FeedbackOpt = Annotated[
+    bool,
+    _opt("feedback", "Take feedback at /v1/models/{name}/feedback, and keep recent requests' texts in memory "
+         "for it (--no-feedback: neither; the route answers 404).", "--feedback/--no-feedback"),
+]  # fmt: skip
+FeedbackDbOpt = Annotated[
+    str,
+    _opt("feedback_db", "Where feedback is stored: a SQLite file (made on the first feedback) or a database URL "
+         "(postgresql+psycopg://USER:PASSWORD@HOST/DB). Read it with 'slm feedback export'."),
+]  # fmt: skip
+FeedbackRetentionOpt = Annotated[
+    str,
+    _opt("feedback_retention", "How long stored feedback (its texts included) is kept, e.g. 90d or 12h; older rows "
+         "are deleted at start and hourly (a bare number is days)."),
+]  # fmt: skip
+FeedbackRecallOpt = Annotated[
+    str,
+    _opt("feedback_recall", "How long a request's texts stay in memory (only) so that feedback can name its "
+         "request_id, e.g. 15m or 1h (a bare number is minutes)."),
+]  # fmt: skip
+FeedbackRecallMbOpt = Annotated[
+    float, _opt("feedback_recall_mb", "Most memory, in MB, for recent requests' texts; the oldest go first.")
+]
 MonitorOpt = Annotated[
     Path | None,
     _opt("monitor", "Also serve this financial sentiment monitor (monitor.yaml): /v1/monitor/* and /monitor."),
@@ -129,6 +152,11 @@ def serve(
     watch: WatchOpt = False,
     watch_interval: WatchIntervalOpt = DEFAULTS.watch_interval,
     support_db: SupportDbOpt = DEFAULTS.support_db,
+    feedback: FeedbackOpt = DEFAULTS.feedback,
+    feedback_db: FeedbackDbOpt = DEFAULTS.feedback_db,
+    feedback_retention: FeedbackRetentionOpt = "90d",
+    feedback_recall: FeedbackRecallOpt = "1h",
+    feedback_recall_mb: FeedbackRecallMbOpt = DEFAULTS.feedback_recall_mb,
     monitor: MonitorOpt = None,
     engine: EngineOpt = Engine.uvicorn,
     replicas: ReplicasOpt = None,
@@ -157,6 +185,7 @@ def serve(
         raise ConfigError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray only")
     from slm.api.serving import RayServeOptions
     from slm.api.serving import serve as serve_bundles
+    from slm.durations import parse_duration
     from slm.serving.options import ServerOptions
 
     assert isinstance(server, ServerOptions)  # from server_options
@@ -164,7 +193,10 @@ def serve(
         max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
         workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
-        support_db=support_db,
+        support_db=support_db, feedback=feedback, feedback_db=feedback_db,
+        feedback_retention=parse_duration(feedback_retention, bare_unit="d", what="--feedback-retention"),
+        feedback_recall_seconds=parse_duration(feedback_recall, bare_unit="m", what="--feedback-recall"),
+        feedback_recall_mb=feedback_recall_mb,
     )  # fmt: skip
     ray = None
     if engine is Engine.ray:

@@ -16,6 +16,7 @@ LONG_TEXT_POLICIES = ("truncate", "reject")
 # Model names appear in URLs and metric labels: keep them to a safe alphabet.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_SUPPORT_DB = Path("slm-support.sqlite")  # the support assistants' conversation log, in the current folder
+DEFAULT_FEEDBACK_DB = "slm-feedback.sqlite"  # feedback (slm.serving.feedback): made on the first one
 
 
 def default_workers() -> int:
@@ -59,6 +60,13 @@ class ServeConfig:
     insecure: bool = False  # listen on a non-loopback address without API keys
     access_log: bool = True
     support_db: Path = DEFAULT_SUPPORT_DB
+    # Feedback (POST /v1/models/{name}/feedback): where it is stored (a database URL or a SQLite file), how long
+    # a stored row lives, and how long and how much of recent requests' texts stay in memory for recall by id.
+    feedback: bool = True
+    feedback_db: str = DEFAULT_FEEDBACK_DB
+    feedback_retention: float = 90 * 86400.0
+    feedback_recall_seconds: float = 3600.0
+    feedback_recall_mb: float = 16.0
 
     def validated(self) -> ServeConfig:
         positive = {
@@ -79,6 +87,10 @@ class ServeConfig:
         for name, seconds in (("header_timeout", self.header_timeout), ("body_timeout", self.body_timeout)):
             if not seconds > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds (got {seconds})")
+        if not self.feedback_retention > 0 or not self.feedback_recall_seconds > 0:
+            raise ConfigError("--feedback-retention and --feedback-recall must be positive durations")
+        if not self.feedback_recall_mb >= 0:
+            raise ConfigError(f"--feedback-recall-mb cannot be negative (got {self.feedback_recall_mb})")
         if self.graceful_timeout < 0:
             raise ConfigError(f"--graceful-timeout cannot be negative (got {self.graceful_timeout})")
         if self.long_texts not in LONG_TEXT_POLICIES:

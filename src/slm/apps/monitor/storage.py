@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
-from slm.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
-    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from slm.storage.sql import create_tables, dialect_insert, open_engine
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -99,36 +95,14 @@ class MonitorStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # the dialect's INSERT, which has ON CONFLICT DO NOTHING
-        self._insert: Callable[[sa.Table], PostgresInsert | SqliteInsert]
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as postgres_insert
-
-            self._insert = postgres_insert
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            self._insert = sqlite_insert
-        else:
-            raise ConfigError(f"storage: {self.dialect} is not supported (use sqlite:/// or postgresql+psycopg://)")
+        self._insert = dialect_insert(engine)  # the dialect's INSERT, which has ON CONFLICT DO NOTHING
 
     @classmethod
     def open(cls, url: str) -> MonitorStore:
         """Connect and create the tables if missing; ConfigError (one line) when the database is unreachable."""
-        try:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-            raise ConfigError(f"storage: cannot use '{_safe(url)}': {_first_line(exc)}") from None
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        engine = open_engine(url)
         store = cls(engine)
-        try:
-            metadata.create_all(engine)
-        except sa.exc.SQLAlchemyError as exc:
-            engine.dispose()
-            # the driver's error where there is one (StatementError and its DBAPIError subclasses carry it)
-            cause = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig else exc
-            raise ConfigError(f"storage: cannot open '{_safe(url)}': {_first_line(cause)}") from None
+        create_tables(engine, metadata)
         return store
 
     def close(self) -> None:
@@ -302,23 +276,3 @@ class MonitorStore:
         with self.engine.connect() as conn:
             return {table.name: sorted(tuple(row) for row in conn.execute(sa.select(*cols)))
                     for table, cols in columns.items()}  # fmt: skip
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (report, dashboard) never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: a killed process loses nothing committed
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
