@@ -2,7 +2,8 @@
 
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export`` and ``compress`` (training extra), ``bench``, ``serve``,
-``import_feedback`` and ``export_feedback`` (serve extra). Each is imported on first use from its own
+``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn from
+feedback). Each is imported on first use from its own
 module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
 or ``serve``.
 """
@@ -19,13 +20,15 @@ if TYPE_CHECKING:
     from slm.api.predicting import PredictionRun, predict_file
     from slm.api.serving import serve
     from slm.api.training import Bundle, evaluate, load, train, tune
+    from slm.api.updating import UpdateOutcome, update
 
 __all__ = [
     "Bundle", "PredictionRun", "bench", "compress", "evaluate", "export", "export_feedback", "import_feedback", "load",
-    "predict_file", "serve", "train", "tune",
+    "predict_file", "serve", "train", "tune", "update", "UpdateOutcome",
 ]  # fmt: skip
 
 _HOMES = {
+    "update": "updating", "UpdateOutcome": "updating",
     "Bundle": "training", "evaluate": "training", "load": "training", "train": "training", "tune": "training",
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",
     "bench": "benchmarking", "serve": "serving", "import_feedback": "feedback", "export_feedback": "feedback",

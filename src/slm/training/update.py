@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 
 class GateRefused(ConfigError):
-    """The candidate did not earn promotion: the parent stays; the message gives both numbers."""
+    """The candidate did not earn promotion: the parent stays; the message gives both numbers.
+
+    Its own exit code (5), so a scheduled ``slm update`` can tell "not better this time" from an error.
+    """
+
+    exit_code = 5
 
 
 @dataclass(frozen=True)
@@ -144,21 +149,27 @@ def run_update(
     output: Path,
     *,
     more: TextDataset | None = None,
+    weights: Path | None = None,
     options: UpdateOptions | None = None,
     show_progress: bool = True,
 ) -> UpdateResult:
     """Warm-start ``parent``'s model on ``feedback`` (+ ``more``), gate it, and write it to ``output``.
 
+    ``weights``: the bundle holding the PyTorch weights to start from when ``parent`` has none (an int8
+    export; default ``parent``). The candidate is compared with ``parent`` itself, as served.
     ``output`` is written (atomically) only when the gate passes; :class:`GateRefused` otherwise.
     """
     options = (options or UpdateOptions()).validated()
     started = time.perf_counter()
     manifest = read_manifest(parent)
-    _check_parent(parent, manifest)
+    weights = weights or parent
+    source = manifest if weights == parent else read_manifest(weights)
+    _check_parent(weights, source)
     plan = _plan(manifest, feedback, more, options)
-    config = _config(manifest, options)
+    config = _config(source, options)
     threads = set_threads(config.threads)
-    tokenizer, pad_id = load_tokenizer(parent / "tokenizer")
+    assert source.components.transformer is not None  # checked above
+    tokenizer, pad_id = load_tokenizer(weights / source.components.transformer.tokenizer)
     data = _tokenize(tokenizer, pad_id, plan, config)
     log.info(
         f"update: {plan.feedback_train:,} feedback texts to learn from, {len(plan.held_out):,} held out, "
@@ -167,9 +178,9 @@ def run_update(
         extra=HEADING,
     )
     ngram = _fit_ngram(plan, config.seed)
-    model = _warm_model(parent, manifest, plan, tokenizer, config)
+    model = _warm_model(weights, source, plan, tokenizer, config)
     fitted = fit_transformer(
-        "full", parent / "model", len(plan.labels), data.enc["train"], data.targets["train"],
+        "full", weights / "model", len(plan.labels), data.enc["train"], data.targets["train"],
         data.enc["validation"], data.targets["validation"], config, pad_id=pad_id, multi_label=False,
         checkpoint_dir=output.with_name(output.name + ".ckpt"), data_fingerprint=plan.train.fingerprint(),
         show_progress=show_progress, warm_start=model,
@@ -178,7 +189,7 @@ def run_update(
     comparison = _compare(parent, manifest, plan, evaluation, fitted.model, ngram, data, options)
     seconds = time.perf_counter() - started
     record = _record(parent, manifest, plan, comparison, options, seconds, fitted.info)
-    new_manifest = _new_manifest(parent, manifest, plan, config, fitted.model, evaluation, record, threads)
+    new_manifest = _new_manifest(parent, manifest, source, plan, config, fitted.model, evaluation, record, threads)
     result = UpdateResult(new_manifest, comparison, plan.new_labels, seconds, record)
     if not comparison.promoted:
         raise GateRefused(f"the update was not promoted, {parent} stays: {comparison.describe()}")
@@ -424,14 +435,17 @@ def _record(parent: Path, manifest: Manifest, plan: _Plan, comparison: Compariso
     }
 
 
-def _new_manifest(parent: Path, manifest: Manifest, plan: _Plan, config: TrainConfig, model, evaluation,
-                  record: dict[str, Any], threads: int) -> Manifest:  # fmt: skip
-    """The candidate's manifest: the parent's base model and original data record, the update's lineage."""
+def _new_manifest(parent: Path, manifest: Manifest, source: Manifest, plan: _Plan, config: TrainConfig, model,
+                  evaluation, record: dict[str, Any], threads: int) -> Manifest:  # fmt: skip
+    """The candidate's manifest: the parent's base model and original data record, the update's lineage.
+
+    ``source``: the manifest of the bundle the weights came from (the parent's, unless it is ONNX-only).
+    """
     base = manifest.base_model if isinstance(manifest.base_model, BaseModelRef) else None
     source = (base.source or "") if base else ""
     sha256 = dict(base.sha256 or {}) if base else {}
     resolved = ResolvedModel(name=manifest.base_model_name or "", path=parent, source=source, sha256=sha256)
-    training = {**(manifest.training or {}), "update": record}
+    training = {**(source.training or {}), "update": record}
     new = _manifest(plan.splits, config, resolved, model, evaluation, {}, training, threads,
                     str((manifest.data or {}).get("source", "")), None)  # fmt: skip
     data = dict(manifest.data or {})
