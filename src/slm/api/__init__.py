@@ -2,8 +2,9 @@
 
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export`` and ``compress`` (training extra), ``bench`` and ``serve`` (serve
-extra). Each is imported on first use from its own module, so ``import slm.api`` stays cheap and an
-install without PyTorch can still call ``predict_file`` or ``serve``.
+extra), ``promote`` and ``rollback`` (core install). Each is imported on first use from its own
+module, so ``import slm.api`` stays cheap and an install without PyTorch can still call
+``predict_file`` or ``serve``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ if TYPE_CHECKING:
     from slm.api.benchmarking import bench
     from slm.api.compressing import compress, export
     from slm.api.predicting import PredictionRun, predict_file
+    from slm.api.rollout import Rollout, promote, rollback
     from slm.api.serving import serve
     from slm.api.training import Bundle, evaluate, load, train, tune
 
 __all__ = [
-    "Bundle", "PredictionRun", "bench", "compress", "evaluate", "export", "load", "predict_file", "serve", "train",
-    "tune",
+    "Bundle", "PredictionRun", "Rollout", "bench", "compress", "evaluate", "export", "load", "predict_file", "promote",
+    "rollback", "serve", "train", "tune",
 ]  # fmt: skip
 
 _HOMES = {
     "Bundle": "training", "evaluate": "training", "load": "training", "train": "training", "tune": "training",
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",
-    "bench": "benchmarking", "serve": "serving",
+    "bench": "benchmarking", "serve": "serving", "Rollout": "rollout", "promote": "rollout", "rollback": "rollout",
 }  # fmt: skip
 
 
