@@ -122,9 +122,9 @@ def locate_parent(target: str | Path) -> Path:
         if digest is not None and digest.value == wanted:
             return place
         found.append(f"{place} is version {digest.value[:12] if digest is not None else 'without digest'}")
-    named = " nor ".join(str(p) for p in places)
     if not found:
-        raise BundleError(f"the parent of {target} (version {wanted[:12]}) is gone: neither {named} exists")
+        named = f"neither {' nor '.join(map(str, places))} exists" if len(places) > 1 else f"{places[0]} does not exist"
+        raise BundleError(f"the parent of {target} (version {wanted[:12]}) is gone: {named}")
     raise BundleError(f"digest mismatch: the parent of {target} is version {wanted[:12]}, but {'; '.join(found)}")
 
 
