@@ -43,7 +43,10 @@ def derive_bundle(
                 continue
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(parent / rel, staging / rel)
-        step_record = LineageStep(step=step, parent=str(parent.resolve()), parent_created=manifest.created)
+        digest = manifest.manifest_digest.value if manifest.manifest_digest is not None else None
+        step_record = LineageStep(
+            step=step, parent=str(parent.resolve()), parent_created=manifest.created, parent_digest=digest
+        )
         manifest = replace(manifest, lineage=[*(manifest.lineage or []), step_record], created=now_iso())
         manifest = change(staging, manifest)
         return write_manifest(staging, manifest)

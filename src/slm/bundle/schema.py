@@ -373,8 +373,11 @@ class LineageStep(Record):
     step: str
     parent: str | None = None
     parent_created: str | None = None
+    # The parent's manifest_digest value: a path can be reused, the digest names exactly one version (what
+    # `slm rollback` restores). Absent in manifests written before it was recorded.
+    parent_digest: str | None = None
 
-    NULLABLE = frozenset({"parent_created"})
+    NULLABLE = frozenset({"parent_created", "parent_digest"})
     WRITE_NULL = frozenset({"parent_created"})
 
 

@@ -65,6 +65,7 @@ def load_bundle(path: Path, *, threads: int, max_batch: int) -> LoadedBundle:
     bundle = load_runtime(path, threads=threads)
     loaded = LoadedBundle(bundle, signature)
     warm_up(loaded, max_batch)
+    _ = loaded.version  # now, while the folder holds this version (a version-1 bundle reads its manifest file)
     return loaded
 
 

@@ -183,10 +183,19 @@ class ModelService:
         try:
             loaded = await asyncio.to_thread(model.load_version)
         except Exception as exc:  # a broken new version must never take the served one down
+            if manifest_signature(model.path) != signature:
+                # The folder was swapped while it was read (promote, rollback, an update's -o: renames that
+                # leave the path briefly absent or holding another version): not a broken bundle, and no
+                # failure to count. The next poll loads whatever is there now.
+                return False
             model.failed = (signature, time.monotonic())
             self.metrics.reloads.labels(model.name, "failed").inc()
             log.event("model_reload_failed", level=40, model=model.name, error=one_line(exc),
                       kept_loaded_at=model.summary()["loaded_at"])  # fmt: skip
+            return False
+        if manifest_signature(model.path) != loaded.signature:
+            # Swapped during the load: the manifest and the weights may come from two versions. Drop it; the
+            # next poll loads the version there now.
             return False
         previous = model.current
         model.current, model.failed = loaded, None
