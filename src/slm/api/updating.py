@@ -15,7 +15,7 @@ from slm.fileio import claim_output_folder, remove_output_folder
 
 if TYPE_CHECKING:
     from slm.data.dataset import TextDataset
-    from slm.training.update import Comparison, UpdateOptions
+    from slm.training.gate import Comparison, UpdateOptions
 
 __all__ = ["UpdateOutcome", "update"]
 
@@ -58,8 +58,9 @@ def update(
     ``bundle`` itself: the bundle a server watches is then replaced in one step and the old one kept beside
     it (``<output>.previous``) for ``slm rollback``.
     """
-    from slm.training.update import UpdateOptions, run_update
+    from slm.training.gate import UpdateOptions
 
+    options = (options or UpdateOptions()).validated()  # before any file is read
     bundle, output = Path(bundle), Path(output)
     parent = read_manifest(bundle)
     if output.resolve() != bundle.resolve():
@@ -68,10 +69,12 @@ def update(
     more = _more_data(data, text_col, label_col)
     weights = trainable_source(bundle, parent)
     output.resolve().parent.mkdir(parents=True, exist_ok=True)
+    from slm.training.update import run_update  # PyTorch: only once the input is known to be good
+
     with tempfile.TemporaryDirectory(prefix=".slm-update-", dir=output.resolve().parent) as tmp:
         candidate = Path(tmp) / "candidate"
         result = run_update(
-            bundle, labelled, candidate, more=more, weights=weights, options=options or UpdateOptions(),
+            bundle, labelled, candidate, more=more, weights=weights, options=options,
             show_progress=show_progress,
         )  # fmt: skip
         remove_output_folder(candidate.with_name(candidate.name + ".ckpt"))

@@ -67,7 +67,7 @@ def update(
     code 5, saying both numbers. Undo a promotion with 'slm rollback OUTPUT'.
     """
     api = load_api()
-    from slm.training.update import UpdateOptions
+    from slm.training.gate import UpdateOptions
 
     options = UpdateOptions(tolerance=tolerance, holdout=holdout, rehearsal=rehearsal, epochs=epochs, seed=seed)
     outcome = api.update(bundle, feedback=feedback, output=output, data=data, text_col=text_col,

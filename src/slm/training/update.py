@@ -10,9 +10,7 @@ most the tolerance; otherwise :class:`GateRefused` says both numbers in one line
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,85 +35,12 @@ from slm.runtime.bundle import Bundle
 from slm.training.batching import encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import fit_transformer
+from slm.training.gate import Comparison, GateRefused, UpdateOptions
 from slm.training.run import _evaluate, _manifest, _Tokenized, _write_bundle
 from slm.training.trainer import predict_logits, set_threads
+from slm.training.update_data import hold_out, labelled, rehearsal_sample, usable_feedback
 
 log = logging.getLogger(__name__)
-
-
-class GateRefused(ConfigError):
-    """The candidate did not earn promotion: the parent stays; the message gives both numbers.
-
-    Its own exit code (5), so a scheduled ``slm update`` can tell "not better this time" from an error.
-    """
-
-    exit_code = 5
-
-
-@dataclass(frozen=True)
-class UpdateOptions:
-    """How an update trains and what it must show before it is promoted."""
-
-    tolerance: float = 0.5  # accuracy points on the original test split the candidate may lose
-    holdout: float = 0.25  # share of each label's feedback kept aside to judge the candidate
-    rehearsal: int = 20  # original training texts per known label replayed beside the feedback
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    seed: int = 42
-
-    def validated(self) -> UpdateOptions:
-        if self.tolerance < 0:
-            raise ConfigError(f"--tolerance must be >= 0 points (got {self.tolerance})")
-        if not 0 < self.holdout < 1:
-            raise ConfigError(f"--holdout must be between 0 and 1 (got {self.holdout})")
-        if self.rehearsal < 0:
-            raise ConfigError(f"--rehearsal must be >= 0 texts per label (got {self.rehearsal})")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
-        return self
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Parent against candidate on the original test split and on the held-out feedback (accuracies, 0-1)."""
-
-    parent_original: float
-    candidate_original: float
-    parent_feedback: float
-    candidate_feedback: float
-    n_original: int
-    n_feedback: int
-    tolerance: float
-
-    @property
-    def promoted(self) -> bool:
-        kept = self.candidate_original >= self.parent_original - self.tolerance / 100 - 1e-12
-        return self.candidate_feedback > self.parent_feedback and kept
-
-    def describe(self) -> str:
-        drop = (self.parent_original - self.candidate_original) * 100
-        return (
-            f"held-out feedback {self.parent_feedback:.2%} -> {self.candidate_feedback:.2%} "
-            f"({self.n_feedback} texts); original test split {self.parent_original:.2%} -> "
-            f"{self.candidate_original:.2%} ({self.n_original} texts, {drop:+.2f} points lost, "
-            f"tolerance {self.tolerance:g})"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "parent": {
-                "original_test": round(self.parent_original, 6),
-                "feedback_holdout": round(self.parent_feedback, 6),
-            },
-            "candidate": {
-                "original_test": round(self.candidate_original, 6),
-                "feedback_holdout": round(self.candidate_feedback, 6),
-            },
-            "n_original_test": self.n_original,
-            "n_feedback_holdout": self.n_feedback,
-            "tolerance_points": self.tolerance,
-            "promoted": self.promoted,
-        }
 
 
 @dataclass
@@ -220,78 +145,28 @@ def _plan(manifest: Manifest, feedback: TextDataset, more: TextDataset | None, o
                           "known labels are kept (train with --test-size > 0 or --test FILE)")  # fmt: skip
     known = list(manifest.labels or [])
     test_texts = set(original.test.texts)
-    usable, dropped = _usable_feedback(feedback, test_texts)
-    extra = _usable_feedback(more, test_texts)[0] if more is not None else ([], [])
+    usable, dropped = usable_feedback(feedback, test_texts)
+    extra = usable_feedback(more, test_texts)[0] if more is not None else ([], [])
     new_labels = sorted({*usable[1], *extra[1]} - set(known))
     labels = known + new_labels
-    fb_train, held = _holdout(usable, options.holdout, options.seed)
+    fb_train, held = hold_out(usable, options.holdout, options.seed)
     if not held[0]:
         raise ConfigError(
             "too little feedback to judge an update: give at least 2 corrected texts of some label "
             f"(got {len(usable[0])} usable texts)"
         )
-    replay = _rehearsal(original.train, options.rehearsal, options.seed)
-    train = _dataset([*replay[0], *fb_train[0], *extra[0]], [*replay[1], *fb_train[1], *extra[1]], labels)
-    ngram_train = _dataset([*original.train.texts, *fb_train[0], *extra[0]],
+    replay = rehearsal_sample(original.train, options.rehearsal, options.seed)
+    train = labelled([*replay[0], *fb_train[0], *extra[0]], [*replay[1], *fb_train[1], *extra[1]], labels)
+    ngram_train = labelled([*original.train.texts, *fb_train[0], *extra[0]],
                            [*original.train.labels, *fb_train[1], *extra[1]], labels)  # fmt: skip
     # Epochs are chosen on the original validation split plus the feedback's training rows: the new labels
     # have no other labelled texts, and the held-out feedback must stay unseen to judge the candidate.
-    validation = _dataset([*original.validation.texts, *fb_train[0]], [*original.validation.labels, *fb_train[1]],
+    validation = labelled([*original.validation.texts, *fb_train[0]], [*original.validation.labels, *fb_train[1]],
                           labels)  # fmt: skip
-    test = _dataset(original.test.texts, original.test.labels, labels)
+    test = labelled(original.test.texts, original.test.labels, labels)
     splits = Splits(train, validation, test, original.report)
-    held_out = _dataset(held[0], held[1], labels)
+    held_out = labelled(held[0], held[1], labels)
     return _Plan(labels, new_labels, train, ngram_train, splits, held_out, len(fb_train[0]), dropped)
-
-
-def _usable_feedback(ds: TextDataset, test_texts: set[str]) -> tuple[tuple[list[str], list[str]], dict[str, int]]:
-    """Labelled feedback texts, the last label given per text, none from the original test split."""
-    latest: dict[str, str] = {}
-    for text, label in zip(ds.texts, ds.labels, strict=True):
-        if text.strip() and label:
-            latest[text] = label
-    in_test = [t for t in latest if t in test_texts]
-    for text in in_test:  # scoring the candidate on texts it was trained on would flatter it
-        del latest[text]
-    dropped = {"duplicates": len(ds) - len(latest) - len(in_test), "in_original_test": len(in_test)}
-    return (list(latest), list(latest.values())), dropped
-
-
-def _holdout(
-    rows: tuple[list[str], list[str]], share: float, seed: int
-) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
-    """Per label, ``share`` of the texts (at least one when the label has two or more) kept aside."""
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for text, label in zip(*rows, strict=True):
-        by_label[label].append(text)
-    rng = random.Random(seed)
-    train: tuple[list[str], list[str]] = ([], [])
-    held: tuple[list[str], list[str]] = ([], [])
-    for label in sorted(by_label):
-        texts = by_label[label]
-        rng.shuffle(texts)
-        n_held = max(1, round(len(texts) * share)) if len(texts) >= 2 else 0
-        for i, text in enumerate(texts):
-            part = held if i < n_held else train
-            part[0].append(text)
-            part[1].append(label)
-    return train, held
-
-
-def _rehearsal(train: TextDataset, per_label: int, seed: int) -> tuple[list[str], list[str]]:
-    """Up to ``per_label`` original training texts of every known label, seeded."""
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(train.labels):
-        by_label[label].append(i)
-    rng = random.Random(seed)
-    picked = sorted(
-        i for label in sorted(by_label) for i in rng.sample(by_label[label], min(per_label, len(by_label[label])))
-    )
-    return [train.texts[i] for i in picked], [train.labels[i] for i in picked]
-
-
-def _dataset(texts: list[str], labels: list[str], names: list[str]) -> TextDataset:
-    return TextDataset(texts=list(texts), labels=list(labels), label_names=list(names))
 
 
 def _config(manifest: Manifest, options: UpdateOptions) -> TrainConfig:
@@ -442,15 +317,16 @@ def _new_manifest(parent: Path, manifest: Manifest, source: Manifest, plan: _Pla
     ``source``: the manifest of the bundle the weights came from (the parent's, unless it is ONNX-only).
     """
     base = manifest.base_model if isinstance(manifest.base_model, BaseModelRef) else None
-    source = (base.source or "") if base else ""
+    origin = (base.source or "") if base else ""
     sha256 = dict(base.sha256 or {}) if base else {}
-    resolved = ResolvedModel(name=manifest.base_model_name or "", path=parent, source=source, sha256=sha256)
+    resolved = ResolvedModel(name=manifest.base_model_name or "", path=parent, source=origin, sha256=sha256)
     training = {**(source.training or {}), "update": record}
     new = _manifest(plan.splits, config, resolved, model, evaluation, {}, training, threads,
                     str((manifest.data or {}).get("source", "")), None)  # fmt: skip
     data = dict(manifest.data or {})
     data["updates"] = [*data.get("updates", []), {"fingerprint": record["feedback"]["fingerprint"],
                                                   "n_train": len(plan.train)}]  # fmt: skip
-    step = LineageStep(step="update", parent=str(parent.resolve()), parent_created=manifest.created)
+    step = LineageStep(step="update", parent=str(parent.resolve()), parent_created=manifest.created,
+                       parent_digest=record["parent_digest"])  # fmt: skip
     return replace(new, data=data, lineage=[*(manifest.lineage or []), step], base_model=manifest.base_model,
                    recommendation=None)  # fmt: skip
