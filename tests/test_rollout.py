@@ -102,6 +102,17 @@ def test_rollback_copies_the_recorded_parent_when_no_previous_is_kept(versions, 
     read_manifest(served)  # verified: every file of the copy
 
 
+def test_rollback_passes_over_a_parent_that_was_a_temporary_intermediate(versions, tmp_path) -> None:
+    # As `slm compress` does: trim into a temporary folder, quantize from there, delete the folder.
+    v1, _, d1, _ = versions
+    served, middle, chained = _served_copy(v1, tmp_path), tmp_path / "middle", tmp_path / "chained"
+    derive_bundle(served, middle, lambda _, manifest: manifest, step="trim")
+    derive_bundle(middle, chained, lambda _, manifest: manifest, step="quantize")
+    shutil.rmtree(middle)
+    promote(chained, served)
+    assert rollback(served) == previous_of(served) and _digest(served) == d1
+
+
 def test_rollback_refusals_are_one_line(versions, untrained_exported, tmp_path) -> None:
     v1, v2, d1, d2 = versions
     # The kept bundle's lineage predates recorded digests.

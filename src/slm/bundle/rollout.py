@@ -92,40 +92,50 @@ def rollback(target: str | Path) -> Path:
 def locate_parent(target: str | Path) -> Path:
     """The folder holding the parent of the bundle at ``target``, matched by the digest in its lineage.
 
-    ``<target>.previous`` first, then the parent's recorded path. One-line errors: ConfigError when the
-    bundle has no lineage or its lineage records no digest; BundleError when neither place holds a bundle
-    or neither holds that version (both paths and versions named).
+    ``<target>.previous`` first, then the parent's recorded path. When that parent was an intermediate that is
+    gone (``slm compress`` chains trim → quantize through a temporary folder), ``<target>.previous`` is
+    also accepted if it holds an older ancestor: the version served at ``target`` before the last promote.
+    One-line errors: ConfigError when the bundle has no lineage or its lineage records no digest;
+    BundleError when no place holds that version (paths and versions named).
     """
     target = Path(target)
     lineage = read_manifest(target, verify=False).lineage or []
     if not lineage:
         raise ConfigError(f"{target} has no lineage (it was not derived from another bundle): nothing to roll back to")
-    step = lineage[-1]
+    step, previous = lineage[-1], previous_of(target)
     wanted = step.parent_digest
     if wanted is None:
         where = f" ({step.parent})" if step.parent else ""
         raise ConfigError(
             f"{target} does not record its parent's digest (written by an older slm): restore its parent{where} by hand"
         )
-    places = [previous_of(target)]
-    if step.parent and Path(step.parent).resolve() != target.resolve():  # the target itself was replaced
-        places.append(Path(step.parent))
-    found = []
+    recorded = Path(step.parent) if step.parent else None
+    if recorded is not None and recorded.resolve() == target.resolve():
+        recorded = None  # the path the bundle now has: the parent there was replaced
+    places = [place for place in (previous, recorded) if place is not None]
     for place in places:
-        if not place.exists():
-            continue
-        try:
-            digest = read_manifest(place, verify=False).manifest_digest
-        except BundleError:
-            found.append(f"{place} holds no readable bundle")
-            continue
-        if digest is not None and digest.value == wanted:
+        if place.exists() and _digest_at(place) == wanted:
             return place
-        found.append(f"{place} is version {digest.value[:12] if digest is not None else 'without digest'}")
+    ancestors = {s.parent_digest for s in lineage[:-1] if s.parent_digest is not None}
+    if (recorded is None or not recorded.exists()) and previous.exists() and _digest_at(previous) in ancestors:
+        return previous
+    found = [f"{place} {_describe_version(place)}" for place in places if place.exists()]
     if not found:
         named = f"neither {' nor '.join(map(str, places))} exists" if len(places) > 1 else f"{places[0]} does not exist"
         raise BundleError(f"the parent of {target} (version {wanted[:12]}) is gone: {named}")
     raise BundleError(f"digest mismatch: the parent of {target} is version {wanted[:12]}, but {'; '.join(found)}")
+
+
+def _digest_at(place: Path) -> str | None:
+    with contextlib.suppress(BundleError):
+        digest = read_manifest(place, verify=False).manifest_digest
+        return digest.value if digest is not None else None
+    return None
+
+
+def _describe_version(place: Path) -> str:
+    digest = _digest_at(place)
+    return f"is version {digest[:12]}" if digest is not None else "holds no readable bundle with a digest"
 
 
 # ---------------------------------------------------------------- the renames
