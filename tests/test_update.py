@@ -134,7 +134,7 @@ def test_feedback_is_split_per_label_and_test_texts_never_train() -> None:
     ds = TextDataset(texts=["a", "b", "c", "d", "a", "e", "t1", " "], labels=["x", "x", "x", "x", "y", "z", "x", "x"])
     (texts, labels), dropped = usable_feedback(ds, {"t1"})
     assert dict(zip(texts, labels, strict=True)) == {"a": "y", "b": "x", "c": "x", "d": "x", "e": "z"}  # last wins
-    assert dropped == {"repeated_or_empty": 2, "in_original_test": 1}  # "a" repeated and the blank text; "t1" is a test text
+    assert dropped == {"repeated_or_empty": 2, "in_original_test": 1}  # "a" twice, the blank text; "t1" is in test
     train, held = hold_out((texts, labels), 0.25, seed=0)
     assert sorted(held[1]) == ["x"] and len(held[0]) == 1  # one of x's three; y and z (one text each) all train
     assert sorted(train[1]) == ["x", "x", "y", "z"] and not set(train[0]) & set(held[0])
