@@ -303,3 +303,24 @@ def test_a_reload_starts_a_new_window(untrained_exported, answered, tmp_path):
         assert after["version"] != first and after["window"]["texts_seen"] <= 2
         assert after["reference"] == {"source": "warm-up", "ready": False, "texts": after["window"]["texts_seen"],
                                       "needed": 60}  # fmt: skip
+
+
+# ---------------------------------------------------------------- training writes it; the command takes the options
+def test_training_records_the_reference_and_export_keeps_it(tiny_bundle, exported, banking_csv):
+    """Slow lane (trains through ``tiny_bundle``): the real run's reference is the training split's label counts
+    and the validation confidence of the transformer and of the shipped component."""
+    manifest = read_manifest(tiny_bundle)
+    reference = manifest.drift_reference
+    assert reference is not None and reference.source == "training"
+    assert set(reference.label_counts) == set(manifest.labels)
+    assert sum(reference.label_counts.values()) == manifest.data["n_train"]  # the train split, not the file
+    assert {"transformer", manifest.default_component} == set(reference.confidence)
+    assert reference.confidence["transformer"].texts == manifest.data["n_validation"]
+    assert read_manifest(exported).drift_reference == reference  # slm export copies it
+
+
+def test_a_bad_drift_option_is_one_line(untrained_exported):
+    from tests.test_cli import assert_one_line_error, slm
+
+    assert_one_line_error(slm("serve", f"tiny={untrained_exported}", "--port", "0", "--drift-window", "0"),
+                          "--drift-window must be at least 1", code=None)  # fmt: skip
