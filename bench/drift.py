@@ -247,7 +247,6 @@ def scenario(bundle: Path, reference: str, pools: dict[str, list[str]], args: ar
     server = Server(bundle, ["--drift-webhook", receiver.url], args.logs / f"server-{reference}.log")
     print(f"{reference} reference ({bundle.name}):", flush=True)
     try:
-        ref = server.drift()["reference"]
         plan = [
             ("in_distribution", cycled(pools["in_distribution"], args.requests)),
             ("out_of_scope", cycled(pools["out_of_scope"], args.oos)),
@@ -258,7 +257,7 @@ def scenario(bundle: Path, reference: str, pools: dict[str, list[str]], args: ar
         drift = server.drift()
     finally:
         server.stop()
-    return {"reference": reference, "bundle": str(bundle), "reference_facts": ref, "phases": phases,
+    return {"reference": reference, "bundle": str(bundle), "reference_facts": drift["reference"], "phases": phases,
             "thresholds": drift["thresholds"], "alerts": drift["alerts"], "webhook_received": len(receiver.received),
             "webhook_matches": receiver.received == drift["alerts"][-len(receiver.received):]
             if receiver.received else not drift["alerts"]}  # fmt: skip
