@@ -42,6 +42,7 @@ from prometheus_client import Counter, Gauge
 
 from slm.bundle.drift_reference import rate_below
 from slm.bundle.schema import DriftReference
+from slm.errors import ConfigError
 from slm.serving import log
 from slm.serving.config import DriftSettings
 from slm.serving.metrics import ServiceMetrics
@@ -272,7 +273,10 @@ class DriftMonitor:
         self.outbox = None
         self.sender = None
         if settings.webhook:
-            from slm.storage.webhook import MemoryOutbox, WebhookSender
+            try:
+                from slm.storage.webhook import MemoryOutbox, WebhookSender
+            except ImportError as exc:  # httpx: in the serve extra since the drift monitor
+                raise ConfigError(f"--drift-webhook needs {exc.name}: pip install 'slm[serve]'") from None
 
             self.outbox = MemoryOutbox(OUTBOX_CAPACITY)
             self.sender = WebhookSender(
