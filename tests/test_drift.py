@@ -324,3 +324,23 @@ def test_a_bad_drift_option_is_one_line(untrained_exported):
 
     assert_one_line_error(slm("serve", f"tiny={untrained_exported}", "--port", "0", "--drift-window", "0"),
                           "--drift-window must be at least 1", code=None)  # fmt: skip
+
+
+def test_feedback_errors_raise_one_alert_and_other_versions_feedback_is_not_counted(untrained_exported, answered):
+    texts, _, _ = answered
+    settings = replace(SMALL, min_feedback=10, feedback_window=20)
+    with running([("tiny", untrained_exported)], drift=settings) as (url, service):
+        version = _predict(url, "tiny", texts[:2])["version"]
+        for _ in range(10):
+            service.observers.corrected("tiny", "an-old-version", False)  # about a version no longer served
+            service.observers.corrected("tiny", version, None)  # unsure: neither right nor wrong
+        for correct in [True] * 6 + [False] * 10:  # as the feedback endpoint records them
+            service.observers.corrected("tiny", version, correct)
+        drift = httpx.get(url + "/v1/models/tiny/drift").json()
+        assert drift["signals"]["feedback_error"]["records"] == 16 and drift["window"]["feedback_records"] == 16
+        assert drift["signals"]["feedback_error"]["value"] == pytest.approx(10 / 16)
+        assert [alert["signal"] for alert in drift["alerts"]] == ["feedback_error"]  # once, though it stayed high
+        assert drift["alerts"][0]["window_texts"] == 10  # at the 10th record (6 right, 4 wrong: 0.4 > 0.3)
+        metrics = httpx.get(url + "/metrics").text
+        assert _metric(metrics, 'slm_feedback_error_rate{model="tiny"}') == pytest.approx(10 / 16)
+        assert _metric(metrics, 'slm_drift_alerts_total{model="tiny",signal="feedback_error"}') == 1
