@@ -150,3 +150,22 @@ def test_the_gate_needs_better_feedback_and_a_kept_test_split() -> None:
     assert not gate(0.90, 0.894, 0.2, 0.9).promoted  # 0.6 points lost
     assert not gate(0.90, 0.95, 0.9, 0.9).promoted  # feedback not improved
     assert "held-out feedback 90.00% -> 90.00% (10 texts)" in gate(0.9, 0.95, 0.9, 0.9).describe()
+
+
+def test_an_exported_parent_gets_an_exported_update_that_runs_without_pytorch(exported, corrections, tmp_path) -> None:
+    import slm
+    from slm.runtime import load as load_runtime
+    from slm.training.gate import UpdateOptions
+
+    parent = tmp_path / "served-onnx"
+    shutil.copytree(exported, parent)
+    outcome = slm.api.update(parent, feedback=corrections, output=parent, options=UpdateOptions(epochs=1),
+                             show_progress=False)  # fmt: skip
+    assert outcome.previous == parent.with_name("served-onnx.previous")
+    manifest = outcome.manifest
+    assert manifest.components.onnx is not None and manifest.labels[-2:] == sorted(NEW_INTENTS)
+    assert [step.step for step in manifest.lineage][-2:] == ["update", "export"]  # updated, then exported
+    runtime = load_runtime(parent)
+    assert runtime.backend == "onnx" and runtime.labels == manifest.labels
+    unseen = _new_intent_texts(5, skip=16)
+    assert {p["label"] for p in runtime.predict(unseen["text"].tolist())} & set(NEW_INTENTS)

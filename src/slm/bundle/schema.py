@@ -155,7 +155,16 @@ def _build(value: Any, annotation: Any) -> Any:
         if origin is list and isinstance(value, list):
             (item,) = typing.get_args(member) or (Any,)
             return [_build(v, item) for v in value]
+        if origin is dict and isinstance(value, dict) and _holds_record(member):
+            _, item = typing.get_args(member)
+            return {k: _build(v, item) for k, v in value.items()}
     return value
+
+
+def _holds_record(annotation: Any) -> bool:
+    """A ``dict[str, X]`` whose values are records (``DriftReference.confidence``): built, not kept as JSON."""
+    _, item = typing.get_args(annotation) or (None, Any)
+    return any(isinstance(m, type) and issubclass(m, Record) for m in _members(item))
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:
@@ -382,6 +391,32 @@ class LineageStep(Record):
 
 
 @dataclass(kw_only=True)
+class ConfidenceProfile(Record):
+    """How sure one component was of its top label on the validation split (the server's drift reference).
+
+    ``quantiles`` holds the top probability at percentiles 0, 1, ..., 100, so the share of texts under any
+    threshold can be read back (:func:`slm.bundle.drift_reference.rate_below`).
+    """
+
+    texts: int
+    mean: float
+    std: float
+    quantiles: list[float]
+    low_threshold: float
+    low_rate: float
+
+
+@dataclass(kw_only=True)
+class DriftReference(Record):
+    """What "in distribution" looks like for this model: the training label counts and, per component, the
+    confidence profile on validation (written by training and ``slm update``; copied by export and compress)."""
+
+    label_counts: dict[str, int]
+    confidence: dict[str, ConfidenceProfile]
+    source: str | None = None  # "training", "update", ...
+
+
+@dataclass(kw_only=True)
 class Digest(Record):
     """``manifest_digest``: sha256 of the canonical manifest, or its HMAC-SHA256 with the bundle key."""
 
@@ -415,6 +450,7 @@ class Manifest(Record):
     data: dict[str, Any] | None = None
     lineage: list[LineageStep] | None = None
     compression: dict[str, Any] | None = None
+    drift_reference: DriftReference | None = None  # absent in bundles from before slm 0.1's drift monitor
     files: dict[str, str] = field(default_factory=dict)  # sha256 of every file, by POSIX relative path
     manifest_digest: Digest | None = None
 

@@ -20,7 +20,7 @@ import typer
 
 from slm.cli._util import command
 from slm.errors import ConfigError
-from slm.serving.config import ServeConfig
+from slm.serving.config import DriftSettings, ServeConfig
 from slm.serving.options import serve_option as _opt
 from slm.serving.options import server_options
 
@@ -135,6 +135,41 @@ ReplicaCpusOpt = Annotated[
     ),
 ]
 
+DRIFT = DriftSettings()
+DriftOpt = Annotated[
+    bool,
+    _opt(
+        "drift",
+        "Watch each model's predictions for drift (GET /v1/models/{name}/drift, slm_drift_* metrics, alerts).",
+        "--drift/--no-drift",
+    ),  # fmt: skip
+]
+DriftWindowOpt = Annotated[int, _opt("drift_window", "Recent predicted texts per model the drift signals cover.")]
+DriftWarmupOpt = Annotated[
+    int, _opt("drift_warmup", "Texts taken as the drift reference for a bundle that records none (older bundles).")
+]
+DriftPsiOpt = Annotated[
+    float | None,
+    _opt(
+        "drift_psi",
+        "Alert when the predicted labels' PSI passes this (default: 0.25 plus the sampling noise "
+        "of the labels and window).",
+    ),  # fmt: skip
+]
+DriftLowOpt = Annotated[
+    float, _opt("drift_low_confidence", "A top-label probability under this is a low-confidence answer.")
+]
+DriftLowRiseOpt = Annotated[
+    float, _opt("drift_low_confidence_rise", "Alert when the low-confidence rate rises this far over the reference's.")
+]
+DriftDropOpt = Annotated[
+    float, _opt("drift_confidence_drop", "Alert when the mean confidence drops this far under the reference's.")
+]
+DriftFeedbackOpt = Annotated[
+    float, _opt("drift_feedback_error", "Alert when this share of recent feedback says the label was wrong.")
+]
+DriftWebhookOpt = Annotated[str | None, _opt("drift_webhook", "POST each drift alert (JSON) to this URL.")]
+
 
 @command(no_args_is_help=True)
 @server_options
@@ -164,6 +199,15 @@ def serve(
     max_replicas: MaxReplicasOpt = None,
     address: AddressOpt = None,
     replica_cpus: ReplicaCpusOpt = None,
+    drift: DriftOpt = DRIFT.enabled,
+    drift_window: DriftWindowOpt = DRIFT.window,
+    drift_warmup: DriftWarmupOpt = DRIFT.warmup,
+    drift_psi: DriftPsiOpt = None,
+    drift_low_confidence: DriftLowOpt = DRIFT.low_confidence,
+    drift_low_confidence_rise: DriftLowRiseOpt = DRIFT.low_confidence_rise,
+    drift_confidence_drop: DriftDropOpt = DRIFT.confidence_drop,
+    drift_feedback_error: DriftFeedbackOpt = DRIFT.feedback_error,
+    drift_webhook: DriftWebhookOpt = None,
     *,
     server: object,
 ) -> None:
@@ -197,6 +241,10 @@ def serve(
         feedback_retention=parse_duration(feedback_retention, bare_unit="d", what="--feedback-retention"),
         feedback_recall_seconds=parse_duration(feedback_recall, bare_unit="m", what="--feedback-recall"),
         feedback_recall_mb=feedback_recall_mb,
+        drift=DriftSettings(enabled=drift, window=drift_window, warmup=drift_warmup, psi=drift_psi,
+                            low_confidence=drift_low_confidence, low_confidence_rise=drift_low_confidence_rise,
+                            confidence_drop=drift_confidence_drop, feedback_error=drift_feedback_error,
+                            webhook=drift_webhook),
     )  # fmt: skip
     ray = None
     if engine is Engine.ray:

@@ -26,6 +26,7 @@ from slm import __version__
 from slm.serving import log
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
+from slm.serving.drift_routes import install_drift
 from slm.serving.extensions import RouteContext, app_servers, option_servers
 from slm.serving.feedback import add_feedback_routes
 from slm.serving.middleware import AccessLog, ApiKeys, BodyError, BodyLimit, BodyTimeout, ClientGone, InternalErrors
@@ -81,6 +82,7 @@ def create_app(service: ModelService, **attached: Any) -> FastAPI:
     _add_error_handlers(app)
     _add_routes(app, service)
     add_feedback_routes(app, service)  # POST /v1/models/{name}/feedback, recall of recent requests, expiry
+    install_drift(app, service)  # watches every answered prediction; GET /v1/models/{name}/drift
     pages = {"/"}
     for name, server in app_servers().items():
         given = attached.get(server.option) if server.option is not None else None

@@ -30,6 +30,46 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    """When the drift monitor (:mod:`slm.serving.drift`) raises an alert; ``slm serve --drift-*``.
+
+    Every test is one-sided at ``alpha`` and also needs a change of practical size, so sampling noise of a
+    ``window``-text window (77 labels, 500 texts: a PSI of about 0.16 with no drift at all) raises nothing.
+    """
+
+    enabled: bool = True
+    window: int = 500  # recent predicted texts per model
+    every: int = 25  # texts between two checks of the alert rule
+    warmup: int = 1_000  # texts taken as the reference when the bundle records none
+    psi: float | None = None  # None: 0.25 plus what sampling noise explains at alpha (labels and window)
+    low_confidence: float = 0.5  # a top-label probability under this is a low-confidence answer
+    low_confidence_rise: float = 0.10  # alert when the low-confidence rate is this far over the reference's
+    confidence_drop: float = 0.10  # alert when the mean confidence is this far under the reference's
+    feedback_error: float = 0.30  # alert when the feedback error rate is over this
+    feedback_window: int = 200  # recent feedback records per model
+    min_feedback: int = 30  # fewest feedback records that can alert
+    alpha: float = 1e-4  # one-sided level of every test (checked every `every` texts on overlapping windows)
+    webhook: str | None = None  # POST each alert here (at least once while the server runs)
+
+    def validated(self) -> DriftSettings:
+        for name in ("window", "every", "warmup", "feedback_window", "min_feedback"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--drift-{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        for name in ("low_confidence", "low_confidence_rise", "confidence_drop", "feedback_error"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(
+                    f"--drift-{name.replace('_', '-')} must be between 0 and 1 (got {getattr(self, name)})"
+                )
+        if self.psi is not None and not self.psi > 0:
+            raise ConfigError(f"--drift-psi must be positive (got {self.psi})")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"the drift tests' alpha must be between 0 and 0.5 (got {self.alpha})")
+        if self.webhook is not None and not re.match(r"^https?://[^\s/]+", self.webhook):
+            raise ConfigError(f"--drift-webhook must be an http:// or https:// URL (got {self.webhook})")
+        return self
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """Settings of ``slm serve``; :meth:`validated` refuses impossible values with one clear line."""
 
@@ -67,6 +107,7 @@ class ServeConfig:
     feedback_retention: float = 90 * 86400.0
     feedback_recall_seconds: float = 3600.0
     feedback_recall_mb: float = 16.0
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     def validated(self) -> ServeConfig:
         positive = {
@@ -99,6 +140,7 @@ class ServeConfig:
             raise ConfigError(
                 f"--max-queue ({self.max_queue}) must hold at least one full request (--max-texts {self.max_texts})"
             )
+        self.drift.validated()
         return self
 
     def key_is_valid(self, candidate: str | None) -> bool:

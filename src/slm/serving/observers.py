@@ -54,6 +54,16 @@ class ObserverList:
             except Exception as exc:
                 self._report(observer, exc)
 
+    def close(self) -> None:
+        """Let the observers that hold something (a webhook sender's thread) release it: the service is stopping."""
+        for observer in self._observers:
+            close = getattr(observer, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self._report(observer, exc)
+
     def _report(self, observer: PredictionObserver, exc: Exception) -> None:
         kind = type(observer).__name__
         if kind not in self._failed:

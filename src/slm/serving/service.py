@@ -159,6 +159,7 @@ class ModelService:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await asyncio.gather(*(m.batcher.close() for m in self.served()))
         self.executor.shutdown(wait=True)
+        await asyncio.to_thread(self.observers.close)  # e.g. the drift monitor sends its pending alerts
         for group in self.groups.values():
             group.close()
 

@@ -16,8 +16,9 @@ import numpy as np
 from safetensors.torch import save_file
 
 from slm import __version__
+from slm.bundle.drift_reference import confidence_profile, drift_reference
 from slm.bundle.manifest import now_iso, write_manifest
-from slm.bundle.schema import BaseModelRef, Components, Ensemble, Manifest, NgramSpec, TransformerSpec
+from slm.bundle.schema import BaseModelRef, Components, DriftReference, Ensemble, Manifest, NgramSpec, TransformerSpec
 from slm.console import status
 from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
@@ -77,6 +78,7 @@ class _Evaluation:
     prior_shift: list[float] | None
     thresholds: dict[str, list[float] | None]
     default: str
+    drift: DriftReference | None = None
 
 
 def _task(splits: Splits) -> str:
@@ -265,7 +267,18 @@ def _evaluate(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, c
     }
     models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
     default = _default_component(config.ensemble, score, val)
-    return _Evaluation(eval_split, models, weight, prior_shift, thresholds, default)
+    return _Evaluation(eval_split, models, weight, prior_shift, thresholds, default, _drift(splits, val, default))
+
+
+def _drift(splits: Splits, val: dict[str, np.ndarray], default: str) -> DriftReference | None:
+    """The server's drift reference: training label counts and the validation confidence of the transformer
+    (what an ONNX export serves) and of the shipped component. None for multi-label models."""
+    if splits.train.multi_label or not len(splits.validation):
+        return None
+    reference = drift_reference(splits.train.labels, splits.train.label_names, val["transformer"])
+    if default != "transformer":
+        reference.confidence[default] = confidence_profile(val[default])
+    return reference
 
 
 def _non_english(splits: Splits, choice: BaseModelChoice | None, seed: int) -> str | None:
@@ -418,6 +431,7 @@ def _manifest(
             "n_test": len(splits.test),
             "split": split or {},
         },
+        drift_reference=evaluation.drift,
     )
 
 
