@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from slm.bundle.manifest import read_manifest
-from slm.bundle.schema import BaseModelRef, LineageStep, Manifest
+from slm.bundle.schema import BaseModelRef, DriftReference, LineageStep, Manifest
 from slm.data.dataset import TextDataset
 from slm.errors import BundleError, ConfigError
 from slm.logs import DONE, HEADING
@@ -111,6 +112,7 @@ def run_update(
         show_progress=show_progress, warm_start=model,
     )  # fmt: skip
     evaluation = _evaluate(fitted.model, ngram, data, plan.splits, config)
+    evaluation.drift = _drift_reference(evaluation.drift, plan)
     comparison = _compare(parent, manifest, plan, evaluation, fitted.model, ngram, data, options)
     seconds = time.perf_counter() - started
     record = _record(parent, manifest, plan, comparison, options, seconds, fitted.info)
@@ -231,6 +233,15 @@ def _mean_embedding(model: EncoderClassifier, tokenizer, texts: list[str], confi
     with torch.no_grad():
         pooled = model.embed(enc["input_ids"], enc["attention_mask"])
     return torch.nn.functional.normalize(pooled, dim=-1).mean(dim=0)
+
+
+def _drift_reference(reference: DriftReference | None, plan: _Plan) -> DriftReference | None:
+    """The served label mix to expect: the original training split plus the feedback, not the rehearsal sample
+    the update trained on (uniform by construction)."""
+    if reference is None:
+        return None
+    counts = Counter(plan.ngram_train.labels)
+    return replace(reference, label_counts={label: counts.get(label, 0) for label in plan.labels}, source="update")
 
 
 def _compare(parent: Path, manifest: Manifest, plan: _Plan, evaluation, model, ngram, data: _Tokenized,
