@@ -169,3 +169,17 @@ def test_an_exported_parent_gets_an_exported_update_that_runs_without_pytorch(ex
     assert runtime.backend == "onnx" and runtime.labels == manifest.labels
     unseen = _new_intent_texts(5, skip=16)
     assert {p["label"] for p in runtime.predict(unseen["text"].tolist())} & set(NEW_INTENTS)
+
+
+def test_the_servers_feedback_file_is_read_as_a_database(tmp_path) -> None:
+    from slm.feedback import read_feedback
+
+    corrections = tmp_path / "corrections.csv"
+    pd.DataFrame({"text": ["my card got eaten", "the atm kept my card"], "label": ["card_swallowed"] * 2,
+                  "predicted": ["card_arrival"] * 2}).to_csv(corrections, index=False)  # fmt: skip
+    db = tmp_path / "slm-feedback.sqlite"
+    done = slm("feedback", "import", corrections, "--db", db, "--model", "tickets")
+    assert done.returncode == 0, done.stderr
+    records = read_feedback(db)  # a bare .sqlite path, as `slm update --feedback slm-feedback.sqlite` gives it
+    assert sorted(r.text for r in records) == ["my card got eaten", "the atm kept my card"]
+    assert {r.verdict for r in records} == {"wrong"} and {r.label for r in records} == {"card_swallowed"}

@@ -28,20 +28,29 @@ class FeedbackRecord:
     created_at: float | None
 
 
+SQLITE_SUFFIXES = frozenset({".sqlite", ".sqlite3", ".db"})  # a path with one of these is a SQLite database
+
+
 def read_feedback(source: str | Path, *, model: str | None = None) -> list[FeedbackRecord]:
     """Every usable correction in ``source``, oldest first where times are known.
 
     ``source``: a database URL (it contains ``://``: ``sqlite:///slm-feedback.sqlite``,
-    ``postgresql+psycopg://...``) or a CSV/TSV/JSONL corrections file (:mod:`slm.feedback.files`).
+    ``postgresql+psycopg://...``), a SQLite file (``.sqlite``, ``.sqlite3``, ``.db``: the server's
+    ``--feedback-db``) or a CSV/TSV/JSONL corrections file (:mod:`slm.feedback.files`).
     ``model``: only the rows about that model (in a file, rows that name no model count as its).
     Usable means with a correct label and a verdict other than "unsure": rows that only say "wrong", or
     whose labeller was unsure, teach nothing. Raises ConfigError for an unreachable database, DataError
     for a bad file (one line each).
     """
     text = str(source)
-    rows = _database_rows(text, model) if "://" in text else _file_rows(Path(text), model)
+    if Path(text).suffix.lower() in SQLITE_SUFFIXES and "://" not in text:  # the server's --feedback-db file
+        from slm.storage.sql import database_url
+
+        text = database_url(text)
+    database = "://" in text
+    rows = _database_rows(text, model) if database else _file_rows(Path(text), model)
     records = [_record(row) for row in rows if row.get("label") is not None and row.get("verdict") != "unsure"]
-    if "://" not in text:
+    if not database:
         records = list({record.id: record for record in records}.values())  # a file may repeat a row
     return records
 
