@@ -1,8 +1,8 @@
 """The Python API: every ``slm`` command is one call here, and the CLI is a thin layer over these.
 
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
-can load the bundle), ``export`` and ``compress`` (training extra), ``bench`` and ``serve`` (serve
-extra). Each is imported on first use from its own module, so ``import slm.api`` stays cheap and an
+can load the bundle), ``export``, ``compress`` and ``suggest`` (training extra), ``bench`` and ``serve``
+(serve extra). Each is imported on first use from its own module, so ``import slm.api`` stays cheap and an
 install without PyTorch can still call ``predict_file`` or ``serve``.
 """
 
@@ -16,17 +16,18 @@ if TYPE_CHECKING:
     from slm.api.compressing import compress, export
     from slm.api.predicting import PredictionRun, predict_file
     from slm.api.serving import serve
+    from slm.api.suggesting import SuggestRun, suggest
     from slm.api.training import Bundle, evaluate, load, train, tune
 
 __all__ = [
-    "Bundle", "PredictionRun", "bench", "compress", "evaluate", "export", "load", "predict_file", "serve", "train",
-    "tune",
+    "Bundle", "PredictionRun", "SuggestRun", "bench", "compress", "evaluate", "export", "load", "predict_file",
+    "serve", "suggest", "train", "tune",
 ]  # fmt: skip
 
 _HOMES = {
     "Bundle": "training", "evaluate": "training", "load": "training", "train": "training", "tune": "training",
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",
-    "bench": "benchmarking", "serve": "serving",
+    "bench": "benchmarking", "serve": "serving", "suggest": "suggesting", "SuggestRun": "suggesting",
 }  # fmt: skip
 
 

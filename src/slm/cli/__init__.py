@@ -12,7 +12,9 @@ import importlib
 
 from slm.cli._util import app
 
-COMMAND_MODULES = ("train", "tune", "evaluate", "predict", "info", "quickstart", "compress", "serve", "apps", "bench")
+COMMAND_MODULES = (
+    "train", "tune", "evaluate", "predict", "suggest", "info", "quickstart", "compress", "serve", "apps", "bench",
+)  # fmt: skip
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"slm.cli.{_module}")
