@@ -144,7 +144,10 @@ def markdown(payload: dict) -> str:
         "",
         "Test accuracy (%) on the official test split of each bundle's shipped component (what `slm predict` "
         "answers with; the transformer's in brackets); the TF-IDF + LR baseline is trained by the same call on the "
-        f"same labelled texts. Target: suggest − random ≥ +{TARGET_POINTS:g} points (mean over seeds).",
+        f"same labelled texts. Target: suggest − random ≥ +{TARGET_POINTS:g} points (mean over seeds). "
+        "The random arm is `slm suggest --strategy random`: a seeded uniform sample under the same exclusions "
+        "(repeats, training texts and their near-duplicates), a harder baseline than a plain random sample, "
+        "whose texts near a training text are the easy ones.",
         "",
         "| seed | base (labelled only) | suggest (auto) | random | gain (points) | baseline: base / suggest / random "
         "| train min (base / suggest / random) | suggest min (auto / random) |",
@@ -179,6 +182,15 @@ def markdown(payload: dict) -> str:
             f"| {baseline('base')} / {baseline('auto')} / {baseline('random')} | | |"
         )
         lines += ["", f"**Gain of suggest over random: {mean_gain:+.2f} points (target ≥ +{TARGET_POINTS:g}: {met}).**"]
+        lines += ["", "The gain per component (each bundle's shipped one is chosen on its validation texts):", ""]
+        lines += ["| component | " + " | ".join(f"seed {r['seed']}" for r in runs) + " | mean ± sd |"]
+        lines += ["|---|" + "---|" * (len(runs) + 1)]
+        for component in ("transformer", "ensemble", "ngram_baseline"):
+            diffs = [(r["auto"]["accuracy"][component] - r["random"]["accuracy"][component]) * 100 for r in runs]
+            lines.append(f"| {component} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {_mean_sd(diffs)} |")
+        shipped = [f"{r['auto']['shipped']} / {r['random']['shipped']}" for r in runs]
+        lines += ["", "Shipped component (suggest / random): " + "; ".join(
+            f"seed {r['seed']}: {s}" for r, s in zip(runs, shipped, strict=True)) + "."]  # fmt: skip
         lines += ["", "What was picked (base model wrong on the picks; intents covered; most picks of one intent):", ""]
         for r in runs:
             parts = []
