@@ -1,11 +1,11 @@
 """The Python API: every ``slm`` command is one call here, and the CLI is a thin layer over these.
 
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
-can load the bundle), ``export`` and ``compress`` (training extra), ``bench`` and ``serve`` (serve
-extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn from
-feedback), ``promote`` and ``rollback`` (core install). Each is imported on first use from its own
-module, so ``import slm.api`` stays cheap and an install without PyTorch can still call
-``predict_file`` or ``serve``.
+can load the bundle), ``export``, ``compress`` and ``suggest`` (training extra), ``bench`` and ``serve``
+(serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn
+from feedback), ``promote`` and ``rollback`` (core install). Each is imported on first use from its own
+module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
+or ``serve``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ if TYPE_CHECKING:
     from slm.api.predicting import PredictionRun, predict_file
     from slm.api.rollout import Rollout, promote, rollback
     from slm.api.serving import serve
+    from slm.api.suggesting import SuggestRun, suggest
     from slm.api.training import Bundle, evaluate, load, train, tune
     from slm.api.updating import UpdateOutcome, update
 
 __all__ = [
-    "Bundle", "PredictionRun", "Rollout", "UpdateOutcome", "bench", "compress", "evaluate", "export",
-    "export_feedback", "import_feedback", "load", "predict_file", "promote", "rollback", "serve", "train", "tune",
-    "update",
+    "Bundle", "PredictionRun", "Rollout", "SuggestRun", "UpdateOutcome", "bench", "compress", "evaluate",
+    "export", "export_feedback", "import_feedback", "load", "predict_file", "promote", "rollback", "serve",
+    "suggest", "train", "tune", "update",
 ]  # fmt: skip
 
 _HOMES = {
@@ -34,7 +35,8 @@ _HOMES = {
     "Bundle": "training", "evaluate": "training", "load": "training", "train": "training", "tune": "training",
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",
     "bench": "benchmarking", "serve": "serving", "import_feedback": "feedback", "export_feedback": "feedback",
-    "Rollout": "rollout", "promote": "rollout", "rollback": "rollout",
+    "Rollout": "rollout", "promote": "rollout", "rollback": "rollout", "suggest": "suggesting",
+    "SuggestRun": "suggesting",
 }  # fmt: skip
 
 
