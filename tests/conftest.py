@@ -3,7 +3,10 @@ one (tests/fixtures/tiny-bundle), and the marking of slow tests for the fast lan
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import threading
 
 # numpy/SciPy's OpenBLAS threads spin while they wait. On 2 cores shared with other work, its two threads made
 # the n-gram fits of test_ngram and test_ensemble 7 to 40 times slower (a 1 s fit took 40 s). One thread (unless
@@ -276,3 +279,34 @@ def ray_cluster():
     cluster = RayCluster()
     yield cluster
     cluster.close()
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A real webhook receiver: answers 500 to the first ``failures`` POSTs, then 204."""
+
+    failures = 0
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            self.send_response(500)
+        else:
+            type(self).received.append(body)
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    """``(url, receiver)``: a local webhook receiver that fails the first two POSTs, then records each body."""
+    _Hook.failures, _Hook.received = 2, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Hook
+    server.shutdown()

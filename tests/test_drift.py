@@ -8,10 +8,8 @@ not the model. The acceptance numbers on a trained BANKING77 model are bench/dri
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -154,34 +152,6 @@ def test_the_alert_rule_fires_once_and_re_arms_after_a_quiet_window():
 
 
 # ---------------------------------------------------------------- webhook delivery
-class _Hook(http.server.BaseHTTPRequestHandler):
-    """A real webhook receiver: answers 500 to the first ``failures`` POSTs, then 204."""
-
-    failures = 0
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if type(self).failures > 0:
-            type(self).failures -= 1
-            self.send_response(500)
-        else:
-            type(self).received.append(body)
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    _Hook.failures, _Hook.received = 2, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Hook
-    server.shutdown()
 
 
 def _wait(condition, what: str, timeout: float = 20) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
 import sys
@@ -64,36 +63,6 @@ def test_ewma_baseline_also_detects_the_surge():
     config = AlertConfig(method="ewma")
     found = spike(_counts([2, 3, 1, 2, 4, 2, 3, 2, 1, 3, 12]), 10, config, None)
     assert found is not None and 1.5 < found.baseline < 3.5
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    """A real webhook receiver: answers 500 to the first ``failures`` POSTs, then 204."""
-
-    failures = 0
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if type(self).failures > 0:
-            type(self).failures -= 1
-            self.send_response(500)
-        else:
-            type(self).received.append(body)
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    _Hook.failures, _Hook.received = 2, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Hook
-    server.shutdown()
 
 
 def test_the_stream_alerts_on_the_injected_surge_once_counts_bad_lines_and_posts_the_webhook(

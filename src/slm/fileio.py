@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from slm.errors import ConfigError
 
@@ -34,15 +35,20 @@ STALE_AFTER_S = 300.0  # a temporary file or staging folder older than this, of 
 # ---------------------------------------------------------------- atomic files
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_file(path: Path, *, text: bool = False) -> Iterator[IO[Any]]:
+    """Yield a handle on a temporary file beside ``path`` that replaces it once the block ends without error.
+
+    For outputs written piece by piece (an export streamed in chunks): an interrupted write leaves the
+    earlier file as it was. ``text``: UTF-8, newlines written as given.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -51,7 +57,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    with atomic_file(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

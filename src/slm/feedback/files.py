@@ -8,12 +8,9 @@ A row without an id gets one from its content, so importing the same file twice 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 from slm.cells import csv_cell, csv_row, jsonable
 from slm.errors import ConfigError, DataError
 from slm.feedback.rows import MAX_ID, MAX_LABEL, MAX_NOTE, MAX_USER, VERDICTS, Row, settle
+from slm.fileio import atomic_file
 
 REQUIRED_COLUMNS = ("text", "label")
 OPTIONAL_COLUMNS = ("predicted", "verdict", "id", "model", "version", "request_id", "note", "user_id", "created_at")
@@ -133,30 +131,19 @@ def write_labelled(chunks: Iterable[list[Row]], output: str | Path, *, raw_csv: 
     """
     target = Path(output)
     fmt = export_format(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     written = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            delimiter = "\t" if fmt == "tsv" else ","
-            if fmt != "jsonl":
-                handle.write(csv_row(EXPORT_COLUMNS, delimiter))
-            for chunk in chunks:
-                for row in chunk:
-                    record = {column: row.get(column) for column in EXPORT_COLUMNS}
-                    if record["created_at"] is not None:
-                        record["created_at"] = iso(record["created_at"])
-                    if fmt == "jsonl":
-                        handle.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
-                    else:
-                        handle.write(csv_row([csv_cell(v, raw=raw_csv) for v in record.values()], delimiter))
-                    written += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(name, 0o644)
-        os.replace(name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
+    delimiter = "\t" if fmt == "tsv" else ","
+    with atomic_file(target, text=True) as handle:
+        if fmt != "jsonl":
+            handle.write(csv_row(EXPORT_COLUMNS, delimiter))
+        for chunk in chunks:
+            for row in chunk:
+                record = {column: row.get(column) for column in EXPORT_COLUMNS}
+                if record["created_at"] is not None:
+                    record["created_at"] = iso(record["created_at"])
+                if fmt == "jsonl":
+                    handle.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
+                else:
+                    handle.write(csv_row([csv_cell(v, raw=raw_csv) for v in record.values()], delimiter))
+                written += 1
     return written

@@ -22,6 +22,10 @@ class GateRefused(ConfigError):
 
     exit_code = 5
 
+    def __init__(self, message: str, comparison: Comparison | None = None) -> None:
+        super().__init__(message)
+        self.comparison = comparison  # the numbers, for a caller that reports them (a benchmark)
+
 
 @dataclass(frozen=True)
 class UpdateOptions:

@@ -119,7 +119,7 @@ def run_update(
     new_manifest = _new_manifest(parent, manifest, source, plan, config, fitted.model, evaluation, record, threads)
     result = UpdateResult(new_manifest, comparison, plan.new_labels, seconds, record)
     if not comparison.promoted:
-        raise GateRefused(f"the update was not promoted, {parent} stays: {comparison.describe()}")
+        raise GateRefused(f"the update was not promoted, {parent} stays: {comparison.describe()}", comparison)
     report = {"title": f"slm update of {parent.name}", "task": "single_label", "update": record,
               "models": evaluation.models, "shipped": evaluation.default}  # fmt: skip
     _write_bundle(output, tokenizer, fitted.model, ngram, report, new_manifest)
@@ -190,7 +190,10 @@ def _tokenize(tokenizer, pad_id: int, plan: _Plan, config: TrainConfig) -> _Toke
 def _fit_ngram(plan: _Plan, seed: int) -> NgramClassifier:
     started = time.perf_counter()
     ds = plan.ngram_train
-    model = NgramClassifier(multi_label=False, seed=seed, **ngram_settings(ds.texts))
+    # Balanced class weights: a new label has its few feedback texts against a known label's whole training
+    # split. Unweighted, the n-gram side all but never predicted the new labels, and the ensemble followed it
+    # (BANKING77, 17 new intents with 15 texts each: 69% on the held-out feedback; the transformer alone 82%).
+    model = NgramClassifier(multi_label=False, seed=seed, class_weight="balanced", **ngram_settings(ds.texts))
     model.fit(ds.texts, ds.targets(plan.labels), n_classes=len(plan.labels))
     log.info(f"n-gram side refitted on {len(ds):,} texts in {time.perf_counter() - started:.1f}s")
     return model
