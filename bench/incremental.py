@@ -154,7 +154,7 @@ def verdicts(result: dict) -> dict:
         "new": gate["candidate"]["feedback_holdout"], "old": gate["candidate"]["original_test"]}  # fmt: skip
     drop = (parent_old - updated["old"]) * 100
     return {
-        "new_accuracy": {"target": f">= {TARGETS['new_accuracy']:.0%}", "measured": updated["new"],
+        "new_accuracy": {"target": f">= {TARGETS['new_accuracy']:.0%}", "measured": round(updated["new"], 4),
                          "met": updated["new"] >= TARGETS["new_accuracy"]},
         "old_drop_points": {"target": f"<= {TARGETS['old_drop_points']}", "measured": round(drop, 2),
                             "met": drop <= TARGETS["old_drop_points"]},
@@ -193,9 +193,25 @@ def markdown(result: dict) -> str:
               f"{g['candidate']['original_test']:.2%} (tolerance {g['tolerance_points']} points): "
               f"{'promoted' if g['promoted'] else 'refused'}; at the default tolerance (0.5 points): "
               f"{'promoted' if result['promoted_at_default_tolerance'] else 'refused'}.", "",
-              f"Machine: {result['machine'].get('cpu', '?')}; load average before/after: "
+              _parent_note(result),
+              f"Machine: {_cpu(result['machine'])}; load average before/after: "
               f"{result['load_average']['before']} / {result['load_average']['after']}."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _cpu(machine: dict) -> str:
+    cpu = machine.get("cpu")
+    return f"{cpu.get('model')}, {cpu.get('logical_cpus')} cores" if isinstance(cpu, dict) else str(cpu)
+
+
+def _parent_note(result: dict) -> str:
+    if not result["setup"].get("reused_parent", True):
+        return ""
+    return (
+        "The parent was trained by an earlier run of this script (`--reuse-parent`), on a machine loaded by "
+        "other jobs: its time is its recorded fine-tuning time. The update and the full retrain ran one "
+        "after the other in this run, on a quiet machine.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
