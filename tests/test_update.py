@@ -104,7 +104,7 @@ def test_a_candidate_that_does_not_improve_the_feedback_is_refused_and_nothing_c
     before = _digest(parent)
     done = slm("update", parent, "--feedback", path, "-o", tmp_path / "out", "--epochs", "1", "--quiet")
     assert done.returncode == 5, done.stderr
-    assert_one_line_error(done, "not promoted")
+    assert_one_line_error(done, "not promoted", code=5)
     assert "held-out feedback 100.00% ->" in done.stderr and "original test split" in done.stderr
     assert not (tmp_path / "out").exists() and _digest(parent) == before
 

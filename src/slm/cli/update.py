@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from slm.cli._util import LabelColOpt, QuietOpt, TextColOpt, command, load_api, out
+from slm.cli._util import LabelColOpt, TextColOpt, command, load_api, out
+from slm.logs import attach_cli_handler
 
 
 @command(no_args_is_help=True)
@@ -57,7 +59,7 @@ def update(
     ] = 20,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the update's training texts.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out slice, rehearsal and training.")] = 42,
-    quiet: QuietOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")] = False,
 ) -> None:
     """Learn from feedback: warm-start, rehearse, gate against the current bundle, promote.
 
@@ -67,6 +69,8 @@ def update(
     code 5, saying both numbers. Undo a promotion with 'slm rollback OUTPUT'.
     """
     api = load_api()
+    if quiet:  # no progress and no notes: only warnings and the outcome (or the one-line refusal)
+        attach_cli_handler(logging.WARNING)
     from slm.training.gate import UpdateOptions
 
     options = UpdateOptions(tolerance=tolerance, holdout=holdout, rehearsal=rehearsal, epochs=epochs, seed=seed)
