@@ -69,6 +69,7 @@ def update(
     more = _more_data(data, text_col, label_col)
     weights = trainable_source(bundle, parent)
     output.resolve().parent.mkdir(parents=True, exist_ok=True)
+    from slm.pipeline import checkpoint_dir_for
     from slm.training.update import run_update  # PyTorch: only once the input is known to be good
 
     with tempfile.TemporaryDirectory(prefix=".slm-update-", dir=output.resolve().parent) as tmp:
@@ -77,7 +78,7 @@ def update(
             bundle, labelled, candidate, more=more, weights=weights, options=options,
             show_progress=show_progress,
         )  # fmt: skip
-        remove_output_folder(candidate.with_name(candidate.name + ".ckpt"))
+        remove_output_folder(checkpoint_dir_for(candidate))
         final = _derive_like_parent(candidate, parent, Path(tmp))
         previous = _promote(final, output)
     log.info(f"promoted to {output}" + (f" (the replaced bundle is kept at {previous})" if previous else ""))

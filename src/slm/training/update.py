@@ -31,14 +31,14 @@ from slm.models.ensemble import ensemble_probabilities, probabilities
 from slm.models.ngram import NgramClassifier
 from slm.models.ngram import settings_for as ngram_settings
 from slm.models.registry import ResolvedModel
-from slm.pipeline import MODEL_NAMES, Splits, recorded_splits
+from slm.pipeline import MODEL_NAMES, Splits, checkpoint_dir_for, recorded_splits
 from slm.runtime.bundle import Bundle
 from slm.training.batching import encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import fit_transformer
 from slm.training.gate import Comparison, GateRefused, UpdateOptions
 from slm.training.run import _evaluate, _manifest, _Tokenized, _write_bundle
-from slm.training.trainer import predict_logits, set_threads
+from slm.training.trainer import predict_embeddings, predict_logits, set_threads
 from slm.training.update_data import hold_out, labelled, rehearsal_sample, usable_feedback
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,11 @@ def run_update(
         extra=HEADING,
     )
     ngram = _fit_ngram(plan, config.seed)
-    model = _warm_model(weights, source, plan, tokenizer, config)
+    model = _warm_model(weights, source, plan, data, config)
     fitted = fit_transformer(
         "full", weights / "model", len(plan.labels), data.enc["train"], data.targets["train"],
         data.enc["validation"], data.targets["validation"], config, pad_id=pad_id, multi_label=False,
-        checkpoint_dir=output.with_name(output.name + ".ckpt"), data_fingerprint=plan.train.fingerprint(),
+        checkpoint_dir=checkpoint_dir_for(output), data_fingerprint=plan.train.fingerprint(),
         show_progress=show_progress, warm_start=model,
     )  # fmt: skip
     evaluation = _evaluate(fitted.model, ngram, data, plan.splits, config)
@@ -199,7 +199,9 @@ def _fit_ngram(plan: _Plan, seed: int) -> NgramClassifier:
     return model
 
 
-def _warm_model(parent: Path, manifest: Manifest, plan: _Plan, tokenizer, config: TrainConfig) -> EncoderClassifier:
+def _warm_model(
+    parent: Path, manifest: Manifest, plan: _Plan, data: _Tokenized, config: TrainConfig
+) -> EncoderClassifier:
     """The parent's classifier, its head grown by one row per new label.
 
     A new label's row starts as the mean pooled embedding of its feedback texts, scaled to the norm of the
@@ -223,19 +225,17 @@ def _warm_model(parent: Path, manifest: Manifest, plan: _Plan, tokenizer, config
         scale = old.weight.norm(dim=1).mean()
         for offset, label in enumerate(plan.new_labels):
             texts = [t for t, lab in zip(plan.train.texts, plan.train.labels, strict=True) if lab == label]
-            centre = _mean_embedding(model, tokenizer, texts, config)
+            centre = _mean_embedding(model, data, texts, config)
             grown.weight[old.out_features + offset] = centre / centre.norm().clamp(min=1e-6) * scale
             grown.bias[old.out_features + offset] = old.bias.mean()
     model.head = grown
     return model
 
 
-def _mean_embedding(model: EncoderClassifier, tokenizer, texts: list[str], config: TrainConfig) -> torch.Tensor:
-    enc = tokenizer(texts, truncation=True, max_length=config.max_length, padding=True, return_tensors="pt")
-    model.eval()
-    with torch.no_grad():
-        pooled = model.embed(enc["input_ids"], enc["attention_mask"])
-    return torch.nn.functional.normalize(pooled, dim=-1).mean(dim=0)
+def _mean_embedding(model: EncoderClassifier, data: _Tokenized, texts: list[str], config: TrainConfig) -> torch.Tensor:
+    """The mean of the texts' unit-length pooled embeddings (batched by length: memory bounded)."""
+    pooled = predict_embeddings(model, encode_texts(data.tokenizer, texts, config.max_length), data.pad_id)
+    return torch.nn.functional.normalize(torch.from_numpy(pooled), dim=-1).mean(dim=0)
 
 
 def _drift_reference(reference: DriftReference | None, plan: _Plan) -> DriftReference | None:
