@@ -3,7 +3,8 @@
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export``, ``compress`` and ``suggest`` (training extra), ``bench`` and ``serve``
 (serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn
-from feedback), ``promote`` and ``rollback`` (core install). Each is imported on first use from its own
+from feedback), ``audit_privacy`` (any install that can load the bundle), ``promote`` and ``rollback``
+(core install). Each is imported on first use from its own
 module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
 or ``serve``.
 """
@@ -14,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from slm.api.auditing import audit_privacy
     from slm.api.benchmarking import bench
     from slm.api.compressing import compress, export
     from slm.api.feedback import export_feedback, import_feedback
@@ -25,12 +27,13 @@ if TYPE_CHECKING:
     from slm.api.updating import UpdateOutcome, update
 
 __all__ = [
-    "Bundle", "PredictionRun", "Rollout", "SuggestRun", "UpdateOutcome", "bench", "compress", "evaluate",
-    "export", "export_feedback", "import_feedback", "load", "predict_file", "promote", "rollback", "serve",
+    "Bundle", "PredictionRun", "Rollout", "SuggestRun", "UpdateOutcome", "audit_privacy", "bench", "compress",
+    "evaluate", "export", "export_feedback", "import_feedback", "load", "predict_file", "promote", "rollback", "serve",
     "suggest", "train", "tune", "update",
 ]  # fmt: skip
 
 _HOMES = {
+    "audit_privacy": "auditing",
     "update": "updating", "UpdateOutcome": "updating",
     "Bundle": "training", "evaluate": "training", "load": "training", "train": "training", "tune": "training",
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",

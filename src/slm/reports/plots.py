@@ -77,3 +77,40 @@ def plot_confusion(confusion: Sequence[Sequence[int]], label_names: list[str], p
         plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[float], float]], path: Path, title: str) -> Path:
+    """Save ROC curves ``{name: (fpr, tpr, auc)}`` on linear and log-FPR axes as PNG at ``path`` (atomically).
+
+    The log axis shows the low-FPR region where a membership attack's few confident hits live
+    (Carlini et al. 2022); the linear one is what the AUC integrates.
+    """
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    for ax, log_scale in zip(axes, (False, True), strict=True):
+        for name, (fpr, tpr, auc) in curves.items():
+            x, y = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+            if log_scale:
+                keep = x > 0
+                x, y = x[keep], y[keep]
+            ax.plot(x, y, label=f"{name} (AUC {auc:.3f})", linewidth=1.4)
+        grid = np.logspace(-4, 0, 50) if log_scale else np.linspace(0, 1, 50)
+        ax.plot(grid, grid, color="grey", linestyle=":", linewidth=1, label="chance")
+        ax.set_xlabel("false-positive rate (non-members called members)")
+        ax.set_ylabel("true-positive rate (members found)")
+        if log_scale:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(1e-3, 1)
+            ax.set_ylim(1e-3, 1)
+            ax.set_title("low false-positive region (log-log)")
+        else:
+            ax.set_title(title)
+        ax.legend(fontsize=8, loc="lower right")
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path

@@ -1,0 +1,219 @@
+"""Privacy audit of a non-private and a differentially private BANKING77 model (issue 24, acceptance 4).
+
+    python bench/privacy_audit.py                  # prepare, train what is missing, audit, write results
+    python bench/privacy_audit.py --train-only     # prepare and train (run in the background: minutes each)
+    python bench/privacy_audit.py --skip-dp        # the non-private model only
+
+Split (seed 0): BANKING77 train.csv is shuffled and cut in two halves: MEMBERS (the training file, with
+canaries planted) and HOLDOUT (never trained on: the non-members). test.csv gives validation (10 per intent,
+early stopping) and test (the rest, accuracy). Canaries: 10 secrets "my account pin is NNNNNN", each with a
+random intent, repeated 1, 1, 2, 2, 4, 4, 8, 8, 16, 16 times (slm.audit.canaries.plant). Both models train
+on the same planted file: the non-private one with slm's defaults (full fine-tuning, TF-IDF ensemble), the
+private one with TrainConfig(dp_epsilon=8) (delta = 1/n, the DP recipe's defaults). Each is audited with
+slm.api.audit_privacy on its shipped component: loss-threshold membership inference on 2,000 members vs
+2,000 non-members (balanced, seeded), bootstrap 95% CI, TPR at 1% FPR, and canary exposure from 10,000
+sampled candidate secrets. Writes bench/results/privacy_audit.{json,md}; bundles and data under
+runs/bench/privacy-audit (``--work``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slm.hardware import load_average, machine_info
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parent.parent / "shared" / "data" / "banking77"
+RESULTS = ROOT / "results"
+WORK = ROOT.parent / "runs" / "bench" / "privacy-audit"
+REPETITIONS = [1, 1, 2, 2, 4, 4, 8, 8, 16, 16]
+TARGET_AUC = 0.55  # acceptance 4: membership-inference AUC of the eps=8 model
+EPSILON = 8.0
+
+
+def prepare(work: Path, members: int, seed: int) -> dict[str, Any]:
+    """Write members (+ canaries), holdout, validation and test CSVs and the canary spec; return their paths."""
+    import pandas as pd
+
+    from slm.audit.canaries import plant
+
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {name: work / f"{name}.csv" for name in ("train", "holdout", "validation", "test")}
+    paths["canaries"] = work / "canaries.json"
+    if all(p.exists() for p in paths.values()):
+        return {k: str(v) for k, v in paths.items()}
+    train = pd.read_csv(DATA / "train.csv").rename(columns={"category": "label"})
+    train = train.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    cut = min(members, len(train) // 2)
+    member_frame, holdout = train.iloc[:cut], train.iloc[cut:]
+    planted, spec = plant(member_frame, len(REPETITIONS), repetitions=REPETITIONS, seed=seed)
+    test = pd.read_csv(DATA / "test.csv").rename(columns={"category": "label"})
+    validation = test.groupby("label").sample(n=10, random_state=seed)
+    rest = test.drop(validation.index)
+    for name, frame in (("train", planted), ("holdout", holdout), ("validation", validation), ("test", rest)):
+        frame[["text", "label"]].to_csv(paths[name], index=False)
+    spec.save(paths["canaries"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def dp_available() -> bool:
+    from dataclasses import fields
+
+    from slm.training.config import TrainConfig
+
+    return any(f.name == "dp_epsilon" for f in fields(TrainConfig))
+
+
+def train(paths: dict[str, Any], output: Path, private: bool) -> dict[str, Any]:
+    """Train one bundle unless it exists; its wall time (None when reused)."""
+    import slm.api as slm
+    from slm.training.config import TrainConfig
+
+    if (output / "manifest.json").exists():
+        return {"bundle": str(output), "train_minutes": None, "reused": True}
+    config = TrainConfig(dp_epsilon=EPSILON) if private else TrainConfig()  # type: ignore[call-arg]
+    started = time.perf_counter()
+    slm.train(paths["train"], validation=paths["validation"], test=paths["test"], output=output,
+              config=config, show_progress=False, force=True)  # fmt: skip
+    return {"bundle": str(output), "train_minutes": round((time.perf_counter() - started) / 60, 2), "reused": False}
+
+
+def audit(paths: dict[str, Any], bundle: Path, out: Path) -> dict[str, Any]:
+    import slm.api as slm
+
+    return slm.audit_privacy(bundle, train=paths["train"], holdout=paths["holdout"], canaries=paths["canaries"],
+                             output=out, force=True, candidates=10_000)  # fmt: skip
+
+
+def accuracy(bundle: Path) -> dict[str, Any]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    metrics = manifest.get("metrics") or {}
+    return {"metrics": metrics, "privacy": manifest.get("privacy"), "default_component": manifest.get("default_component")}
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * float(x):.2f}%"
+
+
+def _row(name: str, run: dict[str, Any]) -> str:
+    a = run["audit"]
+    loss = a["membership"]["attacks"]["loss"]
+    exp = a.get("canaries") or {}
+    eps = (run.get("privacy") or {}).get("epsilon_spent")
+    acc = run.get("test_accuracy")
+    return (f"| {name} | {a['component']} | {_pct(acc)} | {_pct(run.get('baseline_accuracy'))} | "
+            f"{loss['auc']:.4f} [{loss['auc_ci'][0]:.4f}, {loss['auc_ci'][1]:.4f}] | {_pct(loss['tpr_at_1pct_fpr'])} | "
+            f"{max(v['auc'] for v in a['membership']['attacks'].values()):.4f} | "
+            f"{exp.get('mean_exposure', float('nan')):.2f} / {exp.get('max_exposure', float('nan')):.2f} | "
+            f"{'-' if eps is None else f'{eps:.2f}'} | {run.get('train_minutes') or '-'} |")  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Privacy audit: membership inference and canary exposure (BANKING77)",
+        "",
+        result["setup"],
+        "",
+        "| model | audited component | test accuracy | TF-IDF baseline | loss attack AUC [95% CI] | TPR @ 1% FPR | "
+        "best attack AUC | canary exposure mean / max | ε spent | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_row(name, run) for name, run in result["runs"].items()]
+    lines += ["", "Canary exposure by repetitions (mean over the canaries with that count; ceiling "
+              f"log2(10,001) = {result['exposure_ceiling']:.2f}):", ""]  # fmt: skip
+    for name, run in result["runs"].items():
+        per = (run["audit"].get("canaries") or {}).get("by_repetitions") or {}
+        lines.append(f"- {name}: " + ", ".join(f"{k}x: {v:.2f}" for k, v in per.items()))
+    lines += ["", "Target:", ""]
+    lines += [f"- {t}" for t in result["targets"]]
+    lines += ["", *result["notes"], "", f"Machine: {result['machine']['cpu']['model']}, "
+              f"{result['machine']['cpu']['logical_cpus']} logical CPUs; load average before/after: "
+              f"{result['load_average']['before']} / {result['load_average']['after']}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--members", type=int, default=5000, help="training rows taken from train.csv")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--skip-dp", action="store_true")
+    args = parser.parse_args()
+    loads = {"before": load_average()}
+    paths = prepare(args.work, args.members, args.seed)
+    runs: dict[str, dict[str, Any]] = {"non-private": train(paths, args.work / "nondp", private=False)}
+    if not args.skip_dp and dp_available():
+        runs[f"DP ε={EPSILON:g}"] = train(paths, args.work / "dp8", private=True)
+    elif not args.skip_dp:
+        print("TrainConfig has no dp_epsilon yet: the DP model is left out", file=sys.stderr)
+    if args.train_only:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for name, run in runs.items():
+        bundle = Path(run["bundle"])
+        run["audit"] = audit(paths, bundle, args.work / f"audit-{bundle.name}")
+        info = accuracy(bundle)
+        run["privacy"] = info["privacy"]
+        comp = (info["metrics"].get("test") or {}) if isinstance(info["metrics"], dict) else {}
+        run["metrics"] = info["metrics"]
+        run["test_accuracy"] = _find_accuracy(info["metrics"], run["audit"]["component"])
+        run["baseline_accuracy"] = _find_accuracy(info["metrics"], "ngram")
+        del comp
+    loads["after"] = load_average()
+    result = summarise(args, paths, runs, loads)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "privacy_audit.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (RESULTS / "privacy_audit.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def _find_accuracy(metrics: Any, component: str) -> float | None:
+    """Test accuracy of ``component`` from a manifest's metrics, wherever this slm version keeps it."""
+    if not isinstance(metrics, dict):
+        return None
+    for key in (component, "test"):
+        block = metrics.get(key)
+        if isinstance(block, dict):
+            if "accuracy" in block:
+                return float(block["accuracy"])
+            inner = block.get(component)
+            if isinstance(inner, dict) and "accuracy" in inner:
+                return float(inner["accuracy"])
+    return None
+
+
+def summarise(args: argparse.Namespace, paths: dict, runs: dict, loads: dict) -> dict[str, Any]:
+    import math
+
+    dp = next((r for n, r in runs.items() if n.startswith("DP")), None)
+    targets = []
+    if dp is not None:
+        auc = dp["audit"]["membership"]["attacks"]["loss"]["auc"]
+        targets.append(f"membership-inference AUC of the ε={EPSILON:g} model: target <= {TARGET_AUC}, measured "
+                       f"{auc:.4f} → {'met' if auc <= TARGET_AUC else 'MISSED'}")  # fmt: skip
+    else:
+        targets.append(f"membership-inference AUC of the ε={EPSILON:g} model: NOT MEASURED (no DP model in this run)")
+    return {
+        "setup": (f"Members: {args.members:,} BANKING77 train texts (seed {args.seed}) plus 62 canary rows "
+                  f"(10 canaries, repetitions {REPETITIONS}); non-members: the other train texts. Membership "
+                  "attack on 2,000 + 2,000 texts (balanced, seeded), bootstrap CI of 1,000 resamples; exposure "
+                  "from 10,000 sampled candidate secrets of 10^6."),  # fmt: skip
+        "paths": paths,
+        "runs": runs,
+        "exposure_ceiling": math.log2(10_001),
+        "targets": targets,
+        "notes": [],
+        "load_average": loads,
+        "machine": machine_info(("torch", "onnxruntime", "scikit-learn", "opacus")),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
