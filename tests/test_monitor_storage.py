@@ -166,3 +166,23 @@ def test_a_monitor_killed_mid_stream_resumes_to_the_same_state_as_a_clean_run(st
     assert any(row[1] == "TSLA" for row in expected["monitor_alerts"])
     for table in expected:
         assert after_crash[table] == expected[table], table
+
+
+def test_purge_deletes_old_items_their_mentions_and_rejected_lines_only(storage_url):
+    store = MonitorStore.open(storage_url)
+    now = time.time()
+    day = 86400.0
+    try:
+        rows = [{**_row("old", 1_000, -1), "ingested_at": now - 40 * day},
+                {**_row("new", 2_000, 1), "ingested_at": now - 10 * day}]  # fmt: skip
+        mentions = [{"item_id": name, "entity": "AAPL", "ts_ms": ts, "polarity": 1}
+                    for name, ts in (("old", 1_000), ("new", 2_000))]  # fmt: skip
+        rejects = [{"key": f"f:{i}", "reason": "empty_text", "detail": None, "excerpt": "{}", "at": now - age * day}
+                   for i, age in enumerate((40, 10))]  # fmt: skip
+        store.commit_batch(rows, mentions, rejects)
+        assert store.purge(30 * day, now=now) == 1
+        assert store.known_ids(["old", "new"]) == {"new"}
+        assert store.totals() == {"items": 1, "mentions": 1, "rejected": 1, "alerts": 0, "alerts_pending": 0}
+        assert store.purge(30 * day, now=now) == 0  # nothing more is that old
+    finally:
+        store.close()

@@ -45,3 +45,11 @@ def parse_duration(value: str | float | int, *, bare_unit: str, what: str = "dur
 
 def _hint(bare_unit: str) -> str:
     return f"use e.g. 90s, 15m, 1.5h or 1d (a bare number is {_UNIT_NAMES[bare_unit]})"
+
+
+def describe_duration(seconds: float) -> str:
+    """``seconds`` in the largest whole unit that fits, as a person writes it: 90d, 12h, 15m, 30s."""
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{suffix}"
+    return f"{seconds:g}s"

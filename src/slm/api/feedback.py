@@ -112,3 +112,26 @@ def export_feedback(
     finally:
         store.close()
     return ExportReport(rows, skipped, target)
+
+
+def purge_feedback(db: str | Path, older_than: str | float) -> int:
+    """Delete the feedback stored more than ``older_than`` ago (``90d``, ``12h``; a bare number is days); how many.
+
+    What ``slm serve`` does at start and hourly with ``--feedback-retention``, for a database no server
+    is purging (or to shorten the retention once).
+    """
+    require("sqlalchemy", "serve", what="slm feedback purge")
+    from slm.durations import parse_duration
+    from slm.feedback.store import FeedbackStore
+    from slm.storage.sql import database_url, sqlite_file
+
+    seconds = parse_duration(older_than, bare_unit="d", what="--older-than")
+    url = database_url(db)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise ConfigError(f"feedback: {path} does not exist (no feedback stored there)")
+    store = FeedbackStore.open(url)
+    try:
+        return store.purge(seconds)
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ from slm.pipeline import (
 )
 from slm.reports import recommend
 from slm.runtime.bundle import Bundle, load
-from slm.training.config import TrainConfig
+from slm.training.config import TrainConfig, check_private_run
 from slm.training.distributed import Launch
 
 if TYPE_CHECKING:
@@ -78,6 +78,10 @@ def train(
         raise ConfigError("--resume cannot continue a self-training run (--unlabeled); start it again")
     if margin_points < 0:
         raise ConfigError("margin must be >= 0 points")
+    if config.private:
+        check_private_run(
+            config, unlabeled=unlabeled is not None, resume=resume, distributed=bool(launch and launch.distributed)
+        )
     output = Path(output)
     for folder in (output, checkpoint_dir_for(output)):  # before the data is read, let alone a model trained
         claim_output_folder(folder, force=force)
@@ -185,6 +189,11 @@ def tune(
     config = config or TrainConfig()
     methods = tuple(methods or TUNABLE_METHODS)
     check_methods(methods)
+    if config.private:
+        raise ConfigError(
+            "slm tune does not search differentially private runs: every trial would spend privacy budget on the "
+            "same rows; train with --dp-epsilon and the measured default recipe"
+        )
     # A number is seconds; a bare number in a string ("3", as typed after --budget) is minutes.
     seconds = parse_duration(budget, bare_unit="s" if isinstance(budget, int | float) else "m", what="budget")
     if max_train_examples is not None and max_train_examples < 0:

@@ -417,6 +417,32 @@ class DriftReference(Record):
 
 
 @dataclass(kw_only=True)
+class Privacy(Record):
+    """The differential-privacy guarantee of the training run (``slm train --dp-epsilon``), as accounted.
+
+    ``epsilon_spent`` (at ``delta``) is what the accountant measured over the ``steps`` noisy steps actually
+    taken; it is at most ``epsilon_target``. Absent for bundles trained without differential privacy.
+    """
+
+    dp: bool
+    epsilon_target: float
+    epsilon_spent: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    recipe: str
+    mechanism: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    n_train: int | None = None
+    not_private: list[str] | None = None  # what the bundle holds that the guarantee does not cover
+
+
+@dataclass(kw_only=True)
 class Digest(Record):
     """``manifest_digest``: sha256 of the canonical manifest, or its HMAC-SHA256 with the bundle key."""
 
@@ -451,6 +477,7 @@ class Manifest(Record):
     lineage: list[LineageStep] | None = None
     compression: dict[str, Any] | None = None
     drift_reference: DriftReference | None = None  # absent in bundles from before slm 0.1's drift monitor
+    privacy: Privacy | None = None  # differentially private training only (absent otherwise and in older bundles)
     files: dict[str, str] = field(default_factory=dict)  # sha256 of every file, by POSIX relative path
     manifest_digest: Digest | None = None
 

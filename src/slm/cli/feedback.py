@@ -100,4 +100,23 @@ def export_command(
     out.print(f"wrote {rows} to {escape(str(report.output))}{left}")
 
 
+@group.command("purge")
+def purge_command(
+    db: DbOpt = DEFAULT_FEEDBACK_DB,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete feedback stored longer ago than this: 90d, 12h (a bare number is days)."
+        ),
+    ] = "90d",
+) -> None:
+    """Delete old feedback, texts included ('slm serve' does it at start and hourly with --feedback-retention)."""
+    from slm.api.feedback import purge_feedback
+    from slm.storage.sql import safe_url
+
+    removed = purge_feedback(db, older_than)
+    out.print(f"deleted {removed:,} feedback row{'' if removed == 1 else 's'} older than {older_than} "
+              f"from {escape(safe_url(str(db)))}")  # fmt: skip
+
+
 app.add_typer(guard_group(group), name="feedback")

@@ -74,6 +74,11 @@ SupportDbOpt = Annotated[
         "export the handed-off questions with 'slm app support unanswered').",
     ),
 ]
+SupportRetentionOpt = Annotated[
+    str,
+    _opt("support_retention", "How long the support log keeps a turn (the customer's question included), e.g. 30d "
+         "or 12h; older turns are deleted at start and hourly (a bare number is days)."),
+]  # fmt: skip
 FeedbackOpt = Annotated[
     bool,
     _opt("feedback", "Take feedback at /v1/models/{name}/feedback, and keep recent requests' texts in memory "
@@ -187,6 +192,7 @@ def serve(
     watch: WatchOpt = False,
     watch_interval: WatchIntervalOpt = DEFAULTS.watch_interval,
     support_db: SupportDbOpt = DEFAULTS.support_db,
+    support_retention: SupportRetentionOpt = "90d",
     feedback: FeedbackOpt = DEFAULTS.feedback,
     feedback_db: FeedbackDbOpt = DEFAULTS.feedback_db,
     feedback_retention: FeedbackRetentionOpt = "90d",
@@ -238,6 +244,7 @@ def serve(
         workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
         max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
         support_db=support_db, feedback=feedback, feedback_db=feedback_db,
+        support_retention=parse_duration(support_retention, bare_unit="d", what="--support-retention"),
         feedback_retention=parse_duration(feedback_retention, bare_unit="d", what="--feedback-retention"),
         feedback_recall_seconds=parse_duration(feedback_recall, bare_unit="m", what="--feedback-recall"),
         feedback_recall_mb=feedback_recall_mb,

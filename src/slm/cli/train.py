@@ -29,7 +29,7 @@ from slm.cli._util import (
     out,
     split_cols,
 )
-from slm.training.config import METHODS, TrainConfig
+from slm.training.config import DP_RECIPES, METHODS, TrainConfig
 from slm.training.distributed import Launch
 
 
@@ -104,6 +104,27 @@ LexiconOpt = Annotated[
         "tokens, each initialised from the mean of its former pieces.",
     ),
 ]
+DpEpsilonOpt = Annotated[
+    float | None,
+    _opt(
+        "--dp-epsilon",
+        help="Train with differential privacy (DP-SGD, Opacus): the privacy budget epsilon, e.g. 8 (lower is more "
+        "private and less accurate). Needs slm[privacy]; ships no n-gram ensemble.",
+    ),
+]
+DpDeltaOpt = Annotated[float | None, _opt("--dp-delta", help="With --dp-epsilon: delta (default 1/n training rows).")]
+DpClipOpt = Annotated[
+    float, _opt("--dp-max-grad-norm", help="With --dp-epsilon: each example's gradient is clipped to this norm.")
+]
+DpRecipe = StrEnum("DpRecipe", {m: m for m in DP_RECIPES})  # type: ignore[misc]
+DEFAULT_DP_RECIPE = DpRecipe(DEFAULTS.dp_recipe)
+DpRecipeOpt = Annotated[
+    DpRecipe,
+    _opt(
+        "--dp-recipe",
+        help="With --dp-epsilon: head (linear head on the frozen encoder), lora, full, or auto (the measured best).",
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     _opt(
@@ -120,6 +141,8 @@ CONFIG_FLAGS = {
     "class_weight": "class_weight", "ensemble": "ensemble", "threads": "threads", "method": "method",
     "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_learning_rate": "lora_lr",
     "contrastive_epochs": "contrastive_epochs", "self_training_rounds": "self_training_rounds", "lexicon": "lexicon",
+    "dp_epsilon": "dp_epsilon", "dp_delta": "dp_delta", "dp_max_grad_norm": "dp_max_grad_norm",
+    "dp_recipe": "dp_recipe",
 }  # fmt: skip
 
 
@@ -188,6 +211,10 @@ def train(
     lora_lr: LoraLrOpt = DEFAULTS.lora_learning_rate,
     contrastive_epochs: ContrastiveOpt = DEFAULTS.contrastive_epochs,
     lexicon: LexiconOpt = None,
+    dp_epsilon: DpEpsilonOpt = None,
+    dp_delta: DpDeltaOpt = None,
+    dp_max_grad_norm: DpClipOpt = DEFAULTS.dp_max_grad_norm,
+    dp_recipe: DpRecipeOpt = DEFAULT_DP_RECIPE,
     config_file: ConfigOpt = None,
     quiet: QuietOpt = False,
     force: ForceOpt = False,

@@ -230,6 +230,28 @@ def _training_blocks(report: dict) -> list[Block]:
     return blocks
 
 
+def _privacy_blocks(report: dict) -> list[Block]:
+    """The differential-privacy guarantee as accounted (``slm train --dp-epsilon``), and what it does not cover."""
+    pr = _dict(report.get("privacy"))
+    if not pr:
+        return []
+    items = [
+        f"Spent: epsilon {_num(pr.get('epsilon_spent'), 3)} at delta {pr.get('delta', '—'):.3g} "
+        f"(target epsilon {_num(pr.get('epsilon_target'), 3)}; {pr.get('accountant', '—')} accountant)"
+        if _is_num(pr.get("delta"))
+        else f"Spent: epsilon {_num(pr.get('epsilon_spent'), 3)}",
+        f"Recipe: {pr.get('recipe', '—')}; {_int(pr.get('steps'))} noisy steps, noise multiplier "
+        f"{_num(pr.get('noise_multiplier'), 3)}, per-example clipping norm {_num(pr.get('max_grad_norm'), 3)}, "
+        f"sample rate {_num(pr.get('sample_rate'), 4)}",
+        "The n-gram baseline is scored for comparison only: it is not private and not in the bundle.",
+    ]
+    blocks: list[Block] = [Heading("Differential privacy"), Bullets(items)]
+    uncovered = [str(x) for x in _list(pr.get("not_private"))]
+    if uncovered:
+        blocks += [Para("Not covered by the guarantee:"), Bullets(uncovered)]
+    return blocks
+
+
 def _dataset_blocks(report: dict) -> list[Block]:
     ds = _dict(report.get("dataset"))
     if not ds:
@@ -338,6 +360,7 @@ def build_blocks(report: dict, confusion_png: bytes | None = None) -> list[Block
     blocks += _meta_blocks(report, task)
     blocks += _models_blocks(report, task)
     blocks += _training_blocks(report)
+    blocks += _privacy_blocks(report)
     blocks += _dataset_blocks(report)
     blocks += _per_class_blocks(report, task)
     if confusion_png:

@@ -100,6 +100,10 @@ class ServeConfig:
     insecure: bool = False  # listen on a non-loopback address without API keys
     access_log: bool = True
     support_db: Path = DEFAULT_SUPPORT_DB
+    support_retention: float = 90 * 86400.0  # turns older than this are deleted at start and hourly
+    # Personal data (e-mail addresses, phone, card, IBAN and ID numbers, ...) in every text the server stores
+    # (support log, feedback) is replaced by placeholders before it is written (slm.privacy).
+    redact_stored: bool = True
     # Feedback (POST /v1/models/{name}/feedback): where it is stored (a database URL or a SQLite file), how long
     # a stored row lives, and how long and how much of recent requests' texts stay in memory for recall by id.
     feedback: bool = True
@@ -130,6 +134,8 @@ class ServeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds (got {seconds})")
         if not self.feedback_retention > 0 or not self.feedback_recall_seconds > 0:
             raise ConfigError("--feedback-retention and --feedback-recall must be positive durations")
+        if not self.support_retention > 0:
+            raise ConfigError("--support-retention must be a positive duration")
         if not self.feedback_recall_mb >= 0:
             raise ConfigError(f"--feedback-recall-mb cannot be negative (got {self.feedback_recall_mb})")
         if self.graceful_timeout < 0:

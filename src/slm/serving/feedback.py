@@ -11,11 +11,8 @@ hour while it runs. Texts never go into the logs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
@@ -25,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from slm.errors import ConfigError
 from slm.serving import log
 from slm.serving.config import ServeConfig
+from slm.serving.periodic import purge_interval, repeat_while_running
 from slm.serving.recall import RecentPredictions
 from slm.serving.responses import ERRORS, ApiError, is_blank, read_body
 from slm.serving.schemas import ErrorResponse, request_body_schema
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
     from slm.feedback.store import FeedbackStore
 
 PATH = "/v1/models/{name}/feedback"
-PURGE_EVERY_S = 3600.0  # expired rows go within an hour of their time (and at every start)
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
@@ -138,7 +135,7 @@ def add_feedback_routes(app: FastAPI, service: ModelService) -> None:
     """The feedback endpoint on ``app``; with feedback on, recall of recent requests and the expiry of old rows.
 
     Purges expired rows now (an unreachable ``--feedback-db`` server is a one-line ConfigError before the
-    port opens), then hourly while the app runs, by wrapping the app's lifespan.
+    port opens), then hourly while the app runs (:func:`slm.serving.periodic.repeat_while_running`).
     """
     config = service.config
     if not config.feedback:
@@ -150,30 +147,7 @@ def add_feedback_routes(app: FastAPI, service: ModelService) -> None:
     sink = FeedbackSink(config)
     sink.purge()
     _add_route(app, service, sink, recent)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(given: Any) -> AsyncIterator[Any]:
-        async with inner(given) as state:
-            purging = asyncio.get_running_loop().create_task(_purge_hourly(sink))
-            try:
-                yield state
-            finally:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
-                await asyncio.to_thread(sink.close)
-
-    app.router.lifespan_context = lifespan
-
-
-async def _purge_hourly(sink: FeedbackSink) -> None:
-    while True:
-        await asyncio.sleep(min(PURGE_EVERY_S, sink.retention / 4))
-        try:
-            await asyncio.to_thread(sink.purge)
-        except Exception as exc:  # a database down for a while must not stop later purges
-            log.event("feedback_purge_failed", level=30, error=_reason(exc))
+    repeat_while_running(app, purge_interval(sink.retention), sink.purge, name="feedback_purge", on_close=sink.close)
 
 
 def _add_route(

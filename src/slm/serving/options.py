@@ -51,6 +51,7 @@ class ServerOptions:
     body_timeout: float
     graceful_timeout: float
     access_log: bool
+    redact: bool
     log_level: LogLevel
 
     def config(self, **settings: Any) -> ServeConfig:
@@ -61,7 +62,7 @@ class ServerOptions:
             max_connections=self.max_connections, max_body_bytes=self.max_body_bytes,
             max_header_bytes=self.max_header_bytes, header_timeout=self.header_timeout,
             body_timeout=self.body_timeout, graceful_timeout=self.graceful_timeout, access_log=self.access_log,
-            **settings,
+            redact_stored=self.redact, **settings,
         )  # fmt: skip
 
 
@@ -120,6 +121,14 @@ SERVER_OPTIONS: dict[str, tuple[Any, Any]] = {
         Annotated[bool, serve_option("access_log", "One JSON line per request on stderr.",
                                      "--access-log/--no-access-log")],
         DEFAULTS.access_log,
+    ),
+    "redact": (
+        Annotated[bool, serve_option("redact", "Replace personal data (e-mail addresses; phone, card, IBAN and ID "
+                                     "numbers; IPs; URLs; birth dates) with placeholders in every text the server "
+                                     "stores (support log, feedback; monitor items follow monitor.yaml's redact). "
+                                     "Request texts never go into logs either way.",
+                                     "--redact/--no-redact")],
+        DEFAULTS.redact_stored,
     ),
     "log_level": (Annotated[LogLevel, serve_option("log_level", "Least severe log level shown.")], LogLevel.info),
 }  # fmt: skip

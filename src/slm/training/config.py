@@ -8,8 +8,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from slm.errors import ConfigError
+from slm.extras import require
 
 METHODS = ("auto", "full", "lora", "adalora", "fewshot", "head")
+# Differentially private training (--dp-epsilon): "auto" is the measured default (slm.training.private).
+DP_RECIPES = ("auto", "head", "lora", "full")
 
 
 @dataclass
@@ -55,6 +58,21 @@ class TrainConfig:
     temperature: float = 0.05
     # Self-training with unlabelled text: rounds of pseudo-labelling, each kept only if validation improves.
     self_training_rounds: int = 2
+    # Differentially private training (DP-SGD with Opacus; slm.training.private): the privacy budget epsilon
+    # (None: not private), delta (None: 1/n of the training rows), the per-example gradient clipping norm, the
+    # recipe, and the DP run's own epochs, logical batch size and learning rate (DP needs large batches).
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_max_grad_norm: float = 1.0
+    dp_recipe: str = "auto"
+    dp_epochs: int | None = None
+    dp_batch_size: int | None = None
+    dp_learning_rate: float | None = None
+
+    @property
+    def private(self) -> bool:
+        """Whether this run trains with differential privacy."""
+        return self.dp_epsilon is not None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,10 +103,32 @@ class TrainConfig:
             (self.temperature > 0, "temperature must be positive"),
             (self.self_training_rounds >= 1, "self-training rounds must be at least 1"),
             (self.lexicon is None or Path(self.lexicon).is_file(), f"lexicon file not found: {self.lexicon}"),
+            *self._dp_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    def _dp_checks(self) -> list[tuple[bool, str]]:
+        def finite_positive(value: float | None) -> bool:
+            return value is None or (isinstance(value, int | float) and 0 < value < float("inf"))
+
+        return [
+            (finite_positive(self.dp_epsilon), "--dp-epsilon must be a positive number (e.g. 8)"),
+            (
+                self.dp_delta is None or (isinstance(self.dp_delta, int | float) and 0 < self.dp_delta < 1),
+                "--dp-delta must be between 0 and 1 (default 1/n of the training rows)",
+            ),
+            (finite_positive(self.dp_max_grad_norm), "--dp-max-grad-norm must be a positive number"),
+            (self.dp_recipe in DP_RECIPES, f"--dp-recipe must be one of {', '.join(DP_RECIPES)}"),
+            (self.dp_epochs is None or self.dp_epochs >= 1, "DP epochs must be at least 1"),
+            (self.dp_batch_size is None or self.dp_batch_size >= 1, "DP batch size must be at least 1"),
+            (finite_positive(self.dp_learning_rate), "DP learning rate must be positive"),
+            (
+                self.private or (self.dp_delta is None and self.dp_recipe == "auto"),
+                "--dp-delta and --dp-recipe need --dp-epsilon",
+            ),
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,3 +146,22 @@ class TrainConfig:
         volatile = {"max_minutes", "checkpoint_minutes", "threads"}
         stable = {k: v for k, v in self.to_dict().items() if k not in volatile}
         return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+
+def check_private_run(config: TrainConfig, *, unlabeled: bool, resume: bool, distributed: bool) -> None:
+    """Refuse, in one line and before any data is read, what a private run cannot do."""
+    if not config.private:
+        return
+    refusals = [
+        (unlabeled, "--dp-epsilon cannot self-train on --unlabeled texts (pseudo-labels are not private)"),
+        (resume, "--dp-epsilon cannot --resume: the privacy accounting restarts; train again from the start"),
+        (distributed, "--dp-epsilon trains in one process: drop --nproc/--nnodes"),
+        (
+            config.method in ("fewshot", "adalora"),
+            f"--dp-epsilon does not train --method {config.method}: use --dp-recipe head, lora or full",
+        ),
+    ]
+    for refused, message in refusals:
+        if refused:
+            raise ConfigError(message)
+    require("opacus", "privacy", what="--dp-epsilon")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -18,7 +19,16 @@ from safetensors.torch import save_file
 from slm import __version__
 from slm.bundle.drift_reference import confidence_profile, drift_reference
 from slm.bundle.manifest import now_iso, write_manifest
-from slm.bundle.schema import BaseModelRef, Components, DriftReference, Ensemble, Manifest, NgramSpec, TransformerSpec
+from slm.bundle.schema import (
+    BaseModelRef,
+    Components,
+    DriftReference,
+    Ensemble,
+    Manifest,
+    NgramSpec,
+    Privacy,
+    TransformerSpec,
+)
 from slm.console import status
 from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
@@ -55,6 +65,15 @@ log = logging.getLogger(__name__)
 MAX_CLASSES_FOR_PRIOR_SHIFT = 20
 
 SPLIT_NAMES = ("train", "validation", "test")
+
+# What a differentially private bundle holds or was shaped by that the (epsilon, delta) guarantee does not cover
+# (recorded in the manifest's privacy record and shown in the report).
+NOT_PRIVATE = [
+    "the label names and the training label counts (drift_reference.label_counts)",
+    "the validation split: it chooses the best epoch and calibrates the head; its rows are not trained on",
+    "with --base-model auto, the base model chosen from the training texts' language",
+    "the row counts of the splits and the count of truncated training texts",
+]
 
 
 @dataclass
@@ -145,7 +164,8 @@ def _lexicon_base(
     Path(output).resolve().parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".slm-lexicon-", dir=Path(output).resolve().parent))
     try:
-        terms = add_domain_terms(base, config.lexicon, workdir / "base", splits.train.texts)
+        texts = None if config.private else splits.train.texts  # its token statistics are not private
+        terms = add_domain_terms(base, config.lexicon, workdir / "base", texts)
         log.info(
             f"lexicon: {len(terms.added):,} domain terms added as whole tokens ({terms.already_single:,} "
             f"already were); mean tokens per training text {terms.mean_tokens_before} -> {terms.mean_tokens_after}"
@@ -167,6 +187,20 @@ def _tokenize(base_path: Path, splits: Splits, config: TrainConfig) -> _Tokenize
     labels = splits.train.label_names
     targets = {name: ds.targets(labels) for name, ds in _parts(splits).items()}
     return _Tokenized(tokenizer, pad_id, enc, targets, truncated)
+
+
+def _private_config(config: TrainConfig, splits: Splits) -> TrainConfig:
+    """A private run ships no n-gram ensemble: its vocabulary and weights come from the texts without noise."""
+    if not config.private:
+        return config
+    if splits.train.multi_label:
+        raise ConfigError("--dp-epsilon trains single-label classifiers only (this data is multi-label)")
+    if config.ensemble:
+        log.info(
+            "note: --dp-epsilon turns the n-gram ensemble off (its vocabulary and weights are not private); "
+            "the baseline is still scored for comparison and not written into the bundle"
+        )
+    return dataclasses.replace(config, ensemble=False)
 
 
 def _choose_method(config: TrainConfig, train_targets: np.ndarray, n_labels: int) -> tuple[str, MethodChoice | None]:
@@ -197,6 +231,22 @@ def _fit(
     """``(fitted transformer, self-training record or None, wall seconds)``: one fit, or self-training rounds
     over ``unlabeled`` when given."""
     enc, targets = data.enc, data.targets
+    if config.private:
+        from slm.training.private import fit_private
+
+        started = time.perf_counter()
+        fitted = fit_private(
+            base_path,
+            len(splits.train.label_names),
+            enc["train"],
+            targets["train"],
+            enc["validation"],
+            targets["validation"],
+            config,
+            pad_id=data.pad_id,
+            show_progress=show_progress,
+        )
+        return fitted, None, time.perf_counter() - started
 
     def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
         return fit_transformer(
@@ -261,6 +311,8 @@ def _evaluate(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, c
         prior_shift = tune_prior_shift(combine(val["transformer"], val["ngram"], weight), score).tolist()
     for p in probas.values():
         p["ensemble"] = ensemble_probabilities(p["transformer"], p["ngram"], weight, prior_shift)
+        if config.private:  # no ensemble is shipped: scored as the baseline alone, for comparison
+            del p["ensemble"]
     thresholds = {
         c: (tune_thresholds(targets["validation"], p).tolist() if task == "multi_label" else None)
         for c, p in val.items()
@@ -349,6 +401,7 @@ def _training_record(
         "ensemble_transformer_weight": evaluation.weight,
         "lexicon": None if terms is None else terms.to_dict(),
         "distributed": distributed.describe(),
+        **({"privacy": {**fitted.info["privacy"], "not_private": NOT_PRIVATE}} if "privacy" in fitted.info else {}),
     }
 
 
@@ -376,6 +429,7 @@ def _report(
         "recommendation": recommendation,
         "training": training,
         "baseline": {"fit_seconds": round(baseline_seconds, 1)},
+        **({"privacy": training["privacy"]} if training.get("privacy") else {}),
         "environment": environment(),
     }
 
@@ -393,6 +447,9 @@ def _manifest(
     split: dict | None,
 ) -> Manifest:
     task, eval_split = _task(splits), evaluation.eval_split
+    privacy = training.get("privacy")
+    # A private bundle ships the transformer alone: the n-gram model is fitted on the texts without privacy.
+    shipped = ("transformer",) if privacy else ("transformer", "ngram", "ensemble")
     return Manifest(
         slm_version=__version__,
         created=now_iso(),
@@ -409,16 +466,18 @@ def _manifest(
                 normalize=model.normalize,
                 architecture="EncoderClassifier",
             ),
-            ngram=NgramSpec(dir="ngram"),
+            ngram=None if privacy else NgramSpec(dir="ngram"),
         ),
         default_component=evaluation.default,
-        ensemble=Ensemble(
+        ensemble=None
+        if privacy
+        else Ensemble(
             transformer_weight=evaluation.weight, log_prior_shift=evaluation.prior_shift, chosen_on="validation"
         ),
-        thresholds={c: t for c, t in evaluation.thresholds.items() if t is not None},
+        thresholds={c: t for c, t in evaluation.thresholds.items() if t is not None and c in shipped},
         training={
             "config": config.to_dict(),
-            **{k: v for k, v in training.items() if k != "history"},
+            **{k: v for k, v in training.items() if k not in ("history", "privacy")},
             "threads": threads,
         },
         metrics={"evaluated_on": eval_split, eval_split: summary_metrics(evaluation.models, task)},
@@ -432,6 +491,7 @@ def _manifest(
             "split": split or {},
         },
         drift_reference=evaluation.drift,
+        privacy=None if privacy is None else Privacy.from_json(privacy),
     )
 
 
@@ -443,7 +503,8 @@ def _write_bundle(output: Path, tokenizer, model, ngram: NgramClassifier, report
         model.config.save_pretrained(staging / "model")
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / "model" / "model.safetensors"), metadata={"format": "pt"})
-        ngram.save(staging / "ngram")
+        if manifest.components.ngram is not None:  # not in a private bundle: fitted on the texts without DP
+            ngram.save(staging / "ngram")
         write_report(report, staging / "report")
         write_manifest(staging, manifest)
 
@@ -465,13 +526,18 @@ def run_training(
     # Before anything hashes the configuration (the resume key), and before any output: a missing extra for
     # the chosen model is then the only line printed.
     config, base_choice = _choose_base_model(config, splits)
+    config = _private_config(config, splits)
     _describe(splits)
     base = resolve_base_model(config.base_model)
     with _lexicon_base(config, base.path, splits, output) as (base_path, terms):
         data = _tokenize(base_path, splits, config)
         main = distributed.is_main()  # in a distributed run the other ranks only train
         ngram, baseline_seconds = _fit_baseline(splits, config.seed, show_progress) if main else (None, 0.0)
-        method, choice = _choose_method(config, data.targets["train"], len(splits.train.label_names))
+        method, choice = (
+            ("dp", None)
+            if config.private
+            else _choose_method(config, data.targets["train"], len(splits.train.label_names))
+        )
         fitted, self_training, wall = _fit(
             method,
             base_path,
@@ -493,6 +559,11 @@ def run_training(
         recommendation = _advice(
             recommendation, config, splits, base.name, base_choice, fitted.info, data.truncated["train"]
         )
+        if config.private and recommendation.get("verdict") == "baseline":
+            recommendation["message"] += (
+                " With --dp-epsilon the baseline is not private, so it is not in this bundle: only a run without "
+                "--dp-epsilon can ship it."
+            )
         training = _training_record(base, base_choice, fitted, choice, self_training, wall, data, evaluation, terms)
         report = _report(splits, base, data_path, evaluation, recommendation, training, baseline_seconds)
         manifest = _manifest(

@@ -142,6 +142,35 @@ def report(
               f"{escape(str(output / 'charts'))}")  # fmt: skip
 
 
+@app.command("purge", no_args_is_help=True)
+def purge(
+    config: ConfigOption,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", help="Delete items stored longer ago than this: 30d, 12h (default: the config's retention)."
+        ),
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL (default: the config's).")] = None,
+) -> None:
+    """Delete stored items (their texts), mentions and rejected lines older than the retention ('run' and
+    'serve' do it at start and hourly)."""
+    require_extra("monitor", what="slm app monitor")
+    from slm.apps.monitor.config import load_config
+    from slm.apps.monitor.storage import MonitorStore
+    from slm.durations import describe_duration, parse_duration
+
+    settings = load_config(config, storage=storage)
+    seconds = settings.retention_seconds if older_than is None else parse_duration(older_than, bare_unit="d")
+    store = MonitorStore.open(settings.storage)
+    try:
+        removed = store.purge(seconds)
+    finally:
+        store.close()
+    out.print(f"deleted {removed:,} item{'' if removed == 1 else 's'} stored more than "
+              f"{describe_duration(seconds)} ago")  # fmt: skip
+
+
 @app.command("serve", no_args_is_help=True)
 @server_options
 def serve(

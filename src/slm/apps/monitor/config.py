@@ -15,6 +15,8 @@ the config file)::
     follow: false                    # keep reading a growing file
     batch_size: 64
     window: 1h
+    redact: true                     # personal data in stored texts becomes <EMAIL>, <PHONE>, ...
+    retention: 90d                   # stored items older than this are deleted
     alerts:
       method: robust_z               # or ewma
       threshold: 4.0
@@ -82,6 +84,9 @@ class MonitorConfig(_Strict):
     lateness: int = Field(0, ge=0, description="Windows a window stays open after newer items arrive.")
     threads: int | None = Field(None, ge=1)
     alerts: AlertConfig = AlertConfig()
+    # Personal data in the stored texts (items, rejected lines' excerpts) is replaced by placeholders (slm.privacy).
+    redact: bool = True
+    retention: float | str = Field("90d", validate_default=True, description="Stored items older than this go.")
 
     @field_validator("window")
     @classmethod
@@ -90,6 +95,17 @@ class MonitorConfig(_Strict):
             return parse_duration(value, bare_unit="s")  # window: 3600 is an hour
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: float | str) -> float:
+        try:
+            seconds = parse_duration(value, bare_unit="d")  # retention: 30 is a month
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if not seconds > 0:
+            raise ValueError("retention must be a positive duration, e.g. 90d")
+        return seconds
 
     @field_validator("storage")
     @classmethod
@@ -107,6 +123,10 @@ class MonitorConfig(_Strict):
     @property
     def window_seconds(self) -> float:
         return float(self.window)
+
+    @property
+    def retention_seconds(self) -> float:
+        return float(self.retention)
 
     def resolved(self, base: Path) -> MonitorConfig:
         """Relative paths (bundles, lexicon, input, SQLite file) made relative to ``base``."""

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -24,9 +25,12 @@ from slm.apps.monitor.items import Item, Rejection, parse_line, parse_object
 from slm.apps.monitor.sources import FileSource, Line, Overlong, StdinSource, line_limit
 from slm.apps.monitor.storage import MonitorStore, SeriesKey
 from slm.apps.monitor.webhook import WebhookSender
+from slm.durations import describe_duration
 from slm.errors import ConfigError
 from slm.lexicon import Lexicon
+from slm.storage.retention import purge_interval
 
+log = logging.getLogger(__name__)
 SCORED_KEY = "scored_through_window"
 
 
@@ -83,6 +87,20 @@ class Monitor:
         watermark = self.store.watermark_ms()
         self._watermark = -1 if watermark is None else watermark
         self._scored = self.store.get_state(self._scored_key)
+        self._purged_at = 0.0
+        self.purge_if_due()
+
+    def purge_if_due(self) -> int:
+        """Delete what is older than the retention, at most hourly (at start, then as batches come); how many."""
+        now = time.time()
+        if now - self._purged_at < purge_interval(self.config.retention_seconds):
+            return 0
+        self._purged_at = now
+        removed = self.store.purge(self.config.retention_seconds, now=now)
+        if removed:
+            ago = describe_duration(self.config.retention_seconds)
+            log.info("monitor: deleted %d items stored more than %s ago", removed, ago)
+        return removed
 
     @property
     def _scored_key(self) -> str:
@@ -167,6 +185,7 @@ class Monitor:
     ) -> IngestStats:
         stats = IngestStats(read=len(parsed), batches=1)
         now = time.time()
+        self.purge_if_due()
         reject_rows = []
         fresh: dict[str, Item] = {}
         for entry, key in zip(parsed, keys, strict=True):

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from slm.apps.monitor.items import Rejection
 from slm.serving.extensions import RouteContext
+from slm.serving.periodic import purge_interval, repeat_while_running
 from slm.serving.responses import ApiError
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ def add_monitor_routes(context: RouteContext) -> None:
     app = context.app
     monitor: Monitor | None = context.attached
     context.add_page("/monitor", files("slm.apps.monitor").joinpath("static/monitor.html").read_text(encoding="utf-8"))
+
+    if monitor is not None:  # stored items expire even while no new ones arrive
+        repeat_while_running(app, purge_interval(monitor.config.retention_seconds), monitor.purge_if_due,
+                             name="monitor_purge")  # fmt: skip
 
     def need() -> Monitor:
         if monitor is None:

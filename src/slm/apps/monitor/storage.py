@@ -143,6 +143,18 @@ class MonitorStore:
                     )
                 )
 
+    def purge(self, older_than_s: float, *, now: float | None = None) -> int:
+        """Delete the items (texts), their mentions and the rejected lines stored more than ``older_than_s``
+        seconds ago, in one transaction; how many items went. Trends and alerts of later windows are unchanged.
+        """
+        cutoff = (time.time() if now is None else now) - older_than_s
+        old = sa.select(items.c.id).where(items.c.ingested_at < cutoff)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(mentions).where(mentions.c.item_id.in_(old)))
+            removed = conn.execute(sa.delete(items).where(items.c.ingested_at < cutoff)).rowcount
+            conn.execute(sa.delete(rejects).where(rejects.c.at < cutoff))
+        return int(removed or 0)
+
     def offset(self, source: str) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(offsets.c.offset).where(offsets.c.source == source)).scalar()

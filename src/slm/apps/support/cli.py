@@ -217,3 +217,22 @@ def unanswered(
         lines.append(csv_row([csv_cell(cell, raw=raw_csv) for cell in cells]))
     write_text_atomic(output, "".join(lines))
     out.print(f"[bold]{escape(str(output))}[/bold]: {len(rows):,} unanswered questions to label (column intent)")
+
+
+@app.command("purge", no_args_is_help=True)
+def purge(
+    db: Annotated[Path, typer.Argument(help="Conversation log of 'slm serve' (its --support-db).")],
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete turns logged longer ago than this: 30d, 12h (a bare number is days)."
+        ),
+    ] = "90d",
+) -> None:
+    """Delete old turns, customers' questions included ('slm serve' does it at start and hourly with
+    --support-retention)."""
+    from slm.apps.support.conversations import purge_log
+    from slm.durations import parse_duration
+
+    removed = purge_log(db, parse_duration(older_than, bare_unit="d", what="--older-than"))
+    out.print(f"deleted {removed:,} turn{'' if removed == 1 else 's'} older than {older_than} from {escape(str(db))}")

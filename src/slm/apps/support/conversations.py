@@ -47,8 +47,12 @@ UNANSWERED = "handoff"
 
 
 def utc_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return utc_iso(time.time())
+
+
+def utc_iso(seconds: float) -> str:
+    """``seconds`` (epoch) as the log's timestamps: ISO 8601 UTC with milliseconds, ordered as text."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,11 @@ class ConversationLog:
                 raise
             self._db.execute("COMMIT")
 
+    def purge(self, older_than_s: float, *, now: float | None = None) -> int:
+        """Delete the turns logged more than ``older_than_s`` seconds ago (customers' words expire); how many went."""
+        with self._lock:
+            return delete_older(self._db, older_than_s, now=now)
+
     def unanswered(self, *, limit: int, assistant: str | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` handed-off turns, newest first."""
         with self._lock:
@@ -142,6 +151,31 @@ class ConversationLog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def delete_older(db: sqlite3.Connection, older_than_s: float, *, now: float | None = None) -> int:
+    """Delete the turns of ``db`` older than ``older_than_s`` seconds in one transaction; how many went."""
+    cutoff = utc_iso((time.time() if now is None else now) - older_than_s)
+    with db:
+        return int(db.execute(f"DELETE FROM {TABLE} WHERE ts < ?", (cutoff,)).rowcount)
+
+
+def purge_log(path: str | Path, older_than_s: float) -> int:
+    """Delete the turns older than ``older_than_s`` seconds from the log at ``path`` (the server may be running)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no support log at {path} ('slm serve' writes it, see --support-db)")
+    try:
+        db = sqlite3.connect(path, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the support log {path}: {exc}") from None
+    try:
+        _check_columns(db, path)
+        return delete_older(db, older_than_s)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot purge the support log {path}: {exc}") from None
+    finally:
+        db.close()
 
 
 def unanswered_rows(

@@ -20,6 +20,7 @@ from slm.apps.support.served import Assistants, ServedAssistant
 from slm.serving.batching import QueueFull, ShuttingDown
 from slm.serving.config import ServeConfig
 from slm.serving.extensions import RouteContext
+from slm.serving.periodic import purge_interval, repeat_while_running
 from slm.serving.responses import (
     ERRORS,
     ApiError,
@@ -36,6 +37,9 @@ def add_support_routes(context: RouteContext) -> None:
     """The support assistants: answer, the unanswered questions, the chat page."""
     app, service = context.app, context.service
     group = context.group if isinstance(context.group, Assistants) else None
+    if group is not None:  # logged turns expire even while no new ones arrive
+        retention = service.config.support_retention
+        repeat_while_running(app, purge_interval(retention), group.purge, name="support_purge")
     context.add_page("/support", files("slm.apps.support").joinpath("static/chat.html").read_text(encoding="utf-8"))
 
     async def answer(request: Request, name: str | None) -> Response:

@@ -185,7 +185,17 @@ class Assistants:
         where = service.config.support_db
         conversations = ConversationLog.open(where, not_inside=paths)
         log.event("support_log_opened", path=str(where))
-        return cls(service, conversations)
+        assistants = cls(service, conversations)
+        assistants.purge()
+        return assistants
+
+    def purge(self) -> int:
+        """Delete the logged turns older than ``--support-retention``; how many went."""
+        retention = self.service.config.support_retention
+        removed = self.conversations.purge(retention)
+        if removed:
+            log.event("support_log_purged", rows=removed, retention_days=round(retention / 86400, 3))
+        return removed
 
     def load(self, name: str, path: Path) -> None:
         """Load, verify and warm the assistant at ``path``, served as ``name``."""

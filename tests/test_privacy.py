@@ -1,0 +1,238 @@
+"""PII detection and redaction (slm.privacy): every recognizer on valid and invalid identifiers inside real
+BANKING77 (English) and waimai_10k (Chinese) sentences, overlaps, idempotence, pseudonyms, and `slm redact`."""
+
+from __future__ import annotations
+
+import csv
+
+import pandas as pd
+import pytest
+from stdnum import luhn
+from stdnum.cn import ric
+
+from slm.errors import ConfigError
+from slm.privacy import Redactor, Span, redact, resolve_overlaps
+from tests.conftest import DATA, require
+
+REDACTOR = Redactor()
+
+
+@pytest.fixture(scope="module")
+def english() -> list[str]:
+    """Twenty real BANKING77 questions without digits (so nothing in them is PII before we plant it)."""
+    frame = pd.read_csv(require(DATA / "banking77" / "test.csv"), dtype=str, keep_default_na=False)
+    return [t for t in frame["text"] if not any(c.isdigit() for c in t)][:20]
+
+
+@pytest.fixture(scope="module")
+def chinese() -> list[str]:
+    """Twenty real waimai_10k reviews without digits."""
+    frame = pd.read_csv(require(DATA / "waimai_10k" / "waimai_10k.csv"), dtype=str, keep_default_na=False)
+    return [t for t in frame["review"] if not any(c.isdigit() for c in t)][:20]
+
+
+def card(prefix: str, length: int) -> str:
+    body = prefix + "7" * (length - len(prefix) - 1)
+    return body + luhn.calc_check_digit(body)
+
+
+def cn_id(region: str = "110105", birth: str = "19880712", seq: str = "123") -> str:
+    body = region + birth + seq
+    return body + ric.calc_check_digit(body + "0")  # it reads the number with a check digit in place
+
+
+def broken(number: str) -> str:
+    """``number`` with its last digit changed: the checksum fails."""
+    last = number[-1]
+    return number[:-1] + ("0" if last not in "0X" else "1")
+
+
+def planted(text: str, value: str, lead: str = " ") -> tuple[str, int, int]:
+    """A real sentence with ``value`` appended after ``lead``; the value's span."""
+    start = len(text) + len(lead)
+    return f"{text}{lead}{value} ", start, start + len(value)
+
+
+def assert_found(text: str, start: int, end: int, kind: str, redactor: Redactor = REDACTOR) -> None:
+    spans = redactor.find(text)
+    assert Span(start, end, kind) in spans, (text, spans)
+
+
+def assert_clean(text: str, redactor: Redactor = REDACTOR) -> None:
+    assert redactor.find(text) == [], (text, redactor.find(text))
+
+
+# ---------------------------------------------------------------- recognizers, valid and invalid
+
+VALID_EN = [
+    ("EMAIL", "jane.doe+bank@example.co.uk"),
+    ("PHONE", "+44 20 7946 0958"),
+    ("PHONE", "(415) 555-2671"),
+    ("PHONE", "+1 650-253-0000"),
+    ("CARD", "4111 1111 1111 1111"),
+    ("CARD", "5500-0000-0000-0004"),
+    ("CARD", "378282246310005"),
+    ("IBAN", "GB82 WEST 1234 5698 7654 32"),
+    ("IBAN", "DE89370400440532013000"),
+    ("IP", "192.168.10.42"),
+    ("IP", "2001:db8:85a3::8a2e:370:7334"),
+    ("URL", "https://example.com/account?id=42"),
+    ("URL", "www.example.org/jane"),
+]
+VALID_ZH = [
+    ("PHONE", "13812345678"),
+    ("PHONE", "+86 139-1234-5678"),
+    ("PHONE", "010-6552 9988"),
+    ("CN_ID", cn_id()),
+    ("CN_ID", cn_id("440305", "20000229", "004")),
+    ("CARD", card("62", 19)),
+    ("EMAIL", "zhangsan@163.com"),
+]
+
+
+@pytest.mark.parametrize(("kind", "value"), VALID_EN, ids=[f"{k}-{v}" for k, v in VALID_EN])
+def test_each_recognizer_finds_its_type_in_english(english, kind, value):
+    for sentence in english[:5]:
+        assert_found(*planted(sentence, value), kind)
+
+
+@pytest.mark.parametrize(("kind", "value"), VALID_ZH, ids=[f"{k}-{v}" for k, v in VALID_ZH])
+def test_each_recognizer_finds_its_type_in_chinese_without_spaces(chinese, kind, value):
+    """Chinese puts no space between words and identifiers: 电话13812345678谢谢."""
+    for sentence in chinese[:5]:
+        assert_found(*planted(sentence, value, lead="，电话号码"), kind)
+        assert_found(*planted(sentence, value, lead=""), kind)
+
+
+def test_full_width_digits_are_found_at_the_original_offsets(chinese):
+    full = "１３８１２３４５６７８"
+    text, start, end = planted(chinese[0], full, lead="手机")
+    assert_found(text, start, end, "PHONE")
+    assert REDACTOR.redact(text) == f"{chinese[0]}手机<PHONE> "
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        broken("4111111111111111"),  # Luhn fails
+        "4111 1111 1111 1112",
+        "9111111111111116",  # Luhn-valid, but no card network issues numbers starting with 9
+        "GB82 WEST 1234 5698 7654 33",  # IBAN check digits fail
+        "DE89370400440532013001",
+        broken(cn_id()),  # resident ID checksum fails
+        cn_id(birth="19881332")[:-1] + "0",  # no such birth date
+        "999.168.10.42",  # not an IPv4 address
+        "12:30:45",
+    ],
+)
+def test_invalid_checksums_and_formats_are_not_redacted(english, chinese, value):
+    for sentence in english[:3] + chinese[:3]:
+        text, _, _ = planted(sentence, value)
+        assert_clean(text)
+
+
+def test_a_valid_resident_id_with_a_bad_checksum_is_not_a_phone_or_card_either(chinese):
+    """The digits of a broken ID must not be claimed by another recognizer instead."""
+    value = broken(cn_id())
+    text, _, _ = planted(chinese[0], value, lead="身份证号：")
+    assert REDACTOR.redact(text) == text
+
+
+def test_numbers_that_are_not_pii_stay(english):
+    """Amounts, times, order numbers, dates without a birth cue: kept."""
+    for value in ["$1,250.00", "10:45", "order #A-2023-118842", "on 12/05/2023", "2023-11-05", "v1.2.3", "3.5%"]:
+        text, _, _ = planted(english[0], value)
+        assert_clean(text)
+
+
+def test_dates_of_birth_need_a_birth_cue_english_and_chinese():
+    cases = {
+        "I was born on 5 March 1985 and moved on 12/05/2003.": "I was born on <DOB> and moved on 12/05/2003.",
+        "DOB: 1985-05-12": "DOB: <DOB>",
+        "my date of birth is 03/14/1990, card arrived 04/01/2024": (
+            "my date of birth is <DOB>, card arrived 04/01/2024"
+        ),
+        "我1985年5月12日出生，订单2023年5月12日": "我<DOB>出生，订单2023年5月12日",
+        "生日：1990年01月02号": "生日：<DOB>",
+    }
+    for text, expected in cases.items():
+        assert REDACTOR.redact(text) == expected
+
+
+def test_url_keeps_sentence_punctuation_out_and_ignores_non_urls():
+    text = "See https://example.com/a?b=1. Or (www.example.org/x), e.g. file.txt and 3.14."
+    assert REDACTOR.redact(text) == "See <URL>. Or (<URL>), e.g. file.txt and 3.14."
+
+
+# ---------------------------------------------------------------- overlaps, idempotence, pseudonyms
+
+
+def test_overlaps_longest_then_most_specific_wins():
+    assert resolve_overlaps([Span(0, 10, "PHONE"), Span(0, 22, "IBAN"), Span(5, 9, "CARD")]) == [Span(0, 22, "IBAN")]
+    assert resolve_overlaps([Span(3, 21, "CARD"), Span(3, 21, "CN_ID")]) == [Span(3, 21, "CN_ID")]
+    assert resolve_overlaps([Span(8, 12, "IP"), Span(0, 5, "EMAIL")]) == [Span(0, 5, "EMAIL"), Span(8, 12, "IP")]
+    # A URL holding an IP address and an e-mail holding digits are redacted whole.
+    assert REDACTOR.redact("open http://192.168.1.20/admin now") == "open <URL> now"
+    assert REDACTOR.redact("write 13812345678@qq.com") == "write <EMAIL>"
+    # The digits inside an IBAN are not a card of their own.
+    assert REDACTOR.find("iban DE89 3704 0044 0532 0130 00") == [Span(5, 32, "IBAN")]
+
+
+def test_redaction_is_idempotent(english, chinese):
+    values = [v for _, v in VALID_EN + VALID_ZH]
+    for i, sentence in enumerate(english + chinese):
+        text = f"{sentence} {values[i % len(values)]} {values[(i + 3) % len(values)]}"
+        for redactor in (REDACTOR, Redactor(mode="pseudonym", key=b"k")):
+            once = redactor.redact(text)
+            assert once != text
+            assert redactor.redact(once) == once
+
+
+def test_pseudonyms_are_consistent_within_a_key_and_differ_across_keys():
+    a, b = Redactor(mode="pseudonym", key=b"one"), Redactor(mode="pseudonym", key=b"two")
+    text = "Jane@Example.com wrote from jane@example.com; call +86 138 1234 5678 or 13812345678"
+    out = a.redact(text)
+    tokens = out.replace(";", " ").split()
+    emails = [t for t in tokens if t.startswith("<EMAIL_")]
+    phones = [t for t in tokens if t.startswith("<PHONE_")]
+    assert len(emails) == 2 and emails[0] == emails[1]
+    assert len(phones) == 2 and phones[0] == phones[1]
+    assert emails[0] != phones[0]
+    assert a.redact(text) == out  # same key, same pseudonyms (joins across rows still work)
+    assert b.redact(text) != out
+    assert a.redact("other@example.com") != emails[0]
+    assert "example" not in out and "138" not in out
+
+
+def test_types_select_recognizers_and_module_redact():
+    text = "mail jane@example.com, card 4111 1111 1111 1111"
+    assert Redactor(types=["EMAIL"]).redact(text) == "mail <EMAIL>, card 4111 1111 1111 1111"
+    assert redact(text) == "mail <EMAIL>, card <CARD>"
+    assert redact(text, types="card") == "mail jane@example.com, card <CARD>"
+    assert redact("no personal data here.") == "no personal data here."
+
+
+def test_bad_settings_are_one_line_config_errors():
+    for kwargs in ({"types": ["EMAIL", "SSN"]}, {"mode": "hash"}, {"phone_leniency": "loose"}, {"key": "text"}):
+        with pytest.raises(ConfigError) as err:
+            Redactor(**kwargs)
+        assert "\n" not in str(err.value)
+
+
+def test_person_needs_spacy_or_says_so_in_one_line():
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="spaCy"):
+            Redactor(types=["PERSON"])
+    else:
+        pytest.skip("spaCy is installed here: the PERSON recognizer is exercised only where a model is")
+
+
+def test_csv_field_texts_redact_without_touching_the_rest(tmp_path):
+    """A CSV row's text keeps its commas and quotes around the placeholders."""
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerow(['he said "call 020 7946 0958, or +44 20 7946 0958"'])
+    text = next(csv.reader(path.open()))[0]
+    assert REDACTOR.redact(text) == 'he said "call <PHONE>, or <PHONE>"'
