@@ -70,17 +70,21 @@ def dp_available() -> bool:
 
 
 def train(paths: dict[str, Any], output: Path, private: bool) -> dict[str, Any]:
-    """Train one bundle unless it exists; its wall time (None when reused)."""
+    """Train one bundle unless it exists; its wall time, kept in ``train-minutes.json`` beside it for reruns."""
     import slm.api as slm
     from slm.training.config import TrainConfig
 
+    times_file = output.parent / "train-minutes.json"
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
     if (output / "manifest.json").exists():
-        return {"bundle": str(output), "train_minutes": None, "reused": True}
-    config = TrainConfig(dp_epsilon=EPSILON) if private else TrainConfig()  # type: ignore[call-arg]
+        return {"bundle": str(output), "train_minutes": times.get(output.name), "reused": True}
+    config = TrainConfig(dp_epsilon=EPSILON) if private else TrainConfig()
     started = time.perf_counter()
     slm.train(paths["train"], validation=paths["validation"], test=paths["test"], output=output,
               config=config, show_progress=False, force=True)  # fmt: skip
-    return {"bundle": str(output), "train_minutes": round((time.perf_counter() - started) / 60, 2), "reused": False}
+    times[output.name] = round((time.perf_counter() - started) / 60, 2)
+    times_file.write_text(json.dumps(times, indent=2) + "\n")
+    return {"bundle": str(output), "train_minutes": times[output.name], "reused": False}
 
 
 def audit(paths: dict[str, Any], bundle: Path, out: Path) -> dict[str, Any]:
@@ -93,7 +97,11 @@ def audit(paths: dict[str, Any], bundle: Path, out: Path) -> dict[str, Any]:
 def accuracy(bundle: Path) -> dict[str, Any]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     metrics = manifest.get("metrics") or {}
-    return {"metrics": metrics, "privacy": manifest.get("privacy"), "default_component": manifest.get("default_component")}
+    return {
+        "metrics": metrics,
+        "privacy": manifest.get("privacy"),
+        "default_component": manifest.get("default_component"),
+    }
 
 
 def _pct(x: Any) -> str:
@@ -155,16 +163,13 @@ def main() -> int:
     if args.train_only:
         print(json.dumps(runs, indent=2))
         return 0
-    for name, run in runs.items():
+    for run in runs.values():
         bundle = Path(run["bundle"])
         run["audit"] = audit(paths, bundle, args.work / f"audit-{bundle.name}")
         info = accuracy(bundle)
         run["privacy"] = info["privacy"]
-        comp = (info["metrics"].get("test") or {}) if isinstance(info["metrics"], dict) else {}
-        run["metrics"] = info["metrics"]
         run["test_accuracy"] = _find_accuracy(info["metrics"], run["audit"]["component"])
-        run["baseline_accuracy"] = _find_accuracy(info["metrics"], "ngram")
-        del comp
+        run["baseline_accuracy"] = _find_accuracy(info["metrics"], "ngram_baseline")
     loads["after"] = load_average()
     result = summarise(args, paths, runs, loads)
     RESULTS.mkdir(exist_ok=True)
@@ -175,18 +180,10 @@ def main() -> int:
 
 
 def _find_accuracy(metrics: Any, component: str) -> float | None:
-    """Test accuracy of ``component`` from a manifest's metrics, wherever this slm version keeps it."""
-    if not isinstance(metrics, dict):
-        return None
-    for key in (component, "test"):
-        block = metrics.get(key)
-        if isinstance(block, dict):
-            if "accuracy" in block:
-                return float(block["accuracy"])
-            inner = block.get(component)
-            if isinstance(inner, dict) and "accuracy" in inner:
-                return float(inner["accuracy"])
-    return None
+    """Test accuracy of ``component`` from a manifest's metrics (``metrics.test.<component>.accuracy``)."""
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    block = test.get(component) if isinstance(test, dict) else None
+    return float(block["accuracy"]) if isinstance(block, dict) and "accuracy" in block else None
 
 
 def summarise(args: argparse.Namespace, paths: dict, runs: dict, loads: dict) -> dict[str, Any]:
@@ -201,10 +198,12 @@ def summarise(args: argparse.Namespace, paths: dict, runs: dict, loads: dict) ->
     else:
         targets.append(f"membership-inference AUC of the ε={EPSILON:g} model: NOT MEASURED (no DP model in this run)")
     return {
-        "setup": (f"Members: {args.members:,} BANKING77 train texts (seed {args.seed}) plus 62 canary rows "
-                  f"(10 canaries, repetitions {REPETITIONS}); non-members: the other train texts. Membership "
-                  "attack on 2,000 + 2,000 texts (balanced, seeded), bootstrap CI of 1,000 resamples; exposure "
-                  "from 10,000 sampled candidate secrets of 10^6."),  # fmt: skip
+        "setup": (
+            f"Members: {args.members:,} BANKING77 train texts (seed {args.seed}) plus 62 canary rows "
+            f"(10 canaries, repetitions {REPETITIONS}); non-members: the other train texts. Membership "
+            "attack on 2,000 + 2,000 texts (balanced, seeded), bootstrap CI of 1,000 resamples; exposure "
+            "from 10,000 sampled candidate secrets of 10^6."
+        ),  # fmt: skip
         "paths": paths,
         "runs": runs,
         "exposure_ceiling": math.log2(10_001),

@@ -71,7 +71,7 @@ class CanarySpec:
         """A spec from its JSON form; ConfigError (one line) naming what is wrong."""
         try:
             if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
-                raise ValueError(f"not an slm canary spec (no \"format\": \"{SPEC_FORMAT}\")")
+                raise ValueError(f'not an slm canary spec (no "format": "{SPEC_FORMAT}")')
             canaries = [
                 Canary(secret=str(c["secret"]), label=str(c["label"]), repetitions=int(c["repetitions"]))
                 for c in data["canaries"]
@@ -84,7 +84,8 @@ class CanarySpec:
                 seed=int(data.get("seed", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {exc if isinstance(exc, ValueError) else f'missing or bad field {exc}'}")
+            problem = exc if isinstance(exc, ValueError) else f"missing or bad field {exc}"
+            raise ConfigError(f"{source}: {problem}") from None
         _check_template(spec.template)
         if not spec.canaries:
             raise ConfigError(f"{source}: it lists no canaries")

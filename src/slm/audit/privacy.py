@@ -150,7 +150,8 @@ def canary_exposure(
     sample = sample[:candidates]
     cand_proba = model.predict_proba([spec.text(s) for s in sample], component=component)
     true_proba = model.predict_proba([spec.text(c.secret) for c in spec.canaries], component=component)
-    rows, by_reps = [], defaultdict(list)
+    rows: list[dict[str, Any]] = []
+    by_reps: dict[int, list[float]] = defaultdict(list)
     for i, c in enumerate(spec.canaries):
         k = model.labels.index(c.label)
         cand_loss = losses(cand_proba, np.full(len(sample), k))
@@ -159,7 +160,7 @@ def canary_exposure(
         rows.append({"secret": c.secret, "label": c.label, "repetitions": c.repetitions,
                      "exposure": round(e.exposure, 3), "rank_in_sample": e.rank_in_sample,
                      "estimated_rank": round(e.rank, 1), "loss": round(e.loss, 4)})  # fmt: skip
-    values = [r["exposure"] for r in rows]
+    values = [float(r["exposure"]) for r in rows]
     return {
         "template": spec.template,
         "candidate_space": spec.candidate_space,

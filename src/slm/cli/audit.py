@@ -16,29 +16,39 @@ group = typer.Typer(
     no_args_is_help=True,
 )
 
+
 @group.command("privacy", no_args_is_help=True)
 def privacy_command(
     bundle: Annotated[
-        Path, typer.Argument(metavar="BUNDLE", help="Bundle directory to audit (PyTorch or exported).",
-                             show_default=False),
+        Path,
+        typer.Argument(metavar="BUNDLE", help="Bundle directory to audit (PyTorch or exported).", show_default=False),
     ],  # fmt: skip
     train: Annotated[
-        Path, typer.Option("--train", help="The labelled file the bundle was trained on (the members).",
-                           show_default=False),
+        Path,
+        typer.Option("--train", help="The labelled file the bundle was trained on (the members).", show_default=False),
     ],  # fmt: skip
     holdout: Annotated[
-        Path, typer.Option("--holdout", help="Labelled texts from the same source the bundle never saw "
-                           "(the non-members).", show_default=False),
+        Path,
+        typer.Option(
+            "--holdout",
+            help="Labelled texts from the same source the bundle never saw (the non-members).",
+            show_default=False,
+        ),
     ],  # fmt: skip
     canaries: Annotated[
         Path | None,
-        typer.Option("--canaries", help="Spec (JSON) of the canaries planted in the training file, "
-                     "from slm.audit.canaries.plant: their exposure is measured."),
+        typer.Option(
+            "--canaries",
+            help="Spec (JSON) of the canaries planted in the training file, "
+            "from slm.audit.canaries.plant: their exposure is measured.",
+        ),
     ] = None,  # fmt: skip
     reference: Annotated[
         Path | None,
-        typer.Option("--reference", help="A bundle trained without the members (e.g. on the holdout): adds the "
-                     "reference-calibrated attack."),
+        typer.Option(
+            "--reference",
+            help="A bundle trained without the members (e.g. on the holdout): adds the reference-calibrated attack.",
+        ),
     ] = None,  # fmt: skip
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write report.json, report.md and roc.png here.")
