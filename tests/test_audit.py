@@ -9,6 +9,7 @@ training texts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -21,7 +22,7 @@ from slm.audit.canaries import CanarySpec, exposure, load_spec, plant
 from slm.audit.membership import balanced_sample, evaluate_attack
 from slm.errors import ConfigError
 from tests.conftest import BANKING_INTENTS, DATA, banking_frame, require
-from tests.test_cli import assert_one_line_error, slm
+from tests.test_cli import assert_one_line_error, python, slm
 
 
 @pytest.fixture(scope="module")
@@ -150,23 +151,44 @@ def test_dp_record_is_shown_beside_the_auc(untrained_exported, files, tmp_path):
     assert "ε = 7.91, δ = 0.0001" in proc.stdout and "loss threshold attack: AUC 0." in proc.stdout
 
 
+def test_an_exported_bundle_is_audited_without_pytorch(untrained_exported, files):
+    code = f"""
+import sys
+import slm.api
+report = slm.api.audit_privacy({str(untrained_exported)!r}, train={str(files["test_a"])!r},
+                               holdout={str(files["test_b"])!r}, max_samples=40)
+assert report["backend"] == "onnx", report["backend"]
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    proc = python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 # ---------------------------------------------------------------- one-line refusals
 
 
-def test_cli_refuses_bad_input_in_one_line(untrained_exported, files, tmp_path):
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
+def test_bad_input_is_refused_in_one_line(untrained_exported, files, tmp_path):
+    """Through the CLI (one line on stderr, non-zero exit) for two cases, through the API for the rest."""
+    from slm.api import audit_privacy
+    from slm.errors import DataError
+
     unknown = tmp_path / "unknown.csv"
     pd.DataFrame({"text": ["where is my card?"] * 3, "category": ["not_an_intent"] * 3}).to_csv(unknown, index=False)
     bad_spec = tmp_path / "spec.json"
     bad_spec.write_text('{"format": "slm-canaries", "template": "pin {secret}"}')
     base = ("audit", "privacy", untrained_exported, "--train", files["members"])
-    cases = [
-        ((*base, "--holdout", empty), "empty"),
-        ((*base, "--holdout", unknown), "not seen in training"),
-        ((*base, "--holdout", files["nonmembers"], "--text-col", "body"), "body"),
-        ((*base, "--holdout", files["nonmembers"], "--canaries", bad_spec), "canaries"),
-        ((*base, "--holdout", files["nonmembers"], "--max-samples", "3"), "max-samples"),
-    ]
-    for args, phrase in cases:
-        assert_one_line_error(slm(*args), phrase, code=None)
+    assert_one_line_error(slm(*base, "--holdout", unknown), "not seen in training", code=None)
+    assert_one_line_error(slm(*base, "--holdout", files["nonmembers"], "--canaries", bad_spec), "canaries", code=None)
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    audit = functools.partial(audit_privacy, untrained_exported, train=files["members"])
+    with pytest.raises(DataError, match="empty"):
+        audit(holdout=empty)
+    with pytest.raises(DataError, match="'body' not found"):
+        audit(holdout=files["nonmembers"], text_col="body")
+    with pytest.raises(ConfigError, match="max-samples"):
+        audit(holdout=files["nonmembers"], max_samples=3)
+    with pytest.raises(ConfigError, match="no static component"):
+        audit(holdout=files["nonmembers"], component="static")
