@@ -144,6 +144,7 @@ def canary_exposure(
     unknown = sorted({c.label for c in spec.canaries} - set(model.labels))
     if unknown:
         raise ConfigError(f"canary labels unknown to the bundle: {', '.join(unknown[:5])}")
+    started = time.perf_counter()
     secrets = {c.secret for c in spec.canaries}
     rng = np.random.default_rng(seed + 1)
     sample = [s for s in random_secrets(rng, candidates + len(secrets), spec.alphabet, spec.length) if s not in secrets]
@@ -171,6 +172,7 @@ def canary_exposure(
         "max_exposure": round(float(np.max(values)), 3),
         "by_repetitions": {str(k): round(float(np.mean(v)), 3) for k, v in sorted(by_reps.items())},
         "canaries": rows,
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 

@@ -26,6 +26,8 @@ def dp_line(record: dict[str, Any] | None) -> str:
     delta_s = "?" if delta is None else f"{float(delta):.3g}"
     target = record.get("epsilon_target")
     more = f" (target ε {float(target):g})" if target is not None else ""
+    if record.get("recipe"):
+        more += f", recipe {record['recipe']}"
     return f"differentially private: (ε = {eps_s}, δ = {delta_s}){more}"
 
 
