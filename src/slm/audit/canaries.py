@@ -5,8 +5,9 @@ and repeated ``repetitions`` times in the training frame. After training, the mo
 canary's text with its true secret is ranked among the losses of the same template filled with other
 secrets from the candidate space: a model that memorised the secret gives it a lower loss than almost
 every other candidate. Exposure = log2(|candidates|) - log2(rank). The rank is estimated from a uniform
-sample of candidates (scoring all 10^6 six-digit secrets would cost ~20 minutes of inference on 2 cores
-per bundle), so the exposure it can show is at most log2(sample size + 1): :func:`exposure` says so.
+sample of candidates: scoring a 10,000 sample took 90-140 s with MiniLM on 2 busy cores (bench/privacy_audit.py),
+so all 10^6 six-digit secrets would take hours. The exposure a sample can show is at most log2(sample size + 1):
+:func:`exposure` says so.
 """
 
 from __future__ import annotations
