@@ -4,6 +4,7 @@ BANKING77 (English) and waimai_10k (Chinese) sentences, overlaps, idempotence, p
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from stdnum.cn import ric
 from slm.errors import ConfigError
 from slm.privacy import Redactor, Span, redact, resolve_overlaps
 from tests.conftest import DATA, require
+from tests.test_cli import assert_one_line_error, slm
 
 REDACTOR = Redactor()
 
@@ -236,3 +238,83 @@ def test_csv_field_texts_redact_without_touching_the_rest(tmp_path):
         csv.writer(handle).writerow(['he said "call 020 7946 0958, or +44 20 7946 0958"'])
     text = next(csv.reader(path.open()))[0]
     assert REDACTOR.redact(text) == 'he said "call <PHONE>, or <PHONE>"'
+
+
+# ---------------------------------------------------------------- slm redact
+
+
+@pytest.fixture
+def pii_csv(tmp_path, english) -> tuple[Path, list[str]]:
+    """Real BANKING77 questions with an identifier planted in every other one, and a label column."""
+    values = [v for _, v in VALID_EN]
+    texts = [f"{t} {values[i % len(values)]}" if i % 2 == 0 else t for i, t in enumerate(english)]
+    path = tmp_path / "tickets.csv"
+    pd.DataFrame({"text": texts, "category": [f"=intent{i}" for i in range(len(texts))]}).to_csv(path, index=False)
+    return path, texts
+
+
+def test_cli_redacts_a_csv_keeping_other_columns_and_counts_per_type(pii_csv, tmp_path):
+    path, texts = pii_csv
+    out = tmp_path / "clean.csv"
+    proc = slm("redact", path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(frame.columns) == ["text", "category"]
+    assert frame["category"].tolist() == [f"=intent{i}" for i in range(len(texts))]  # copied as read
+    for original, redacted in zip(texts, frame["text"], strict=True):
+        assert redacted == REDACTOR.redact(original)
+    assert not any(v in " ".join(frame["text"]) for _, v in VALID_EN)
+    assert "Redacted 10 of 20 texts" in proc.stderr and "CARD 3" in proc.stderr and "EMAIL 1" in proc.stderr
+
+
+def test_cli_reads_text_lines_from_stdin(chinese):
+    lines = [f"{chinese[0]}，电话13812345678", "no personal data", f"身份证{cn_id()}"]
+    proc = slm("redact", "-", stdin="\n".join(lines) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{chinese[0]}，电话<PHONE>", "no personal data", "身份证<CN_ID>"]
+    assert "Redacted 2 of 3 texts" in proc.stderr
+
+
+def test_cli_pseudonyms_repeat_across_runs_with_one_key_file(tmp_path):
+    key = tmp_path / "secret.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    text = "jane@example.com\nJANE@example.com\n"
+    first = slm("redact", "-", "--mode", "pseudonym", "--key-file", key, stdin=text)
+    second = slm("redact", "-", "--mode", "pseudonym", "--key-file", key, stdin=text)
+    assert first.returncode == 0, first.stderr
+    tokens = first.stdout.split()
+    assert len(tokens) == 2 and tokens[0] == tokens[1] and tokens[0].startswith("<EMAIL_")
+    assert second.stdout == first.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["missing.csv"], "missing.csv"),
+        (["{csv}", "--column", "nope"], "nope"),
+        (["{csv}", "--types", "EMAIL,SSN"], "SSN"),
+        (["{csv}", "--mode", "pseudonym", "--key-file", "no.key"], "no such key file"),
+        (["{csv}", "--key-file", "{csv}"], "--mode pseudonym"),
+        (["-", "-o", "out.csv"], "written as text"),
+    ],
+)
+def test_cli_bad_input_is_one_line(pii_csv, tmp_path, args, phrase):
+    path, _ = pii_csv
+    args = [a.replace("{csv}", str(path)) for a in args]
+    proc = slm("redact", *args, cwd=tmp_path, stdin="a@b.com\n")
+    assert_one_line_error(proc, phrase)
+
+
+def test_cli_output_is_atomic_a_failed_run_leaves_the_earlier_output(tmp_path):
+    """A bad line late in the input fails the run after rows were written: the old output stays whole."""
+    good = tmp_path / "notes.txt"
+    good.write_text("mail jane@example.com\n" * 3000, encoding="utf-8")
+    out = tmp_path / "notes.redacted.txt"
+    assert slm("redact", good, "-o", out).returncode == 0
+    before = out.read_bytes()
+    assert before == b"mail <EMAIL>\n" * 3000
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"mail jane@example.com\n" * 3000 + b"\xff\xfe not utf-8\n")
+    assert_one_line_error(slm("redact", bad, "-o", out), "not valid UTF-8")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "notes.redacted.txt", "notes.txt"]
