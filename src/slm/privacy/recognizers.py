@@ -37,17 +37,26 @@ class Span:
 
 Recognizer = Callable[[str], list[Span]]
 
-# Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, mapped one to one onto ASCII: Chinese text
-# often writes digits and @ full-width. One character for one character, so spans index the original.
-_FOLD = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
-_FOLD[0x3000] = 0x20
+# Full-width digits, Latin letters, "+", "@" and "-", and the ideographic space, mapped one to one onto ASCII:
+# Chinese text often writes numbers and addresses full-width. One character for one character, so spans
+# index the original. Full-width punctuation (，：；（）！？) is left alone: folded to ASCII, "，" let a URL run
+# on into the Chinese sentence after it ("http://x.cn/a，1967年8月26号下的单").
+_FOLD = {code: code - 0xFEE0 for code in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]}
+_FOLD.update({0xFF0B: ord("+"), 0xFF20: ord("@"), 0xFF0D: ord("-"), 0x3000: ord(" ")})
 
 
 def fold(text: str) -> str:
-    """``text`` with full-width ASCII forms replaced by ASCII (same length, same offsets)."""
+    """``text`` with full-width digits, letters, ``+@-`` replaced by ASCII (same length, same offsets)."""
     return text.translate(_FOLD)
 
 
+def mask(length: int) -> str:
+    """What stands for a placeholder, or for a span already found, while recognizers look at a text: same
+    length (offsets hold), no digit, ``@`` or ``.``, and ``<``/``>`` at its ends as a placeholder has."""
+    return "<" + "X" * (length - 2) + ">" if length >= 2 else "X"
+
+
+_MASKED = re.compile(r"<X+>")
 _NOT_ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
 _NOT_ALNUM_AFTER = r"(?![0-9A-Za-z])"
 
@@ -122,7 +131,8 @@ _IPV6 = re.compile(
 
 
 def find_ips(text: str) -> list[Span]:
-    """IPv4 and IPv6 addresses, each checked by ``ipaddress`` (``999.1.1.1`` and ``10:30:45`` are not)."""
+    """IPv4 and IPv6 addresses, each checked by ``ipaddress`` (``999.1.1.1`` and ``10:30:45`` are not); IPv6
+    with at least two groups (``::`` alone is not redacted)."""
     spans = []
     if "." in text:
         for m in _IPV4.finditer(text):
@@ -133,6 +143,11 @@ def find_ips(text: str) -> list[Span]:
             spans.append(Span(m.start(), m.end(), "IP"))
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
+            groups = [g for g in re.split(r"[:.]", m.group()) if g]
+            # "::" and "::A" are valid addresses but, in text, a ticker or a C++ name ("Stock::A" in
+            # fin_tweets): at least three groups, or two with a digit ("fe80::1").
+            if len(groups) < 2 or (len(groups) == 2 and not any(c.isdigit() for c in m.group())):
+                continue
             try:
                 ipaddress.IPv6Address(m.group())
             except ValueError:
@@ -144,12 +159,36 @@ def find_ips(text: str) -> list[Span]:
 # ---------------------------------------------------------------- payment cards
 
 # Runs of digit groups separated by one space or dash: "4111 1111 1111 1111", "3782-822463-10005".
-_DIGIT_GROUPS = re.compile(_NOT_ALNUM_BEFORE + r"[0-9]+(?:[ -][0-9]+)*" + _NOT_ALNUM_AFTER)
+# Not after "+": "+4916091833841" is a phone number even where its digits pass Luhn.
+_DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z+])[0-9]+(?:[ -][0-9]+)*" + _NOT_ALNUM_AFTER)
 _GROUP = re.compile(r"[0-9]+")
-# The issuer prefixes of the networks in use (Visa 4, Mastercard 51-55/2221-2720, Amex 34/37, Diners 30/36/38,
-# Discover 6011/64/65, UnionPay 62, JCB 35, Maestro 50/56-69): a Luhn-valid number with another first digit is
-# far more often an account or order number than a card.
-_CARD_PREFIX = re.compile(r"4|5[0-9]|2[2-7]|3[0478]|35|6")
+# The issuer prefixes of the networks in use and the lengths each issues (Visa 4: 13/16/19; Mastercard
+# 51-55/2221-2720: 16; Amex 34/37: 15; Diners 30/36/38: 14/16; JCB 35, Discover 6011/64/65, UnionPay 62:
+# 16-19; Maestro 50/56-69: 13-19). A Luhn-valid number outside these (one in ten random numbers passes
+# Luhn) is far more often an account, order or ID number: 18-digit Chinese resident IDs starting 4 or 5 with
+# a mistyped check character were taken for cards until lengths were checked.
+_CARD_BRANDS = [
+    (re.compile(r"4"), {13, 16, 19}),
+    (re.compile(r"5[1-5]|2(?:22[1-9]|2[3-9][0-9]|[3-6][0-9]{2}|7[01][0-9]|720)"), {16}),
+    (re.compile(r"3[47]"), {15}),
+    (re.compile(r"3[068]"), {14, 16}),
+    (re.compile(r"35|6011|6[45]|62"), set(range(16, 20))),
+    (re.compile(r"5[06-9]|6"), set(range(13, 20))),
+]
+# An 18-digit number shaped like a Chinese resident ID (region, birth date, sequence) is an ID, its check
+# character mistyped or not, and not a Maestro card: "500103199401010223" failed the ID's check and passed Luhn.
+# An IBAN's head ("CH91 "): the digit groups after it are the IBAN's, not a card, even when the IBAN's
+# check digits fail (then it is not redacted at all: a mistyped IBAN is not a card number).
+_IBAN_HEAD = re.compile(r"[A-Z]{2}[0-9]{2} ?$")
+
+
+def _card_brand_ok(digits: str) -> bool:
+    for prefix, lengths in _CARD_BRANDS:
+        if prefix.match(digits):
+            return len(digits) in lengths
+    return False
+
+
 # How cards are printed and typed: one unbroken number, fours (4-4-4-4, 4-4-4-4-3, 4-4-4-1), or Amex/Diners
 # 4-6-5 / 4-6-4. Without this, "+44 20 7946 0958 4111 1111 1111 1111" gave a Luhn-valid 17-digit window
 # across the phone number and the card (one in ten windows passes Luhn by chance).
@@ -157,7 +196,8 @@ _CARD_GROUPING = re.compile(r"[0-9]+|(?:[0-9]{4}[ -]){2,4}[0-9]{1,4}|[0-9]{4}[ -
 
 
 def find_cards(text: str) -> list[Span]:
-    """Card numbers: 13 to 19 digits, grouped by spaces or dashes or not, Luhn-valid, a known issuer prefix.
+    """Card numbers: 13 to 19 digits, grouped by spaces or dashes or not, Luhn-valid, a known issuer prefix
+    and a length that issuer uses.
 
     Within a run of groups (``card 4111 1111 1111 1111 2 items``) the longest valid window of whole groups
     is the card, so a neighbouring number does not hide it.
@@ -166,6 +206,8 @@ def find_cards(text: str) -> list[Span]:
         return []
     spans = []
     for run in _DIGIT_GROUPS.finditer(text):
+        if _IBAN_HEAD.search(text, max(0, run.start() - 5), run.start()):
+            continue
         groups = [(g.start() + run.start(), g.end() + run.start()) for g in _GROUP.finditer(run.group())]
         found = _longest_card(text, groups)
         if found is not None:
@@ -185,9 +227,14 @@ def _longest_card(text: str, groups: Sequence[tuple[int, int]]) -> tuple[int, in
             window = (groups[i][0], groups[j][1])
             if len(digits) < 13 or (best is not None and window[1] - window[0] <= best[1] - best[0]):
                 continue
+            # A window never cuts at a dash: "6269-4632-0115-1746-094" is one 19-digit number, not a card
+            # and 094 (spaces also separate words, so "4111 1111 1111 1111 2 items" may be cut).
+            if text[window[0] - 1 : window[0]] == "-" or text[window[1] : window[1] + 1] == "-":
+                continue
             if (
-                _CARD_PREFIX.match(digits)
+                _card_brand_ok(digits)
                 and _luhn.is_valid(digits)
+                and not (len(digits) == 18 and _CN_ID.fullmatch(text, window[0], window[1]))
                 and _CARD_GROUPING.fullmatch(text[window[0] : window[1]])
             ):
                 best = window
@@ -207,11 +254,14 @@ def find_ibans(text: str) -> list[Span]:
     a space until it is valid.
     """
     spans = []
-    for m in _IBAN.finditer(text):
+    at = 0
+    while (m := _IBAN.search(text, at)) is not None:
         value = m.group()
+        at = m.start() + 1  # an invalid candidate may have swallowed the start of the next IBAN
         while True:
             if _iban.is_valid(value):
                 spans.append(Span(m.start(), m.start() + len(value), "IBAN"))
+                at = m.start() + len(value)
                 break
             cut = value.rfind(" ")
             if cut < 15:
@@ -304,31 +354,36 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 _BIRTH_CUE = re.compile(
-    r"\b(?:born|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?|birthday|b-day)\b|出生|生日|生于|诞生",
+    r"\b(?:born|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?|birthday|b-day)\b"
+    r"|出生日期|出生年月日?|出生于|出生|生日|生于|诞生",
     re.IGNORECASE,
 )
+_CUES_AFTER_DATE = ("出生", "诞生")  # "1985年5月12日出生": these may follow the date they tell of
 _DATE_AFTER_CUE = 40  # most characters from a cue to the date it introduces: "born on", "DOB:", "my birthday is"
 _DATE_BEFORE_CUE = 12  # "1985年5月12日出生": Chinese may put the cue after the date
 
 
 def find_dobs(text: str) -> list[Span]:
     """Dates (with a year; English and Chinese formats) next to a birth cue: the nearest date after it, or,
-    for the Chinese cues, just before it (``1985年5月12日出生``), whichever is closer.
+    for 出生/诞生, just before it (``1985年5月12日出生``), whichever is closer.
 
     A date alone is not personal data (``transferred on 12/05/2023``); the date a cue such as "born", "DOB",
-    "date of birth", "birthday", "出生" or "生日" introduces is. Other dates in the text are left alone.
+    "date of birth", "birthday", "出生日期" or "生日" introduces is. Other dates in the text are left alone.
+    A placeholder nearer to the cue than any date has taken the cue's date already: without this rule,
+    redacting "born on 04.03.1992, on 2023-05-17" twice redacted the second date too.
     """
     if not _BIRTH_CUE.search(text):
         return []
-    dates = [(m.start(), m.end()) for m in _DATE.finditer(text)]
+    dates = [(m.start(), m.end(), True) for m in _DATE.finditer(text)]
     if not dates:
         return []
+    dates += [(m.start(), m.end(), False) for m in _MASKED.finditer(text)]
     found: set[tuple[int, int]] = set()
     for cue in _BIRTH_CUE.finditer(text):
-        # (gap in characters, is-before, date): the closest wins, a date before the cue on a tie.
+        # (gap in characters, is-after, date): the closest wins, a date before the cue on a tie.
         near = [(d[0] - cue.end(), 1, d) for d in dates if 0 <= d[0] - cue.end() <= _DATE_AFTER_CUE]
-        if not cue.group()[0].isascii():
+        if cue.group() in _CUES_AFTER_DATE:
             near += [(cue.start() - d[1], 0, d) for d in dates if 0 <= cue.start() - d[1] <= _DATE_BEFORE_CUE]
-        if near:
-            found.add(min(near)[2])
+        if near and min(near)[2][2]:
+            found.add(min(near)[2][:2])
     return [Span(start, end, "DOB") for start, end in sorted(found)]
