@@ -37,16 +37,17 @@ class Span:
 
 Recognizer = Callable[[str], list[Span]]
 
-# Full-width digits, Latin letters, "+", "@" and "-", and the ideographic space, mapped one to one onto ASCII:
-# Chinese text often writes numbers and addresses full-width. One character for one character, so spans
-# index the original. Full-width punctuation (，：；（）！？) is left alone: folded to ASCII, "，" let a URL run
-# on into the Chinese sentence after it ("http://x.cn/a，1967年8月26号下的单").
+# Full-width digits, Latin letters, "+", "@", "-" and "." (not the sentence end 。), and the ideographic
+# space, mapped one to one onto ASCII: Chinese text often writes numbers and addresses full-width. One
+# character for one character, so spans index the original. Full-width punctuation (，：；（）！？)
+# is left alone: folded to ASCII, "，" let a URL run on into the Chinese sentence after it
+# ("http://x.cn/a，1967年8月26号下的单").
 _FOLD = {code: code - 0xFEE0 for code in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]}
-_FOLD.update({0xFF0B: ord("+"), 0xFF20: ord("@"), 0xFF0D: ord("-"), 0x3000: ord(" ")})
+_FOLD.update({0xFF0B: ord("+"), 0xFF20: ord("@"), 0xFF0D: ord("-"), 0xFF0E: ord("."), 0x3000: ord(" ")})
 
 
 def fold(text: str) -> str:
-    """``text`` with full-width digits, letters, ``+@-`` replaced by ASCII (same length, same offsets)."""
+    """``text`` with full-width digits, letters, ``+@-.`` replaced by ASCII (same length, same offsets)."""
     return text.translate(_FOLD)
 
 
@@ -116,7 +117,8 @@ def find_urls(text: str) -> list[Span]:
                 break
             value = value[:-1]
             end -= 1
-        if "." in value[value.find("//") + 2 if "//" in value else 0 :]:
+        host = value.partition("://")[2] if "://" in value else value
+        if host and ("://" in value or "." in host):  # with a scheme any host counts: http://localhost:8080/
             spans.append(Span(start, end, "URL"))
     return spans
 
@@ -124,6 +126,7 @@ def find_urls(text: str) -> list[Span]:
 # ---------------------------------------------------------------- IP addresses
 
 _IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\.?[0-9])")
+_VERSION_BEFORE = re.compile(r"(?:\bversion|\bver\.?|\bv|版本)\s*$", re.IGNORECASE)  # "version 1.2.3.4", "v1.2.3.4"
 _IPV6 = re.compile(
     r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}"
     r"(?:(?<=:)(?:[0-9]{1,3}\.){3}[0-9]{1,3})?(?![0-9A-Fa-f:])"
@@ -136,11 +139,11 @@ def find_ips(text: str) -> list[Span]:
     spans = []
     if "." in text:
         for m in _IPV4.finditer(text):
-            try:
-                ipaddress.IPv4Address(m.group())
-            except ValueError:
+            if _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()):
                 continue
-            spans.append(Span(m.start(), m.end(), "IP"))
+            # ipaddress refuses leading zeros (192.168.001.001), which people write: check the numbers.
+            if all(int(part) <= 255 for part in m.group().split(".")):
+                spans.append(Span(m.start(), m.end(), "IP"))
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
             groups = [g for g in re.split(r"[:.]", m.group()) if g]
@@ -244,7 +247,7 @@ def _longest_card(text: str, groups: Sequence[tuple[int, int]]) -> tuple[int, in
 # ---------------------------------------------------------------- IBAN
 
 # Country code, check digits, then 11 to 30 letters/digits, optionally in space-separated groups.
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 
 
 def find_ibans(text: str) -> list[Span]:
@@ -345,7 +348,8 @@ _DATE = re.compile(
         [
             rf"{_YEAR}\s*年\s*{_MONTH}\s*月\s*{_DAY}\s*[日号]?",  # 1985年5月12日
             rf"{_YEAR}([-/.]){_MONTH}\1{_DAY}",  # 1985-05-12, 1985/5/12, 1985.5.12
-            rf"{_DAY}([-/.]){_MONTH}\2{_YEAR}|{_MONTH}([-/.]){_DAY}\3{_YEAR}",  # 12/05/1985 (either order)
+            # 12/05/1985 and 12/05/85, day or month first
+            rf"{_DAY}([-/.]){_MONTH}\2(?:{_YEAR}|[0-9]{{2}})|{_MONTH}([-/.]){_DAY}\3(?:{_YEAR}|[0-9]{{2}})",
             rf"{_DAY}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS},?\s+{_YEAR}",  # 5 March 1985, 5th of Mar 1985
             rf"{_MONTHS}\s+{_DAY}(?:st|nd|rd|th)?,?\s+{_YEAR}",  # March 5, 1985
         ]
