@@ -4,6 +4,7 @@ BANKING77 (English) and waimai_10k (Chinese) sentences, overlaps, idempotence, p
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -306,6 +307,20 @@ def test_person_needs_spacy_or_says_so_in_one_line():
         pytest.skip("spaCy is installed here: the PERSON recognizer is exercised only where a model is")
 
 
+def test_a_name_finder_of_your_choice_plugs_in_as_person():
+    """PERSON takes any NER function (spaCy's is the default); its names join the overlap rule and stay
+    idempotent. Here a fixed list of the names in a real CLINC150-style request."""
+
+    def names(text: str) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in re.finditer(r"Ashley Brown|张伟", text)]
+
+    redactor = Redactor(types=["PERSON", "EMAIL"], person_model=names)
+    text = "take Ashley Brown to the movies, mail ashley.brown@example.com; 张伟的外卖"
+    once = redactor.redact(text)
+    assert once == "take <PERSON> to the movies, mail <EMAIL>; <PERSON>的外卖"
+    assert redactor.redact(once) == once
+
+
 def test_csv_field_texts_redact_without_touching_the_rest(tmp_path):
     """A CSV row's text keeps its commas and quotes around the placeholders."""
     path = tmp_path / "rows.csv"
@@ -339,7 +354,7 @@ def test_cli_redacts_a_csv_keeping_other_columns_and_counts_per_type(pii_csv, tm
     for original, redacted in zip(texts, frame["text"], strict=True):
         assert redacted == REDACTOR.redact(original)
     assert not any(v in " ".join(frame["text"]) for _, v in VALID_EN)
-    assert "Redacted 10 of 20 texts" in proc.stderr and "CARD 3" in proc.stderr and "EMAIL 1" in proc.stderr
+    assert "Redacted 10 of 20 rows" in proc.stderr and "CARD 3" in proc.stderr and "EMAIL 1" in proc.stderr
 
 
 def test_cli_reads_text_lines_from_stdin(chinese):
@@ -347,7 +362,7 @@ def test_cli_reads_text_lines_from_stdin(chinese):
     proc = slm("redact", "-", stdin="\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"{chinese[0]}，电话<PHONE>", "no personal data", "身份证<CN_ID>"]
-    assert "Redacted 2 of 3 texts" in proc.stderr
+    assert "Redacted 2 of 3 lines" in proc.stderr
 
 
 def test_cli_pseudonyms_repeat_across_runs_with_one_key_file(tmp_path):

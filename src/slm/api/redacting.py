@@ -29,7 +29,7 @@ MAX_KEY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class RedactionRun:
-    """What :func:`redact_file` did: rows (lines) read, texts changed, spans replaced per type, where to."""
+    """What :func:`redact_file` did: rows (lines) read, rows changed, spans replaced per type, where to."""
 
     rows: int
     changed: int
@@ -109,12 +109,14 @@ def _redact_table(
                 out = []
                 for row in chunk.rows:
                     copy = dict(row)
+                    touched = False
                     for column in wanted:
                         value = copy.get(column)
                         if isinstance(value, str) and value:
                             copy[column], spans = redactor.redact_spans(value)
                             counts.update(s.type for s in spans)
-                            changed += bool(spans)
+                            touched = touched or bool(spans)
+                    changed += touched
                     out.append(copy)
                 write(out)
                 rows += len(out)

@@ -110,4 +110,5 @@ def redact(
         return
     found = ", ".join(f"{kind} {n}" for kind, n in sorted(run.counts.items(), key=lambda kv: (-kv[1], kv[0])))
     where = f" to {escape(run.output)}" if run.output else ""
-    err.print(f"Redacted {run.changed} of {run.rows} texts{where}: {found or 'no personal data found'}")
+    what = "lines" if not run.columns else "rows"
+    err.print(f"Redacted {run.changed} of {run.rows} {what}{where}: {found or 'no personal data found'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import hmac
@@ -18,6 +19,8 @@ from slm.privacy import recognizers as rec
 from slm.privacy.recognizers import Span
 
 log = logging.getLogger(__name__)
+
+NameFinder = Callable[[str], Iterable[tuple[int, int]]]  # text -> (start, end) of each person name
 
 # Most specific first: when two candidates cover the same characters, the longer wins, and at equal length
 # the one earlier here (a checksummed type before a pattern-only one).
@@ -45,13 +48,20 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     """Keep non-overlapping spans: the longest first, then the most specific type; in text order.
 
     A URL holding an IP address or an e-mail holding a phone-like local part is kept whole; an IBAN
-    is kept rather than the card-like digits inside it.
+    is kept rather than the card-like digits inside it. The kept spans stay sorted, so each candidate is
+    checked against its two neighbours only (checking all kept spans took 4 minutes on a 1 MB text).
     """
+    starts: list[int] = []
     chosen: list[Span] = []
     for span in sorted(spans, key=lambda s: (s.start - s.end, _RANK.get(s.type, len(TYPES)), s.start)):
-        if all(span.end <= kept.start or span.start >= kept.end for kept in chosen):
-            chosen.append(span)
-    return sorted(chosen)
+        i = bisect.bisect_left(starts, span.start)
+        if i < len(chosen) and chosen[i].start < span.end:
+            continue  # the next kept span starts inside this one
+        if i > 0 and chosen[i - 1].end > span.start:
+            continue  # the previous kept span runs into this one
+        starts.insert(i, span.start)
+        chosen.insert(i, span)
+    return chosen
 
 
 class Redactor:
@@ -65,7 +75,8 @@ class Redactor:
     (no ``+`` prefix) are read as phone numbers (numbers with ``+`` or ``00`` and a country code are found
     whatever the regions); Chinese mobiles are always found, and ``CN`` is added for texts in Chinese.
     ``phone_leniency``: ``phonenumbers``' leniency (``possible|valid|strict_grouping|exact_grouping``).
-    ``person_model``: the spaCy pipeline for ``PERSON``.
+    ``person_model``: for ``PERSON``, the name of a spaCy pipeline (default ``en_core_web_sm``), or any
+    function ``text -> [(start, end), ...]`` that finds names (another NER library of your choice).
     Thread-safe: holds no state that changes after construction.
     """
 
@@ -77,7 +88,7 @@ class Redactor:
         *,
         phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
         phone_leniency: str = DEFAULT_LENIENCY,
-        person_model: str | None = None,
+        person_model: str | NameFinder | None = None,
     ) -> None:
         self.types = _check_types(types)
         if mode not in MODES:
@@ -96,7 +107,9 @@ class Redactor:
         self._finders = self._build(phone_leniency, person_model)
         self._zh_phone = rec.phone_finder(zh_regions, phone_leniency) if "PHONE" in self.types else None
 
-    def _build(self, leniency: str, person_model: str | None) -> list[tuple[str, Callable[[str], list[Span]]]]:
+    def _build(
+        self, leniency: str, person_model: str | NameFinder | None
+    ) -> list[tuple[str, Callable[[str], list[Span]]]]:
         table: dict[str, Callable[[str], list[Span]]] = {
             "EMAIL": rec.find_emails,
             "URL": rec.find_urls,
@@ -111,7 +124,7 @@ class Redactor:
         if "PERSON" in self.types:
             from slm.privacy.names import DEFAULT_MODEL, person_finder
 
-            names = person_finder(person_model or DEFAULT_MODEL)
+            names = person_model if callable(person_model) else person_finder(person_model or DEFAULT_MODEL)
             finders.append(("PERSON", lambda text: [Span(s, e, "PERSON") for s, e in names(text)]))
         return finders
 
