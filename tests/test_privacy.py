@@ -4,6 +4,7 @@ BANKING77 (English) and waimai_10k (Chinese) sentences, overlaps, idempotence, p
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -192,6 +193,12 @@ def test_full_width_punctuation_ends_a_url_in_chinese_text():
     assert REDACTOR.redact("详见http://www.shop.cn/t/872c，1952/4/5下的单") == "详见<URL>，1952/4/5下的单"
 
 
+def test_bare_hosts_need_an_address_like_ending():
+    """Real fin_tweets wrote "time.It", "slump.US", "2882.TW": sentences run together and tickers, not URLs."""
+    text = "slump.US and time.It, 2882.TW and BMW.DE; see shop.example.it/u/7, Amazon.com and mail.example.co.uk"
+    assert REDACTOR.redact(text) == "slump.US and time.It, 2882.TW and BMW.DE; see <URL>, <URL> and <URL>"
+
+
 def test_chinese_landlines_are_found_in_english_text_too():
     assert REDACTOR.redact("call me at 0755-2110 0905 after 5") == "call me at <PHONE> after 5"
     assert Redactor(phone_regions=["US", "GB"]).redact("call me at 0755-2110 0905 after 5") == (
@@ -224,7 +231,6 @@ def test_a_birth_cue_claims_one_date_even_when_redacted_twice():
 def test_the_committed_labelled_set_meets_the_targets():
     """bench/data/pii_set.jsonl (bench/pii_set.py; numbers in bench/results/redaction.md): recall >= 0.98,
     precision >= 0.95 with covered-span matching, and no planted negative redacted."""
-    import json
 
     records = [json.loads(line) for line in (Path(__file__).parents[1] / "bench/data/pii_set.jsonl").open()]
     gold = sum(len(r["spans"]) for r in records)
@@ -355,6 +361,23 @@ def test_cli_redacts_a_csv_keeping_other_columns_and_counts_per_type(pii_csv, tm
         assert redacted == REDACTOR.redact(original)
     assert not any(v in " ".join(frame["text"]) for _, v in VALID_EN)
     assert "Redacted 10 of 20 rows" in proc.stderr and "CARD 3" in proc.stderr and "EMAIL 1" in proc.stderr
+
+
+def test_cli_redacts_jsonl_columns_into_parquet(tmp_path, english, chinese):
+    rows = [
+        {"question": f"{english[0]} mail jane@example.com", "answer": "call +44 20 7946 0958", "n": 1},
+        {"question": f"{chinese[0]}，身份证{cn_id()}", "answer": "好的", "n": 2},
+    ]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "chats.parquet"
+    proc = slm("redact", path, "--column", "question", "--column", "answer", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_parquet(out)
+    assert frame["question"].tolist() == [f"{english[0]} mail <EMAIL>", f"{chinese[0]}，身份证<CN_ID>"]
+    assert frame["answer"].tolist() == ["call <PHONE>", "好的"]
+    assert frame["n"].tolist() == [1, 2]
+    assert "Redacted 2 of 2 rows" in proc.stderr
 
 
 def test_cli_reads_text_lines_from_stdin(chinese):
