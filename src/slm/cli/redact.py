@@ -41,7 +41,11 @@ ColumnOpt = Annotated[
 ]
 ModeOpt = Annotated[
     Mode,
-    typer.Option("--mode", help="placeholder: <EMAIL>, <PHONE>...; pseudonym: <EMAIL_kqzmtfab>, one per value."),
+    typer.Option(
+        "--mode",
+        help="placeholder: the type in angle brackets (EMAIL, PHONE...); pseudonym: the type and 8 letters, "
+        "the same for the same value under one --key-file.",
+    ),
 ]
 KeyFileOpt = Annotated[
     Path | None,
