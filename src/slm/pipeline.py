@@ -30,9 +30,10 @@ class DataSource:
     label_col: str | None = None
     label_cols: list[str] | None = None
     label_sep: str | None = None
+    redact: bool = False  # personal data in the texts replaced by placeholders as they are read (slm.privacy)
 
     def load(self, *, min_per_class: int = 1, min_classes: int = 2) -> tuple[TextDataset, DataReport]:
-        return load_dataset(
+        loaded = load_dataset(
             self.path,
             text_col=self.text_col,
             label_col=self.label_col,
@@ -41,6 +42,11 @@ class DataSource:
             min_per_class=min_per_class,
             min_classes=min_classes,
         )
+        if not self.redact:
+            return loaded
+        from slm.data.redaction import redact_dataset
+
+        return redact_dataset(*loaded)
 
 
 @dataclass
@@ -70,7 +76,8 @@ def prepare_splits(
     extra = {}
     for name, path in (("validation", validation), ("test", test)):
         if path is not None:
-            other = DataSource(path, source.text_col, source.label_col, source.label_cols, source.label_sep)
+            other = DataSource(path, source.text_col, source.label_col, source.label_cols, source.label_sep,
+                               source.redact)  # fmt: skip
             ds, _ = other.load(min_classes=1)
             extra[name] = align_labels(ds, train.label_names, multi_label=train.multi_label)
     return Splits(train, extra.get("validation", val), extra.get("test", held), report)
@@ -163,9 +170,8 @@ def recorded_source(manifest: Manifest) -> DataSource | None:
     source, split = data.get("source"), data.get("split") or {}
     if not source or not Path(source).is_file():
         return None
-    return DataSource(
-        source, split.get("text_col"), split.get("label_col"), split.get("label_cols"), split.get("label_sep")
-    )
+    return DataSource(source, split.get("text_col"), split.get("label_col"), split.get("label_cols"),
+                      split.get("label_sep"), bool(split.get("redact")))  # fmt: skip
 
 
 def recorded_splits(manifest: Manifest, *, what: str = "pass a labelled validation file with --validation") -> Splits:

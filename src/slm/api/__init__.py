@@ -3,8 +3,8 @@
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export``, ``compress`` and ``suggest`` (training extra), ``bench`` and ``serve``
 (serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn
-from feedback), ``audit_privacy`` (any install that can load the bundle), ``promote`` and ``rollback``
-(core install). Each is imported on first use from its own
+from feedback), ``audit_privacy`` (any install that can load the bundle), ``promote``, ``rollback`` and
+``redact_file`` (core install). Each is imported on first use from its own
 module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
 or ``serve``.
 """
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from slm.api.compressing import compress, export
     from slm.api.feedback import export_feedback, import_feedback
     from slm.api.predicting import PredictionRun, predict_file
+    from slm.api.redacting import RedactionRun, redact_file
     from slm.api.rollout import Rollout, promote, rollback
     from slm.api.serving import serve
     from slm.api.suggesting import SuggestRun, suggest
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
     from slm.api.updating import UpdateOutcome, update
 
 __all__ = [
-    "Bundle", "PredictionRun", "Rollout", "SuggestRun", "UpdateOutcome", "audit_privacy", "bench", "compress",
-    "evaluate", "export", "export_feedback", "import_feedback", "load", "predict_file", "promote", "rollback", "serve",
-    "suggest", "train", "tune", "update",
+    "Bundle", "PredictionRun", "RedactionRun", "Rollout", "SuggestRun", "UpdateOutcome", "audit_privacy", "bench",
+    "compress", "evaluate", "export", "export_feedback", "import_feedback", "load", "predict_file", "promote",
+    "redact_file", "rollback", "serve", "suggest", "train", "tune", "update",
 ]  # fmt: skip
 
 _HOMES = {
@@ -39,7 +40,7 @@ _HOMES = {
     "PredictionRun": "predicting", "predict_file": "predicting", "export": "compressing", "compress": "compressing",
     "bench": "benchmarking", "serve": "serving", "import_feedback": "feedback", "export_feedback": "feedback",
     "Rollout": "rollout", "promote": "rollout", "rollback": "rollout", "suggest": "suggesting",
-    "SuggestRun": "suggesting",
+    "SuggestRun": "suggesting", "redact_file": "redacting", "RedactionRun": "redacting",
 }  # fmt: skip
 
 

@@ -35,9 +35,11 @@ class ExportReport:
     output: Path
 
 
-def import_feedback(file: str | Path, db: str | Path, *, model: str | None = None) -> ImportReport:
+def import_feedback(file: str | Path, db: str | Path, *, model: str | None = None, redact: bool = True) -> ImportReport:
     """Store the corrections in ``file`` (CSV/TSV/JSONL) in the feedback database ``db`` (URL or SQLite file).
 
+    ``redact``: replace personal data (e-mail addresses, phone, card and ID numbers...) in the texts, notes
+    and user ids before they are stored, as the server does (:mod:`slm.privacy`).
     ``model``: the model of rows that name none. The whole file is checked before anything is stored, so a
     bad row (one-line DataError naming it) changes nothing. Rows already stored under the same id with the
     same content count as duplicates (importing a file twice is harmless); a row whose id is stored with
@@ -50,7 +52,9 @@ def import_feedback(file: str | Path, db: str | Path, *, model: str | None = Non
 
     url = database_url(db)
     rows = sum(len(chunk) for chunk in read_corrections(file, model=model, require_model=True))
-    store = FeedbackStore.open(url)
+    from slm.privacy import Redactor
+
+    store = FeedbackStore.open(url, redactor=Redactor() if redact else None)
     try:
         result = AddResult()
         for chunk in read_corrections(file, model=model, require_model=True):

@@ -56,6 +56,7 @@ def train(
     unlabeled_text_col: str | None = None,
     launch: Launch | None = None,
     force: bool = False,
+    redact: bool = False,
 ) -> Bundle | None:
     """Fine-tune a base model on labelled text, evaluate it next to an n-gram baseline, write a bundle.
 
@@ -68,6 +69,10 @@ def train(
     The bundle at ``output`` is replaced only when everything succeeded; checkpoints live in
     ``<output>.ckpt`` until then, so an interrupted run continues with ``resume=True``. A folder at
     ``output`` holding files slm did not write is refused before any work, or with ``force`` moved aside.
+
+    ``redact``: replace personal data (e-mail addresses; phone, card, IBAN and ID numbers; IPs; URLs; birth
+    dates) in every text, training, validation and test, with placeholders as it is read, so neither the
+    model, the n-gram vocabulary nor the report's examples hold any (:mod:`slm.privacy`).
 
     ``show_progress``: progress bars and the per-epoch log lines; with False no bar is drawn. Notes,
     warnings and "bundle written" are log records of the ``slm`` logger: shown only where the program
@@ -85,8 +90,12 @@ def train(
     output = Path(output)
     for folder in (output, checkpoint_dir_for(output)):  # before the data is read, let alone a model trained
         claim_output_folder(folder, force=force)
-    source = DataSource(data, text_col, label_col, label_cols, label_sep)
+    source = DataSource(data, text_col, label_col, label_cols, label_sep, redact)
     unlabeled_texts = None if unlabeled is None else read_texts(unlabeled, unlabeled_text_col)
+    if unlabeled_texts is not None and redact:
+        from slm.privacy import Redactor
+
+        unlabeled_texts = [Redactor().redact(text) for text in unlabeled_texts]
     splits = prepare_splits(
         source, validation=validation, test=test, val_size=val_size, test_size=test_size, seed=config.seed
     )
@@ -139,6 +148,7 @@ def _split_record(
         "label_col": source.label_col,
         "label_cols": source.label_cols,
         "label_sep": source.label_sep,
+        "redact": source.redact,
     }
 
 
@@ -229,8 +239,12 @@ def evaluate(
     output: str | Path | None = None,
     margin_points: float = 1.0,
     force: bool = False,
+    redact: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every component of a bundle on a labelled file; optionally write report files.
+
+    ``redact``: replace personal data in the texts as they are read (as ``train(redact=True)`` does), so the
+    report's mistake lists hold none.
 
     ``output`` receives the report (replaced as a whole); a folder holding files slm did not write is refused
     before any work, or with ``force`` moved aside.
@@ -238,7 +252,7 @@ def evaluate(
     if output is not None:
         claim_output_folder(Path(output), force=force)
     model = bundle if isinstance(bundle, Bundle) else load(bundle)
-    ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep).load(min_classes=1)
+    ds, data_report = DataSource(data, text_col, label_col, label_cols, label_sep, redact).load(min_classes=1)
     ds = align_labels(ds, model.labels, multi_label=model.multi_label)
     quiet_transformers()
     targets = ds.targets(model.labels)

@@ -14,7 +14,7 @@ from slm.cli._util import app
 
 COMMAND_MODULES = (
     "train", "tune", "evaluate", "predict", "suggest", "info", "quickstart", "compress", "serve", "feedback",
-    "update", "rollout", "audit", "apps", "bench",
+    "update", "rollout", "redact", "audit", "apps", "bench",
 )  # fmt: skip
 
 for _module in COMMAND_MODULES:

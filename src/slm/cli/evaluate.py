@@ -41,6 +41,14 @@ def evaluate(
     label_sep: LabelSepOpt = None,
     margin: MarginOpt = 1.0,
     force: ForceOpt = False,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact",
+            help="Replace personal data in the texts with placeholders as they are read: "
+            "the report's mistake lists hold none.",
+        ),
+    ] = False,
 ) -> None:
     """Score a bundle on a labelled file: every model side by side, plus a recommendation.
 
@@ -57,6 +65,7 @@ def evaluate(
         output=output,
         margin_points=margin,
         force=force,
+        redact=redact,
     )
     print_results(report.get("models"), report.get("recommendation"), f"Evaluation on {data}")
 

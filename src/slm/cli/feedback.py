@@ -43,6 +43,15 @@ def import_command(
             "--model", help="The model of rows that name none (a file without a model column is about this one)."
         ),
     ] = None,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact/--no-redact",
+            help="Replace personal data (e-mail addresses; phone, card, IBAN and ID "
+            "numbers; ...) in texts, notes and user ids with placeholders before storing them, as "
+            "'slm serve' does.",
+        ),
+    ] = True,
 ) -> None:
     """Store corrections made elsewhere (a labelling tool, a spreadsheet) as feedback.
 
@@ -52,7 +61,7 @@ def import_command(
     """  # fmt: skip
     from slm.api.feedback import import_feedback
 
-    report = import_feedback(file, db, model=model)
+    report = import_feedback(file, db, model=model, redact=redact)
     out.print(f"imported {report.rows:,} rows into {escape(report.database)}: {report.inserted:,} new, "
               f"{report.duplicates:,} already stored, {report.conflicts:,} conflicts")  # fmt: skip
 

@@ -125,6 +125,14 @@ DpRecipeOpt = Annotated[
         help="With --dp-epsilon: head (linear head on the frozen encoder), lora, full, or auto (the measured best).",
     ),
 ]
+RedactOpt = Annotated[
+    bool,
+    _opt(
+        "--redact",
+        help="Replace personal data (e-mail addresses; phone, card, IBAN and ID numbers; IPs; URLs; birth dates) "
+        "with placeholders in every text as it is read: the model, the n-gram vocabulary and the report hold none.",
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     _opt(
@@ -215,6 +223,7 @@ def train(
     dp_delta: DpDeltaOpt = None,
     dp_max_grad_norm: DpClipOpt = DEFAULTS.dp_max_grad_norm,
     dp_recipe: DpRecipeOpt = DEFAULT_DP_RECIPE,
+    redact: RedactOpt = False,
     config_file: ConfigOpt = None,
     quiet: QuietOpt = False,
     force: ForceOpt = False,
@@ -236,7 +245,7 @@ def train(
         data, output=output, text_col=text_col, label_col=label_col, label_cols=split_cols(label_cols),
         label_sep=label_sep, validation=validation, test=test, val_size=val_size, test_size=test_size,
         config=config, margin_points=margin, resume=resume, show_progress=not quiet, unlabeled=unlabeled,
-        unlabeled_text_col=unlabeled_text_col, force=force,
+        unlabeled_text_col=unlabeled_text_col, force=force, redact=redact,
         launch=Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, run_id=f"slm-{output.name}"),
     )  # fmt: skip
     if bundle is None:  # a node of a multi-node job without rank 0

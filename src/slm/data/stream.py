@@ -447,10 +447,14 @@ class _JsonlSink(_TextSink):
 class _CsvSink(_TextSink):
     """CSV/TSV; probabilities (and a multi-label bundle's labels) are JSON strings, as before."""
 
-    def __init__(self, path: Path, fmt: str, columns: list[str], multi_label: bool, raw: bool) -> None:
+    def __init__(
+        self, path: Path, fmt: str, columns: list[str], multi_label: bool, raw: bool, json_columns: Any = None
+    ) -> None:
         super().__init__(path)
         self.columns, self.raw = columns, raw
-        self.json_columns = {columns[-1], *([columns[-3]] if multi_label else [])}
+        if json_columns is None:  # predictions: the probabilities (and a multi-label bundle's labels)
+            json_columns = {columns[-1], *([columns[-3]] if multi_label else [])}
+        self.json_columns = set(json_columns)
         self.delimiter = "," if fmt == "csv" else "\t"
         self.handle.write(csv_row([csv_cell(c, raw=raw) for c in columns], self.delimiter))
 
@@ -539,8 +543,11 @@ class _ParquetSink(_Sink):
 
 @contextlib.contextmanager
 def writing(fmt: str | None, output: str | Path | None, columns: list[str], *, multi_label: bool = False,
-            raw_csv: bool = False) -> Iterator[Callable[[list[Row]], None]]:  # fmt: skip
+            raw_csv: bool = False, json_columns: Any = None) -> Iterator[Callable[[list[Row]], None]]:  # fmt: skip
     """A function that writes rows (dicts with ``columns``: input columns, then label, score, probabilities).
+
+    ``json_columns``: the CSV/TSV columns written as JSON (default: the prediction columns that hold lists or
+    dicts; ``()`` for rows that are the input's own columns, as ``slm redact`` writes).
 
     ``fmt`` None: JSON lines to stdout as they come. Else a temporary file beside ``output`` that replaces
     it when the block ends without an error; on an error (or Ctrl-C) it is removed and ``output`` kept.
@@ -559,7 +566,7 @@ def writing(fmt: str | None, output: str | Path | None, columns: list[str], *, m
         if fmt == "jsonl":
             sink = _JsonlSink(staged)
         elif fmt in ("csv", "tsv"):
-            sink = _CsvSink(staged, fmt, columns, multi_label, raw_csv)
+            sink = _CsvSink(staged, fmt, columns, multi_label, raw_csv, json_columns)
         else:
             sink = _ParquetSink(staged, columns)
     except BaseException:

@@ -4,8 +4,9 @@ One SQLAlchemy Core table, ``slm_feedback``, on SQLite by default or PostgreSQL 
 (:mod:`slm.storage.sql`). Each row is one verdict on one text: the label the model gave (``predicted``), the
 correct label (``label``: possibly one the model has never seen, which is how new intents arrive) and the
 ``verdict``. Its ``id`` is the client's idempotency key: the same id with the same content again is a
-duplicate (stored once), with other content a conflict (refused). Texts are personal data: every row expires
-after the retention (:meth:`FeedbackStore.purge`).
+duplicate (stored once), with other content a conflict (refused). Texts are personal data: with a
+:class:`~slm.privacy.Redactor` (the server's default) e-mail addresses, phone, card and ID numbers... are
+replaced before a row is stored, and every row expires after the retention (:meth:`FeedbackStore.purge`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from slm.feedback.rows import MAX_ID, MAX_LABEL, MAX_USER, Row, new_id, same_content
+from slm.privacy import Redactor
 from slm.storage.sql import create_tables, dialect_insert, open_engine
 
 # Rows written per statement and read per chunk: a few MB of texts at most, whatever the table holds.
 CHUNK_ROWS = 500
+REDACTED = ("text", "note", "user_id")  # the free-text columns: personal data is replaced before they are stored
 
 metadata = sa.MetaData()
 feedback = sa.Table(
@@ -75,15 +78,19 @@ class ErrorRate:
 class FeedbackStore:
     """The ``slm_feedback`` table on one engine; every method is one short transaction."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, redactor: Redactor | None = None) -> None:
         self.engine = engine
+        self.redactor = redactor
         self._insert = dialect_insert(engine)
 
     @classmethod
-    def open(cls, url: str) -> FeedbackStore:
-        """Connect and create the table if missing; ConfigError (one line) when the database is unreachable."""
+    def open(cls, url: str, *, redactor: Redactor | None = None) -> FeedbackStore:
+        """Connect and create the table if missing; ConfigError (one line) when the database is unreachable.
+
+        ``redactor``: replaces personal data in the text, note and user id of every row stored (None: as given).
+        """
         engine = open_engine(url, what="feedback")
-        store = cls(engine)
+        store = cls(engine, redactor)
         create_tables(engine, metadata, what="feedback")
         return store
 
@@ -105,13 +112,20 @@ class FeedbackStore:
         total = AddResult()
         chunk: list[Row] = []
         for row in rows:
-            chunk.append(_complete(row))
+            chunk.append(self.redacted(_complete(row)))
             if len(chunk) >= CHUNK_ROWS:
                 total += self._add_chunk(chunk)
                 chunk = []
         if chunk:
             total += self._add_chunk(chunk)
         return total
+
+    def redacted(self, row: Row) -> Row:
+        """``row`` as it would be stored: its free-text columns redacted (when the store redacts)."""
+        if self.redactor is None:
+            return row
+        redact = self.redactor.redact
+        return {**row, **{key: redact(row[key]) for key in REDACTED if isinstance(row.get(key), str)}}
 
     def _add_chunk(self, rows: list[Row]) -> AddResult:
         unique: dict[str, Row] = {}

@@ -97,6 +97,7 @@ class FeedbackSink:
 
         self.url = absolute_database_url(config.feedback_db)
         self.retention = config.feedback_retention
+        self.redact = config.redact_stored
         self._store: FeedbackStore | None = None
         self._lock = threading.Lock()
 
@@ -111,8 +112,9 @@ class FeedbackSink:
         with self._lock:
             if self._store is None:
                 from slm.feedback.store import FeedbackStore
+                from slm.privacy import Redactor
 
-                self._store = FeedbackStore.open(self.url)
+                self._store = FeedbackStore.open(self.url, redactor=Redactor() if self.redact else None)
             return self._store
 
     def purge(self) -> int:
@@ -239,7 +241,7 @@ async def _repeat_or_unknown(sink: FeedbackSink, name: str, body: FeedbackReques
                        "or answered too long ago): send the text with the feedback")  # fmt: skip
     given = {"model": name, "request_id": body.request_id, "predicted": body.predicted, "label": body.label,
              "verdict": body.verdict, "note": body.note, "user_id": body.user_id}  # fmt: skip
-    if not same_content(stored, given):
+    if not same_content(stored, await _call(sink, lambda store: store.redacted(given))):
         raise ApiError(409, "id_conflict", f"id {body.id!r} is stored already with other content; send new "
                        "feedback under a new id")  # fmt: skip
     return _answer(stored, duplicate=True)

@@ -28,6 +28,7 @@ from slm.apps.monitor.webhook import WebhookSender
 from slm.durations import describe_duration
 from slm.errors import ConfigError
 from slm.lexicon import Lexicon
+from slm.privacy import Redactor
 from slm.storage.retention import purge_interval
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,12 @@ class Monitor:
         self._watermark = -1 if watermark is None else watermark
         self._scored = self.store.get_state(self._scored_key)
         self._purged_at = 0.0
+        self.redactor = Redactor() if config.redact else None  # stored texts only: classification sees the original
         self.purge_if_due()
+
+    def _stored(self, text: str | None) -> str | None:
+        """``text`` as it is stored: its personal data replaced (monitor.yaml ``redact``, on by default)."""
+        return text if text is None or self.redactor is None else self.redactor.redact(text)
 
     def purge_if_due(self) -> int:
         """Delete what is older than the retention, at most hourly (at start, then as batches come); how many."""
@@ -191,8 +197,8 @@ class Monitor:
         for entry, key in zip(parsed, keys, strict=True):
             if isinstance(entry, Rejection):
                 stats.rejected[entry.reason] += 1
-                reject_rows.append({"key": key[:300], "reason": entry.reason, "detail": entry.detail,
-                                    "excerpt": entry.excerpt, "at": now})  # fmt: skip
+                reject_rows.append({"key": key[:300], "reason": entry.reason, "detail": self._stored(entry.detail),
+                                    "excerpt": self._stored(entry.excerpt), "at": now})  # fmt: skip
             elif entry.id in fresh:
                 stats.duplicates += 1
             else:
@@ -206,7 +212,7 @@ class Monitor:
             mention_rows: list[dict[str, Any]] = []
             for item, result in zip(todo, results, strict=True):
                 ts_ms = int(round(item.ts * 1000))
-                rows.append({"id": item.id, "ts_ms": ts_ms, "source": item.source, "text": item.text,
+                rows.append({"id": item.id, "ts_ms": ts_ms, "source": item.source, "text": self._stored(item.text),
                              "sentiment": result.sentiment, "sentiment_score": result.sentiment_score,
                              "polarity": result.polarity, "topic": result.topic, "topic_score": result.topic_score,
                              "ingested_at": now})  # fmt: skip

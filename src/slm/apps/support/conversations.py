@@ -12,11 +12,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from slm.errors import ConfigError
+from slm.privacy import Redactor
 
 TABLE = "turns"
 COLUMNS = (
@@ -84,15 +85,18 @@ class Turn:
 class ConversationLog:
     """An open conversation log; :meth:`open` creates the file and its table on first use."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        self.path, self._db = Path(path), connection
+    def __init__(self, path: Path, connection: sqlite3.Connection, redactor: Redactor | None = None) -> None:
+        self.path, self._db, self.redactor = Path(path), connection, redactor
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | Path, *, not_inside: Iterable[Path] = ()) -> ConversationLog:
+    def open(
+        cls, path: str | Path, *, not_inside: Iterable[Path] = (), redactor: Redactor | None = None
+    ) -> ConversationLog:
         """Open (or create) the log at ``path`` for writing; ConfigError, in one line, when it cannot be.
 
-        ``not_inside``: folders the file must stay out of (served bundles are hash-verified).
+        ``not_inside``: folders the file must stay out of (served bundles are hash-verified). ``redactor``:
+        replaces personal data in each turn's question, answer and conversation id before it is stored.
         """
         path = Path(path)
         where = path.resolve()
@@ -122,13 +126,15 @@ class ConversationLog:
         except ConfigError:
             db.close()
             raise
-        return cls(path, db)
+        return cls(path, db, redactor)
 
     def record(self, turns: Sequence[Turn]) -> None:
         """Store ``turns`` in one transaction (call from a worker thread, never the event loop)."""
         if not turns:
             return
         sql = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        if self.redactor is not None:
+            turns = [self._redacted(turn) for turn in turns]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -137,6 +143,13 @@ class ConversationLog:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _redacted(self, turn: Turn) -> Turn:
+        assert self.redactor is not None
+        redact = self.redactor.redact
+        answer = None if turn.answer is None else redact(turn.answer)  # a template may echo the customer's words
+        return replace(turn, question=redact(turn.question), answer=answer,
+                       conversation_id=redact(turn.conversation_id))  # fmt: skip
 
     def purge(self, older_than_s: float, *, now: float | None = None) -> int:
         """Delete the turns logged more than ``older_than_s`` seconds ago (customers' words expire); how many went."""

@@ -55,7 +55,10 @@ def add_support_routes(context: RouteContext) -> None:
                            f"'{assistant.name}' (give one or the other)")  # fmt: skip
         question = _checked_question(body.question, service.config)
         conversation = body.conversation_id or uuid.uuid4().hex
-        request.state.log = {"assistant": assistant.name, "conversation_id": conversation}
+        # as the support log stores it: a client may use a phone number or an e-mail as its conversation id
+        redactor = assistant.conversations.redactor
+        logged = conversation if redactor is None else redactor.redact(conversation)
+        request.state.log = {"assistant": assistant.name, "conversation_id": logged}
         try:
             reply = await assistant.answer(question, context=body.context, conversation_id=conversation)
         except QueueFull as exc:

@@ -183,7 +183,10 @@ class Assistants:
     def open(cls, service: ModelService, paths: list[Path]) -> Assistants:
         """Open the conversation log (``config.support_db``, outside every served bundle) for ``service``."""
         where = service.config.support_db
-        conversations = ConversationLog.open(where, not_inside=paths)
+        from slm.privacy import Redactor
+
+        redactor = Redactor() if service.config.redact_stored else None
+        conversations = ConversationLog.open(where, not_inside=paths, redactor=redactor)
         log.event("support_log_opened", path=str(where))
         assistants = cls(service, conversations)
         assistants.purge()
