@@ -134,6 +134,33 @@ def render(path: Path) -> None:
     path.with_suffix(".md").write_text(markdown(result))
 
 
+def audit_external(split: Path, bundles: list[str], work: Path) -> None:
+    """Audit bundles trained elsewhere on ``split``/train.csv (members) against ``split``/test.csv; merge them in.
+
+    For the full-data bundles of bench/dp.py (written to /work/artifacts by that run): no canaries, so no
+    exposure; rows named "full data: NAME".
+    """
+    import slm.api as slm
+
+    path = RESULTS / "privacy_audit.json"
+    result = json.loads(path.read_text())
+    for item in bundles:
+        name, bundle = item.rsplit("=", 1)
+        report = slm.audit_privacy(bundle, train=split / "train.csv", holdout=split / "test.csv",
+                                   output=work / f"full-{name.split()[0]}", force=True)  # fmt: skip
+        info = accuracy(Path(bundle))
+        result["runs"][f"full data: {name}"] = {
+            "bundle": bundle,
+            "audit": report,
+            "privacy": info["privacy"],
+            "test_accuracy": _find_accuracy(info["metrics"], report["component"]),
+            "baseline_accuracy": _find_accuracy(info["metrics"], "ngram_baseline"),
+        }
+        print(f"{name}: audited in {report['seconds']} s", file=sys.stderr, flush=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    render(path)
+
+
 def accuracy(bundle: Path) -> dict[str, Any]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     metrics = manifest.get("metrics") or {}
@@ -152,12 +179,13 @@ def _row(name: str, run: dict[str, Any]) -> str:
     a = run["audit"]
     loss = a["membership"]["attacks"]["loss"]
     exp = a.get("canaries") or {}
+    exposure = "-" if not exp else f"{exp['mean_exposure']:.2f} / {exp['max_exposure']:.2f}"
     eps = (run.get("privacy") or {}).get("epsilon_spent")
     acc = run.get("test_accuracy")
     return (f"| {name} | {a['component']} | {_pct(acc)} | {_pct(run.get('baseline_accuracy'))} | "
             f"{loss['auc']:.4f} [{loss['auc_ci'][0]:.4f}, {loss['auc_ci'][1]:.4f}] | {_pct(loss['tpr_at_1pct_fpr'])} | "
             f"{max(v['auc'] for v in a['membership']['attacks'].values()):.4f} | "
-            f"{exp.get('mean_exposure', float('nan')):.2f} / {exp.get('max_exposure', float('nan')):.2f} | "
+            f"{exposure} | "
             f"{'-' if eps is None else f'{eps:.2f}'} | {run.get('fine_tuning_minutes') or '-'} |")  # fmt: skip
 
 
@@ -176,6 +204,8 @@ def markdown(result: dict[str, Any]) -> str:
               f"log2(10,001) = {result['exposure_ceiling']:.2f}):", ""]  # fmt: skip
     for name, run in result["runs"].items():
         per = (run["audit"].get("canaries") or {}).get("by_repetitions") or {}
+        if not per:
+            continue
         lines.append(f"- {name}: " + ", ".join(f"{k}x: {v:.2f}" for k, v in per.items()))
     lines += ["", "Target:", ""]
     lines += [f"- {t}" for t in result["targets"]]
@@ -195,9 +225,15 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="training budget of the non-private model")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted non-private training")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON results")
+    parser.add_argument("--external-split", type=Path, help="folder with train.csv and test.csv of --external")
+    parser.add_argument("--external", nargs="*", default=[], metavar="NAME=BUNDLE",
+                        help="bundles trained on --external-split/train.csv: audit, add to the results")  # fmt: skip
     args = parser.parse_args()
     if args.render:
         render(RESULTS / "privacy_audit.json")
+        return 0
+    if args.external:
+        audit_external(args.external_split, args.external, args.work)
         return 0
     loads = {"before": load_average()}
     paths = prepare(args.work, args.members, args.seed)
