@@ -3,7 +3,7 @@
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export``, ``compress`` and ``suggest`` (training extra), ``bench`` and ``serve``
 (serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training extra: learn
-from feedback), ``audit_privacy`` (any install that can load the bundle), ``promote``, ``rollback`` and
+from feedback), ``audit_privacy`` (training extra; no PyTorch for an exported bundle), ``promote``, ``rollback`` and
 ``redact_file`` (core install). Each is imported on first use from its own
 module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
 or ``serve``.
