@@ -113,7 +113,7 @@ def test_auc_is_chance_for_texts_the_model_never_saw(untrained_exported, files):
     assert report["privacy"] is None
 
 
-def test_auc_is_high_for_memorised_texts_and_report_files(untrained_exported, files, tmp_path):
+def test_auc_is_high_for_memorised_texts_and_report_files(untrained_exported, files, tmp_path, caplog):
     """The n-gram baseline was fitted on the members: they stand out; the untrained transformer's do not."""
     import slm.api
 
@@ -135,6 +135,7 @@ def test_auc_is_high_for_memorised_texts_and_report_files(untrained_exported, fi
     saved = json.loads((out / "report.json").read_text())
     assert saved["membership"]["attacks"]["loss"]["auc"] == loss["auc"]
     canaries = saved["canaries"]  # the canaries were never trained on: nothing exposed beyond chance
+    assert "holds none of the canaries' texts" in caplog.text
     assert canaries["sampled_candidates"] == 500 and len(canaries["canaries"]) == 3
     assert canaries["max_exposure"] <= canaries["exposure_ceiling"] == pytest.approx(math.log2(501), abs=1e-3)
     assert "| loss threshold |" in (out / "report.md").read_text()

@@ -69,6 +69,8 @@ def read_inputs(
     seen = {t.strip() for t in members.texts}
     fresh = [i for i, t in enumerate(holdout_ds.texts) if t.strip() not in seen]
     dropped = {"canary_rows": len(members) - len(keep), "holdout_in_train": len(holdout_ds) - len(fresh)}
+    if spec is not None and not dropped["canary_rows"]:
+        log.warning("%s holds none of the canaries' texts: their exposure is that of secrets never trained on", train)
     members, holdout_ds = members.subset(keep), holdout_ds.subset(fresh)
     for ds, path, what in ((members, train, "training"), (holdout_ds, holdout, "holdout")):
         if len(ds) < MIN_PER_SIDE:
