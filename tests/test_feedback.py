@@ -312,7 +312,7 @@ def test_import_and_export_round_trip_through_the_cli(tmp_path):
     rows = banking_rows(20)
     corrections, db = tmp_path / "corrections.csv", tmp_path / "feedback.sqlite"
     write_corrections(corrections, rows)
-    done = slm("feedback", "import", corrections, "--db", db, "--model", "tiny")
+    done = slm("feedback", "import", corrections, "--db", db, "--model", "tiny", "--no-redact")
     assert done.returncode == 0, done.stderr
     assert "21 rows" in done.stdout and "21 new, 0 already stored, 0 conflicts" in done.stdout
     again = import_feedback(corrections, db, model="tiny")
