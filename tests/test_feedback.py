@@ -315,7 +315,7 @@ def test_import_and_export_round_trip_through_the_cli(tmp_path):
     done = slm("feedback", "import", corrections, "--db", db, "--model", "tiny", "--no-redact")
     assert done.returncode == 0, done.stderr
     assert "21 rows" in done.stdout and "21 new, 0 already stored, 0 conflicts" in done.stdout
-    again = import_feedback(corrections, db, model="tiny")
+    again = import_feedback(corrections, db, model="tiny", redact=False)
     assert (again.rows, again.inserted, again.duplicates) == (21, 0, 21)
     out_jsonl, out_csv = tmp_path / "out.jsonl", tmp_path / "out.csv"
     done = slm("feedback", "export", "--db", db, "-o", out_jsonl, "--model", "tiny", "--since", "1d")
@@ -329,11 +329,11 @@ def test_import_and_export_round_trip_through_the_cli(tmp_path):
     assert export_feedback(f"sqlite:///{db}", out_csv).rows == 21
     assert "'=HYPERLINK" in out_csv.read_text(encoding="utf-8")  # CSV cells are formula-neutralised
     copy = tmp_path / "copy.sqlite"
-    assert import_feedback(out_jsonl, copy).inserted == 21  # model and ids from the file
+    assert import_feedback(out_jsonl, copy, redact=False).inserted == 21  # model and ids from the file
     same = sorted((r.id, r.text, r.label, r.verdict) for r in read_feedback(str(out_jsonl)))
     assert sorted((r.id, r.text, r.label, r.verdict) for r in read_feedback(f"sqlite:///{copy}")) == same
     assert sorted((r.id, r.text, r.label, r.verdict) for r in read_feedback(f"sqlite:///{db}", model="tiny")) == same
-    assert import_feedback(out_jsonl, db).duplicates == 21  # what was exported is what is stored
+    assert import_feedback(out_jsonl, db, redact=False).duplicates == 21  # what was exported is what is stored
 
 
 def test_a_conflicting_import_stores_the_rest_and_fails_in_one_line(tmp_path):
