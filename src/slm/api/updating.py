@@ -63,6 +63,11 @@ def update(
     options = (options or UpdateOptions()).validated()  # before any file is read
     bundle, output = Path(bundle), Path(output)
     parent = read_manifest(bundle)
+    if parent.privacy is not None:
+        raise ConfigError(
+            f"{bundle} was trained with differential privacy and slm update trains without it (the replayed "
+            "original data would lose its guarantee): train again with --dp-epsilon on the new data"
+        )
     if output.resolve() != bundle.resolve():
         claim_output_folder(output)
     labelled = _feedback_dataset(feedback, model)

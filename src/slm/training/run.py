@@ -72,7 +72,7 @@ NOT_PRIVATE = [
     "the label names and the training label counts (drift_reference.label_counts)",
     "the validation split: it chooses the best epoch and calibrates the head; its rows are not trained on",
     "with --base-model auto, the base model chosen from the training texts' language",
-    "the row counts of the splits and the count of truncated training texts",
+    "the data statistics: split sizes, duplicate and class counts, imbalance ratio, truncated training texts",
 ]
 
 

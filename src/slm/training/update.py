@@ -130,11 +130,6 @@ def run_update(
 def _check_parent(parent: Path, manifest: Manifest) -> None:
     if manifest.task != "single_label":
         raise ConfigError(f"{parent}: slm update trains single-label classifiers (this bundle is {manifest.task})")
-    if manifest.privacy is not None:
-        raise ConfigError(
-            f"{parent} was trained with differential privacy and slm update trains without it (the replayed "
-            "original data would lose its guarantee): train again with --dp-epsilon on the new data"
-        )
     spec = manifest.components.transformer
     if spec is None or not (parent / spec.weights).is_file():
         raise BundleError(
