@@ -431,3 +431,13 @@ def test_cli_output_is_atomic_a_failed_run_leaves_the_earlier_output(tmp_path):
     assert_one_line_error(slm("redact", bad, "-o", out), "not valid UTF-8")
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "notes.redacted.txt", "notes.txt"]
+
+
+def test_cli_refuses_a_text_line_over_the_bound_naming_it(tmp_path):
+    """A text file is read a bounded line at a time: one huge line is a one-line error, not a memory spike."""
+    from slm.data.stream import MAX_LINE_CHARS
+
+    huge = tmp_path / "notes.txt"
+    huge.write_text("mail jane@example.com\n" + "x" * (MAX_LINE_CHARS + 10) + "\n", encoding="utf-8")
+    assert_one_line_error(slm("redact", huge, "-o", tmp_path / "out.txt"), "line 2 is longer than")
+    assert not (tmp_path / "out.txt").exists()

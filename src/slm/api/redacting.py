@@ -169,7 +169,7 @@ def _where(input: str | Path | IO[str]) -> str:
 @contextlib.contextmanager
 def _text_source(input: str | Path | IO[str]) -> Iterator[Iterator[str]]:
     """Lines of a UTF-8 text file or stream, each read with the table reader's bound."""
-    from slm.data.stream import MAX_LINE_CHARS
+    from slm.data.stream import bounded_lines
 
     where = _where(input)
     if where != "stdin":
@@ -183,17 +183,7 @@ def _text_source(input: str | Path | IO[str]) -> Iterator[Iterator[str]]:
             raise DataError("no standard input to read from")
 
     def lines() -> Iterator[str]:
-        lineno = 0
-        while True:
-            lineno += 1
-            try:
-                line = handle.readline(MAX_LINE_CHARS + 1)
-            except UnicodeDecodeError:
-                raise DataError(f"{where}: line {lineno} is not valid UTF-8; send UTF-8 text") from None
-            if not line:
-                return
-            if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
-                raise DataError(f"{where}: line {lineno} is longer than {MAX_LINE_CHARS:,} characters")
+        for _, line in bounded_lines(handle, where):
             yield line
 
     try:

@@ -65,7 +65,7 @@ def json_line(row: Row) -> str:
 
 def _too_long(name: object, lineno: int, what: str = "line") -> DataError:
     return DataError(
-        f"{name}: {what} {lineno:,} is longer than {MAX_LINE_CHARS:,} characters, the most slm predict reads "
+        f"{name}: {what} {lineno:,} is longer than {MAX_LINE_CHARS:,} characters, the most slm reads "
         "of one line; shorten that text (the model reads only its start) or split it across rows"
     )
 
@@ -363,19 +363,26 @@ def open_stdin(stream: IO[str], text_col: str | None = None) -> Table:
     return Table("stdin", "stdin", list(columns), text_col, rows, read, spool.close)
 
 
-def _stdin_lines(stream: IO[str]) -> Iterator[tuple[int, str]]:
-    """Non-blank lines with their numbers, each read with a bound."""
+def bounded_lines(stream: IO[str], where: str) -> Iterator[tuple[int, str]]:
+    """Every line of a text stream with its number, each read with a bound (memory stays flat).
+
+    A line longer than ``MAX_LINE_CHARS`` or not valid UTF-8 is a one-line ``DataError`` naming ``where``.
+    """
     for lineno in itertools.count(1):
         try:
             line = stream.readline(MAX_LINE_CHARS + 1)
         except UnicodeDecodeError:
-            raise DataError(f"stdin: line {lineno} is not valid UTF-8; send UTF-8 text") from None
+            raise DataError(f"{where}: line {lineno} is not valid UTF-8; send UTF-8 text") from None
         if not line:
             return
         if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
-            raise _too_long("stdin", lineno)
-        if line.strip():
-            yield lineno, line
+            raise _too_long(where, lineno)
+        yield lineno, line
+
+
+def _stdin_lines(stream: IO[str]) -> Iterator[tuple[int, str]]:
+    """Non-blank lines with their numbers, each read with a bound."""
+    return ((lineno, line) for lineno, line in bounded_lines(stream, "stdin") if line.strip())
 
 
 def _stdin_row(line: str, lineno: int, text_col: str | None) -> tuple[Row, str]:

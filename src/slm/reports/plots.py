@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from slm.fileio import write_bytes_atomic  # noqa: E402
 from slm.reports.fonts import use_cjk_fallback  # noqa: E402
@@ -70,13 +71,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], label_names: list[str], p
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = _draw(_row_normalise(confusion), list(label_names), title)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
+    return _save_png(fig, path)
 
 
 def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[float], float]], path: Path, title: str) -> Path:
@@ -107,6 +102,11 @@ def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[float], float]], 
         else:
             ax.set_title(title)
         ax.legend(fontsize=8, loc="lower right")
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` to PNG in memory, close it, then write it to ``path`` atomically (no half-written file)."""
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=110)
