@@ -10,12 +10,18 @@ import typer
 from rich.markup import escape
 
 from slm.cli._results import print_compression
-from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out
+from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out, quiet_libraries
+from slm.extras import require_extra
 
 
 class Quantize(StrEnum):
     int8 = "int8"
     int8_static = "int8-static"
+
+
+class Target(StrEnum):
+    bundle = "bundle"
+    web = "web"
 
 
 class Fallback(StrEnum):
@@ -34,27 +40,50 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+TargetOpt = Annotated[
+    Target,
+    typer.Option(
+        "--target",
+        help="bundle: an ONNX bundle for slm.runtime; web: a static folder that classifies in the browser.",
+    ),
+]
+
+
 @command(no_args_is_help=True)
 def export(
     bundle: BundleArg,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-onnx).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="New bundle or folder (default: BUNDLE-onnx, BUNDLE-web).")
+    ] = None,
+    target: TargetOpt = Target.bundle,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Texts for the parity check (default: a sample of the training file)."),
     ] = None,
     text_col: TextColOpt = None,
-    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset.")] = 17,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed probability difference.")] = 1e-4,
+    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset (--target bundle).")] = 17,
+    tolerance: Annotated[
+        float | None,
+        typer.Option("--tolerance", help="Largest allowed probability difference (default: 1e-4; web: 1e-3)."),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Export the transformer to ONNX (fused by ONNX Runtime's transformer optimizer) for torch-free use.
 
     The export is refused unless ONNX Runtime's probabilities match PyTorch's within --tolerance on
     a sample of texts. The new bundle predicts with `slm predict` or `slm.runtime` without PyTorch.
+
+    --target web writes a static folder (index.html, a JavaScript API, the model, the tokenizer and the
+    vendored onnxruntime-web) that classifies in the browser with no server; BUNDLE is an ONNX bundle
+    (int8 recommended) or the static tier. Needs node and npm; see docs/web.md.
     """
+    if target == Target.web:
+        _export_web(bundle, output, data=data, text_col=text_col, tolerance=tolerance, force=force)
+        return
     load_api()  # the export runs PyTorch: check the training extra first
     from slm.api.compressing import export as export_bundle
 
+    tolerance = 1e-4 if tolerance is None else tolerance
     written = export_bundle(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
     spec = written.manifest.components.onnx
     assert spec is not None and spec.parity is not None  # export_bundle writes both
@@ -65,6 +94,27 @@ def export(
         f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
+
+
+def _export_web(
+    bundle: Path, output: Path | None, *, data: Path | None, text_col: str | None, tolerance: float | None, force: bool
+) -> None:
+    """``slm export --target web``: no PyTorch needed, only the runtime (and node and npm)."""
+    require_extra("runtime", what="slm export --target web")
+    quiet_libraries()
+    from slm.api.web import export_web
+
+    written = export_web(
+        bundle, output, data=data, text_col=text_col, tolerance=1e-3 if tolerance is None else tolerance, force=force
+    )
+    check = written.check
+    kind = "static tier, plain JavaScript" if written.kind == "static" else "ONNX model, onnxruntime-web"
+    out.print(f"[green]web folder written[/]: {escape(str(written.path))} ({kind}, {written.total_bytes / 1e6:.1f} MB)")
+    out.print(
+        f"checked in node on {check['texts']} texts: token ids equal, max probability difference "
+        f"{check['max_abs_diff']:.1e} (tolerance {check['tolerance']:.0e})"
+    )
+    out.print(f"preview: python {escape(str(written.path / 'serve.py'))}   (then open http://127.0.0.1:8000/)")
 
 
 CompressOutputOpt = Annotated[
