@@ -111,8 +111,9 @@ def _export_web(
     kind = "static tier, plain JavaScript" if written.kind == "static" else "ONNX model, onnxruntime-web"
     out.print(f"[green]web folder written[/]: {escape(str(written.path))} ({kind}, {written.total_bytes / 1e6:.1f} MB)")
     out.print(
-        f"checked in node on {check['texts']} texts: token ids equal, max probability difference "
-        f"{check['max_abs_diff']:.1e} (tolerance {check['tolerance']:.0e})"
+        f"checked in node against slm.runtime on {check['texts']} texts: token ids equal, labels agree on "
+        f"{check['label_agreement']:.1%}, probability difference median {check['median_abs_diff']:.1e}, max "
+        f"{check['max_abs_diff']:.1e} ({check['gated_on']} within {check['tolerance']:.0e})"
     )
     out.print(f"preview: python {escape(str(written.path / 'serve.py'))}   (then open http://127.0.0.1:8000/)")
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FORMAT = "slm-web"
 FORMAT_VERSION = 1
 CHECK_TOLERANCE = 1e-3  # largest allowed probability difference between the page and slm.runtime
+MIN_AGREEMENT = 0.99  # share of the check's texts whose label must equal slm.runtime's
 CHECK_TIMEOUT_S = 900
 BATCH_SIZE = 64  # slm.runtime.Bundle.predict_proba's default: the page batches texts by length the same way
 PAGE_FILES = ("index.html", "slm-classifier.mjs", "serve.py", "README.md")
@@ -101,11 +102,11 @@ def export_web_folder(
     is kept (default ``$SLM_CACHE/web-runtime``). The caller claims ``target`` first (claim_output_folder).
     """
     plan = _plan(Path(bundle))
+    modules = ensure_runtime(cache)
+    require_tool("node")
     for note in plan.notes:
         log.warning(note)
     sample = _check_texts(plan.bundle, texts)
-    modules = ensure_runtime(cache)
-    require_tool("node")
     target = Path(target)
     with atomic_directory(target) as staging:
         _write(staging, plan, modules)
@@ -152,6 +153,11 @@ def _plan(path: Path) -> _Plan:
         plan.notes.append(
             f"{path} predicts with its {default} by default; the web page runs the {plan.component} alone "
             "(the n-gram model is not exported), so its predictions can differ from `slm predict`'s"
+        )
+    elif components.ngram is not None and manifest.ensemble is not None:
+        plan.notes.append(
+            f"the n-gram side of {path}'s ensemble (`--component ensemble`) is not exported: the web page runs "
+            f"the {plan.component} alone, as `slm predict` does by default"
         )
     settings["notes"] = plan.notes
     return plan
@@ -272,7 +278,15 @@ def _check_texts(bundle: Bundle, texts: list[str] | None) -> list[str]:
 
 
 def _check(folder: Path, plan: _Plan, texts: list[str], tolerance: float) -> dict[str, Any]:
-    """Run the page's module in node on ``texts``; ModelError unless ids and probabilities agree."""
+    """Run the page's module in node on ``texts``; ModelError unless it computes what slm.runtime computes.
+
+    Token ids must be equal on every text and labels agree on at least MIN_AGREEMENT of them. Probabilities: an
+    fp32 or static model's largest difference must be within ``tolerance`` (measured: 7e-7 and 1.3e-6 on
+    BANKING77). An int8 model quantizes its activations per batch, on the fly, so the last float bit that
+    differs between two engines' kernels moves a few texts a lot: on the 3,080 BANKING77 test texts the page
+    and slm.runtime differ by a median 1e-5 but up to 0.08, while slm.runtime differs from itself by up to 0.30
+    between batch sizes (labels 99.4% the same). There the median difference must be within ``tolerance``.
+    """
     page = run_in_node(folder, texts)
     expected_ids = reference_ids(plan, texts)
     differ = [i for i, (a, b) in enumerate(zip(page["ids"], expected_ids, strict=True)) if a != b]
@@ -283,15 +297,20 @@ def _check(folder: Path, plan: _Plan, texts: list[str], tolerance: float) -> dic
         )
     expected = plan.bundle.predict_proba(texts, component=plan.component, batch_size=BATCH_SIZE)
     got = np.asarray(page["probabilities"], dtype=np.float64).reshape(expected.shape)
-    diff = float(np.abs(got - expected).max())
+    per_text = np.abs(got - expected).max(axis=1)
     agree = float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
-    if not diff <= tolerance:
+    quantized = plan.settings.get("onnx", {}).get("precision") not in (None, "fp32")
+    measure = "median" if quantized else "max"
+    value = float(np.median(per_text) if quantized else per_text.max())
+    if not value <= tolerance or agree < MIN_AGREEMENT:
         raise ModelError(
-            f"the page's probabilities differ from slm.runtime's by up to {diff:.1e} (tolerance {tolerance:.0e}) "
-            f"on {len(texts)} texts; the folder was not written"
+            f"the page does not compute what slm.runtime computes on {len(texts)} texts: {measure} probability "
+            f"difference {value:.1e} (tolerance {tolerance:.0e}), labels agree on {agree:.1%}; the folder was not "
+            "written"
         )
-    return {"texts": len(texts), "max_abs_diff": diff, "tolerance": tolerance, "label_agreement": agree,
-            "token_ids_equal": True, "engine": "node " + page["node"]}  # fmt: skip
+    return {"texts": len(texts), "max_abs_diff": float(per_text.max()), "median_abs_diff": float(np.median(per_text)),
+            "gated_on": measure, "tolerance": tolerance, "label_agreement": agree, "token_ids_equal": True,
+            "engine": "node " + page["node"]}  # fmt: skip
 
 
 def reference_ids(plan: _Plan, texts: list[str]) -> list[list[int]]:

@@ -140,7 +140,7 @@ export function cutText(text, limit) {
     if (position >= cap) break;
     if (!PY_SPACE.test(ch)) {
       seen += 1;
-      if (seen > limit) return text.slice(0, offset);
+      if (seen >= limit) return text.slice(0, offset + ch.length);
     }
     position += 1;
     offset += ch.length;
