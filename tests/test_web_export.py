@@ -223,6 +223,11 @@ def banking_texts() -> list[str]:
     return banking_frame("test", per_class=20)["text"].tolist()
 
 
+# Beside the 200 test texts: empty, characters the vocabulary only knows as [UNK], longer than any max_length
+# (truncated), one enormous word, whitespace the tokenizer drops.
+EDGE_TEXTS = ["", "\u2603\u2603 \U0001f600", "my card still has not arrived " * 200, "x" * 5000, " \u3000\t\n "]
+
+
 def _classify_in_page(browser, url: str, texts: list[str]) -> dict:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -265,9 +270,10 @@ def test_onnx_page_in_chromium_gives_slm_runtime_predictions(browser, exported, 
         pytest.skip("node and npm are not installed (apt-get install nodejs npm)")
     folder = export_web(exported, tmp_path / "web").path
     with static_server(folder) as url:  # a plain static host: no COOP/COEP, so one thread
-        page = _classify_in_page(browser, url, banking_texts)
+        texts = banking_texts + EDGE_TEXTS
+        page = _classify_in_page(browser, url, texts)
         assert page["threads"] == 1 and page["isolated"] is False
-        _assert_page_matches_runtime(page, exported, "transformer", banking_texts)
+        _assert_page_matches_runtime(page, exported, "transformer", texts)
 
         # The demo page: type, classify, probability bars in order.
         text = "I still have not received my new card, it has been two weeks"
@@ -291,16 +297,6 @@ def test_onnx_page_in_chromium_gives_slm_runtime_predictions(browser, exported, 
         _assert_page_matches_runtime(page, exported, "transformer", banking_texts[:40])
 
 
-@pytest.fixture(scope="module")
-def static_bundle(tiny_bundle, tmp_path_factory) -> Path:
-    """The static turbo tier of the tiny bundle (slm compress --static)."""
-    from slm.api.compressing import compress
-
-    out = tmp_path_factory.mktemp("static") / "tiny-static"
-    compress(tiny_bundle, out, static=True)
-    return out
-
-
 def test_static_tier_page_in_chromium_runs_without_onnx(browser, static_bundle, banking_texts, tmp_path) -> None:
     from slm.api import export_web
 
@@ -310,8 +306,8 @@ def test_static_tier_page_in_chromium_runs_without_onnx(browser, static_bundle, 
     assert written.kind == "static"
     assert not (written.path / "vendor" / "onnxruntime-web").exists() and not list(written.path.glob("*.onnx"))
     with static_server(written.path) as url:
-        page = _classify_in_page(browser, url, banking_texts)
-        _assert_page_matches_runtime(page, static_bundle, "static", banking_texts)
+        page = _classify_in_page(browser, url, banking_texts + EDGE_TEXTS)
+        _assert_page_matches_runtime(page, static_bundle, "static", banking_texts + EDGE_TEXTS)
 
 
 @needs_npm
