@@ -71,8 +71,8 @@ def main() -> None:
     Handler.compress = args.gzip
     handler = functools.partial(Handler, directory=str(Path(__file__).resolve().parent))
     with http.server.ThreadingHTTPServer((args.host, args.port), handler) as server:
-        host, port = server.server_address[:2]
-        print(f"serving {Path(__file__).resolve().parent} at http://{host}:{port}/ (Ctrl+C stops)", flush=True)
+        port = server.server_address[1]
+        print(f"serving {Path(__file__).resolve().parent} at http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
 

@@ -23,7 +23,7 @@ const PY_SPACE = /[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u
  * Load an exported folder.
  * @param {string|URL} base the folder's URL (default: the folder this module was loaded from).
  * @param {{numThreads?: number, fetch?: Function}} options numThreads: WebAssembly threads for the ONNX model
- *   (used only when the page is cross-origin isolated; default: up to 4, one per logical core);
+ *   (used only when the page is cross-origin isolated; default: half the logical cores, at most 4);
  *   fetch: how files are read (default: the global fetch).
  * @returns {Promise<Classifier>}
  */
@@ -197,9 +197,13 @@ async function onnxScorer(config, read, options) {
   };
 }
 
-/** Up to 4 threads, one per logical core: batch-1 latency on a small encoder stops improving past that. */
+/**
+ * onnxruntime-web's own rule: half the logical cores (one per physical core), at most 4. The page's main
+ * thread takes part in every run, so more threads than cores only wait for each other (bench/web.py: on a
+ * shared 2-core machine 2 threads gave a worse batch-1 p50 than 1).
+ */
 function defaultThreads() {
-  return Math.min(4, globalThis.navigator?.hardwareConcurrency ?? 1);
+  return Math.min(4, Math.ceil((globalThis.navigator?.hardwareConcurrency ?? 1) / 2));
 }
 
 async function runBatch(ort, session, inputs, output, batch, padId) {
