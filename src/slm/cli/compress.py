@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,11 @@ from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, 
 class Quantize(StrEnum):
     int8 = "int8"
     int8_static = "int8-static"
+
+
+class Target(StrEnum):
+    bundle = "bundle"
+    ort = "ort"
 
 
 class Fallback(StrEnum):
@@ -34,28 +39,48 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+TargetOpt = Annotated[
+    Target,
+    typer.Option(
+        "--target",
+        help="bundle: a PyTorch bundle to fused ONNX; ort: an exported bundle to ONNX Runtime's ORT format "
+        "(mobile and embedded apps, reduced builds).",
+    ),
+]
+
+
 @command(no_args_is_help=True)
 def export(
     bundle: BundleArg,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-onnx).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-onnx, BUNDLE-ort).")
+    ] = None,
+    target: TargetOpt = Target.bundle,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Texts for the parity check (default: a sample of the training file)."),
     ] = None,
     text_col: TextColOpt = None,
-    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset.")] = 17,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed probability difference.")] = 1e-4,
+    opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset (--target bundle).")] = 17,
+    tolerance: Annotated[
+        float | None,
+        typer.Option("--tolerance", help="Largest allowed difference: 1e-4 in probability (bundle), 1e-5 (ort)."),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Export the transformer to ONNX (fused by ONNX Runtime's transformer optimizer) for torch-free use.
 
     The export is refused unless ONNX Runtime's probabilities match PyTorch's within --tolerance on
     a sample of texts. The new bundle predicts with `slm predict` or `slm.runtime` without PyTorch.
+    `--target ort` converts an exported bundle (fp32 or int8) to ONNX Runtime's ORT format for mobile apps,
+    with the operator list a reduced ONNX Runtime build needs; refused unless its outputs match within 1e-5.
     """
-    load_api()  # the export runs PyTorch: check the training extra first
-    from slm.api.compressing import export as export_bundle
-
-    written = export_bundle(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
+    api = load_api()  # the export runs PyTorch and the onnx package: check the training extra first
+    if target is Target.ort:
+        _export_ort(api, bundle, output, data, text_col, 1e-5 if tolerance is None else tolerance, force)
+        return
+    tolerance = 1e-4 if tolerance is None else tolerance
+    written = api.export(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
     spec = written.manifest.components.onnx
     assert spec is not None and spec.parity is not None  # export_bundle writes both
     fused = ", ".join(f"{k} x{v}" for k, v in (spec.fused_operators or {}).items()) or "none"
@@ -65,6 +90,20 @@ def export(
         f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
+
+
+def _export_ort(
+    api: Any, bundle: Path, output: Path | None, data: Path | None, text_col: str | None, tolerance: float, force: bool
+) -> None:
+    written = api.export_ort(bundle, output, data=data, text_col=text_col, tolerance=tolerance, force=force)
+    record = (written.manifest.compression or {})["ort_format"]
+    parity = written.manifest.components.onnx.parity
+    out.print(f"[green]ORT-format bundle written[/]: {escape(str(written.path))}")
+    out.print(
+        f"{record['file']}: {record['ort_mb']:.1f} MB (the ONNX file: {record['onnx_mb']:.1f} MB); largest output "
+        f"difference {parity['max_abs_diff']:.1e} on {parity['texts']} texts (tolerance {tolerance:.0e})"
+    )
+    out.print(f"operators for a reduced ONNX Runtime build: {escape(record['operators_config'])}")
 
 
 CompressOutputOpt = Annotated[
