@@ -71,6 +71,29 @@ def export(
     return WrittenBundle(target, manifest)
 
 
+def export_ort(
+    bundle: str | Path,
+    output: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    text_col: str | None = None,
+    tolerance: float = 1e-5,
+    force: bool = False,
+) -> WrittenBundle:
+    """Convert an exported bundle's model to ONNX Runtime's ORT format, for mobile and embedded apps.
+
+    Writes ``onnx/model.ort`` and the operator configuration a reduced ONNX Runtime build needs, beside the
+    tokenizer and labels; refused unless its outputs match the ONNX model's within ``tolerance`` on ``data``
+    (default: a sample of the training file). ``output`` defaults to ``BUNDLE-ort``.
+    """
+    from slm.compression.ort_format import export_ort_bundle
+
+    target = Path(output) if output is not None else default_output(bundle, "ort")
+    claim_output_folder(target, force=force)
+    manifest = export_ort_bundle(Path(bundle), target, texts=read_texts_of(data, text_col), tolerance=tolerance)
+    return WrittenBundle(target, manifest)
+
+
 def _source(path: str | Path | None, text_col: str | None, label_col: str | None) -> Any:
     if path is None:
         return None

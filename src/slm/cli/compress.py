@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,7 @@ class Quantize(StrEnum):
 
 class Target(StrEnum):
     bundle = "bundle"
+    ort = "ort"
     web = "web"
 
 
@@ -44,7 +45,9 @@ TargetOpt = Annotated[
     Target,
     typer.Option(
         "--target",
-        help="bundle: an ONNX bundle for slm.runtime; web: a static folder that classifies in the browser.",
+        help="bundle: a PyTorch bundle to fused ONNX; ort: an exported bundle to ONNX Runtime's ORT format "
+        "(mobile and embedded apps, reduced builds); web: an exported bundle or the static tier to a static "
+        "folder that classifies in the browser.",
     ),
 ]
 
@@ -53,7 +56,8 @@ TargetOpt = Annotated[
 def export(
     bundle: BundleArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="New bundle or folder (default: BUNDLE-onnx, BUNDLE-web).")
+        Path | None,
+        typer.Option("-o", "--output", help="New bundle or folder (default: BUNDLE-onnx, BUNDLE-ort, BUNDLE-web)."),
     ] = None,
     target: TargetOpt = Target.bundle,
     data: Annotated[
@@ -64,7 +68,10 @@ def export(
     opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset (--target bundle).")] = 17,
     tolerance: Annotated[
         float | None,
-        typer.Option("--tolerance", help="Largest allowed probability difference (default: 1e-4; web: 1e-3)."),
+        typer.Option(
+            "--tolerance",
+            help="Largest allowed difference: 1e-4 in probability (bundle), 1e-5 (ort), 1e-3 in probability (web).",
+        ),
     ] = None,
     force: ForceOpt = False,
 ) -> None:
@@ -72,19 +79,21 @@ def export(
 
     The export is refused unless ONNX Runtime's probabilities match PyTorch's within --tolerance on
     a sample of texts. The new bundle predicts with `slm predict` or `slm.runtime` without PyTorch.
-
-    --target web writes a static folder (index.html, a JavaScript API, the model, the tokenizer and the
-    vendored onnxruntime-web) that classifies in the browser with no server; BUNDLE is an ONNX bundle
-    (int8 recommended) or the static tier. Needs node and npm; see docs/web.md.
+    `--target ort` converts an exported bundle (fp32 or int8) to ONNX Runtime's ORT format for mobile apps,
+    with the operator list a reduced ONNX Runtime build needs; refused unless its outputs match within 1e-5.
+    `--target web` writes a static folder (index.html, a JavaScript API, the model, the tokenizer and the
+    vendored onnxruntime-web) that classifies in the browser with no server; BUNDLE is an exported bundle
+    (int8 recommended) or the static tier. Needs node and npm, not PyTorch; see docs/web.md.
     """
-    if target == Target.web:
+    if target is Target.web:
         _export_web(bundle, output, data=data, text_col=text_col, tolerance=tolerance, force=force)
         return
-    load_api()  # the export runs PyTorch: check the training extra first
-    from slm.api.compressing import export as export_bundle
-
+    api = load_api()  # the export runs PyTorch and the onnx package: check the training extra first
+    if target is Target.ort:
+        _export_ort(api, bundle, output, data, text_col, 1e-5 if tolerance is None else tolerance, force)
+        return
     tolerance = 1e-4 if tolerance is None else tolerance
-    written = export_bundle(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
+    written = api.export(bundle, output, data=data, text_col=text_col, opset=opset, tolerance=tolerance, force=force)
     spec = written.manifest.components.onnx
     assert spec is not None and spec.parity is not None  # export_bundle writes both
     fused = ", ".join(f"{k} x{v}" for k, v in (spec.fused_operators or {}).items()) or "none"
@@ -94,6 +103,20 @@ def export(
         f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
+
+
+def _export_ort(
+    api: Any, bundle: Path, output: Path | None, data: Path | None, text_col: str | None, tolerance: float, force: bool
+) -> None:
+    written = api.export_ort(bundle, output, data=data, text_col=text_col, tolerance=tolerance, force=force)
+    record = (written.manifest.compression or {})["ort_format"]
+    parity = written.manifest.components.onnx.parity
+    out.print(f"[green]ORT-format bundle written[/]: {escape(str(written.path))}")
+    out.print(
+        f"{record['file']}: {record['ort_mb']:.1f} MB (the ONNX file: {record['onnx_mb']:.1f} MB); largest output "
+        f"difference {parity['max_abs_diff']:.1e} on {parity['texts']} texts (tolerance {tolerance:.0e})"
+    )
+    out.print(f"operators for a reduced ONNX Runtime build: {escape(record['operators_config'])}")
 
 
 def _export_web(
