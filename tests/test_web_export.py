@@ -54,6 +54,21 @@ def test_missing_npm_is_named_with_what_to_install(untrained_exported, tmp_path)
     assert not (tmp_path / "web").exists()
 
 
+@needs_npm
+def test_unreachable_registry_is_one_line_and_leaves_no_half_install(untrained_exported, tmp_path) -> None:
+    # An empty slm cache and npm cache, and a registry address where nothing listens.
+    proc = slm("export", untrained_exported, "--target", "web", "-o", tmp_path / "web",
+               SLM_CACHE=str(tmp_path / "cache"), npm_config_cache=str(tmp_path / "npm-cache"),
+               npm_config_registry="http://127.0.0.1:9/", npm_config_fetch_retries="0")  # fmt: skip
+    # A progress line ("fetching ... with npm"), then the error in one line.
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith("error: npm could not fetch the web runtime (code ECONNREFUSED")
+    assert "npm config get registry" in line
+    assert not (tmp_path / "web").exists()
+    assert not list((tmp_path / "cache" / "web-runtime").iterdir())  # the staging install was removed
+
+
 def test_output_that_is_a_file_or_holds_foreign_files_is_refused(untrained_exported, tmp_path) -> None:
     file = tmp_path / "page.html"
     file.write_text("mine")
@@ -144,6 +159,52 @@ def test_page_javascript_cuts_and_batches_texts_as_slm_runtime(web_folder) -> No
     assert [[list(c) for c in chunks] for chunks in result["chunks"]] == [
         [[s.start, s.stop] for s in length_chunks(lengths_, 32)] for lengths_ in lengths
     ]
+
+
+NODE_CLASSIFY = """
+const { readFile } = require("node:fs/promises");
+const { fileURLToPath } = require("node:url");
+(async () => {
+  const folder = process.argv[1];
+  const { load } = await import(new URL("slm-classifier.mjs", folder).href);
+  const texts = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+  const classifier = await load(folder, { fetch: async (url) => new Response(await readFile(fileURLToPath(url))) });
+  console.log(JSON.stringify(await classifier.classify(texts)));
+})();
+"""
+
+
+def node_classify(folder: Path, texts: list[str]) -> list[dict]:
+    """The folder's own ``classify(texts)``, run by node (the page's code, without a browser)."""
+    done = subprocess.run(["node", "--input-type=commonjs", "-e", NODE_CLASSIFY, folder.as_uri() + "/"],
+                          input=json.dumps(texts), capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+@needs_npm
+def test_multi_label_page_applies_the_bundles_thresholds_as_slm_runtime(untrained_exported, tmp_path) -> None:
+    from dataclasses import replace
+
+    from slm.api import export_web
+    from slm.bundle.derive import derive_bundle
+    from slm.runtime import load
+    from tests.conftest import banking_frame
+
+    def multi_label(staging: Path, manifest):
+        thresholds = [0.2 + 0.06 * i for i in range(len(manifest.labels))]
+        return replace(manifest, task="multi_label", thresholds={"transformer": thresholds}, ensemble=None)
+
+    bundle = tmp_path / "multi"
+    derive_bundle(untrained_exported, bundle, multi_label, step="multi-label")
+    folder = export_web(bundle, tmp_path / "web").path
+    config = json.loads((folder / "model.json").read_text())
+    assert config["task"] == "multi_label" and len(config["thresholds"]) == len(config["labels"])
+    texts = banking_frame("test", per_class=3)["text"].tolist()
+    page, expected = node_classify(folder, texts), load(bundle).predict(texts)
+    assert [r["label"] for r in page] == [e["label"] for e in expected]  # lists of labels at their thresholds
+    assert len({len(e["label"]) for e in expected}) > 1  # the thresholds select different numbers of labels
+    for got, want in zip(page, expected, strict=True):
+        assert max(abs(got["probabilities"][k] - v) for k, v in want["probabilities"].items()) <= 1e-5
 
 
 @needs_npm

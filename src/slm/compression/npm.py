@@ -124,8 +124,9 @@ def _npm_ci(npm: str, folder: Path) -> None:
 
 def _npm_error(output: str) -> str:
     """The most telling line of npm's error output (its code and summary), cut short."""
-    lines = [line.removeprefix("npm error").strip() for line in output.splitlines() if line.strip()]
-    lines = [line for line in lines if line and not line.startswith(("A complete log", "/"))]
+    lines = [line.removeprefix("npm error").removeprefix("npm ERR!").strip() for line in output.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("A complete log", "/", "syscall ", "errno "))]
     coded = [line for line in lines if line.startswith("code ")]
-    chosen = coded[:1] + [line for line in lines if not line.startswith("code ")][:1]
-    return one_line("; ".join(chosen) or "no message")[:300]
+    rest = [line for line in lines if not line.startswith("code ")]
+    telling = [line for line in rest if "reason:" in line or "Error" in line] or rest
+    return one_line("; ".join(coded[:1] + telling[:1]) or "no message")[:300]
