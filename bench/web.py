@@ -47,6 +47,7 @@ TARGET_MB = 30.0
 TARGET_P50_MS = 30.0
 TARGET_STATIC_TPS = 5000.0
 WARMUP = 20
+ROUNDS = 5  # latency is measured in this many rounds, each over every way and slm.runtime in turn
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage")
 
 FIRST = """
@@ -150,62 +151,47 @@ def run_script(driver, script: str, *args) -> dict:
     return result
 
 
-def measure_page(folder: Path, way: str, short: list[str], test: list[str] | None, static: bool) -> dict:
-    """One cold page load in a fresh browser, then latency (and accuracy or throughput) in that page."""
+def open_page(stack: contextlib.ExitStack, folder: Path, way: str, first_text: str) -> tuple[object, dict]:
+    """A cold page load in a fresh browser (kept open on ``stack``): the driver and what the load measured."""
     isolated, compress = way != "plain", way.endswith("+gzip")
     query = f"?threads={way.split('=')[1]}" if "threads=" in way else ""
-    with served(folder, isolated=isolated, compress=compress) as url, chromium() as driver:
-        driver.get(url + query)
-        deadline = time.monotonic() + 300
-        while driver.execute_script("return document.body.dataset.ready") == "false":
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{folder} did not load in 300 s")
-            time.sleep(0.05)
-        first = run_script(driver, FIRST, short[0])
-        times = run_script(driver, LATENCY, short, WARMUP)["times"]
-        result = {
-            "way": way, "threads": first["threads"], "cross_origin_isolated": first["isolated"],
-            "transferred_mb": round(sum(r["transfer"] for r in first["resources"]) / 1e6, 2),
-            "decoded_mb": round(sum(r["body"] for r in first["resources"]) / 1e6, 2),
-            "resources": first["resources"], "loaded_ms": round(first["loaded_ms"], 1),
-            "first_prediction_ms": round(first["first_prediction_ms"], 1),
-            "batch1_p50_ms": round(statistics.median(times), 2),
+    url = stack.enter_context(served(folder, isolated=isolated, compress=compress))
+    driver = stack.enter_context(chromium())
+    driver.get(url + query)
+    deadline = time.monotonic() + 300
+    while driver.execute_script("return document.body.dataset.ready") == "false":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{folder} did not load in 300 s")
+        time.sleep(0.05)
+    first = run_script(driver, FIRST, first_text)
+    return driver, {
+        "way": way, "threads": first["threads"], "cross_origin_isolated": first["isolated"],
+        "transferred_mb": round(sum(r["transfer"] for r in first["resources"]) / 1e6, 2),
+        "decoded_mb": round(sum(r["body"] for r in first["resources"]) / 1e6, 2),
+        "resources": first["resources"], "loaded_ms": round(first["loaded_ms"], 1),
+        "first_prediction_ms": round(first["first_prediction_ms"], 1),
+    }  # fmt: skip
+
+
+def latency(times: list[float]) -> dict:
+    return {"batch1_p50_ms": round(statistics.median(times), 2),
             "batch1_p90_ms": round(statistics.quantiles(times, n=10)[-1], 2),
-            "batch1_mean_ms": round(statistics.fmean(times), 2), "batch1_texts": len(times),
-        }  # fmt: skip
-        if test is not None:
-            runs = [run_script(driver, BATCH, test) for _ in range(3 if static else 1)]
-            seconds = [r["seconds"] for r in runs]
-            result |= {"batch_texts": len(test), "batch_seconds": seconds,
-                       "texts_per_s": round(len(test) / statistics.median(seconds), 1),
-                       "labels": runs[0]["labels"]}  # fmt: skip
-    return result
+            "batch1_mean_ms": round(statistics.fmean(times), 2), "batch1_texts": len(times)}  # fmt: skip
 
 
 # ---------------------------------------------------------------- the Python runtime, same run
 
 
-def python_runtime(bundle: Path, short: list[str], test: list[str], component: str) -> dict:
-    """slm.runtime's batch-1 p50 (1 thread and the default) and its batched speed and labels, on the same texts."""
-    from slm.runtime import load
-
-    out: dict = {}
-    for threads in (1, None):
-        model = load(bundle, threads=threads)
-        for text in short[:WARMUP]:
-            model.predict([text], component=component)
-        times = []
-        for text in short:
-            t0 = time.perf_counter()
-            model.predict([text], component=component)
-            times.append((time.perf_counter() - t0) * 1000)
-        key = "1_thread" if threads == 1 else "default_threads"
-        out[f"batch1_p50_ms_{key}"] = round(statistics.median(times), 2)
-    t0 = time.perf_counter()
-    labels = [p["label"] for p in model.predict(test, component=component)]
-    seconds = time.perf_counter() - t0
-    out |= {"texts_per_s": round(len(test) / seconds, 1), "labels": labels}
-    return out
+def python_times(model, texts: list[str], component: str, warmup: int) -> list[float]:
+    """Milliseconds of ``model.predict([text])`` per text, after ``warmup`` untimed calls."""
+    for text in texts[:warmup]:
+        model.predict([text], component=component)
+    times = []
+    for text in texts:
+        t0 = time.perf_counter()
+        model.predict([text], component=component)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
 
 
 # ---------------------------------------------------------------- sizes
@@ -240,7 +226,10 @@ def accuracy(labels: list[str], gold: list[str]) -> float:
 
 
 def bench_bundle(name: str, bundle: Path, out: Path, short: list[str], test: list[str], gold: list[str]) -> dict:
+    """Export, open every way's page (cold loads, one after another), then latency rounds interleaved across the
+    ways and slm.runtime (so a change in the shared machine's load hits them all alike), then batched speed."""
     from slm.api import export_web
+    from slm.runtime import load
 
     print(f"{name}: exporting {bundle} for the web", flush=True)
     written = export_web(bundle, out / f"{name}-web", force=True)
@@ -248,23 +237,40 @@ def bench_bundle(name: str, bundle: Path, out: Path, short: list[str], test: lis
     component = "static" if static else "transformer"
     entry = {"bundle": str(bundle), "kind": written.kind, "export_check": written.check,
              "sizes": folder_sizes(written.path), "recorded_test_accuracy": baseline_accuracy(bundle)}  # fmt: skip
-    print(f"{name}: slm.runtime on the same texts", flush=True)
-    runtime = python_runtime(bundle, short, test, component)
-    entry["runtime_accuracy"] = accuracy(runtime.pop("labels"), gold)
-    entry["python_runtime"] = runtime
-    entry["ways"] = []
     cores = machine_cores()
     ways = ["plain", "isolated"] + ([f"isolated, threads={cores}"] if cores > 1 and not static else [])
-    for way in [*ways, "isolated+gzip"]:
-        print(f"{name}: Chromium, {way}", flush=True)
-        result = measure_page(written.path, way, short, test if way == "plain" else None, static)
-        labels = result.pop("labels", None)
-        if labels is not None:
-            entry["page_accuracy"] = accuracy(labels, gold)
-            entry["page_texts_per_s"] = result["texts_per_s"]
-        print(f"  {result['transferred_mb']} MB transferred, first prediction {result['first_prediction_ms']} ms, "
-              f"batch-1 p50 {result['batch1_p50_ms']} ms ({result['threads']} threads)", flush=True)  # fmt: skip
-        entry["ways"].append(result)
+    ways.append("isolated+gzip")
+    runtimes = {"1 thread": load(bundle, threads=1), "default threads": load(bundle)}
+    times: dict[str, list[float]] = {key: [] for key in [*ways, *runtimes]}
+    with contextlib.ExitStack() as stack:
+        pages = {}
+        for way in ways:
+            print(f"{name}: Chromium, {way}: cold load", flush=True)
+            pages[way] = open_page(stack, written.path, way, short[0])
+        rounds = [short[r::ROUNDS] for r in range(ROUNDS)]
+        for r, chunk in enumerate(rounds):
+            print(f"{name}: latency round {r + 1}/{ROUNDS}", flush=True)
+            warmup = WARMUP if r == 0 else 0
+            for way, (driver, _) in pages.items():
+                times[way] += run_script(driver, LATENCY, chunk, warmup)["times"]
+            for key, model in runtimes.items():
+                times[key] += python_times(model, chunk, component, warmup)
+        print(f"{name}: all {len(test)} test texts, batched", flush=True)
+        driver = pages["plain"][0]
+        runs = [run_script(driver, BATCH, test) for _ in range(3 if static else 1)]
+    seconds = [r["seconds"] for r in runs]
+    entry["page_accuracy"] = accuracy(runs[0]["labels"], gold)
+    entry["page_texts_per_s"] = round(len(test) / statistics.median(seconds), 1)
+    entry["page_batch_seconds"] = seconds
+    t0 = time.perf_counter()
+    labels = [p["label"] for p in runtimes["default threads"].predict(test, component=component)]
+    entry["runtime_accuracy"] = accuracy(labels, gold)
+    entry["python_runtime"] = {key: latency(times[key]) for key in runtimes}
+    entry["python_runtime"]["texts_per_s"] = round(len(test) / (time.perf_counter() - t0), 1)
+    entry["ways"] = [{**measured, **latency(times[way])} for way, (_, measured) in pages.items()]
+    for w in entry["ways"]:
+        print(f"  {w['way']}: {w['transferred_mb']} MB transferred, first prediction {w['first_prediction_ms']} ms, "
+              f"batch-1 p50 {w['batch1_p50_ms']} ms ({w['threads']} threads)", flush=True)  # fmt: skip
     return entry
 
 
@@ -294,13 +300,16 @@ def markdown(results: dict) -> str:
     machine = results["machine"]
     lines = ["# The web export in headless Chromium (issue 25, acceptance 2)", "",
              "`python bench/web.py`: each bundle exported with `slm export --target web`, served by the folder's "
-             "`serve.py` on this machine, opened in a fresh headless Chromium per row (empty cache). *plain*: no "
+             "`serve.py` on this machine and opened in a fresh headless Chromium per row (empty cache; the pages "
+             "load one after another, then stay open). *plain*: no "
              "COOP/COEP headers (as `python -m http.server`: one WebAssembly thread); *isolated*: COOP/COEP, "
              "the page's default threads (half the logical cores, at most 4); *threads=N*: N asked for with "
              "`index.html?threads=N`; *+gzip*: responses gzip-compressed (compressed before the browser "
              "comes, as a host serving precompressed files). Transferred = resource timing's transferSize of "
              "the page and every file it fetched. First prediction = navigation to the first classified text. "
-             "Batch-1 = `classify([text])` one short BANKING77 test text at a time.", "",
+             "Batch-1 = `classify([text])` one short BANKING77 test text at a time (texts of at most the median "
+             f"length; {results['short_texts']} per row), in {ROUNDS} rounds that go through every page and "
+             "slm.runtime in turn, so a change in the shared machine's load hits them alike.", "",
              f"Machine: {machine['cpu'].get('model')}, {machine['cpu'].get('logical_cpus')} logical CPUs (shared), "
              f"{results['chromium'].split(' built ')[0]}, node {results['node']}; "
              f"load before: {results['load_before']}.", ""]  # fmt: skip
@@ -319,11 +328,12 @@ def markdown(results: dict) -> str:
                          f"{w['batch1_p90_ms']} |")  # fmt: skip
         check = entry["export_check"]
         acc = entry["recorded_test_accuracy"]
-        lines += ["", f"- slm.runtime, same run: batch-1 p50 {py['batch1_p50_ms_1_thread']} ms on 1 thread, "
-                  f"{py['batch1_p50_ms_default_threads']} ms on its default threads; {py['texts_per_s']:,.0f} "
+        lines += ["", f"- slm.runtime, same run (interleaved): batch-1 p50 {py['1 thread']['batch1_p50_ms']} ms "
+                  f"on 1 thread, {py['default threads']['batch1_p50_ms']} ms on its default threads; "
+                  f"{py['texts_per_s']:,.0f} "
                   f"texts/s batched (the page: {entry['page_texts_per_s']:,.0f} texts/s, `classify(all)`)",
                   f"- test accuracy (3,080 BANKING77 test texts): page {entry['page_accuracy']:.2%}, slm.runtime "
-                  f"{entry['runtime_accuracy']:.2%}; recorded in the manifest: "
+                  f"{entry['runtime_accuracy']:.2%}; recorded by the source bundle on the same split: "
                   + ", ".join(f"{k} {v:.2%}" for k, v in acc.items()),
                   f"- export check (node vs slm.runtime, {check['texts']} texts): labels agree "
                   f"{check['label_agreement']:.1%}, probability difference median {check['median_abs_diff']:.1e}, "
