@@ -56,7 +56,9 @@ def _logits(model: Path, ids: list[list[int]]) -> np.ndarray:
 
 
 def _operators(config: Path) -> list[str]:
-    """``domain;opset;Op{json types},Op2`` lines of ORT's config as ``domain:Op`` names (commas inside braces skipped)."""
+    """``domain;opset;Op{json types},Op2`` lines of ORT's config as ``domain:Op`` names.
+
+    Commas inside braces (the JSON types) are skipped."""
     names = []
     for line in config.read_text().splitlines():
         if not line.strip() or line.startswith("#"):

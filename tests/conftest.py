@@ -192,6 +192,17 @@ def exported(tiny_bundle, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def static_bundle(tiny_bundle, banking_csv, tmp_path_factory) -> Path:
+    """The tiny bundle's static turbo tier (model2vec distillation, 128 dimensions; about 2 minutes)."""
+    from slm.compression.static import build_static_bundle
+    from slm.pipeline import DataSource
+
+    out = tmp_path_factory.mktemp("static") / "tiny-static"
+    build_static_bundle(tiny_bundle, out, DataSource(banking_csv), dims=128, show_progress=False)
+    return out
+
+
 # Hand-written FAQ answers for three BANKING77 intents that get no template; the questions are real
 # BANKING77 training texts of those intents (see support_files).
 FAQ_ANSWERS = {

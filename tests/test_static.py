@@ -27,15 +27,6 @@ EDGE_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def static_bundle(tiny_bundle: Path, banking_csv: Path, tmp_path_factory) -> Path:
-    from slm.compression.static import build_static_bundle
-
-    out = tmp_path_factory.mktemp("static") / "tiny-static"
-    build_static_bundle(tiny_bundle, out, DataSource(banking_csv), dims=128, show_progress=False)
-    return out
-
-
 def component(bundle: Path) -> StaticComponent:
     manifest = read_manifest(bundle)
     assert manifest.components.static is not None and manifest.labels is not None

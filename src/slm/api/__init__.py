@@ -2,12 +2,11 @@
 
 ``train``, ``tune``, ``evaluate`` and ``load`` (training extra), ``predict_file`` (any install that
 can load the bundle), ``export``, ``export_ort`` (ONNX Runtime's mobile format), ``compress`` and ``suggest``
-(training extra), ``bench`` and ``serve`` (serve extra), ``import_feedback`` and ``export_feedback`` (serve
-extra), ``update`` (training extra: learn
-from feedback), ``audit_privacy`` (training extra; no PyTorch for an exported bundle), ``promote``, ``rollback`` and
-``redact_file`` (core install). Each is imported on first use from its own
-module, so ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file``
-or ``serve``.
+(training extra), ``export_web`` (a static web folder: the runtime extra, node and npm; no PyTorch), ``bench``
+and ``serve`` (serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training
+extra: learn from feedback), ``audit_privacy`` (training extra; no PyTorch for an exported bundle), ``promote``,
+``rollback`` and ``redact_file`` (core install). Each is imported on first use from its own module, so
+``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file`` or ``serve``.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ if TYPE_CHECKING:
     from slm.api.suggesting import SuggestRun, suggest
     from slm.api.training import Bundle, evaluate, load, train, tune
     from slm.api.updating import UpdateOutcome, update
+    from slm.api.web import export_web
 
 __all__ = [
     "Bundle", "PredictionRun", "RedactionRun", "Rollout", "SuggestRun", "UpdateOutcome", "audit_privacy", "bench",
-    "compress", "evaluate", "export", "export_feedback", "export_ort", "import_feedback", "load", "predict_file",
-    "promote", "redact_file", "rollback", "serve", "suggest", "train", "tune", "update",
+    "compress", "evaluate", "export", "export_feedback", "export_ort", "export_web", "import_feedback", "load",
+    "predict_file", "promote", "redact_file", "rollback", "serve", "suggest", "train", "tune", "update",
 ]  # fmt: skip
 
 _HOMES = {
@@ -42,6 +42,7 @@ _HOMES = {
     "bench": "benchmarking", "serve": "serving", "import_feedback": "feedback", "export_feedback": "feedback",
     "Rollout": "rollout", "promote": "rollout", "rollback": "rollout", "suggest": "suggesting",
     "export_ort": "compressing", "SuggestRun": "suggesting", "redact_file": "redacting", "RedactionRun": "redacting",
+    "export_web": "web",
 }  # fmt: skip
 
 

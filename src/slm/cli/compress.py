@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from slm.cli._results import print_compression
-from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out
+from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out, quiet_libraries
+from slm.extras import require_extra
 
 
 class Quantize(StrEnum):
@@ -21,6 +22,7 @@ class Quantize(StrEnum):
 class Target(StrEnum):
     bundle = "bundle"
     ort = "ort"
+    web = "web"
 
 
 class Fallback(StrEnum):
@@ -44,7 +46,8 @@ TargetOpt = Annotated[
     typer.Option(
         "--target",
         help="bundle: a PyTorch bundle to fused ONNX; ort: an exported bundle to ONNX Runtime's ORT format "
-        "(mobile and embedded apps, reduced builds).",
+        "(mobile and embedded apps, reduced builds); web: an exported bundle or the static tier to a static "
+        "folder that classifies in the browser.",
     ),
 ]
 
@@ -53,7 +56,8 @@ TargetOpt = Annotated[
 def export(
     bundle: BundleArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="New bundle (default: BUNDLE-onnx, BUNDLE-ort).")
+        Path | None,
+        typer.Option("-o", "--output", help="New bundle or folder (default: BUNDLE-onnx, BUNDLE-ort, BUNDLE-web)."),
     ] = None,
     target: TargetOpt = Target.bundle,
     data: Annotated[
@@ -64,7 +68,10 @@ def export(
     opset: Annotated[int, typer.Option("--opset", min=17, help="ONNX opset (--target bundle).")] = 17,
     tolerance: Annotated[
         float | None,
-        typer.Option("--tolerance", help="Largest allowed difference: 1e-4 in probability (bundle), 1e-5 (ort)."),
+        typer.Option(
+            "--tolerance",
+            help="Largest allowed difference: 1e-4 in probability (bundle), 1e-5 (ort), 1e-3 in probability (web).",
+        ),
     ] = None,
     force: ForceOpt = False,
 ) -> None:
@@ -74,7 +81,13 @@ def export(
     a sample of texts. The new bundle predicts with `slm predict` or `slm.runtime` without PyTorch.
     `--target ort` converts an exported bundle (fp32 or int8) to ONNX Runtime's ORT format for mobile apps,
     with the operator list a reduced ONNX Runtime build needs; refused unless its outputs match within 1e-5.
+    `--target web` writes a static folder (index.html, a JavaScript API, the model, the tokenizer and the
+    vendored onnxruntime-web) that classifies in the browser with no server; BUNDLE is an exported bundle
+    (int8 recommended) or the static tier. Needs node and npm, not PyTorch; see docs/web.md.
     """
+    if target is Target.web:
+        _export_web(bundle, output, data=data, text_col=text_col, tolerance=tolerance, force=force)
+        return
     api = load_api()  # the export runs PyTorch and the onnx package: check the training extra first
     if target is Target.ort:
         _export_ort(api, bundle, output, data, text_col, 1e-5 if tolerance is None else tolerance, force)
@@ -104,6 +117,28 @@ def _export_ort(
         f"difference {parity['max_abs_diff']:.1e} on {parity['texts']} texts (tolerance {tolerance:.0e})"
     )
     out.print(f"operators for a reduced ONNX Runtime build: {escape(record['operators_config'])}")
+
+
+def _export_web(
+    bundle: Path, output: Path | None, *, data: Path | None, text_col: str | None, tolerance: float | None, force: bool
+) -> None:
+    """``slm export --target web``: no PyTorch needed, only the runtime (and node and npm)."""
+    require_extra("runtime", what="slm export --target web")
+    quiet_libraries()
+    from slm.api.web import export_web
+
+    written = export_web(
+        bundle, output, data=data, text_col=text_col, tolerance=1e-3 if tolerance is None else tolerance, force=force
+    )
+    check = written.check
+    kind = "static tier, plain JavaScript" if written.kind == "static" else "ONNX model, onnxruntime-web"
+    out.print(f"[green]web folder written[/]: {escape(str(written.path))} ({kind}, {written.total_bytes / 1e6:.1f} MB)")
+    out.print(
+        f"checked in node against slm.runtime on {check['texts']} texts: token ids equal, labels agree on "
+        f"{check['label_agreement']:.1%}, probability difference median {check['median_abs_diff']:.1e}, max "
+        f"{check['max_abs_diff']:.1e} ({check['gated_on']} within {check['tolerance']:.0e})"
+    )
+    out.print(f"preview: python {escape(str(written.path / 'serve.py'))}   (then open http://127.0.0.1:8000/)")
 
 
 CompressOutputOpt = Annotated[
