@@ -161,3 +161,21 @@ def test_int4_of_a_pytorch_only_bundle_without_texts_is_one_line(untrained_bundl
     done = run_slm("compress", untrained_bundle, "-o", tmp_path / "out", "--quantize", "int4")
     assert_one_line_error(done, "pass --data FILE", code=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_int4_of_a_trained_bundle_keeps_its_accuracy(exported, banking_test_csv, tmp_path) -> None:
+    """Slow (``exported`` trains): on a trained model int4 must keep the predictions, not just run."""
+    frame = pd.read_csv(banking_test_csv)
+    texts, gold = frame["text"].tolist(), np.asarray(frame["category"])
+    written = compress(exported, tmp_path / "int4", quantize="int4", options=CompressOptions(gate=5.0))
+    assert written.manifest.components.onnx is not None and written.manifest.components.onnx.precision == "int4"
+    fp32 = load_runtime(exported, threads=1)
+    int4 = load_runtime(written.path, threads=1)
+    fp32_proba, int4_proba = fp32.predict_proba(texts), int4.predict_proba(texts)
+    assert (fp32_proba.argmax(1) == int4_proba.argmax(1)).mean() >= 0.9
+    fp32_accuracy = (np.asarray(fp32.labels)[fp32_proba.argmax(1)] == gold).mean()
+    int4_accuracy = (np.asarray(int4.labels)[int4_proba.argmax(1)] == gold).mean()
+    assert fp32_accuracy > 0.6 and int4_accuracy >= fp32_accuracy - 0.05  # 10 intents: chance is 0.1
+    # MiniLM: int8 is ~0.25x the fp32 file, int4 ~0.17x (bench/results/int4.md).
+    sizes = [(bundle / "onnx" / "model.onnx").stat().st_size for bundle in (written.path, exported)]
+    assert sizes[0] <= 0.2 * sizes[1]
