@@ -77,7 +77,7 @@ QuantizeOpt = Annotated[
     typer.Option(
         "--quantize",
         help="int8: dynamic int8 weights (fastest on a CPU); int8-static: also int8 activations, calibrated; "
-        "int4: 4-bit block weights and embeddings (smallest file, no faster than int8 on a CPU).",
+        "int4: 4-bit block weights and embeddings (smallest file, slower than int8 on a CPU).",
     ),
 ]
 PerChannelOpt = Annotated[
@@ -88,7 +88,10 @@ PerChannelOpt = Annotated[
 ]
 BlockSizeOpt = Annotated[
     int | None,
-    typer.Option("--block-size", help="int4: weights per scale, 16 to 256 (default 32; 128: smaller, less accurate)."),
+    typer.Option(
+        "--block-size",
+        help="int4: weights per scale, 16 to 256 (default 32; 128: smaller file, a little further from fp32).",
+    ),
 ]
 EmbeddingsOpt = Annotated[
     bool, typer.Option("--embeddings/--no-embeddings", help="Quantize the embedding table too (smaller file).")
@@ -176,7 +179,7 @@ def compress(
     """Make a smaller, faster variant of a bundle; every variant is checked on validation data first.
 
     --quantize int8 writes an int8 ONNX bundle (the PyTorch bundle is exported first if needed);
-    --quantize int4 a 4-bit one, about 0.7x the int8 file, for when size or memory matters more than speed.
+    --quantize int4 a 4-bit one, about 0.7x the int8 file, for when file size matters more than CPU speed.
     --prune-layers N removes transformer layers and recovers accuracy by distillation from the
     original (combine it with --quantize). --trim-vocab keeps only the vocabulary the domain corpus
     uses (a multilingual model's embedding table shrinks ~30x; combine it with --quantize).

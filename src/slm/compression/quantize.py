@@ -246,6 +246,8 @@ def quantize_bundle(
     that must be exported first (default: a sample of its training file).
     """
     _check_args(mode, gate_points, fallback, calibration_size, block_size)
+    if recipes and any(isinstance(recipe, Int4Recipe) != (mode == "int4") for recipe in recipes):
+        raise ConfigError("int4 recipes go with mode='int4' and int8 recipes with the other modes")
     bundle, output = Path(bundle), Path(output)
     manifest = read_manifest(bundle)
     label = "int4" if mode == "int4" else "int8"
