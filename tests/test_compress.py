@@ -117,7 +117,7 @@ def test_quantize_errors(exported, quantized, tmp_path, banking_csv) -> None:
     with pytest.raises(ConfigError, match="already quantized"):
         quantize_bundle(quantized, tmp_path / "again")
     with pytest.raises(ConfigError, match="mode"):
-        quantize_bundle(exported, tmp_path / "x", mode="int4")
+        quantize_bundle(exported, tmp_path / "x", mode="int3")
     with pytest.raises(ConfigError, match="gate"):
         quantize_bundle(exported, tmp_path / "x", gate_points=-1)
     unknown = tmp_path / "unknown.csv"

@@ -1,7 +1,7 @@
 """``export`` and ``compress``: faster, smaller variants of a bundle, each checked before it ships.
 
 ``compress`` chains the steps a user asks for in one call (vocabulary trimming → layer pruning with
-distillation → int8 quantization, or the static turbo tier on its own); intermediate bundles live in
+distillation → int8 or int4 quantization, or the static turbo tier on its own); intermediate bundles live in
 a temporary folder beside the output, so only the final, gated bundle is ever written there.
 """
 
@@ -18,7 +18,7 @@ from slm.fileio import claim_output_folder
 if TYPE_CHECKING:
     from slm.bundle.schema import Manifest
 
-QUANTIZE_MODES = ("int8", "int8-static")
+QUANTIZE_MODES = ("int8", "int8-static", "int4")
 
 
 @dataclass(frozen=True)
@@ -117,16 +117,22 @@ def training_source(bundle: str | Path, given: Any) -> Any:
 
 @dataclass(frozen=True)
 class CompressOptions:
-    """Every knob of :func:`compress` beyond which steps run (the defaults are ``slm compress``'s)."""
+    """Every knob of :func:`compress` beyond which steps run (the defaults are ``slm compress``'s).
 
-    per_channel: bool = True
+    ``per_channel`` (default True) and ``calibration_size`` (default 256) are int8 options and
+    ``block_size`` (default 32) an int4 one: None leaves the default, and setting one for the other
+    precision is refused.
+    """
+
+    per_channel: bool | None = None
     embeddings: bool = True
     trim_unreachable: bool = True
     vocab_reserve: int = 1000
     gate: float = 1.0
     validation: str | Path | None = None
     fallback: Literal["none", "fp32"] = "none"
-    calibration_size: int = 256
+    calibration_size: int | None = None
+    block_size: int | None = None
     ffn_keep: float = 1.0
     heads_keep: float = 1.0
     dims: int = 256
@@ -152,12 +158,35 @@ def _check_steps(quantize: str | None, prune_layers: int | None, trim_vocab: boo
     return "static" if static else "-".join(s for s in steps if s)
 
 
+def _check_quantize_options(quantize: str | None, options: CompressOptions) -> None:
+    """Refuse an option of one precision given with the other (it would be silently ignored)."""
+    if quantize == "int4":
+        given = [
+            name
+            for name, value in (("--per-channel/--per-tensor", options.per_channel),
+                                ("--calibration-size", options.calibration_size))
+            if value is not None
+        ]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} apply to --quantize int8 and int8-static only: int4 scales each block of "
+                "--block-size weights and needs no calibration"
+            )
+        from slm.compression.int4 import BLOCK_SIZES
+
+        if options.block_size is not None and options.block_size not in BLOCK_SIZES:
+            sizes = ", ".join(map(str, BLOCK_SIZES))
+            raise ConfigError(f"--block-size must be one of {sizes}, got {options.block_size}")
+    elif options.block_size is not None:
+        raise ConfigError("--block-size applies to --quantize int4 only")
+
+
 def _check_private(
     bundle: Path, *, prune_layers: int | None, trim_vocab: bool, static: bool, quantize: str | None
 ) -> None:
     """Refuse, on a differentially private bundle, the steps that learn from the training texts without privacy:
     distillation (--prune-layers, --static), the vocabulary they use (--trim-vocab), their activation ranges
-    (--quantize int8-static). Dynamic int8 quantization only rounds the weights."""
+    (--quantize int8-static). Dynamic int8 and int4 quantization only round the weights."""
     from slm.bundle.manifest import read_manifest
 
     if not (bundle / "manifest.json").is_file() or read_manifest(bundle).privacy is None:
@@ -168,7 +197,7 @@ def _check_private(
     if refused:
         raise ConfigError(
             f"{bundle} was trained with differential privacy; {', '.join(refused)} would learn from the training "
-            "texts without it (use --quantize int8, or train again without --dp-epsilon)"
+            "texts without it (use --quantize int8 or int4, or train again without --dp-epsilon)"
         )
 
 
@@ -186,13 +215,14 @@ def compress(
     """Make a smaller, faster variant of ``bundle``; every variant is gated on validation data first.
 
     ``trim_vocab`` keeps only the vocabulary the domain corpus uses, ``prune_layers`` keeps that many
-    transformer layers and recovers accuracy by distillation, ``quantize`` ("int8" or "int8-static")
-    writes an int8 ONNX bundle; they chain in that order. ``static`` builds the turbo tier on its own.
+    transformer layers and recovers accuracy by distillation, ``quantize`` ("int8", "int8-static" or
+    "int4") writes an int8 or int4 ONNX bundle; they chain in that order. ``static`` builds the turbo tier on its own.
     A variant that loses more than ``options.gate`` points is refused and nothing is written.
     ``output`` defaults to ``BUNDLE-<steps>`` (e.g. ``BUNDLE-int8``).
     """
     options = options or CompressOptions()
     suffix = _check_steps(quantize, prune_layers, trim_vocab, static)
+    _check_quantize_options(quantize, options)
     bundle = Path(bundle)
     _check_private(bundle, prune_layers=prune_layers, trim_vocab=trim_vocab, static=static, quantize=quantize)
     target = Path(output) if output is not None else default_output(bundle, suffix)
@@ -254,13 +284,14 @@ class _Chain:
         self.current = out
 
     def quantize(self, mode: str) -> None:
+        from slm.compression.int4 import DEFAULT_BLOCK_SIZE
         from slm.compression.quantize import quantize_bundle
 
         o = self.options
         self.manifest = quantize_bundle(
-            self.current, self.target, mode="static" if mode == "int8-static" else "dynamic",
-            per_channel=o.per_channel, embeddings=o.embeddings, gate_points=o.gate,
-            validation=_source(o.validation, o.text_col, o.label_col), calibration_size=o.calibration_size,
-            fallback=o.fallback, trim_vocabulary=o.trim_unreachable, threads=o.threads,
-            export_texts=self.given_texts,
+            self.current, self.target, mode={"int8-static": "static", "int4": "int4"}.get(mode, "dynamic"),
+            per_channel=o.per_channel is not False, embeddings=o.embeddings, gate_points=o.gate,
+            validation=_source(o.validation, o.text_col, o.label_col),
+            calibration_size=o.calibration_size or 256, fallback=o.fallback, trim_vocabulary=o.trim_unreachable,
+            threads=o.threads, export_texts=self.given_texts, block_size=o.block_size or DEFAULT_BLOCK_SIZE,
         )  # fmt: skip

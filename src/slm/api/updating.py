@@ -137,13 +137,15 @@ def _derive_like_parent(candidate: Path, parent: Manifest, tmp: Path) -> Path:
     onnx = parent.components.onnx
     if onnx is None:
         return candidate
-    from slm.api.compressing import compress, export
+    from slm.api.compressing import QUANTIZE_MODES, compress, export
 
-    if onnx.precision != "int8":
+    if onnx.precision not in ("int8", "int4"):
         return export(candidate, tmp / "exported").path
     quantization = (parent.compression or {}).get("quantization")
     mode = quantization.get("mode") if isinstance(quantization, dict) else None
-    return compress(candidate, tmp / "quantized", quantize=mode if mode in ("int8", "int8-static") else "int8").path
+    if mode not in QUANTIZE_MODES:
+        mode = onnx.precision
+    return compress(candidate, tmp / "quantized", quantize=mode).path
 
 
 def _promote(final: Path, output: Path) -> Path | None:

@@ -222,7 +222,7 @@ class OnnxSpec(ComponentSpec):
     file: str
     tokenizer: str
     max_length: int
-    precision: str | None = None  # "fp32" or "int8"
+    precision: str | None = None  # "fp32", "int8" or "int4"
     opset: int | None = None
     inputs: list[str] | None = None
     output: str | None = None

@@ -175,8 +175,13 @@ def print_compression(manifest: Manifest) -> None:
             err.print(f"[yellow]warning[/]: {escape(quantization['fallback'])}")
         else:
             gate = quantization["validation"]
+            precision = (onnx.precision if onnx is not None else None) or "int8"
+            recipe = quantization["recipe"]["name"]
+            shares = quantization.get("precision_shares")
+            if shares:
+                recipe += f", {100 * shares['int4']:.0f}% of the weights 4-bit"
             out.print(
-                f"int8 ({quantization['recipe']['name']}): validation {gate['metric']} "
+                f"{precision} ({recipe}): validation {gate['metric']} "
                 f"{100 * gate['reference']:.2f}% -> {100 * gate['candidate']:.2f}% "
                 f"(drop {gate['drop_points']:.2f} points, gate {quantization['gate_points']:.2f}), "
                 f"agreement with fp32 {100 * gate['agreement']:.1f}%, {quantization['speedup_vs_fp32']:.2f}x fp32 speed"

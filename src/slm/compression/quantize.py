@@ -1,4 +1,4 @@
-"""int8 quantization of a bundle's ONNX model, checked by the accuracy gate and a speed check on this CPU."""
+"""int8 and int4 quantization of a bundle's ONNX model, checked by the accuracy gate (int8: and a speed check)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -21,8 +21,16 @@ from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
+from slm.compression.int4 import (
+    BLOCK_SIZES,
+    DEFAULT_BLOCK_SIZE,
+    Int4Recipe,
+    default_int4_recipes,
+    quantize_int4,
+    rewrite,
+)
 from slm.compression.vocabulary import trim_unreachable
-from slm.errors import BundleError, ConfigError
+from slm.errors import BundleError, ConfigError, ModelError
 from slm.hardware import cpu_info
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
@@ -32,11 +40,13 @@ log = logging.getLogger(__name__)
 
 # onnxruntime's quantization modules log here while slm quantizes (see _quantizer_logging).
 ORT_QUANTIZATION_LOGGER = "onnxruntime.quantization"
-MODES = ("dynamic", "static")
+MODES = ("dynamic", "static", "int4")
 FALLBACKS = ("none", "fp32")
 # Fused-graph operators whose weights are quantized; EmbedLayerNormalization carries the embedding tables.
 DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
 STATIC_OPS = ["MatMul", "Gather", "EmbedLayerNormalization"]
+# Largest probability change allowed when int4 unfuses a graph (before quantizing): as for the ONNX export.
+UNFUSE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,7 @@ def speed_ratio(reference: OnnxComponent, candidate: OnnxComponent, texts: list[
     return ref_time / max(cand_time, 1e-9)
 
 
-def _check_args(mode: str, gate_points: float, fallback: str, calibration_size: int) -> None:
+def _check_args(mode: str, gate_points: float, fallback: str, calibration_size: int, block_size: int) -> None:
     if mode not in MODES:
         raise ConfigError(f"unknown quantization mode '{mode}': choose from {', '.join(MODES)}")
     if not gate_points >= 0:
@@ -198,6 +208,11 @@ def _check_args(mode: str, gate_points: float, fallback: str, calibration_size: 
         raise ConfigError(f"unknown fallback '{fallback}': choose from {', '.join(FALLBACKS)}")
     if calibration_size < 1:
         raise ConfigError("--calibration-size must be at least 1")
+    if block_size not in BLOCK_SIZES:
+        raise ConfigError(f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {block_size}")
+
+
+Recipe = QuantRecipe | Int4Recipe
 
 
 def quantize_bundle(
@@ -211,25 +226,31 @@ def quantize_bundle(
     validation: DataSource | None = None,
     calibration_size: int = 256,
     fallback: str = "none",
-    recipes: list[QuantRecipe] | None = None,
+    recipes: Sequence[Recipe] | None = None,
     trim_vocabulary: bool = True,
     threads: int | None = None,
     export_texts: list[str] | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> Manifest:
-    """Write an int8 copy of ``bundle`` whose ONNX model passed the accuracy gate on validation data.
+    """Write an int8 (or with ``mode="int4"`` an int4) copy of ``bundle`` whose ONNX model passed the gate.
 
-    Recipes are measured tier by tier (see ``default_recipes``); a recipe is acceptable when it loses
-    at most ``gate_points`` of validation accuracy and runs faster than fp32 on this CPU, and the
-    fastest acceptable one ships (a more accurate one within 10% of its speed wins). When none does, GateRejected is
-    raised and nothing is written, unless ``fallback="fp32"`` ships the fp32 ONNX model instead.
+    Recipes are measured tier by tier (see ``default_recipes`` and ``default_int4_recipes``); an int8
+    recipe is acceptable when it loses at most ``gate_points`` of validation accuracy and runs faster
+    than fp32 on this CPU, and the fastest acceptable one ships (a more accurate one within 10% of its
+    speed wins). int4 is for size and memory, not CPU speed: an int4 recipe needs only the gate, and
+    ``block_size`` sets its weights per scale. When none passes, GateRejected is raised and nothing is
+    written, unless ``fallback="fp32"`` ships the fp32 ONNX model instead.
     The PyTorch weights are not copied (the manifest's lineage points to the parent bundle). With
     ``trim_vocabulary``, embedding rows the tokenizer can never produce are dropped first (lossless,
     checked; see ``slm.compression.vocabulary``). ``export_texts``: parity-check texts for a bundle
     that must be exported first (default: a sample of its training file).
     """
-    _check_args(mode, gate_points, fallback, calibration_size)
+    _check_args(mode, gate_points, fallback, calibration_size, block_size)
+    if recipes and any(isinstance(recipe, Int4Recipe) != (mode == "int4") for recipe in recipes):
+        raise ConfigError("int4 recipes go with mode='int4' and int8 recipes with the other modes")
     bundle, output = Path(bundle), Path(output)
     manifest = read_manifest(bundle)
+    label = "int4" if mode == "int4" else "int8"
     with tempfile.TemporaryDirectory(prefix="slm-quantize-") as tmp:
         work = Path(tmp)
         if manifest.components.onnx is None:
@@ -247,16 +268,15 @@ def quantize_bundle(
             manifest = read_manifest(source_bundle)
             spec = _onnx_spec(source_bundle, manifest)
         trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
-        log.info(f"quantizing {bundle}: gate {gate_points:.2f} points on {len(trials.evaluation)} validation texts")
-        cpu = cpu_features()
-        chosen = None
-        for tier in [recipes] if recipes else default_recipes(mode, per_channel, embeddings, cpu):
-            accepted = [trial for trial in (trials.run(recipe, work, gate_points) for recipe in tier) if trial]
-            if accepted:
-                chosen = _pick(accepted)
-                chosen.entry["verdict"] = "shipped"
-                log.info(f"  shipping {chosen.recipe.name}")
-                break
+        log.info(f"quantizing {bundle} to {label}: gate {gate_points:.2f} points on {len(trials.evaluation)} "
+                 "validation texts")  # fmt: skip
+        if recipes:
+            tiers: list[list[Recipe]] = [list(recipes)]
+        elif mode == "int4":
+            tiers = [list(tier) for tier in default_int4_recipes(embeddings, block_size)]
+        else:
+            tiers = [list(tier) for tier in default_recipes(mode, per_channel, embeddings, cpu_features())]
+        chosen = _first_accepted(trials, tiers, work, gate_points)
         if chosen is None and fallback == "none":
             if trials.rejection is not None and all(t["verdict"] == "rejected: accuracy" for t in trials.tried):
                 raise trials.rejection
@@ -264,9 +284,26 @@ def quantize_bundle(
                 "no int8 variant is both accurate and faster than fp32 on this CPU; nothing was written "
                 "(use --fallback fp32 to ship the fp32 ONNX model)"
             )
-        quantization = {"gate_points": gate_points, "validation_texts": len(trials.evaluation), "cpu": cpu}
-        quantization["tried"] = trials.tried
+        quantization = {"mode": _mode_name(mode), "gate_points": gate_points}
+        quantization.update(validation_texts=len(trials.evaluation), cpu=cpu_features(), tried=trials.tried)
         return _write(source_bundle, output, spec, chosen, quantization)
+
+
+def _mode_name(mode: str) -> str:
+    """The ``slm compress --quantize`` value of a mode (recorded so that ``slm update`` can quantize alike)."""
+    return {"dynamic": "int8", "static": "int8-static"}.get(mode, mode)
+
+
+def _first_accepted(trials: _Trials, tiers: list[list[Recipe]], work: Path, gate_points: float) -> _Candidate | None:
+    """Measure tier after tier; the best acceptable recipe of the first tier that has one (None if none has)."""
+    for tier in tiers:
+        accepted = [trial for trial in (trials.run(recipe, work, gate_points) for recipe in tier) if trial]
+        if accepted:
+            chosen = _pick(accepted)
+            chosen.entry["verdict"] = "shipped"
+            log.info(f"  shipping {chosen.recipe.name}")
+            return chosen
+    return None
 
 
 def _onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
@@ -279,7 +316,7 @@ def _onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
 class _Candidate:
     """A quantized model that passed the gate and the speed check."""
 
-    recipe: QuantRecipe
+    recipe: Recipe
     result: GateResult
     speedup: float
     path: Path
@@ -306,25 +343,34 @@ class _Trials:
         self.reference_proba = self._proba(self.reference)
         self.tried: list[dict] = []
         self.rejection: GateRejected | None = None
+        self._rewritten: dict[tuple[bool, str], tuple[Path, dict]] = {}
 
     @cached_property
     def calibration_texts(self) -> list[str]:
         """Read only when a static recipe is tried: training texts, else the validation texts."""
         return _calibration_texts(self.manifest, self.evaluation.texts, self.calibration_size)
 
-    def _proba(self, component: OnnxComponent) -> np.ndarray:
-        return probabilities(component.logits(self.evaluation.texts), self.task == "multi_label")
+    def _proba(self, component: OnnxComponent, texts: list[str] | None = None) -> np.ndarray:
+        texts = self.evaluation.texts if texts is None else texts
+        return probabilities(component.logits(texts), self.task == "multi_label")
 
-    def run(self, recipe: QuantRecipe, work: Path, gate_points: float) -> _Candidate | None:
+    def run(self, recipe: Recipe, work: Path, gate_points: float) -> _Candidate | None:
         """Quantize, score and time one recipe; the candidate if it is acceptable, else None."""
         target = work / f"candidate-{len(self.tried)}.onnx"
-        calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
-        quantize_graph(self.source_bundle / self.spec.file, target, recipe, calibration)
+        entry: dict = {"recipe": recipe.to_dict()}
+        if isinstance(recipe, Int4Recipe):
+            source, rewritten = self.rewritten(recipe, work)
+            entry.update(rewritten)
+            with _quantizer_logging():
+                entry["precision_shares"] = quantize_int4(source, target, recipe)
+        else:
+            calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
+            quantize_graph(self.source_bundle / self.spec.file, target, recipe, calibration)
         candidate = OnnxComponent(self.source_bundle, replace(self.spec, file=str(target)), threads=self.threads)
         result = measure(self.reference_proba, self._proba(candidate), self.targets, self.task, self.thresholds)
         speedup = speed_ratio(self.reference, candidate, self.evaluation.texts)
-        entry = {"recipe": recipe.to_dict(), "gate": result.to_dict(), "speedup_vs_fp32": round(speedup, 3),
-                 "size_mb": round(target.stat().st_size / 1e6, 3)}  # fmt: skip
+        entry.update(gate=result.to_dict(), speedup_vs_fp32=round(speedup, 3),
+                     size_mb=round(target.stat().st_size / 1e6, 3))  # fmt: skip
         self.tried.append(entry)
         try:
             enforce(result, gate_points, recipe.name)
@@ -333,13 +379,33 @@ class _Trials:
             self.rejection = exc
             log.info(f"  {recipe.name}: rejected ({result.drop_points:+.2f} points)")
             return None
-        if speedup < 1.0:
+        # int4 is for size and memory: its MatMulNBits kernels are no faster than int8's on a CPU (measured).
+        if speedup < 1.0 and not isinstance(recipe, Int4Recipe):
             entry["verdict"] = "rejected: slower than fp32 on this CPU"
             log.info(f"  {recipe.name}: rejected, {speedup:.2f}x the fp32 speed on this CPU")
             return None
         entry["verdict"] = "acceptable"
         log.info(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
         return _Candidate(recipe, result, speedup, target, entry)
+
+    def rewritten(self, recipe: Int4Recipe, work: Path) -> tuple[Path, dict]:
+        """The fp32 graph unfused as ``recipe`` needs (once per form), refused unless it predicts as the fused one."""
+        key = (recipe.unfuse, recipe.embeddings)
+        if key not in self._rewritten:
+            path = work / f"rewritten-{len(self._rewritten)}.onnx"
+            record = rewrite(self.source_bundle / self.spec.file, path, recipe)
+            if record["attention_unfused"] or record["embeddings_unfused"]:
+                texts = self.evaluation.texts[:256]
+                component = OnnxComponent(self.source_bundle, replace(self.spec, file=str(path)), threads=self.threads)
+                diff = float(np.abs(self._proba(component, texts) - self.reference_proba[: len(texts)]).max())
+                if not diff <= UNFUSE_TOLERANCE:
+                    raise ModelError(
+                        f"unfusing the ONNX graph for int4 changed its probabilities by up to {diff:.1e} "
+                        f"(tolerance {UNFUSE_TOLERANCE:.0e}); nothing was written"
+                    )
+                record["unfused_max_abs_diff"] = diff
+            self._rewritten[key] = (path, record)
+        return self._rewritten[key]
 
 
 def _pick(accepted: list[_Candidate]) -> _Candidate:
@@ -367,15 +433,20 @@ def _write(
         if chosen is None:
             (staging / ONNX_DIR / ONNX_FILE).write_bytes((source_bundle / spec.file).read_bytes())
             precision = "fp32"
-            quantization["fallback"] = "fp32: no int8 recipe passed the gate and the speed check"
+            quantization["fallback"] = (
+                "fp32: no int4 recipe passed the gate" if quantization["mode"] == "int4"
+                else "fp32: no int8 recipe passed the gate and the speed check"
+            )  # fmt: skip
         else:
             (staging / ONNX_DIR / ONNX_FILE).write_bytes(chosen.path.read_bytes())
-            precision = "int8"
+            precision = "int4" if isinstance(chosen.recipe, Int4Recipe) else "int8"
             quantization.update(
                 recipe=chosen.recipe.to_dict(),
                 validation=chosen.result.to_dict(),
                 speedup_vs_fp32=round(chosen.speedup, 3),
             )
+            if "precision_shares" in chosen.entry:
+                quantization["precision_shares"] = chosen.entry["precision_shares"]
         drop_components(staging, new, keep={"onnx", "ngram"})
         new.components.onnx = replace(spec, file=f"{ONNX_DIR}/{ONNX_FILE}", precision=precision, parity=None)
         new.compression = {**(new.compression or {}), "quantization": quantization}
