@@ -179,3 +179,10 @@ def test_int4_of_a_trained_bundle_keeps_its_accuracy(exported, banking_test_csv,
     # MiniLM: int8 is ~0.25x the fp32 file, int4 ~0.17x (bench/results/int4.md).
     sizes = [(bundle / "onnx" / "model.onnx").stat().st_size for bundle in (written.path, exported)]
     assert sizes[0] <= 0.2 * sizes[1]
+
+
+def test_ort_export_refuses_an_int4_bundle_in_one_line(int4_bundle, tmp_path):
+    """ONNX Runtime's ORT format has no 4-bit tensor type (onnxruntime 1.32 fails to load such a file)."""
+    refused = run_slm("export", int4_bundle, "--target", "ort", "-o", tmp_path / "ort")
+    assert_one_line_error(refused, "4-bit weights")
+    assert not (tmp_path / "ort").exists()
