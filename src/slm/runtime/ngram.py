@@ -18,8 +18,10 @@ What scikit-learn 1.9 does, and so this module (``sklearn/feature_extraction/tex
 - terms missing from the vocabulary are ignored; a row without any known term stays all zeros (its logits
   are the intercepts).
 
-Memory stays bounded whatever the input: texts are analysed ``BATCH_TEXTS`` at a time and the weights are
-gathered at most ``GATHER_ELEMENTS`` values at a time (a batch's sparse rows are index/value arrays).
+Memory stays bounded whatever the number of texts: texts are analysed ``BATCH_TEXTS`` at a time (a batch's
+sparse rows are index/value arrays) and the weights are gathered at most ``GATHER_ELEMENTS`` values at a time.
+One text's n-grams are listed at once, as scikit-learn lists them: :class:`slm.runtime.bundle.Bundle` cuts
+every text to its text limit first (``slm.bundle.textlimit``).
 """
 
 from __future__ import annotations
