@@ -176,3 +176,22 @@ def test_fresh_runtime_process_computes_the_ensemble_without_scikit_learn(untrai
         transformer, reference, manifest.ensemble.transformer_weight, manifest.ensemble.log_prior_shift
     )
     np.testing.assert_allclose(np.asarray(result["ensemble"], dtype=np.float32), expected, atol=1e-5)
+
+
+def test_slm_predict_with_the_ensemble_on_the_runtime_install(untrained_exported, tmp_path: Path) -> None:
+    """`slm predict --component ensemble` where scikit-learn, SciPy, pandas and PyTorch are not installed."""
+    from slm.runtime import load
+    from tests.test_install import NOT_IN_RUNTIME, run_cli
+
+    assert {"sklearn", "scipy", "torch"} <= set(NOT_IN_RUNTIME)
+    texts = ["my card has not arrived", "how do I change my PIN?", "ÉCOLE\t\tİstanbul"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    for component in ("ensemble", "ngram"):
+        result = run_cli(["predict", str(untrained_exported), str(tmp_path / "in.jsonl"), "--component", component],
+                         NOT_IN_RUNTIME)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        model = load(untrained_exported, threads=1)
+        expected = model.predict_proba(texts, component=component)
+        got = np.array([[row["probabilities"][label] for label in model.labels] for row in rows])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
