@@ -139,7 +139,36 @@ def test_pruned_bundle_is_smaller_loads_and_predicts(pruned, tiny_bundle, bankin
         accuracy = np.mean([bundle.labels[i] == y for i, y in zip(proba.argmax(1), labels, strict=True)])
         assert accuracy > 0.5, (component, accuracy)  # chance is 0.1 with ten intents
     assert (out / "ngram").is_dir() and not (out / "report").exists()
-    assert manifest.ensemble == Bundle(tiny_bundle).manifest.ensemble
+    teacher = Bundle(tiny_bundle).manifest
+    assert manifest.ensemble == teacher.ensemble
+    # The ensemble stays the default only if it still beats the pruned transformer on the validation split.
+    record = (manifest.compression or {}).get("default_component")
+    if teacher.default_component == "ensemble":
+        assert record["step"] == "pruned" and record["texts"] == teacher.data["n_validation"]
+        won = record["ensemble"] > record["transformer"]
+        assert manifest.default_component == record["component"] == ("ensemble" if won else "transformer")
+    else:
+        assert record is None and manifest.default_component == teacher.default_component
+
+
+def test_choosing_the_default_again_with_the_unpruned_teacher_reproduces_training(tiny_bundle, tmp_path):
+    """The teacher as its own 'pruned' student, in a copy that ships the ensemble: choosing again on the recorded
+    validation split must come to training's decision (same split, same rule, the same n-gram probabilities)."""
+    from slm.bundle.derive import derive_bundle
+    from slm.compression.prune import _default_after_pruning, _open_teacher
+
+    def ship_ensemble(_, manifest):
+        manifest.default_component = "ensemble"
+        return manifest
+
+    trained = Bundle(tiny_bundle).manifest
+    shipped = tmp_path / "ships-ensemble"
+    derive_bundle(tiny_bundle, shipped, ship_ensemble, step="set-default")
+    source, teacher_part = _open_teacher(shipped)
+    choice = _default_after_pruning(shipped, source.manifest, teacher_part, teacher_part.model)
+    assert choice.component == trained.default_component
+    assert choice.record["texts"] == trained.data["n_validation"] and choice.record["step"] == "pruned"
+    assert choice.ensemble is not None and choice.ensemble["drop_points"] == 0.0  # the same transformer
 
 
 def test_manifest_never_labels_teacher_numbers_as_the_students(pruned, tiny_bundle):

@@ -186,6 +186,9 @@ def print_compression(manifest: Manifest) -> None:
                 f"(drop {gate['drop_points']:.2f} points, gate {quantization['gate_points']:.2f}), "
                 f"agreement with fp32 {100 * gate['agreement']:.1f}%, {quantization['speedup_vs_fp32']:.2f}x fp32 speed"
             )
+    default_line = default_component_line(compression.get("default_component"))
+    if default_line:
+        out.print(default_line)
     validation = (manifest.metrics or {}).get("validation") or {}
     metric = "micro_f1" if manifest.multi_label else "accuracy"
     scores = [
@@ -199,3 +202,18 @@ def print_compression(manifest: Manifest) -> None:
         if key in compression:
             summary = ", ".join(f"{k} {v}" for k, v in compression[key].items() if not isinstance(v, dict | list))
             out.print(f"{key}: {escape(summary)}")
+
+
+def default_component_line(record: Any) -> str | None:
+    """What a derived bundle predicts with by default and why, from ``compression["default_component"]``."""
+    if not isinstance(record, dict) or not isinstance(record.get("component"), str):
+        return None
+    component = escape(record["component"])
+    transformer, ensemble = record.get("transformer"), record.get("ensemble")
+    if isinstance(transformer, float) and isinstance(ensemble, float):
+        metric = escape(str(record.get("metric", "score"))).replace("_", "-")
+        return (
+            f"default: {component} (validation {metric}: ensemble {100 * ensemble:.2f}%, "
+            f"{escape(str(record.get('step', '')))} transformer alone {100 * transformer:.2f}%)"
+        )
+    return f"default: {component} (chosen on validation by training)"

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from slm.cli._results import print_compression
+from slm.cli._results import default_component_line, print_compression
 from slm.cli._util import ForceOpt, LabelColOpt, TextColOpt, command, load_api, out, quiet_libraries
 from slm.extras import require_extra
 
@@ -103,6 +103,8 @@ def export(
         f"parity with PyTorch: max probability difference {spec.parity['max_abs_diff']:.1e} on "
         f"{spec.parity['texts']} texts (tolerance {tolerance:.0e}); fused operators: {fused}"
     )
+    default = default_component_line((written.manifest.compression or {}).get("default_component"))
+    out.print(default or f"default: {escape(written.manifest.default_component or 'transformer')}")
     out.print(f"next: slm compress {escape(str(written.path))} --quantize int8")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from slm.bundle.derive import derive_bundle
 from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
+from slm.compression.default import ships_ensemble
 from slm.errors import BundleError, ConfigError, ModelError
 from slm.models.ensemble import probabilities
 
@@ -131,8 +132,10 @@ def export_bundle(
 ) -> Manifest:
     """Write a copy of ``bundle`` with a fused fp32 ONNX model; refuse it if parity with PyTorch fails.
 
-    The new bundle's default component is the ONNX transformer, run without PyTorch by
-    ``slm.runtime``; the PyTorch weights and the n-gram model stay for further training and the ensemble.
+    The new bundle runs without PyTorch in ``slm.runtime``; its default component is the parent's: the
+    ensemble (ONNX transformer + the n-gram model, computed with numpy) when training shipped it, else the
+    ONNX transformer. The choice training made on validation holds, since the ONNX probabilities are
+    those of PyTorch to within the parity tolerance (1e-4). The PyTorch weights and the n-gram model stay.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -170,17 +173,21 @@ def export_bundle(
             fused_operators=fused,
             parity={"max_abs_diff": diff, "tolerance": tolerance, "texts": len(sample)},
         )
-        new.default_component = "transformer"
-        if new.compression is None:
-            new.compression = {}
+        new.default_component = default
+        new.compression = new.compression or {}
+        if default == "ensemble":  # training's choice on validation, kept: the probabilities are PyTorch's
+            new.compression["default_component"] = {
+                "component": default, "step": "export", "chosen_on": "validation", "chosen_by": "training",
+                "parity_max_abs_diff": diff,
+            }  # fmt: skip
         return new
 
     log.info(f"exporting {bundle} to ONNX (opset {opset}) and checking parity on {len(sample)} texts")
-    default = manifest.default_component or "transformer"
-    if default != "transformer":
+    default = "ensemble" if ships_ensemble(manifest) else "transformer"
+    parent_default = manifest.default_component or "ensemble"
+    if parent_default != default:
         log.info(
-            f"note: {bundle} predicts with its {default} by default; the exported bundle "
-            f"predicts with the ONNX transformer (use --component {default} where "
-            "scikit-learn is installed)"
+            f"note: {bundle} predicts with its {parent_default} by default; the exported bundle "
+            f"predicts with the ONNX transformer (use --component {parent_default} to choose it)"
         )
     return derive_bundle(bundle, output, change, drop=(ONNX_DIR,), step="export")

@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from slm.bundle.schema import Manifest
+from slm.compression.default import DefaultChoice, choose_default, ships_ensemble
+from slm.data import align_labels
 from slm.data.dataset import TextDataset
 from slm.errors import BundleError, ConfigError, DataError
 from slm.logs import DONE
@@ -390,7 +392,8 @@ def prune_bundle(
             "data": _data_record(data, split, val_size, seed),
         },
     }
-    manifest = _write(parent, output, result.model, compression, validation, new_thresholds)
+    default = _default_after_pruning(parent, source.manifest, teacher_part, result.model)
+    manifest = _write(parent, output, result.model, compression, validation, new_thresholds, default)
     if show_progress:
         scores = " · ".join(f"{who} macro-F1 {validation[who]['macro_f1']:.4f}" for who in ("teacher", "student"))
         log.info(
@@ -442,8 +445,44 @@ def _recover(
     return _Recovery(result, seconds, proba, after)
 
 
+def _default_after_pruning(parent: Path, manifest: Manifest, teacher_part, student: EncoderClassifier) -> DefaultChoice:
+    """Ship the ensemble only if it still beats the pruned transformer on the bundle's own validation split.
+
+    Not on the recovery's validation split: cut from the training file with its own seed, it may hold
+    texts the n-gram model was fitted on, which would flatter the ensemble. When the recorded split cannot
+    be rebuilt (the training file moved), the parent's choice is kept and a note says so.
+    """
+    from slm.models.ensemble import probabilities
+    from slm.pipeline import recorded_validation
+    from slm.training.batching import encode_texts
+    from slm.training.trainer import predict_logits
+
+    if not ships_ensemble(manifest):
+        return DefaultChoice(manifest.default_component or "transformer")
+    try:
+        val = align_labels(recorded_validation(manifest), list(manifest.labels or []), multi_label=manifest.multi_label)
+    except (ConfigError, DataError) as exc:
+        log.warning(f"note: the ensemble stays the default without a check on validation ({exc})")
+        return DefaultChoice("ensemble")
+    encoded = encode_texts(teacher_part.tokenizer, val.texts, teacher_part.max_length)
+    proba = {
+        who: probabilities(predict_logits(model, encoded, teacher_part.pad_id), manifest.multi_label)
+        for who, model in (("teacher", teacher_part.model), ("student", student))
+    }
+    targets = val.targets(list(manifest.labels or []))
+    return choose_default(
+        parent, manifest, val.texts, targets, parent=proba["teacher"], derived=proba["student"], step="pruned"
+    )
+
+
 def _write(
-    parent: Path, output: Path, student: EncoderClassifier, compression: dict, validation: dict, thresholds: dict
+    parent: Path,
+    output: Path,
+    student: EncoderClassifier,
+    compression: dict,
+    validation: dict,
+    thresholds: dict,
+    default: DefaultChoice,
 ) -> Manifest:
     """The pruned bundle derived from ``parent`` into ``output``; returns its manifest."""
     from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
@@ -458,8 +497,11 @@ def _write(
         if manifest.compression:
             compression["parent"] = manifest.compression
         manifest.compression = compression
+        if default.record:
+            compression["default_component"] = default.record
         replace_metrics(manifest, validation)
         manifest.thresholds = thresholds
+        manifest.default_component = default.component
         return manifest
 
     return derive_bundle(parent, output, change, drop=("model", "report"), step="prune")

@@ -19,6 +19,7 @@ import numpy as np
 from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
 from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
+from slm.compression.default import DefaultChoice, choose_default
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateRejected, GateResult, enforce, measure
 from slm.compression.int4 import (
@@ -286,7 +287,12 @@ def quantize_bundle(
             )
         quantization = {"mode": _mode_name(mode), "gate_points": gate_points}
         quantization.update(validation_texts=len(trials.evaluation), cpu=cpu_features(), tried=trials.tried)
-        return _write(source_bundle, output, spec, chosen, quantization)
+        default = choose_default(
+            source_bundle, manifest, trials.evaluation.texts, trials.targets, parent=trials.reference_proba,
+            derived=trials.reference_proba if chosen is None else chosen.proba,
+            step=("int4" if mode == "int4" else "int8") if chosen else "fp32",
+        )  # fmt: skip
+        return _write(source_bundle, output, spec, chosen, quantization, default)
 
 
 def _mode_name(mode: str) -> str:
@@ -321,6 +327,7 @@ class _Candidate:
     speedup: float
     path: Path
     entry: dict
+    proba: np.ndarray  # on the validation texts: the ensemble's default is chosen again with them
 
 
 class _Trials:
@@ -367,7 +374,8 @@ class _Trials:
             calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
             quantize_graph(self.source_bundle / self.spec.file, target, recipe, calibration)
         candidate = OnnxComponent(self.source_bundle, replace(self.spec, file=str(target)), threads=self.threads)
-        result = measure(self.reference_proba, self._proba(candidate), self.targets, self.task, self.thresholds)
+        proba = self._proba(candidate)
+        result = measure(self.reference_proba, proba, self.targets, self.task, self.thresholds)
         speedup = speed_ratio(self.reference, candidate, self.evaluation.texts)
         entry.update(gate=result.to_dict(), speedup_vs_fp32=round(speedup, 3),
                      size_mb=round(target.stat().st_size / 1e6, 3))  # fmt: skip
@@ -386,7 +394,7 @@ class _Trials:
             return None
         entry["verdict"] = "acceptable"
         log.info(f"  {recipe.name}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32)")
-        return _Candidate(recipe, result, speedup, target, entry)
+        return _Candidate(recipe, result, speedup, target, entry, proba)
 
     def rewritten(self, recipe: Int4Recipe, work: Path) -> tuple[Path, dict]:
         """The fp32 graph unfused as ``recipe`` needs (once per form), refused unless it predicts as the fused one."""
@@ -426,7 +434,12 @@ def _calibration_texts(manifest: Manifest, fallback: list[str], n: int) -> list[
 
 
 def _write(
-    source_bundle: Path, output: Path, spec: OnnxSpec, chosen: _Candidate | None, quantization: dict
+    source_bundle: Path,
+    output: Path,
+    spec: OnnxSpec,
+    chosen: _Candidate | None,
+    quantization: dict,
+    default: DefaultChoice,
 ) -> Manifest:
     def change(staging: Path, new: Manifest) -> Manifest:
         (staging / ONNX_DIR).mkdir(exist_ok=True)
@@ -451,8 +464,12 @@ def _write(
         new.components.onnx = replace(spec, file=f"{ONNX_DIR}/{ONNX_FILE}", precision=precision, parity=None)
         new.compression = {**(new.compression or {}), "quantization": quantization}
         validation = {"transformer": chosen.result.to_dict()} if chosen is not None else {}
+        if default.ensemble is not None:
+            validation["ensemble"] = default.ensemble
+        if default.record:
+            new.compression["default_component"] = default.record
         replace_metrics(new, validation)
-        new.default_component = "transformer"
+        new.default_component = default.component
         return new
 
     return derive_bundle(source_bundle, output, change, drop=("model", ONNX_DIR, "report"), step="quantize")

@@ -1,8 +1,10 @@
 """The strong n-gram baseline: TF-IDF word + character n-grams and logistic regression.
 
 Every fine-tuned model is compared against this. It saves to JSON (vocabularies, params) and
-safetensors (idf, weights) only: no pickle. Prediction is plain numpy/scipy from the stored
-arrays, so a loaded model reproduces the fitted model's probabilities exactly.
+safetensors (idf, weights) only: no pickle (the files: :mod:`slm.models.ngram_format`). Prediction
+is plain numpy/scipy from the stored arrays, so a loaded model reproduces the fitted model's
+probabilities exactly; the torch-free runtime computes the same probabilities with numpy alone
+(:mod:`slm.runtime.ngram`, checked against this class to 1e-6).
 """
 
 from __future__ import annotations
@@ -15,26 +17,26 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
 from slm.errors import BundleError, DataError
-from slm.fileio import read_json_object, write_bytes_atomic
+from slm.fileio import write_bytes_atomic
+from slm.models.ngram_format import (
+    ARRAYS_NAME,
+    CJK_CLASS,
+    FORMAT,
+    FORMAT_VERSION,
+    JSON_NAME,
+    LEGACY_TOKEN_PATTERN,
+    TOKEN_PATTERN,
+    read_ngram_files,
+)
 
-JSON_NAME = "ngram.json"
-ARRAYS_NAME = "ngram.safetensors"
-FORMAT = "slm-ngram"
-FORMAT_VERSION = 1
+__all__ = ["ARRAYS_NAME", "JSON_NAME", "LEGACY_TOKEN_PATTERN", "TOKEN_PATTERN", "NgramClassifier", "settings_for"]
 
-# Keeps single-character tokens and "$TICKER" cashtags (measured: helps finance tweets and BANKING77).
-LEGACY_TOKEN_PATTERN = r"(?u)\$?\b\w+\b"
-# The same, except that each CJK ideograph is a word of its own (Chinese has no spaces: \w+ would
-# make a whole clause one "word"). Identical on text without ideographs.
-CJK_CLASS = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
-TOKEN_PATTERN = rf"(?u){CJK_CLASS}|\$?\b\w+\b"
 CJK = re.compile(CJK_CLASS)
 # Character n-grams for mostly-CJK corpora: single ideographs carry meaning (measured on waimai_10k and ECDT).
 CJK_CHAR_NGRAMS = (1, 3)
@@ -271,21 +273,18 @@ class NgramClassifier:
     def load(cls, directory: Path) -> NgramClassifier:
         """Rebuild a saved model; raises BundleError if files are missing, corrupt or inconsistent."""
         directory = Path(directory)
-        meta = _read_json(directory / JSON_NAME)
-        arrays = _read_arrays(directory / ARRAYS_NAME)
+        files = read_ngram_files(directory)
+        params = files.params
         try:
-            params = {"token_pattern": LEGACY_TOKEN_PATTERN, **meta["params"]}  # older files predate the field
             model = cls(
                 **{**params, "word_ngrams": tuple(params["word_ngrams"]), "char_ngrams": tuple(params["char_ngrams"])}
             )
-            model.n_classes = int(meta["n_classes"])
-            model.word_vocabulary = list(meta["word_vocabulary"])
-            model.char_vocabulary = list(meta["char_vocabulary"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{directory / JSON_NAME} is incomplete or invalid ({exc!s:.80})") from None
-        model.word_idf, model.char_idf = arrays["word_idf"], arrays["char_idf"]
-        model.coef, model.intercept = arrays["coef"], arrays["intercept"]
-        _check_shapes(model, directory)
+        model.n_classes = files.n_classes
+        model.word_vocabulary, model.char_vocabulary = files.word_vocabulary, files.char_vocabulary
+        model.word_idf, model.char_idf = files.word_idf, files.char_idf
+        model.coef, model.intercept = files.coef, files.intercept
         return model
 
 
@@ -337,39 +336,3 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     ez = np.exp(z[~pos])
     out[~pos] = ez / (1.0 + ez)
     return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    meta = read_json_object(path, "n-gram model")
-    if meta.get("format") != FORMAT:
-        raise BundleError(f"{path} is not an slm n-gram model file")
-    if meta.get("version") != FORMAT_VERSION:
-        raise BundleError(f"{path} has unsupported n-gram format version {meta.get('version')!r}")
-    return meta
-
-
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise BundleError(f"n-gram model file {path} is missing")
-    try:
-        arrays = st_load(path.read_bytes())
-    except Exception:  # safetensors raises its own error types on truncated/corrupt headers
-        raise BundleError(f"n-gram model file {path} is corrupt or truncated") from None
-    missing = {"word_idf", "char_idf", "coef", "intercept"} - arrays.keys()
-    if missing:
-        raise BundleError(f"{path} lacks arrays: {', '.join(sorted(missing))}")
-    return arrays
-
-
-def _check_shapes(model: NgramClassifier, directory: Path) -> None:
-    k = model.n_classes or 0
-    d_word, d_char = len(model.word_vocabulary), len(model.char_vocabulary)
-    expected = {
-        "word_idf": (model.word_idf.shape, (d_word,)),
-        "char_idf": (model.char_idf.shape, (d_char,)),
-        "coef": (model.coef.shape, (k, d_word + d_char)),
-        "intercept": (model.intercept.shape, (k,)),
-    }
-    for name, (got, want) in expected.items():
-        if tuple(got) != want:
-            raise BundleError(f"n-gram model in {directory}: {name} has shape {tuple(got)}, expected {want}")

@@ -5,7 +5,9 @@
 >>> model.predict(["my card has not arrived"])[0]["label"]
 
 Importing this module, loading an exported (ONNX or static) bundle and predicting never import
-PyTorch or transformers; ``tests/test_runtime.py`` proves it in a fresh process.
+PyTorch or transformers; ``tests/test_runtime.py`` proves it in a fresh process. The ensemble's n-gram half
+is computed with numpy (:mod:`slm.runtime.ngram`), without scikit-learn or SciPy
+(``tests/test_ngram_runtime.py``), so an exported bundle predicts with the ensemble it shipped.
 """
 
 from __future__ import annotations

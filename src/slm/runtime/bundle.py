@@ -16,7 +16,7 @@ from slm.errors import BundleError, ConfigError
 from slm.models.ensemble import ensemble_probabilities, probabilities
 
 if TYPE_CHECKING:
-    from slm.models.ngram import NgramClassifier
+    from slm.runtime.ngram import NgramPredictor
     from slm.runtime.onnx import OnnxComponent
     from slm.runtime.static import StaticComponent
     from slm.training.component import TransformerComponent
@@ -121,11 +121,13 @@ class Bundle:
         return out
 
     @cached_property
-    def _ngram(self) -> NgramClassifier:
-        from slm.models.ngram import NgramClassifier
+    def _ngram(self) -> NgramPredictor:
+        """The n-gram model, computed with numpy alone (no scikit-learn, no SciPy): the ensemble runs under
+        ``slm[runtime]``, with the same probabilities as the fitted model (checked to 1e-6 in the tests)."""
+        from slm.runtime.ngram import NgramPredictor
 
         spec = self._spec(self.manifest.components.ngram, "ngram")
-        ngram = NgramClassifier.load(bundle_path(self.path, self.manifest, spec.dir))
+        ngram = NgramPredictor.load(bundle_path(self.path, self.manifest, spec.dir))
         self._check_width("n-gram model", ngram.n_classes)
         return ngram
 
