@@ -320,5 +320,5 @@ def _robustness(
         labels=model.labels,
         thresholds={MODEL_NAMES[c]: thresholds[c] for c in components},
         label_counts=None if reference is None else reference.label_counts,
-        label_counts_source="training (the bundle's drift reference)",
+        label_counts_source="training (drift reference)",
     )

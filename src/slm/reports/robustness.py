@@ -163,6 +163,18 @@ def _worst(slices: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return sorted(candidates, key=lambda s: s["gap_points"])[:WORST_SLICES]
 
 
+def _result(clean: float, after: _Outcomes, before: _Outcomes, rows: np.ndarray) -> dict[str, Any]:
+    """One model under one perturbation: its score and drop and, single-label, how many texts it turned from
+    right to wrong (``broken``) and back (``fixed``): a drop made of many more broken than fixed texts is not
+    sampling noise (a paired sign test reads them)."""
+    score = after.score()
+    result: dict[str, Any] = {"score": score, "drop_points": _points(clean - score)}
+    if before.correct is not None and after.correct is not None:
+        was = before.correct[rows]
+        result.update(broken=int((was & ~after.correct).sum()), fixed=int((~was & after.correct).sum()))
+    return result
+
+
 def _applicable(script: str, notes: list[str]) -> list[str]:
     names = perturbations_for(script)
     if "traditional" in names and not traditional_available():
@@ -187,19 +199,21 @@ def robustness_report(
     label_counts_source: str = "training",
     seed: int = DEFAULT_SEED,
     sample_size: int = SAMPLE_SIZE,
+    perturbations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The report's ``robustness`` section for the models in ``clean`` (report name -> probabilities on
     ``texts``); ``predict`` gives the same models' probabilities on perturbed texts.
 
     ``label_counts``: training texts per label (the label-frequency slices); without them the evaluation
     set's own counts are used. Drops are clean minus perturbed, gaps slice minus overall, both in points.
+    ``perturbations``: only these (of those that fit the texts' script); default all.
     """
     started = time.perf_counter()
     texts, targets = list(texts), np.asarray(targets)
     thresholds = thresholds or {}
     notes: list[str] = []
     script = text_script(texts)
-    names = _applicable(script, notes)
+    names = [n for n in _applicable(script, notes) if perturbations is None or n in perturbations]
     rows = _sample(len(texts), sample_size, seed)
     sampled = [texts[i] for i in rows]
     outcomes = {m: _outcomes(task, targets, p, thresholds.get(m)) for m, p in clean.items()}
@@ -220,8 +234,8 @@ def robustness_report(
         changed[name] = sum(a != b for a, b in zip(perturbed, sampled, strict=True))
         probas = predict(perturbed)
         for model, record in models.items():
-            score = _outcomes(task, targets[rows], probas[model], thresholds.get(model)).score()
-            record["perturbations"][name] = {"score": score, "drop_points": _points(record["clean"] - score)}
+            after = _outcomes(task, targets[rows], probas[model], thresholds.get(model))
+            record["perturbations"][name] = _result(record["clean"], after, outcomes[model], rows)
     for record in models.values():
         if record["perturbations"]:
             name, worst = max(record["perturbations"].items(), key=lambda kv: kv[1]["drop_points"])

@@ -335,7 +335,8 @@ def _signed(v: Any) -> str:
     """Points with their sign (a minus sign, not a hyphen): '+1.2', '−3.4'."""
     if not _is_num(v):
         return "—"
-    return "0.0" if abs(float(v)) < 0.05 else f"{float(v):+.1f}".replace("-", "\u2212")
+    digits = 2 if 0 < abs(float(v)) < 0.05 else 1  # -0.04 is below the overall figure: not shown as 0.0
+    return "0.0" if float(v) == 0 else f"{float(v):+.{digits}f}".replace("-", "\u2212")
 
 
 _SLICE_KINDS = {"length": "Length", "label_frequency": "Label frequency"}
@@ -348,7 +349,7 @@ def _robustness_intro(rob: dict, metric: str) -> Para:
         f"{metric} on a seeded sample of {_int(sample.get('n'))} of {_int(sample.get('of'))} texts "
         f"(seed {sample.get('seed', '—')}; {rob.get('script', '—')} text), clean and under each perturbation; "
         f"drop = clean − perturbed, in points. Slices cover every text: gap = slice − overall, in points; "
-        f"label frequency by {source} counts. Took {_seconds(rob.get('seconds'))}."
+        f"label frequency by {source} label counts. Took {_seconds(rob.get('seconds'))}."
     )
 
 
