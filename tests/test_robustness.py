@@ -277,3 +277,24 @@ def test_ngram_baseline_loses_accuracy_under_typos_but_not_under_casing(banking_
     # casing costs it nothing: the n-gram features are lowercased, so not one prediction changes
     for casing in ("lowercase", "uppercase"):
         assert scores[casing] == {"score": scores[casing]["score"], "drop_points": 0.0, "broken": 0, "fixed": 0}
+
+
+def test_a_training_run_reports_robustness_and_keeps_its_summary(tiny_bundle: Path, banking_test_csv: Path):
+    """slow (trains, through tiny_bundle): the training report's section, and the manifest's short form."""
+    report = json.loads((tiny_bundle / "report" / "report.json").read_text())
+    section = report["robustness"]
+    shipped = report["shipped"]
+    assert set(section["models"]) == {shipped, "ngram_baseline"}
+    assert section["label_counts_source"] == "training" and section["sample"] == {"n": 120, "of": 120, "seed": 7}
+    # the slice every model is scored on adds up to the evaluation split, and "overall" is the report's figure
+    for name, model in section["models"].items():
+        assert sum(s["n"] for s in model["slices"]["length"]) == 120
+        assert model["overall"] == pytest.approx(report["models"][name]["accuracy"])
+    assert "## Robustness" in (tiny_bundle / "report" / "report.md").read_text()
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["metrics"]["robustness"] == summary(section)
+    # slm evaluate reads the training label counts the manifest records
+    evaluated = slm.evaluate(tiny_bundle, banking_test_csv)["robustness"]
+    assert evaluated["label_counts_source"] == "training (drift reference)"
+    for name in section["models"]:
+        assert evaluated["models"][name]["perturbations"] == section["models"][name]["perturbations"]

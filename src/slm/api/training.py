@@ -301,11 +301,13 @@ def _robustness(
     shipped: str,
 ) -> dict[str, Any]:
     """The evaluation's robustness section: the shipped component and the n-gram baseline (when the bundle
-    has one) side by side; label-frequency slices by the training label counts the manifest records."""
-    from slm.reports.robustness import robustness_report
+    has one) side by side; label-frequency slices by the training label counts the manifest records, and the
+    training run's seed, so evaluating on its test file reproduces the training report's section."""
+    from slm.reports.robustness import DEFAULT_SEED, robustness_report
 
     components = [c for c in dict.fromkeys((shipped, "ngram")) if c in probas]
     reference = model.manifest.drift_reference
+    seed = ((model.manifest.training or {}).get("config") or {}).get("seed", DEFAULT_SEED)
 
     def predict(batch: list[str]) -> dict[str, np.ndarray]:
         perturbed = model.component_probas(batch)
@@ -321,4 +323,5 @@ def _robustness(
         thresholds={MODEL_NAMES[c]: thresholds[c] for c in components},
         label_counts=None if reference is None else reference.label_counts,
         label_counts_source="training (drift reference)",
+        seed=seed if isinstance(seed, int) else DEFAULT_SEED,
     )
