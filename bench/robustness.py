@@ -108,7 +108,7 @@ def _worst(run: dict[str, Any]) -> list[str]:
     lines = []
     for name, model in run["robustness"]["models"].items():
         worst = "; ".join(
-            f"{w['slice']} {w['name']} (n={w['n']}) {w['gap_points']:+.1f}" for w in model["worst_slices"]
+            f"{w['slice']} {w['name']} (n={w['n']}) {w['gap_points']:+.2f}" for w in model["worst_slices"]
         )
         lines.append(f"- worst slices, {name}: {worst or 'none below overall'}")
     return lines
