@@ -125,9 +125,7 @@ def frequency_buckets(label_counts: Mapping[str, int], labels: Sequence[str]) ->
         members = [int(j) for j in group]
         lo, hi = min(counts[j] for j in members), max(counts[j] for j in members)
         span = f"{lo}" if lo == hi else f"{lo}–{hi}"
-        labelled = (
-            f"{len(members)} labels, {span} texts each" if len(members) > 1 else f"1 label, {span} texts"
-        )
+        labelled = f"{len(members)} labels, {span} texts each" if len(members) > 1 else f"1 label, {span} texts"
         out.append((f"{name}: {labelled}", members))
     return out
 
