@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from slm.data import align_labels
 from slm.data.loading import read_texts
 from slm.durations import parse_duration
@@ -15,6 +17,7 @@ from slm.errors import ConfigError
 from slm.fileio import atomic_directory, claim_output_files, claim_output_folder, remove_output_folder
 from slm.logs import quiet_transformers
 from slm.pipeline import (
+    MODEL_NAMES,
     DataSource,
     Splits,
     checkpoint_dir_for,
@@ -240,11 +243,17 @@ def evaluate(
     margin_points: float = 1.0,
     force: bool = False,
     redact: bool = False,
+    robustness: bool = True,
 ) -> dict[str, Any]:
     """Evaluate every component of a bundle on a labelled file; optionally write report files.
 
     ``redact``: replace personal data in the texts as they are read (as ``train(redact=True)`` does), so the
     report's mistake lists hold none.
+
+    ``robustness``: add the report's ``robustness`` section (:mod:`slm.reports.robustness`): the shipped model
+    and the n-gram baseline on perturbed copies of at most 500 of the texts (typos, casing, punctuation,
+    whitespace; for Chinese width forms and traditional characters), and per slice of text length and label
+    frequency (the bundle's training label counts when its manifest records them).
 
     ``output`` receives the report (replaced as a whole); a folder holding files slm did not write is refused
     before any work, or with ``force`` moved aside.
@@ -272,6 +281,8 @@ def evaluate(
         "summary": summary_metrics(models, model.task),
         "environment": environment(),
     }
+    if robustness:
+        report["robustness"] = _robustness(model, ds.texts, targets, probas, thresholds, candidate)
     if output is not None:
         from slm.reports import write_report
 
@@ -279,3 +290,38 @@ def evaluate(
             write_report(report, staging)
         log.info(f"report written to {output}")
     return report
+
+
+def _robustness(
+    model: Bundle,
+    texts: list[str],
+    targets: np.ndarray,
+    probas: dict[str, np.ndarray],
+    thresholds: dict[str, list[float]],
+    shipped: str,
+) -> dict[str, Any]:
+    """The evaluation's robustness section: the shipped component and the n-gram baseline (when the bundle
+    has one) side by side; label-frequency slices by the training label counts the manifest records, and the
+    training run's seed, so evaluating on its test file reproduces the training report's section."""
+    from slm.reports.robustness import DEFAULT_SEED, robustness_report
+
+    components = [c for c in dict.fromkeys((shipped, "ngram")) if c in probas]
+    reference = model.manifest.drift_reference
+    seed = ((model.manifest.training or {}).get("config") or {}).get("seed", DEFAULT_SEED)
+
+    def predict(batch: list[str]) -> dict[str, np.ndarray]:
+        perturbed = model.component_probas(batch)
+        return {MODEL_NAMES[c]: perturbed[c] for c in components}
+
+    return robustness_report(
+        texts,
+        targets,
+        {MODEL_NAMES[c]: probas[c] for c in components},
+        predict,
+        task=model.task,
+        labels=model.labels,
+        thresholds={MODEL_NAMES[c]: thresholds[c] for c in components},
+        label_counts=None if reference is None else reference.label_counts,
+        label_counts_source="training (drift reference)",
+        seed=seed if isinstance(seed, int) else DEFAULT_SEED,
+    )

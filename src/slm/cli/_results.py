@@ -145,6 +145,25 @@ def training_line(training: Any) -> str:
     return " · ".join(parts)
 
 
+def robustness_line(summary: Any) -> str:
+    """The worst perturbation of each model in one line, from the manifest's ``metrics.robustness`` or a
+    report's ``robustness`` section; empty when there is none."""
+    if not isinstance(summary, dict):
+        return ""
+    if isinstance(summary.get("models"), dict):  # a report's section: its models' worst perturbations
+        models = summary["models"].items()
+        sample = (summary.get("sample") or {}).get("n")
+        summary = {"sample": sample, **{k: v.get("worst_perturbation") for k, v in models if isinstance(v, dict)}}
+    worst = [
+        f"{name} {v['drop_points']:.1f} points ({v['name']})"
+        for name, v in summary.items()
+        if isinstance(v, dict) and isinstance(v.get("drop_points"), int | float)
+    ]
+    if not worst:
+        return ""
+    return f"robustness ({summary.get('sample')} perturbed texts), worst drop: {', '.join(worst)}"
+
+
 def print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
     manifest = bundle.manifest
     metrics = (manifest.metrics or {}).get("test")
@@ -154,6 +173,9 @@ def print_bundle_summary(bundle: Any, seconds: float | None = None) -> None:
     if line:
         out.print(f"training: {escape(line)}")
     print_results(metrics, manifest.recommendation, "Test set")
+    line = robustness_line((manifest.metrics or {}).get("robustness"))
+    if line:
+        out.print(escape(line))
 
 
 # ---------------------------------------------------------------- train

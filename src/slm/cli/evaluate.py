@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from slm.cli._results import print_results
+from slm.cli._results import print_results, robustness_line
 from slm.cli._util import (
     ForceOpt,
     LabelColOpt,
@@ -17,6 +18,7 @@ from slm.cli._util import (
     TextColOpt,
     command,
     load_api,
+    out,
     split_cols,
 )
 
@@ -49,6 +51,14 @@ def evaluate(
             "the report's mistake lists hold none.",
         ),
     ] = False,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            "--robustness/--no-robustness",
+            help="Also score the shipped model and the baseline on perturbed texts (typos, casing, ...; at most "
+            "500) and per slice of text length and label frequency.",
+        ),
+    ] = True,
 ) -> None:
     """Score a bundle on a labelled file: every model side by side, plus a recommendation.
 
@@ -66,8 +76,12 @@ def evaluate(
         margin_points=margin,
         force=force,
         redact=redact,
+        robustness=robustness,
     )
     print_results(report.get("models"), report.get("recommendation"), f"Evaluation on {data}")
+    line = robustness_line(report.get("robustness"))
+    if line:
+        out.print(escape(line))
 
 
 # ---------------------------------------------------------------- predict

@@ -67,6 +67,14 @@ MaxMinutesOpt = Annotated[
 ]
 ClassWeightOpt = Annotated[ClassWeight, _opt("--class-weight", help="'balanced' up-weights rare labels in the loss.")]
 EnsembleOpt = Annotated[bool, _opt("--ensemble/--no-ensemble", help="Also build the transformer + n-gram ensemble.")]
+RobustnessOpt = Annotated[
+    bool,
+    _opt(
+        "--robustness/--no-robustness",
+        help="Score the shipped model and the baseline on perturbed test texts (typos, casing, ...) and per "
+        "slice in the report.",
+    ),
+]
 ResumeOpt = Annotated[bool, _opt("--resume", help="Continue an interrupted run from OUTPUT.ckpt/ next to OUTPUT.")]
 MethodOpt = Annotated[
     Method,
@@ -146,7 +154,8 @@ CONFIG_FLAGS = {
     "base_model": "base_model", "epochs": "epochs", "batch_size": "batch_size", "learning_rate": "lr",
     "head_learning_rate": "head_lr", "weight_decay": "weight_decay", "dropout": "dropout",
     "max_length": "max_length", "patience": "patience", "seed": "seed", "max_minutes": "max_minutes",
-    "class_weight": "class_weight", "ensemble": "ensemble", "threads": "threads", "method": "method",
+    "class_weight": "class_weight", "ensemble": "ensemble", "robustness": "robustness", "threads": "threads",
+    "method": "method",
     "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_learning_rate": "lora_lr",
     "contrastive_epochs": "contrastive_epochs", "self_training_rounds": "self_training_rounds", "lexicon": "lexicon",
     "dp_epsilon": "dp_epsilon", "dp_delta": "dp_delta", "dp_max_grad_norm": "dp_max_grad_norm",
@@ -204,6 +213,7 @@ def train(
     max_minutes: MaxMinutesOpt = DEFAULTS.max_minutes,
     class_weight: ClassWeightOpt = DEFAULT_CLASS_WEIGHT,
     ensemble: EnsembleOpt = DEFAULTS.ensemble,
+    robustness: RobustnessOpt = DEFAULTS.robustness,
     margin: MarginOpt = 1.0,
     threads: ThreadsOpt = DEFAULTS.threads,
     resume: ResumeOpt = False,

@@ -331,6 +331,90 @@ def _mistake_blocks(report: dict, task: str) -> list[Block]:
     return [Heading(f"Most confident mistakes: {name}"), Table(headers, rows, align)]
 
 
+def _signed(v: Any) -> str:
+    """Points with their sign (a minus sign, not a hyphen): '+1.2', '−3.4'."""
+    if not _is_num(v):
+        return "—"
+    digits = 2 if 0 < abs(float(v)) < 0.05 else 1  # -0.04 is below the overall figure: not shown as 0.0
+    return "0.0" if float(v) == 0 else f"{float(v):+.{digits}f}".replace("-", "\u2212")
+
+
+_SLICE_KINDS = {"length": "Length", "label_frequency": "Label frequency"}
+
+
+def _robustness_intro(rob: dict, metric: str) -> Para:
+    sample = _dict(rob.get("sample"))
+    source = rob.get("label_counts_source") or "training"
+    return Para(
+        f"{metric} on a seeded sample of {_int(sample.get('n'))} of {_int(sample.get('of'))} texts "
+        f"(seed {sample.get('seed', '—')}; {rob.get('script', '—')} text), clean and under each perturbation; "
+        f"drop = clean − perturbed, in points. Slices cover every text: gap = slice − overall, in points; "
+        f"label frequency by {source} label counts. Took {_seconds(rob.get('seconds'))}."
+    )
+
+
+def _perturbation_table(rob: dict, models: dict, metric: str) -> Table:
+    headers = ["Perturbation", "Texts changed"]
+    for name in models:
+        headers += [f"{name} {metric.lower()}", f"{name} drop"]
+    rows = [["clean", "—"] + [c for m in models.values() for c in (_pct(_dict(m).get("clean")), "—")]]
+    for name, info in _dict(rob.get("perturbations")).items():
+        row = [f"{name}: {_dict(info).get('description', '')}", _int(_dict(info).get("changed"))]
+        for m in models.values():
+            result = _dict(_dict(_dict(m).get("perturbations")).get(name))
+            row += [_pct(result.get("score")), _signed(result.get("drop_points"))]
+        rows.append(row)
+    return Table(headers, rows, "lr" + "rr" * len(models))
+
+
+def _slice_table(models: dict, metric: str) -> Table | None:
+    first = _dict(next(iter(models.values()), {}))
+    headers = ["Slice", "n"]
+    for name in models:
+        headers += [f"{name} {metric.lower()}", f"{name} gap"]
+    rows = []
+    for kind, label in _SLICE_KINDS.items():
+        for i, s in enumerate(_list(_dict(first.get("slices")).get(kind))):
+            row = [f"{label}: {_dict(s).get('name', '—')}", _int(_dict(s).get("n"))]
+            for m in models.values():
+                same = _list(_dict(_dict(m).get("slices")).get(kind))
+                other = _dict(same[i]) if i < len(same) else {}
+                row += [_pct(other.get("score")), _signed(other.get("gap_points"))]
+            rows.append(row)
+    return Table(headers, rows, "lr" + "rr" * len(models)) if rows else None
+
+
+def _worst_slice_items(rob: dict, models: dict) -> list[str]:
+    items = []
+    for name, m in models.items():
+        worst = [_dict(w) for w in _list(_dict(m).get("worst_slices"))]
+        listed = "; ".join(
+            f"{_SLICE_KINDS.get(str(w.get('slice')), w.get('slice'))} {w.get('name', '—')} "
+            f"(n={_int(w.get('n'))}): {_pct(w.get('score'))} ({_signed(w.get('gap_points'))})"
+            for w in worst
+        )
+        none = f"no slice of {_int(rob.get('min_slice'))} or more texts below the overall figure"
+        items.append(f"{name}: {listed or none}")
+    return items
+
+
+def _robustness_blocks(report: dict) -> list[Block]:
+    """Scores under perturbations, per-slice scores and the worst slices, models side by side."""
+    rob = _dict(report.get("robustness"))
+    models = {str(k): v for k, v in _dict(rob.get("models")).items()}
+    if not models:
+        return []
+    metric = "Micro-F1" if rob.get("metric") == "micro_f1" else "Accuracy"
+    blocks: list[Block] = [Heading("Robustness"), _robustness_intro(rob, metric)]
+    blocks.append(_perturbation_table(rob, models, metric))
+    slices = _slice_table(models, metric)
+    if slices is not None:
+        blocks += [Heading("Slices", 3), slices]
+    blocks += [Heading("Worst slices", 3), Bullets(_worst_slice_items(rob, models))]
+    notes = [str(n) for n in _list(rob.get("notes"))]
+    return blocks + ([Para("Notes:"), Bullets(notes)] if notes else [])
+
+
 _ENV_NAMES = {
     "load_average": "Load average",
     "threads": "Threads",
@@ -362,6 +446,7 @@ def build_blocks(report: dict, confusion_png: bytes | None = None) -> list[Block
     blocks += _training_blocks(report)
     blocks += _privacy_blocks(report)
     blocks += _dataset_blocks(report)
+    blocks += _robustness_blocks(report)
     blocks += _per_class_blocks(report, task)
     if confusion_png:
         blocks += [

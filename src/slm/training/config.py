@@ -41,6 +41,9 @@ class TrainConfig:
     class_weight: str = "none"  # "none" or "balanced"
     label_smoothing: float = 0.0
     ensemble: bool = True
+    # The report's robustness section (slm.reports.robustness): perturbed copies of at most 500 evaluation texts
+    # and per-slice scores. Off: --no-robustness.
+    robustness: bool = True
     checkpoint_minutes: float = 5.0
     threads: int | None = None
     # An industry dictionary (slm.lexicon format): its multi-piece terms become whole tokens.
@@ -143,7 +146,7 @@ class TrainConfig:
 
     def resume_key(self) -> str:
         """Hash of the settings that must not change between an interrupted run and its resume."""
-        volatile = {"max_minutes", "checkpoint_minutes", "threads"}
+        volatile = {"max_minutes", "checkpoint_minutes", "threads", "robustness"}  # none changes the weights
         stable = {k: v for k, v in self.to_dict().items() if k not in volatile}
         return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 

@@ -49,12 +49,14 @@ from slm.pipeline import (
 )
 from slm.reports import recommend, tune_thresholds, write_report
 from slm.reports.recommendation import RunFacts, advise, likely_fixes
+from slm.reports.robustness import summary as robustness_summary
 from slm.runtime.bundle import Bundle
 from slm.training import distributed
 from slm.training.batching import Encoded, encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
 from slm.training.method import MethodChoice, choose_method
+from slm.training.robustness import training_robustness
 from slm.training.self_training import self_train
 from slm.training.trainer import predict_logits, set_threads
 
@@ -98,6 +100,7 @@ class _Evaluation:
     thresholds: dict[str, list[float] | None]
     default: str
     drift: DriftReference | None = None
+    probas: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # each component's, on eval_split
 
 
 def _task(splits: Splits) -> str:
@@ -319,7 +322,35 @@ def _evaluate(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, c
     }
     models = component_metrics(task, targets[eval_split], probas[eval_split], thresholds, labels, eval_ds.texts)
     default = _default_component(config.ensemble, score, val)
-    return _Evaluation(eval_split, models, weight, prior_shift, thresholds, default, _drift(splits, val, default))
+    drift = _drift(splits, val, default)
+    return _Evaluation(eval_split, models, weight, prior_shift, thresholds, default, drift, probas[eval_split])
+
+
+def _robustness(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, config: TrainConfig,
+                evaluation: _Evaluation) -> dict | None:  # fmt: skip
+    """The report's robustness section (None with ``robustness=False``): the shipped model and the n-gram
+    baseline under perturbations of the evaluation split, and their per-slice scores."""
+    if not config.robustness:
+        return None
+    split = evaluation.eval_split
+    return training_robustness(
+        model,
+        ngram,
+        data.tokenizer,
+        pad_id=data.pad_id,
+        max_length=config.max_length,
+        texts=_parts(splits)[split].texts,
+        targets=data.targets[split],
+        clean=evaluation.probas,
+        thresholds=evaluation.thresholds,
+        shipped=evaluation.default,
+        weight=evaluation.weight,
+        prior_shift=evaluation.prior_shift,
+        task=_task(splits),
+        labels=splits.train.label_names,
+        train_targets=data.targets["train"],
+        seed=config.seed,
+    )
 
 
 def _drift(splits: Splits, val: dict[str, np.ndarray], default: str) -> DriftReference | None:
@@ -413,6 +444,7 @@ def _report(
     recommendation: dict,
     training: dict,
     baseline_seconds: float,
+    robustness: dict | None,
 ) -> dict:
     return {
         "title": f"slm: {base.name} on {Path(data_path).name}",
@@ -429,6 +461,7 @@ def _report(
         "recommendation": recommendation,
         "training": training,
         "baseline": {"fit_seconds": round(baseline_seconds, 1)},
+        **({"robustness": robustness} if robustness else {}),
         **({"privacy": training["privacy"]} if training.get("privacy") else {}),
         "environment": environment(),
     }
@@ -445,8 +478,12 @@ def _manifest(
     threads: int,
     data_path: str,
     split: dict | None,
+    robustness: dict | None = None,
 ) -> Manifest:
     task, eval_split = _task(splits), evaluation.eval_split
+    metrics: dict = {"evaluated_on": eval_split, eval_split: summary_metrics(evaluation.models, task)}
+    if robustness:  # free-form metrics: older bundles simply have no such key
+        metrics["robustness"] = robustness_summary(robustness)
     privacy = training.get("privacy")
     # A private bundle ships the transformer alone: the n-gram model is fitted on the texts without privacy.
     shipped = ("transformer",) if privacy else ("transformer", "ngram", "ensemble")
@@ -480,7 +517,7 @@ def _manifest(
             **{k: v for k, v in training.items() if k not in ("history", "privacy")},
             "threads": threads,
         },
-        metrics={"evaluated_on": eval_split, eval_split: summary_metrics(evaluation.models, task)},
+        metrics=metrics,
         recommendation=recommendation,
         data={
             "source": data_path,
@@ -565,10 +602,12 @@ def run_training(
                 "--dp-epsilon can ship it."
             )
         training = _training_record(base, base_choice, fitted, choice, self_training, wall, data, evaluation, terms)
-        report = _report(splits, base, data_path, evaluation, recommendation, training, baseline_seconds)
+        robustness = _robustness(fitted.model, ngram, data, splits, config, evaluation)
+        report = _report(splits, base, data_path, evaluation, recommendation, training, baseline_seconds, robustness)
         manifest = _manifest(
-            splits, config, base, fitted.model, evaluation, recommendation, training, threads, data_path, split
-        )
+            splits, config, base, fitted.model, evaluation, recommendation, training, threads, data_path, split,
+            robustness,
+        )  # fmt: skip
         _write_bundle(output, data.tokenizer, fitted.model, ngram, report, manifest)
         log.info(f"bundle written: {output}", extra=DONE)
         return Bundle(output)

@@ -32,12 +32,13 @@ from slm.models.ngram import NgramClassifier
 from slm.models.ngram import settings_for as ngram_settings
 from slm.models.registry import ResolvedModel
 from slm.pipeline import MODEL_NAMES, Splits, checkpoint_dir_for, recorded_splits
+from slm.reports.robustness import summary as robustness_summary
 from slm.runtime.bundle import Bundle
 from slm.training.batching import encode_texts, load_tokenizer
 from slm.training.config import TrainConfig
 from slm.training.fit import fit_transformer
 from slm.training.gate import Comparison, GateRefused, UpdateOptions
-from slm.training.run import _evaluate, _manifest, _Tokenized, _write_bundle
+from slm.training.run import _evaluate, _manifest, _robustness, _Tokenized, _write_bundle
 from slm.training.trainer import predict_embeddings, predict_logits, set_threads
 from slm.training.update_data import hold_out, labelled, rehearsal_sample, usable_feedback
 
@@ -122,6 +123,10 @@ def run_update(
         raise GateRefused(f"the update was not promoted, {parent} stays: {comparison.describe()}", comparison)
     report = {"title": f"slm update of {parent.name}", "task": "single_label", "update": record,
               "models": evaluation.models, "shipped": evaluation.default}  # fmt: skip
+    robustness = _robustness(fitted.model, ngram, data, plan.splits, config, evaluation)
+    if robustness:  # scored once promoted: a refused candidate is not written
+        report["robustness"] = robustness
+        new_manifest.metrics = {**(new_manifest.metrics or {}), "robustness": robustness_summary(robustness)}
     _write_bundle(output, tokenizer, fitted.model, ngram, report, new_manifest)
     log.info(f"update promoted: {comparison.describe()}", extra=DONE)
     return result
