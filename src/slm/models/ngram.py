@@ -33,6 +33,7 @@ from slm.models.ngram_format import (
     LEGACY_TOKEN_PATTERN,
     TOKEN_PATTERN,
     read_ngram_files,
+    sigmoid,
 )
 
 __all__ = ["ARRAYS_NAME", "JSON_NAME", "LEGACY_TOKEN_PATTERN", "TOKEN_PATTERN", "NgramClassifier", "settings_for"]
@@ -226,7 +227,7 @@ class NgramClassifier:
         """Softmax (single-label) or per-label sigmoid (multi-label) probabilities, float32 ``(n, k)``."""
         logits = self.decision_function(texts)
         if self.multi_label:
-            probs = _sigmoid(logits)
+            probs = sigmoid(logits)
         else:
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits)
@@ -327,12 +328,3 @@ def _tfidf_block(counter: CountVectorizer | None, idf: np.ndarray, texts: list[s
     x.data = np.log(x.data) + 1.0
     x = x @ sp.diags(idf, format="csr")
     return normalize(x, norm="l2", copy=False).tocsr()
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out

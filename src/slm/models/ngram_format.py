@@ -101,3 +101,13 @@ def _check_shapes(files: NgramFiles, directory: Path) -> None:
     for name, (got, want) in expected.items():
         if tuple(got) != want:
             raise BundleError(f"n-gram model in {directory}: {name} has shape {tuple(got)}, expected {want}")
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow warnings: multi-label n-gram probabilities, fitted or at run time."""
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from slm.errors import BundleError
-from slm.models.ngram_format import JSON_NAME, NgramFiles, read_ngram_files
+from slm.models.ngram_format import JSON_NAME, NgramFiles, read_ngram_files, sigmoid
 
 # Texts analysed per step: the Python lists of one batch of n-grams stay small (BANKING77: ~200 n-grams a text).
 BATCH_TEXTS = 256
@@ -97,7 +97,7 @@ class NgramPredictor:
         """Softmax (single-label) or per-label sigmoid (multi-label) probabilities, float32 ``(n, k)``."""
         logits = self.decision_function(texts)
         if self.multi_label:
-            return _sigmoid(logits).astype(np.float32)
+            return sigmoid(logits).astype(np.float32)
         logits -= logits.max(axis=1, keepdims=True)
         probs: np.ndarray = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
@@ -228,13 +228,3 @@ def _char_wb_analyzer(ngram_range: tuple[int, int]) -> Analyzer:
         return terms
 
     return analyze
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """The logistic function without overflow warnings, as NgramClassifier computes it."""
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
