@@ -3,13 +3,16 @@
     python bench/learning_curves.py                                   # everything below (hours on 2 cores)
     python bench/learning_curves.py --sizes 8,16 --draws 3 --methods fewshot
     python bench/learning_curves.py --sizes 8 --draws 3 --methods fewshot --self-training
+    python bench/learning_curves.py --sizes 8 --draws 3 --methods auto --self-training --rounds 1
     python bench/learning_curves.py --report                          # only rebuild the table and plot
 
 Each run draws K labelled examples per class from the official train split (seeded draw), trains a
 bundle with ``slm.train`` (validation carved out of those K: 1 per class at K=8, 10% above), and
 scores it on the full official test split (3,080 texts). The TF-IDF (word + character n-grams) +
 logistic-regression baseline is trained by the same call on the same split, so every row carries
-its baseline. With ``--self-training`` the rest of the train split is given without labels.
+its baseline. With ``--self-training`` the rest of the train split is given without labels
+(``--rounds``: pseudo-labelling rounds); a self-training run is compared with the labelled-only run of
+the same draw and method, or of the method ``auto`` resolved to.
 
 Runs accumulate in ``bench/results/learning_curves.json`` (keyed by size, draw, method), so the
 script can be run in pieces; each call refreshes ``learning_curves.md`` and ``learning_curves.png``.
@@ -40,6 +43,7 @@ MAX_RUN_MINUTES = 10.0
 # Fine-tuning settings per method: more epochs for the small sizes (few steps per epoch); on the
 # whole train split the settings of bench/classification.py (3 epochs), LoRA one more.
 METHOD_CONFIG = {
+    "auto": {},
     "fewshot": {},
     "head": {},
     "full": {"epochs": 10, "patience": 3},
@@ -60,7 +64,7 @@ def val_size_for(k: int | None) -> float:
     return 0.125 if k is not None and k <= 8 else 0.1
 
 
-def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
+def run_one(k: int | None, seed: int, method: str, self_training: bool, rounds: int = 2) -> dict:
     import slm
     from slm.training.config import TrainConfig
 
@@ -74,7 +78,7 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
             unlabeled = Path(tmp) / "unlabeled.csv"
             rest[["text"]].to_csv(unlabeled, index=False)
         settings = FULL_DATA_CONFIG.get(method, {}) if k is None else METHOD_CONFIG[method]
-        config = TrainConfig(method=method, seed=42 + seed, **settings)
+        config = TrainConfig(method=method, seed=42 + seed, self_training_rounds=rounds, **settings)
         load_before = load_average()
         started = time.perf_counter()
         bundle = slm.train(
@@ -95,6 +99,7 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool) -> dict:
         "draw": seed,
         "method": method,
         "self_training": self_training,
+        "resolved_method": training.get("method"),
         "n_train": manifest["data"]["n_train"],
         "n_validation": manifest["data"]["n_validation"],
         "accuracy": {name: round(m["accuracy"], 5) for name, m in metrics.items()},
@@ -189,14 +194,17 @@ def markdown(rows: list[dict], runs: dict[str, dict]) -> str:
         ]
         lines += ["|---|---|---|---|---|---|---|"]
         for r in sorted(self_runs, key=lambda r: (r["k"], r["draw"])):
-            plain = runs.get(f"{r['k']}/{r['draw']}/{r['method']}")
+            plain = runs.get(f"{r['k']}/{r['draw']}/{r['method']}") or runs.get(
+                f"{r['k']}/{r['draw']}/{r.get('resolved_method')}"
+            )
             before = plain["accuracy"]["transformer"] if plain else None
             after = r["accuracy"]["transformer"]
             gain = "" if before is None else f"{(after - before) * 100:+.2f}"
             record = r["self_training_record"] or {}
             shown = "" if before is None else f"{before:.2%}"
             by_round = ", ".join(
-                f"{x['val_macro_f1']:.4f} ({x['pseudo_labels']:,}{'' if x['kept'] else ', rejected'})"
+                f"{x['val_macro_f1']:.4f} ({x['pseudo_labels']:,}{', ' + x['method'] if x.get('method') else ''}"
+                f"{'' if x['kept'] else ', rejected'})"
                 for x in record.get("rounds", [])
             )
             kept = record.get("kept_rounds")
@@ -247,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=3, help="seeded draws per size (1 for 'all')")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--self-training", action="store_true", help="also give the rest of train without labels")
+    parser.add_argument("--rounds", type=int, default=2, help="self-training rounds (slm train --self-training-rounds)")
     parser.add_argument("--report", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--force", action="store_true", help="re-run runs already recorded")
     args = parser.parse_args(argv)
@@ -262,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     probe = {"k": k, "draw": seed, "method": method, "self_training": args.self_training}
                     if _key(probe) in runs and not args.force:
                         continue
-                    result = run_one(k, seed, method, args.self_training)
+                    result = run_one(k, seed, method, args.self_training, args.rounds)
                     runs[_key(result)] = result
                     save_runs(runs)
                     print(json.dumps({x: result[x] for x in ("k", "draw", "method", "accuracy", "train_minutes")}))

@@ -17,7 +17,7 @@ import slm
 from slm.cli import app
 from slm.errors import ConfigError
 from slm.training.config import TrainConfig
-from slm.training.self_training import pseudo_label
+from slm.training.self_training import SHARE_STEP, noise_margin, pseudo_label
 from tests.conftest import DATA, banking_frame, require
 
 runner = CliRunner()
@@ -83,6 +83,25 @@ def test_pseudo_label_caps_a_dominant_class_at_its_quota() -> None:
     assert set(rows[labels == 0].tolist()) == {4, 5, 6, 7}
 
 
+def test_noise_margin_is_one_binomial_standard_error() -> None:
+    assert noise_margin(0.8, 100) == pytest.approx(0.04)
+    assert noise_margin(0.8, 77) > noise_margin(0.8, 770) > 0  # a larger validation split vetoes smaller losses
+    assert noise_margin(1.0, 77) == 0.0 and noise_margin(0.0, 5) == 0.0
+    assert noise_margin(0.5, 0) == pytest.approx(0.5)  # no validation texts: no evidence either way
+
+
+def test_auto_chooses_the_method_again_for_a_self_training_round() -> None:
+    from slm.training.run import _round_method
+
+    labelled = np.repeat(np.arange(10), 8)  # 8 per class: few-shot
+    grown = np.repeat(np.arange(10), 70)  # 70 per class after pseudo-labelling
+    auto = TrainConfig(method="auto")
+    assert _round_method("fewshot", auto, labelled, len(labelled), 10) == "fewshot"  # round 0
+    assert _round_method("fewshot", auto, grown, len(labelled), 10) == "full"
+    fixed = TrainConfig(method="fewshot")  # a method the user chose stays for every round
+    assert _round_method("fewshot", fixed, grown, len(labelled), 10) == "fewshot"
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -121,15 +140,17 @@ def test_self_training_record_is_consistent(self_trained) -> None:
     assert rounds[0]["round"] == 0 and rounds[0]["kept"] is True and rounds[0]["pseudo_labels"] == 0
     assert record["val_macro_f1_labelled_only"] == rounds[0]["val_macro_f1"]
     assert 2 <= len(rounds) <= ROUNDS + 1
-    best = rounds[0]["val_macro_f1"]
+    bar = best = rounds[0]["val_macro_f1"]
+    n_val = 10  # one validation text per intent
     for r, entry in enumerate(rounds[1:], start=1):
-        assert entry["round"] == r
-        quota = math.ceil(r / ROUNDS * 100 / 10)
+        assert entry["round"] == r and entry["method"] == "head"
+        quota = math.ceil(min(1.0, r * SHARE_STEP) * 100 / 10)
         assert 0 < entry["pseudo_labels"] <= quota * 10
         assert 0 < entry["min_confidence"] <= 1
-        assert entry["kept"] == (entry["val_macro_f1"] > best + 1e-4), (entry, best)
+        # kept unless it falls below the best kept score by more than one standard error
+        assert entry["kept"] == (entry["val_macro_f1"] >= bar - noise_margin(bar, n_val) - 1e-5), (entry, bar)
         if entry["kept"]:
-            best = entry["val_macro_f1"]
+            best, bar = entry["val_macro_f1"], max(bar, entry["val_macro_f1"])
         else:
             assert r == len(rounds) - 1, "self-training stops at the first round that is not kept"
     assert record["kept_rounds"] == sum(e["kept"] for e in rounds[1:])

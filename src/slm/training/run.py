@@ -219,6 +219,21 @@ def _choose_method(config: TrainConfig, train_targets: np.ndarray, n_labels: int
     return method, choice
 
 
+def _round_method(method: str, config: TrainConfig, targets: np.ndarray, n_labelled: int, n_labels: int) -> str:
+    """``method``, or with ``--method auto`` on a self-training round, the method for the grown training set.
+
+    Pseudo-labels can turn few-shot data into plenty. BANKING77, 8 texts per class (one draw): few-shot
+    training 83.8% test accuracy; plus 32 pseudo-labels per class, few-shot again 83.9%; plus 64 per class,
+    full fine-tuning 86.4%. So ``auto`` chooses again from the round's own class counts.
+    """
+    if config.method != "auto" or len(targets) <= n_labelled:
+        return method
+    choice = choose_method(targets, n_labels, config)
+    if choice.method != method:
+        log.info(f"method for this round: {choice.method} ({choice.reason})")
+    return choice.method
+
+
 def _fit(
     method: str,
     base_path: Path,
@@ -251,9 +266,11 @@ def _fit(
         )
         return fitted, None, time.perf_counter() - started
 
+    n_labelled = len(targets["train"])
+
     def fit(train_enc: Encoded, train_targets: np.ndarray) -> Fitted:
         return fit_transformer(
-            method,
+            _round_method(method, config, train_targets, n_labelled, len(splits.train.label_names)),
             base_path,
             len(splits.train.label_names),
             train_enc,
