@@ -43,10 +43,12 @@ def csv_row(cells: Iterable[str], delimiter: str = ",") -> str:
     """One CSV/TSV line ending in LF, quoted as the csv module quotes (QUOTE_MINIMAL), except that a cell
     holding a carriage return is quoted too: with a LF line ending the csv module leaves it bare, and every
     reader then splits the row there (pandas' to_csv did the same)."""
-    return delimiter.join(_quoted(cell, delimiter) for cell in cells) + "\n"
+    return delimiter.join(quoted(cell, delimiter) for cell in cells) + "\n"
 
 
-def _quoted(cell: str, delimiter: str) -> str:
+def quoted(cell: str, delimiter: str) -> str:
+    """One cell as :func:`csv_row` writes it: quoted (quotes doubled) when it holds the delimiter, a quote or a
+    line break."""
     if delimiter in cell or '"' in cell or "\n" in cell or "\r" in cell:
         return '"' + cell.replace('"', '""') + '"'
     return cell

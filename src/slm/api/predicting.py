@@ -72,7 +72,7 @@ def predict_file(
     run as formulas are neutralised unless ``raw_csv``. ``on_rows(done, total)`` is called after each
     chunk, and once with ``done=0`` when the input is checked and the model loaded (``total`` is 0 for a stream).
     """
-    from slm.data.stream import labelled, open_stdin, open_table, writing
+    from slm.data.stream import open_stdin, open_table, writing
 
     fmt = output_format(output)
     if raw_csv and fmt not in ("csv", "tsv"):
@@ -97,8 +97,7 @@ def predict_file(
                 on_rows(0, table.rows or 0)  # checked and loaded: the work starts
             for chunk in table.chunks():  # bounded chunks: memory does not grow with the rows
                 proba = model.predict_proba(chunk.texts, component=component, batch_size=batch_size)
-                for rows in labelled(chunk.rows, proba, model.labels, thresholds, names):
-                    write(rows)
+                write.predictions(chunk.rows, proba, model.labels, thresholds, names)  # columns, no dict per row
                 if on_rows is not None:
                     on_rows(len(chunk.rows), table.rows or 0)
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import io
 import itertools
 import json
@@ -32,10 +33,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from slm.cells import csv_cell, csv_row, jsonable
+from slm.cells import csv_cell, csv_row, jsonable, quoted
 from slm.errors import DataError
+
+if TYPE_CHECKING:
+    from slm.bundle.predictions import Decoded
 
 # The longest line (and CSV field) read; a longer one is refused. 8 Mi characters is over 1,000 times the
 # longest text of the bundled corpora and 160 times what the model reads of a text (51,300 characters).
@@ -415,12 +419,19 @@ def _stdin_row(line: str, lineno: int, text_col: str | None) -> tuple[Row, str]:
 
 
 class _Sink:
-    """Writes rows to a staged file; :meth:`finish` makes it complete, :meth:`discard` removes it."""
+    """Writes rows to a staged file; :meth:`finish` makes it complete, :meth:`discard` removes it.
+
+    :meth:`write` takes whole rows; :meth:`write_predicted` input rows and their predictions as columns
+    (:class:`Predicted`), the same output without a dict of every label's probability per row.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, rows: list[Row]) -> None:
+        raise NotImplementedError
+
+    def write_predicted(self, rows: list[Row], predicted: Predicted) -> None:
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -450,6 +461,25 @@ class _JsonlSink(_TextSink):
     def write(self, rows: list[Row]) -> None:
         self.handle.writelines(json_line(row) for row in rows)
 
+    def write_predicted(self, rows: list[Row], predicted: Predicted) -> None:
+        self.handle.writelines(predicted.json_lines(rows))
+
+
+class _StdoutSink(_Sink):
+    """JSON lines on standard output, as they come (nothing staged)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, rows: list[Row]) -> None:
+        sys.stdout.writelines(json_line(row) for row in rows)
+
+    def write_predicted(self, rows: list[Row], predicted: Predicted) -> None:
+        sys.stdout.writelines(predicted.json_lines(rows))
+
+    def finish(self) -> None:
+        sys.stdout.flush()
+
 
 class _CsvSink(_TextSink):
     """CSV/TSV; probabilities (and a multi-label bundle's labels) are JSON strings, as before."""
@@ -475,6 +505,14 @@ class _CsvSink(_TextSink):
             return json.dumps(jsonable(value), ensure_ascii=False)
         return csv_cell(value, raw=self.raw)
 
+    def write_predicted(self, rows: list[Row], predicted: Predicted) -> None:
+        inputs = self.columns[:-3]  # the input's own columns: never JSON (their names differ from the results')
+        cells = predicted.csv_cells(self.delimiter, self.raw)
+        self.handle.writelines(
+            self.delimiter.join([*(quoted(csv_cell(row.get(c), raw=self.raw), self.delimiter) for c in inputs), end])
+            for row, end in zip(rows, cells, strict=True)
+        )
+
 
 class _ParquetSink(_Sink):
     """Parquet, one row group per chunk. A chunk whose column types differ from the first (a JSON lines
@@ -489,20 +527,46 @@ class _ParquetSink(_Sink):
     def write(self, rows: list[Row]) -> None:
         import pandas as pd
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         with self._arrow_errors():
-            table = pa.Table.from_pandas(pd.DataFrame.from_records(rows, columns=self.columns), preserve_index=False)
-            if self.writer is not None and not table.schema.equals(self.writer.schema, check_metadata=False):
-                try:
-                    table = table.cast(self.writer.schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError, TypeError):
-                    self.writer.close()
-                    self.writer = None
-            if self.writer is None:
-                self.parts.append(self.path.with_name(f"{self.path.name}.{len(self.parts)}"))
-                self.writer = pq.ParquetWriter(self.parts[-1], table.schema)
-            self.writer.write_table(table)
+            self._write(
+                pa.Table.from_pandas(pd.DataFrame.from_records(rows, columns=self.columns), preserve_index=False)
+            )
+
+    def write_predicted(self, rows: list[Row], predicted: Predicted) -> None:
+        """The input columns through pandas as :meth:`write` does, the predictions straight from the arrays;
+        the pandas metadata gets the entries pandas gives the prediction columns."""
+        import pandas as pd
+        import pyarrow as pa
+
+        with self._arrow_errors():
+            inputs = pa.Table.from_pandas(
+                pd.DataFrame.from_records(rows, columns=self.columns[:-3]), preserve_index=False
+            )
+            fields, entries = predicted.layout.arrow()
+            meta = json.loads(inputs.schema.metadata[b"pandas"])
+            meta["columns"].extend(entries)
+            table = pa.Table.from_arrays(
+                [*inputs.columns, *predicted.arrow_columns()],
+                schema=pa.schema([*inputs.schema, *fields],
+                                 metadata={**inputs.schema.metadata, b"pandas": json.dumps(meta).encode()}),
+            )  # fmt: skip
+            self._write(table)
+
+    def _write(self, table: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is not None and not table.schema.equals(self.writer.schema, check_metadata=False):
+            try:
+                table = table.cast(self.writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError, TypeError):
+                self.writer.close()
+                self.writer = None
+        if self.writer is None:
+            self.parts.append(self.path.with_name(f"{self.path.name}.{len(self.parts)}"))
+            self.writer = pq.ParquetWriter(self.parts[-1], table.schema)
+        self.writer.write_table(table)
 
     def finish(self) -> None:
         import pyarrow as pa
@@ -548,10 +612,179 @@ class _ParquetSink(_Sink):
             raise
 
 
+class Layout:
+    """The text of a bundle's prediction columns, made once per output: JSON and CSV templates with a ``%s``
+    per label's probability, and each label as JSON and as a CSV cell."""
+
+    def __init__(self, labels: list[str], names: tuple[str, str, str], multi_label: bool) -> None:
+        self.labels, self.names, self.multi_label = labels, names, multi_label
+        self.label_json = [json.dumps(label, ensure_ascii=False) for label in labels]
+        probabilities = "{" + ", ".join(f"{key.replace('%', '%%')}: %s" for key in self.label_json) + "}"
+        label, score, probs = (json.dumps(name, ensure_ascii=False).replace("%", "%%") for name in names)
+        # A JSON line after its input columns, and a CSV row after its input cells (the probabilities are
+        # always quoted: JSON holds '"'; the numbers hold no character that needs quoting).
+        self.json_tail = f"{label}: %s, {score}: %s, {probs}: {probabilities}}}\n"
+        self.csv_probabilities = '"' + probabilities.replace('"', '""') + '"'
+        self._csv: dict[tuple[str, bool], tuple[list[str], str]] = {}
+        self._arrow: tuple[list[Any], list[dict[str, Any]]] | None = None
+
+    def csv(self, delimiter: str, raw: bool) -> tuple[list[str], str]:
+        """Each label's CSV cell and the template of a row's prediction cells (label, score, probabilities)."""
+        if (delimiter, raw) not in self._csv:
+            cells = [quoted(csv_cell(label, raw=raw), delimiter) for label in self.labels]
+            self._csv[delimiter, raw] = cells, f"%s{delimiter}%s{delimiter}{self.csv_probabilities}\n"
+        return self._csv[delimiter, raw]
+
+    def arrow(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The Arrow fields of the prediction columns and their pandas metadata entries, as pandas and
+        pyarrow make them from rows of dicts (one such row is converted to find out)."""
+        if self._arrow is None:
+            import pandas as pd
+            import pyarrow as pa
+
+            label, score, probabilities = self.names
+            one = {label: [[self.labels[0]] if self.multi_label else self.labels[0]], score: [0.5],
+                   probabilities: [dict.fromkeys(self.labels, 0.5)]}  # fmt: skip
+            schema = pa.Table.from_pandas(pd.DataFrame(one), preserve_index=False).schema
+            self._arrow = list(schema), list(schema.pandas_metadata["columns"])
+        return self._arrow
+
+
+_MICRO_TEXTS = 10_000  # texts of 0 to 0.009999 kept: most of a row's probabilities are that small
+
+
+@functools.cache
+def _micro_table() -> Any:
+    import numpy as np
+
+    from slm.bundle.predictions import MICRO
+
+    return np.array([repr(k / MICRO) for k in range(_MICRO_TEXTS)], dtype=object)
+
+
+def micro_texts(micro: Any) -> Any:
+    """``repr(round(p, 6))`` (what json.dumps and a CSV cell write) for each ``p`` given in millionths.
+
+    ``k / 1e6`` is the float nearest k millionths, which is what ``round(p, 6)`` returns: the same float,
+    so the same shortest repr (``0.0``, ``1e-06``, ``0.25``, ``1.0``).
+    """
+    import numpy as np
+
+    from slm.bundle.predictions import MICRO
+
+    texts = _micro_table()[np.minimum(micro, _MICRO_TEXTS - 1)]
+    big = micro >= _MICRO_TEXTS
+    if big.any():
+        texts[big] = [repr(k / MICRO) for k in micro[big].tolist()]
+    return texts
+
+
+class Predicted:
+    """Predictions of a slice of rows as columns (:class:`~slm.bundle.predictions.Decoded`), written by each
+    sink without the per-row dict of every label's probability that :func:`labelled` builds."""
+
+    def __init__(self, layout: Layout, decoded: Decoded) -> None:
+        self.layout, self.decoded = layout, decoded
+
+    def _chosen(self) -> list[list[int]]:
+        import numpy as np
+
+        assert self.decoded.chosen is not None
+        return [np.flatnonzero(row).tolist() for row in self.decoded.chosen]
+
+    def _label_json(self) -> list[str]:
+        names = self.layout.label_json
+        if self.decoded.chosen is None:
+            return [names[i] for i in self.decoded.top.tolist()]
+        return ["[" + ", ".join([names[i] for i in chosen]) + "]" for chosen in self._chosen()]
+
+    def _texts(self) -> tuple[list[str], list[list[str]]]:
+        """Each row's score and its probabilities as text."""
+        return micro_texts(self.decoded.score).tolist(), micro_texts(self.decoded.micro).tolist()
+
+    def json_lines(self, rows: list[Row]) -> list[str]:
+        """JSON lines as :func:`json_line` writes ``rows`` with label, score and probabilities appended."""
+        tail = self.layout.json_tail
+        scores, probabilities = self._texts()
+        lines = []
+        for row, label, score, probs in zip(rows, self._label_json(), scores, probabilities, strict=True):
+            head = json.dumps(jsonable(row), ensure_ascii=False)
+            lines.append((head[:-1] + ", " if len(head) > 2 else "{") + tail % (label, score, *probs))
+        return lines
+
+    def csv_cells(self, delimiter: str, raw: bool) -> list[str]:
+        """Each row's prediction cells: label, score and probabilities, delimited, ending the line."""
+        cells, tail = self.layout.csv(delimiter, raw)
+        if self.decoded.chosen is None:
+            labels = [cells[i] for i in self.decoded.top.tolist()]
+        else:  # a JSON list, as the row path writes it
+            labels = [quoted(label, delimiter) for label in self._label_json()]
+        scores, probabilities = self._texts()
+        return [
+            tail % (label, score, *probs) for label, score, probs in zip(labels, scores, probabilities, strict=True)
+        ]
+
+    def arrow_columns(self) -> list[Any]:
+        """Label, score and probabilities (a struct of every label's), as Arrow arrays of the types of
+        :meth:`Layout.arrow`."""
+        import numpy as np
+        import pyarrow as pa
+
+        from slm.bundle.predictions import MICRO
+
+        label, score, probabilities = (field.type for field in self.layout.arrow()[0])
+        labels = self.layout.labels
+        if self.decoded.chosen is None:
+            labelled = [labels[i] for i in self.decoded.top.tolist()]
+        else:
+            labelled = [[labels[i] for i in chosen] for chosen in self._chosen()]
+        values = np.ascontiguousarray((self.decoded.micro / MICRO).T)
+        struct = pa.StructArray.from_arrays([pa.array(column) for column in values], fields=list(probabilities))
+        return [pa.array(labelled, label), pa.array(self.decoded.score / MICRO, score), struct]
+
+
+class Writer:
+    """What :func:`writing` yields: ``write(rows)`` writes whole rows; ``write.predictions(...)`` writes
+    input rows with their predictions column-wise (the same output as :func:`labelled` rows)."""
+
+    def __init__(self, sink: _Sink, columns: list[str]) -> None:
+        self.sink, self.columns = sink, columns
+        self.layout: Layout | None = None
+
+    def __call__(self, rows: list[Row]) -> None:
+        self.sink.write(rows)
+
+    def predictions(self, rows: list[Row], proba: Any, labels: list[str], thresholds: Any,
+                    names: tuple[str, str, str]) -> None:  # fmt: skip
+        """``rows`` (input columns) with label, score and probabilities from ``proba``, WRITE_ROWS at a time.
+
+        Measured on 100,000 BANKING77 texts (bench/predict_throughput.py), the per-row dicts of
+        :func:`labelled` took longer than reading the input; this path builds none. Rows it cannot write
+        exactly as :func:`labelled` does (a probability that is NaN or negative, labels named twice, an
+        input column named like a prediction column) go through :func:`labelled`.
+        """
+        from slm.bundle.predictions import decode_columns
+
+        columnar = len(set(labels)) == len(labels) and tuple(self.columns[-3:]) == tuple(names)
+        columnar = columnar and not set(names) & set(self.columns[:-3])
+        if columnar and (self.layout is None or (self.layout.labels, self.layout.names) != (labels, names)):
+            self.layout = Layout(labels, names, thresholds is not None)
+        for start in range(0, len(rows), WRITE_ROWS):
+            part = rows[start : start + WRITE_ROWS]
+            scores = proba[start : start + len(part)]
+            decoded = decode_columns(scores, thresholds) if columnar else None
+            if decoded is None or self.layout is None:
+                for whole in labelled(part, scores, labels, thresholds, names):
+                    self.sink.write(whole)
+            else:
+                self.sink.write_predicted(part, Predicted(self.layout, decoded))
+
+
 @contextlib.contextmanager
 def writing(fmt: str | None, output: str | Path | None, columns: list[str], *, multi_label: bool = False,
-            raw_csv: bool = False, json_columns: Any = None) -> Iterator[Callable[[list[Row]], None]]:  # fmt: skip
-    """A function that writes rows (dicts with ``columns``: input columns, then label, score, probabilities).
+            raw_csv: bool = False, json_columns: Any = None) -> Iterator[Writer]:  # fmt: skip
+    """A :class:`Writer`: a function that writes rows (dicts with ``columns``: input columns, then label, score,
+    probabilities), and with :meth:`Writer.predictions` input rows and their predictions as arrays.
 
     ``json_columns``: the CSV/TSV columns written as JSON (default: the prediction columns that hold lists or
     dicts; ``()`` for rows that are the input's own columns, as ``slm redact`` writes).
@@ -560,8 +793,9 @@ def writing(fmt: str | None, output: str | Path | None, columns: list[str], *, m
     it when the block ends without an error; on an error (or Ctrl-C) it is removed and ``output`` kept.
     """
     if fmt is None:
-        yield lambda rows: sys.stdout.writelines(json_line(row) for row in rows)
-        sys.stdout.flush()
+        stdout = _StdoutSink()
+        yield Writer(stdout, columns)
+        stdout.finish()
         return
     target = Path(str(output))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -580,7 +814,7 @@ def writing(fmt: str | None, output: str | Path | None, columns: list[str], *, m
         staged.unlink()
         raise
     try:
-        yield sink.write
+        yield Writer(sink, columns)
         sink.finish()
         os.chmod(staged, 0o644)
         os.replace(staged, target)

@@ -22,6 +22,13 @@ DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 PAD_BUDGET_TOKENS = 16
 # Characters tokenized per call in OnnxComponent.encode: about 40 MB of encodings at most.
 ENCODE_CHARS = 1 << 20
+# Texts from which OnnxComponent.encode hands a call to the tokenizers library's thread pool (encode_batch,
+# unless TOKENIZERS_PARALLELISM turns the pool off); fewer are encoded one at a time on the calling thread.
+# Measured side by side (bench/results/profile_runtime.md, 2 shared cores, int8 MiniLM, BANKING77): one by one
+# was never slower below 1,024 texts (32 texts: 1.5 ms against 3.4 ms with the pool, which also slowed the
+# session run after it, 255 against 236 ms), while on 4,096 texts the pool was 1.5x faster in one run and
+# 1.2x slower in another, as a core happened to be free or not. Tokenizing is 1-1.5% of a prediction either way.
+POOL_TEXTS = 1024
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -112,8 +119,11 @@ class OnnxComponent:
 
         The tokenizer keeps a whole call's encodings, overflow included, until it returns (measured:
         64 texts of 51,300 characters held 124 MB), so a list of long texts is tokenized in slices;
-        ordinary batches are one slice.
+        ordinary batches are one slice. Fewer than POOL_TEXTS texts are encoded one by one, without the
+        tokenizer's thread pool.
         """
+        if len(texts) < POOL_TEXTS:  # no thread pool: see POOL_TEXTS
+            return [self.tokenizer.encode(text).ids for text in texts]
         ids: list[list[int]] = []
         start = 0
         while start < len(texts):
