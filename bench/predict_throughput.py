@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_io import write_results
+
 from slm.hardware import load_average, machine_info
 
 ROOT = Path(__file__).resolve().parent
@@ -205,11 +207,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "predict_throughput"), help="results path without suffix")
     args = parser.parse_args()
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":

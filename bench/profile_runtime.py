@@ -25,7 +25,6 @@ threads. Writes ``bench/results/profile_runtime.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import write_results
 
 from slm.hardware import load_average, machine_info
 
@@ -314,11 +314,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "profile_runtime"), help="results path without suffix")
     args = parser.parse_args()
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":
