@@ -12,7 +12,7 @@ scores it on the full official test split (3,080 texts). The TF-IDF (word + char
 logistic-regression baseline is trained by the same call on the same split, so every row carries
 its baseline. With ``--self-training`` the rest of the train split is given without labels
 (``--rounds``: pseudo-labelling rounds); a self-training run is compared with the labelled-only run of
-the same draw and method, or of the method ``auto`` resolved to.
+the same draw and method, or of the method ``auto`` chose for the labelled texts (round 0).
 
 Runs accumulate in ``bench/results/learning_curves.json`` (keyed by size, draw, method), so the
 script can be run in pieces; each call refreshes ``learning_curves.md`` and ``learning_curves.png``.
@@ -194,8 +194,9 @@ def markdown(rows: list[dict], runs: dict[str, dict]) -> str:
         ]
         lines += ["|---|---|---|---|---|---|---|"]
         for r in sorted(self_runs, key=lambda r: (r["k"], r["draw"])):
+            rounds = (r["self_training_record"] or {}).get("rounds") or [{}]
             plain = runs.get(f"{r['k']}/{r['draw']}/{r['method']}") or runs.get(
-                f"{r['k']}/{r['draw']}/{r.get('resolved_method')}"
+                f"{r['k']}/{r['draw']}/{rounds[0].get('method')}"  # what auto chose for the labelled texts
             )
             before = plain["accuracy"]["transformer"] if plain else None
             after = r["accuracy"]["transformer"]
