@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from slm.bundle.predictions import MICRO, decode_columns
-from slm.data.stream import WRITE_ROWS, labelled, micro_texts, writing
+from slm.data.prediction_columns import micro_texts
+from slm.data.stream import WRITE_ROWS, labelled, writing
 
 LABELS = ["card_arrival", "100% refund", 'say "hi"', "a,b", "=SUM(A1)", "日本語", "new\nline", "tab\there"]
 NAMES = ("label", "score", "probabilities")
