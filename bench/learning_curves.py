@@ -100,6 +100,8 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool, rounds: 
         "method": method,
         "self_training": self_training,
         "resolved_method": training.get("method"),
+        "shipped": manifest.get("default_component"),
+        "rounds": rounds if self_training else 0,
         "n_train": manifest["data"]["n_train"],
         "n_validation": manifest["data"]["n_validation"],
         "accuracy": {name: round(m["accuracy"], 5) for name, m in metrics.items()},
@@ -113,8 +115,17 @@ def run_one(k: int | None, seed: int, method: str, self_training: bool, rounds: 
     }
 
 
+def _rounds(run: dict) -> int:
+    """Self-training rounds asked for (older records: the rounds they ran)."""
+    if "rounds" in run:
+        return int(run["rounds"])
+    return len((run.get("self_training_record") or {}).get("rounds") or [0, 0]) - 1
+
+
 def _key(run: dict) -> str:
-    return f"{run['k']}/{run['draw']}/{run['method']}{'+self' if run['self_training'] else ''}"
+    if not run["self_training"]:
+        return f"{run['k']}/{run['draw']}/{run['method']}"
+    return f"{run['k']}/{run['draw']}/{run['method']}+self{'' if _rounds(run) == 1 else _rounds(run)}"
 
 
 def load_runs() -> dict[str, dict]:
@@ -142,12 +153,12 @@ def _mean(values: list[float]) -> tuple[float, float]:
 def summarise(runs: dict[str, dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in runs.values():
-        name = r["method"] + (" + self-training" if r["self_training"] else "")
+        name = r["method"] + (f" + self-training ({_rounds(r)} round(s))" if r["self_training"] else "")
         groups.setdefault((r["k"], name), []).append(r)
     rows = []
     for (k, name), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or 10**9, kv[0][1])):
         acc, acc_sd = _mean([m["accuracy"]["transformer"] for m in members])
-        base, base_sd = _mean([m["accuracy"]["ngram_baseline"] for m in members])
+        base, base_sd = _mean([_labelled_only_baseline(m) for m in members])
         ens, _ = _mean([m["accuracy"]["ensemble"] for m in members])
         rows.append(
             {
@@ -164,6 +175,21 @@ def summarise(runs: dict[str, dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def _labelled_only_baseline(run: dict) -> float:
+    """The n-gram baseline trained on the labelled texts alone: with self-training the bundle's n-gram side is
+    refitted on the pseudo-labels too, and the labelled-only model's score is in the self-training record."""
+    recorded = (run.get("self_training_record") or {}).get("ngram_labelled_only")
+    return float(recorded["accuracy"]) if recorded else float(run["accuracy"]["ngram_baseline"])
+
+
+def _gain(before: float | None, after: float) -> str:
+    return "-" if before is None else f"{before:.2%} → {after:.2%} ({(after - before) * 100:+.2f})"
+
+
+def _lost_gained(entry: dict) -> str:
+    return f"; {entry['val_texts_lost']}/{entry['val_texts_gained']}" if "val_texts_lost" in entry else ""
 
 
 def markdown(rows: list[dict], runs: dict[str, dict]) -> str:
@@ -189,27 +215,28 @@ def markdown(rows: list[dict], runs: dict[str, dict]) -> str:
     if self_runs:
         lines += ["", "## Self-training (rest of the train split given without labels)", ""]
         lines += [
-            "| examples/class | draw | labelled only | with self-training | gain (points) | rounds kept "
-            "| validation macro-F1 by round (pseudo-labels) |"
+            "| examples/class | draw | transformer: labelled only → self-trained (points) | ensemble: same "
+            "| n-gram side (pseudo-labels) | rounds kept / asked "
+            "| validation macro-F1 by round (pseudo-labels; texts lost/gained) |"
         ]
         lines += ["|---|---|---|---|---|---|---|"]
-        for r in sorted(self_runs, key=lambda r: (r["k"], r["draw"])):
-            rounds = (r["self_training_record"] or {}).get("rounds") or [{}]
+        for r in sorted(self_runs, key=lambda r: (r["k"], _rounds(r), r["draw"])):
+            record = r["self_training_record"] or {}
+            rounds = record.get("rounds") or [{}]
             plain = runs.get(f"{r['k']}/{r['draw']}/{r['method']}") or runs.get(
                 f"{r['k']}/{r['draw']}/{rounds[0].get('method')}"  # what auto chose for the labelled texts
             )
-            before = plain["accuracy"]["transformer"] if plain else None
-            after = r["accuracy"]["transformer"]
-            gain = "" if before is None else f"{(after - before) * 100:+.2f}"
-            record = r["self_training_record"] or {}
-            shown = "" if before is None else f"{before:.2%}"
+            transformer = _gain(plain["accuracy"]["transformer"] if plain else None, r["accuracy"]["transformer"])
+            ensemble = _gain(plain["accuracy"]["ensemble"] if plain else None, r["accuracy"]["ensemble"])
+            ngram = _gain(_labelled_only_baseline(r), r["accuracy"]["ngram_baseline"])
             by_round = ", ".join(
                 f"{x['val_macro_f1']:.4f} ({x['pseudo_labels']:,}{', ' + x['method'] if x.get('method') else ''}"
+                f"{_lost_gained(x)}"
                 f"{'' if x['kept'] else ', rejected'})"
                 for x in record.get("rounds", [])
             )
-            kept = record.get("kept_rounds")
-            lines.append(f"| {r['k']} | {r['draw']} | {shown} | {after:.2%} | {gain} | {kept} | {by_round} |")
+            kept = f"{record.get('kept_rounds')} / {_rounds(r)}"
+            lines.append(f"| {r['k']} | {r['draw']} | {transformer} | {ensemble} | {ngram} | {kept} | {by_round} |")
     return "\n".join(lines) + "\n"
 
 
@@ -269,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         for k in sizes:
             for seed in range(1 if k is None else args.draws):
                 for method in args.methods.split(","):
-                    probe = {"k": k, "draw": seed, "method": method, "self_training": args.self_training}
+                    probe = {
+                        "k": k,
+                        "draw": seed,
+                        "method": method,
+                        "self_training": args.self_training,
+                        "rounds": args.rounds,
+                    }
                     if _key(probe) in runs and not args.force:
                         continue
                     result = run_one(k, seed, method, args.self_training, args.rounds)

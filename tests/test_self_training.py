@@ -17,7 +17,7 @@ import slm
 from slm.cli import app
 from slm.errors import ConfigError
 from slm.training.config import TrainConfig
-from slm.training.self_training import SHARE_STEP, noise_margin, pseudo_label
+from slm.training.self_training import REFUSE_Z, SHARE_STEP, pseudo_label, significantly_worse
 from tests.conftest import DATA, banking_frame, require
 
 runner = CliRunner()
@@ -83,11 +83,20 @@ def test_pseudo_label_caps_a_dominant_class_at_its_quota() -> None:
     assert set(rows[labels == 0].tolist()) == {4, 5, 6, 7}
 
 
-def test_noise_margin_is_one_binomial_standard_error() -> None:
-    assert noise_margin(0.8, 100) == pytest.approx(0.04)
-    assert noise_margin(0.8, 77) > noise_margin(0.8, 770) > 0  # a larger validation split vetoes smaller losses
-    assert noise_margin(1.0, 77) == 0.0 and noise_margin(0.0, 5) == 0.0
-    assert noise_margin(0.5, 0) == pytest.approx(0.5)  # no validation texts: no evidence either way
+def test_a_round_is_refused_only_when_it_loses_significantly_more_texts_than_it_gains() -> None:
+    reference = np.array([True] * 60 + [False] * 17)
+    same = reference.copy()
+    assert significantly_worse(reference, same) == (False, 0, 0)  # no disagreement, no evidence
+    swapped = reference.copy()
+    swapped[:6], swapped[60:66] = False, True  # six lost, six gained: a wash
+    assert significantly_worse(reference, swapped) == (False, 6, 6)
+    four_lost = reference.copy()
+    four_lost[:4] = False  # 4 > 2 * sqrt(4) is false: four texts of 77 can be chance
+    assert significantly_worse(reference, four_lost) == (False, 4, 0)
+    five_lost = reference.copy()
+    five_lost[:5] = False  # 5 > 2 * sqrt(5) = 4.47
+    assert significantly_worse(reference, five_lost) == (True, 5, 0)
+    assert REFUSE_Z == 2.0
 
 
 def test_auto_chooses_the_method_again_for_a_self_training_round() -> None:
@@ -140,20 +149,27 @@ def test_self_training_record_is_consistent(self_trained) -> None:
     assert rounds[0]["round"] == 0 and rounds[0]["kept"] is True and rounds[0]["pseudo_labels"] == 0
     assert record["val_macro_f1_labelled_only"] == rounds[0]["val_macro_f1"]
     assert 2 <= len(rounds) <= ROUNDS + 1
-    bar = best = rounds[0]["val_macro_f1"]
-    n_val = 10  # one validation text per intent
+    best = rounds[0]["val_macro_f1"]
     for r, entry in enumerate(rounds[1:], start=1):
         assert entry["round"] == r and entry["method"] == "head"
         quota = math.ceil(min(1.0, r * SHARE_STEP) * 100 / 10)
         assert 0 < entry["pseudo_labels"] <= quota * 10
         assert 0 < entry["min_confidence"] <= 1
-        # kept unless it falls below the best kept score by more than one standard error
-        assert entry["kept"] == (entry["val_macro_f1"] >= bar - noise_margin(bar, n_val) - 1e-5), (entry, bar)
+        # kept unless it loses significantly more validation texts than it gains against the best kept model
+        lost, gained = entry["val_texts_lost"], entry["val_texts_gained"]
+        assert 0 <= lost + gained <= 10  # one validation text per intent
+        assert entry["kept"] == (lost - gained <= REFUSE_Z * math.sqrt(lost + gained)), entry
         if entry["kept"]:
-            best, bar = entry["val_macro_f1"], max(bar, entry["val_macro_f1"])
+            best = entry["val_macro_f1"]
         else:
             assert r == len(rounds) - 1, "self-training stops at the first round that is not kept"
     assert record["kept_rounds"] == sum(e["kept"] for e in rounds[1:])
+    kept = [e for e in rounds[1:] if e["kept"]]
+    if kept:  # the n-gram side learnt the kept round's pseudo-labels too; the labelled-only baseline is recorded
+        assert record["ngram_refit_texts"] == manifest.data["n_train"] + kept[-1]["pseudo_labels"]
+        assert 0.1 < record["ngram_labelled_only"]["accuracy"] <= 1
+    else:
+        assert "ngram_refit_texts" not in record
     assert record["val_macro_f1"] == best
     assert manifest.training["method"] == "head"
     assert manifest.metrics["test"]["transformer"]["accuracy"] >= 0.6  # ten intents: chance is 0.1
@@ -170,6 +186,15 @@ def test_self_trained_bundle_is_the_best_round(self_trained) -> None:
     targets = validation.targets(bundle.labels)
     score = f1_score(targets, proba.argmax(1), labels=np.arange(10), average="macro", zero_division=0)
     assert score == pytest.approx(self_trained.manifest.training["self_training"]["val_macro_f1"], abs=1e-5)
+
+
+def test_info_shows_the_rounds_and_the_refitted_ngram_side(self_trained) -> None:
+    record = self_trained.manifest.training["self_training"]
+    result = runner.invoke(app, ["info", str(self_trained.path)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert f"self-training kept {record['kept_rounds']} of {len(record['rounds']) - 1} round(s)" in output
+    assert ("n-gram side refitted on" in output) == (record["kept_rounds"] > 0)
 
 
 # ---------------------------------------------------------------- refused inputs

@@ -136,6 +136,12 @@ def training_line(training: Any) -> str:
             f"self-training kept {record['kept_rounds']} of {rounds} round(s) "
             f"(validation macro-F1 {record['val_macro_f1_labelled_only']:.4f} -> {record['val_macro_f1']:.4f})"
         )
+        baseline = record.get("ngram_labelled_only")
+        if baseline:
+            parts.append(
+                f"n-gram side refitted on {record['ngram_refit_texts']:,} labelled + pseudo-labelled texts "
+                f"(labelled-only baseline: {baseline['accuracy']:.2%} {baseline['evaluated_on']} accuracy)"
+            )
     lexicon = training.get("lexicon")
     if lexicon:
         parts.append(

@@ -30,6 +30,7 @@ from slm.bundle.schema import (
     TransformerSpec,
 )
 from slm.console import status
+from slm.data.dataset import TextDataset
 from slm.errors import ConfigError, SlmError
 from slm.fileio import atomic_directory
 from slm.logs import DONE, HEADING
@@ -57,7 +58,7 @@ from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
 from slm.training.method import MethodChoice, choose_method
 from slm.training.robustness import training_robustness
-from slm.training.self_training import self_train
+from slm.training.self_training import refit_ngram, self_train
 from slm.training.trainer import predict_logits, set_threads
 
 log = logging.getLogger(__name__)
@@ -245,9 +246,9 @@ def _fit(
     resume: bool,
     show_progress: bool,
     unlabeled: list[str] | None,
-) -> tuple[Fitted, dict | None, float]:
-    """``(fitted transformer, self-training record or None, wall seconds)``: one fit, or self-training rounds
-    over ``unlabeled`` when given."""
+) -> tuple[Fitted, dict | None, float, TextDataset | None]:
+    """``(fitted transformer, self-training record or None, wall seconds, pseudo-labelled texts or None)``: one
+    fit, or self-training rounds over ``unlabeled`` when given (the pseudo-labels of the kept round)."""
     enc, targets = data.enc, data.targets
     if config.private:
         from slm.training.private import fit_private
@@ -264,7 +265,7 @@ def _fit(
             pad_id=data.pad_id,
             show_progress=show_progress,
         )
-        return fitted, None, time.perf_counter() - started
+        return fitted, None, time.perf_counter() - started, None
 
     n_labelled = len(targets["train"])
 
@@ -288,12 +289,12 @@ def _fit(
 
     started = time.perf_counter()
     if not unlabeled:
-        return fit(enc["train"], targets["train"]), None, time.perf_counter() - started
+        return fit(enc["train"], targets["train"]), None, time.perf_counter() - started, None
     known = set(splits.train.texts) | set(splits.validation.texts) | set(splits.test.texts)
     fresh = [t for t in dict.fromkeys(unlabeled) if t not in known]
     dropped = len(unlabeled) - len(fresh)
     log.info(f"unlabelled texts: {len(fresh):,} new ({dropped:,} duplicates or labelled texts dropped)")
-    fitted, self_training = self_train(
+    fitted, self_training, pseudo = self_train(
         fit,
         enc["train"],
         targets["train"],
@@ -304,7 +305,11 @@ def _fit(
         pad_id=data.pad_id,
         show_progress=show_progress,
     )
-    return fitted, self_training, time.perf_counter() - started
+    names = splits.train.label_names
+    pseudo_texts = None if pseudo is None else TextDataset(
+        texts=[fresh[i] for i in pseudo.rows], labels=[names[k] for k in pseudo.classes], label_names=names
+    )  # fmt: skip
+    return fitted, self_training, time.perf_counter() - started, pseudo_texts
 
 
 def _evaluate(model, ngram: NgramClassifier, data: _Tokenized, splits: Splits, config: TrainConfig) -> _Evaluation:
@@ -592,7 +597,7 @@ def run_training(
             if config.private
             else _choose_method(config, data.targets["train"], len(splits.train.label_names))
         )
-        fitted, self_training, wall = _fit(
+        fitted, self_training, wall, pseudo = _fit(
             method,
             base_path,
             data,
@@ -606,6 +611,8 @@ def run_training(
         if not main:
             return None
         assert ngram is not None  # the main rank fitted it
+        if pseudo is not None and self_training is not None:
+            ngram = refit_ngram(ngram, splits, pseudo, config.seed, self_training)
         evaluation = _evaluate(fitted.model, ngram, data, splits, config)
         recommendation = recommend(
             evaluation.models, task=_task(splits), candidate=evaluation.default, margin_points=margin_points

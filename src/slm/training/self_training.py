@@ -4,27 +4,37 @@ Round 0 trains on the labelled data alone. Each later round predicts every unlab
 the best model so far, keeps the most confident predictions of each class (the same quota per
 class, so frequent classes do not crowd out rare ones), and trains a fresh model on labelled +
 pseudo-labelled texts. The quota grows every round, half the unlabelled texts and then all of them
-(the confidence schedule: the bar drops as the model improves). A round is kept unless validation
-macro-F1 falls by more than the noise of a validation split that size (one binomial standard
-error); the first round that falls further ends self-training.
+(the confidence schedule: the bar drops as the model improves). A round is kept unless it is
+significantly worse on validation than the best model kept so far (a paired test on the texts one
+model gets right and the other wrong); the first round that is ends self-training.
 
 Why not "kept only if validation improves": few-shot data leaves a tiny validation split. On BANKING77
 at 8 texts per class (77 validation texts, one per class) full fine-tuning on 4,841 pseudo-labels
 raised test accuracy from 83.8% to 86.4% while validation macro-F1 stayed exactly the same (0.8009):
-the strict rule would have thrown it away. The margin lets validation veto only a clear loss.
+the strict rule would have thrown it away. The test lets validation veto only a clear loss. Why paired:
+two models scored on the same texts differ only where they disagree; an unpaired margin (one binomial
+standard error of one score) refused a round on 77 texts for a 0.067 fall in macro-F1, with no test
+saying the fall was more than chance.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import f1_score
 
+from slm.data.dataset import TextDataset
 from slm.errors import ConfigError
 from slm.logs import HEADING
 from slm.models.ensemble import probabilities
+from slm.models.ngram import NgramClassifier
+from slm.models.ngram import settings_for as ngram_settings
+from slm.pipeline import Splits
 from slm.training.batching import Encoded
 from slm.training.fit import Fitted
 from slm.training.trainer import predict_logits, validation_macro_f1
@@ -59,10 +69,28 @@ def pseudo_label(proba: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarra
     return picked, predicted[picked], floor
 
 
-def noise_margin(score: float, n: int) -> float:
-    """One binomial standard error of a score near ``score`` measured on ``n`` texts: how far two
-    models' validation scores can differ by the draw of the split alone."""
-    return math.sqrt(max(score * (1.0 - score), 0.0) / max(n, 1))
+# Standard errors by which a round must lose on validation to be refused (about 2.3% one-sided by chance).
+REFUSE_Z = 2.0
+
+
+def significantly_worse(reference_right: np.ndarray, candidate_right: np.ndarray) -> tuple[bool, int, int]:
+    """McNemar's test on one validation split: ``(worse, lost, gained)``.
+
+    ``lost``: texts the reference model gets right and the candidate wrong; ``gained``: the reverse. The
+    candidate is significantly worse when ``lost - gained`` exceeds ``REFUSE_Z`` standard errors of that
+    difference (``sqrt(lost + gained)`` under "equally good"); with no disagreement it is not.
+    """
+    lost = int(np.sum(reference_right & ~candidate_right))
+    gained = int(np.sum(~reference_right & candidate_right))
+    return lost - gained > REFUSE_Z * math.sqrt(lost + gained), lost, gained
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """The pseudo-labelled rows the kept model was trained on: indices into the unlabelled texts, classes."""
+
+    rows: np.ndarray
+    classes: np.ndarray
 
 
 def self_train(
@@ -76,8 +104,9 @@ def self_train(
     rounds: int,
     pad_id: int,
     show_progress: bool = True,
-) -> tuple[Fitted, dict]:
-    """Self-train with ``fit(encoded, targets)``; returns the best model and a per-round record."""
+) -> tuple[Fitted, dict, PseudoLabels | None]:
+    """Self-train with ``fit(encoded, targets)``: the best model, a per-round record, and the pseudo-labels
+    the best model was trained on (None when no round was kept)."""
     if train_targets.ndim == 2:
         raise ConfigError("self-training (--unlabeled) supports single-label data only")
     if len(val) == 0:
@@ -85,19 +114,16 @@ def self_train(
     if len(unlabeled) == 0:
         raise ConfigError("the unlabelled file has no texts")
 
-    def score(fitted: Fitted) -> float:
-        return validation_macro_f1(predict_logits(fitted.model, val, pad_id), val_targets, False)
-
-    def record(r: int, fitted: Fitted, picked: int, floor: float | None, value: float, kept: bool) -> dict:
-        return {"round": r, "method": fitted.info.get("method"), "pseudo_labels": picked,
-                "min_confidence": None if floor is None else round(floor, 4), "val_macro_f1": round(value, 5),
-                "kept": kept}  # fmt: skip
+    def score(fitted: Fitted) -> tuple[float, np.ndarray]:
+        logits = predict_logits(fitted.model, val, pad_id)
+        return validation_macro_f1(logits, val_targets, False), logits.argmax(1) == val_targets
 
     log.info(f"self-training: round 0 of {rounds} on the {len(train):,} labelled texts", extra=HEADING)
     best = fit(train, train_targets)
-    best_score = score(best)
-    bar = best_score
-    history = [record(0, best, 0, None, best_score, True)]
+    best_score, best_right = score(best)
+    bar_score, bar_right = best_score, best_right  # the highest-scoring kept model: every round is tested on it
+    pseudo: PseudoLabels | None = None
+    history = [_record(0, best, 0, None, best_score, True, 0, 0)]
     log.info(f"round 0: validation macro-F1 {best_score:.4f}")
     for r in range(1, rounds + 1):
         proba = probabilities(predict_logits(best.model, unlabeled, pad_id, show_progress=show_progress), False)
@@ -110,26 +136,65 @@ def self_train(
             extra=HEADING,
         )
         candidate = fit(Encoded(ids, train.n_truncated), targets)
-        candidate_score = score(candidate)
-        # Measured against the highest kept score so far: rounds cannot drift down a margin at a time.
-        margin = noise_margin(bar, len(val))
-        kept = candidate_score >= bar - margin
-        history.append(record(r, candidate, int(len(picked)), floor, candidate_score, kept))
-        verdict = (
-            f"kept (within {margin:.4f} of {bar:.4f} or better)"
-            if kept
-            else f"not kept (below {bar:.4f} by more than {margin:.4f}); self-training stops"
+        candidate_score, candidate_right = score(candidate)
+        worse, lost, gained = significantly_worse(bar_right, candidate_right)
+        history.append(_record(r, candidate, int(len(picked)), floor, candidate_score, not worse, lost, gained))
+        verdict = "not kept (significantly worse); self-training stops" if worse else "kept"
+        log.info(
+            f"round {r}: validation macro-F1 {candidate_score:.4f}; against the best kept model it loses "
+            f"{lost} validation texts and gains {gained}: {verdict}"
         )
-        log.info(f"round {r}: validation macro-F1 {candidate_score:.4f}, {verdict}")
-        if not kept:
+        if worse:
             break
-        best, best_score, bar = candidate, candidate_score, max(bar, candidate_score)
+        best, best_score, pseudo = candidate, candidate_score, PseudoLabels(picked, labels)
+        if candidate_score > bar_score:
+            bar_score, bar_right = candidate_score, candidate_right
     summary = {
         "rounds": history,
         "unlabeled_texts": len(unlabeled),
         "kept_rounds": sum(1 for h in history[1:] if h["kept"]),
         "val_macro_f1_labelled_only": history[0]["val_macro_f1"],
         "val_macro_f1": round(best_score, 5),
-        "keep_rule": "kept unless validation macro-F1 falls by more than one binomial standard error",
+        "keep_rule": (
+            f"kept unless, against the best kept model on validation, texts lost minus texts gained exceed "
+            f"{REFUSE_Z:g} x sqrt(lost + gained) (McNemar)"
+        ),
     }
-    return best, summary
+    return best, summary, pseudo
+
+
+def _record(r: int, fitted: Fitted, picked: int, floor: float | None, value: float, kept: bool, lost: int,
+            gained: int) -> dict:  # fmt: skip
+    return {"round": r, "method": fitted.info.get("method"), "pseudo_labels": picked,
+            "min_confidence": None if floor is None else round(floor, 4), "val_macro_f1": round(value, 5),
+            "val_texts_lost": lost, "val_texts_gained": gained, "kept": kept}  # fmt: skip
+
+
+def refit_ngram(
+    baseline: NgramClassifier, splits: Splits, pseudo: TextDataset, seed: int, record: dict
+) -> NgramClassifier:
+    """The n-gram side refitted on the labelled texts plus the kept round's pseudo-labels.
+
+    Measured on BANKING77 at 8 texts per class (one draw): the n-gram model went from 67.7% to 81.8% test
+    accuracy with 64 pseudo-labels per class, where the ensemble's n-gram side had stayed a labelled-only
+    model. The labelled-only baseline's scores stay in the self-training record (``ngram_labelled_only``),
+    the honest "is the cheap model enough" comparison for a user without the transformer's labels.
+    """
+    started = time.perf_counter()
+    texts = [*splits.train.texts, *pseudo.texts]
+    labels = [*splits.train.labels, *pseudo.labels]
+    ds = TextDataset(texts=texts, labels=labels, label_names=splits.train.label_names)
+    model = NgramClassifier(multi_label=False, seed=seed, **ngram_settings(texts))
+    model.fit(texts, ds.targets(), n_classes=len(splits.train.label_names))
+    eval_ds = splits.test if len(splits.test) else splits.validation
+    predicted = baseline.predict_proba(eval_ds.texts).argmax(1)
+    targets = eval_ds.targets(splits.train.label_names)
+    record["ngram_refit_texts"] = len(texts)
+    record["ngram_labelled_only"] = {
+        "evaluated_on": "test" if len(splits.test) else "validation",
+        "accuracy": round(float(np.mean(predicted == targets)), 5),
+        "macro_f1": round(float(f1_score(targets, predicted, average="macro", zero_division=0)), 5),
+    }
+    log.info(f"n-gram side refitted on {len(texts):,} labelled + pseudo-labelled texts in "
+             f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    return model
