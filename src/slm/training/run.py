@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.torch import save_file
+from sklearn.metrics import f1_score
 
 from slm import __version__
 from slm.bundle.drift_reference import confidence_profile, drift_reference
@@ -58,7 +59,7 @@ from slm.training.config import TrainConfig
 from slm.training.fit import Fitted, fit_transformer
 from slm.training.method import MethodChoice, choose_method
 from slm.training.robustness import training_robustness
-from slm.training.self_training import refit_ngram, self_train
+from slm.training.self_training import self_train
 from slm.training.trainer import predict_logits, set_threads
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,47 @@ def _parts(splits: Splits) -> dict:
     return {"train": splits.train, "validation": splits.validation, "test": splits.test}
 
 
+def _fit_ngram(train: TextDataset, seed: int) -> NgramClassifier:
+    model = NgramClassifier(multi_label=train.multi_label, seed=seed, **ngram_settings(train.texts))
+    model.fit(train.texts, train.targets(), n_classes=len(train.label_names))
+    return model
+
+
 def _fit_baseline(splits: Splits, seed: int, show_progress: bool) -> tuple[NgramClassifier, float]:
     started = time.perf_counter()
     with status("fitting the TF-IDF + logistic-regression baseline…", enabled=show_progress):
-        settings = ngram_settings(splits.train.texts)
-        model = NgramClassifier(multi_label=splits.train.multi_label, seed=seed, **settings)
-        model.fit(splits.train.texts, splits.train.targets(), n_classes=len(splits.train.label_names))
+        model = _fit_ngram(splits.train, seed)
     seconds = time.perf_counter() - started
     log.info(f"baseline fitted in {seconds:.1f}s")
     return model, seconds
+
+
+def _refit_ngram(
+    baseline: NgramClassifier, splits: Splits, pseudo: TextDataset, seed: int, record: dict
+) -> NgramClassifier:
+    """The n-gram side refitted on the labelled texts plus the kept round's pseudo-labels.
+
+    Measured on BANKING77 at 8 texts per class (one draw): the n-gram model went from 67.7% to 81.8% test
+    accuracy with 64 pseudo-labels per class, where the ensemble's n-gram side had stayed a labelled-only
+    model. The labelled-only baseline's scores stay in the self-training record (``ngram_labelled_only``),
+    the honest "is the cheap model enough" comparison for a user without the transformer's labels.
+    """
+    started = time.perf_counter()
+    texts = [*splits.train.texts, *pseudo.texts]
+    labels = [*splits.train.labels, *pseudo.labels]
+    model = _fit_ngram(TextDataset(texts=texts, labels=labels, label_names=splits.train.label_names), seed)
+    eval_ds = splits.test if len(splits.test) else splits.validation
+    predicted = baseline.predict_proba(eval_ds.texts).argmax(1)
+    targets = eval_ds.targets(splits.train.label_names)
+    record["ngram_refit_texts"] = len(texts)
+    record["ngram_labelled_only"] = {
+        "evaluated_on": "test" if len(splits.test) else "validation",
+        "accuracy": round(float(np.mean(predicted == targets)), 5),
+        "macro_f1": round(float(f1_score(targets, predicted, average="macro", zero_division=0)), 5),
+    }
+    log.info(f"n-gram side refitted on {len(texts):,} labelled + pseudo-labelled texts in "
+             f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    return model
 
 
 def _default_component(ensemble: bool, score, val: dict[str, np.ndarray]) -> str:
@@ -612,7 +645,7 @@ def run_training(
             return None
         assert ngram is not None  # the main rank fitted it
         if pseudo is not None and self_training is not None:
-            ngram = refit_ngram(ngram, splits, pseudo, config.seed, self_training)
+            ngram = _refit_ngram(ngram, splits, pseudo, config.seed, self_training)
         evaluation = _evaluate(fitted.model, ngram, data, splits, config)
         recommendation = recommend(
             evaluation.models, task=_task(splits), candidate=evaluation.default, margin_points=margin_points
