@@ -124,7 +124,30 @@ def test_bad_update_input_is_refused_in_one_line(untrained_bundle, tmp_path) -> 
     )
     done = slm("update", untrained_bundle, "--feedback", fine, "-o", tmp_path / "o", "--tolerance", "-1")
     assert_one_line_error(done, "--tolerance")
+    done = slm("update", untrained_bundle, "--feedback", fine, "-o", tmp_path / "o", "--feedback-repeats", "0")
+    assert_one_line_error(done, "--feedback-repeats")
     assert not (tmp_path / "o").exists()
+
+
+def test_feedback_repeats_in_training_and_the_ensemble_is_chosen_on_texts_no_model_trained_on(
+    parent, corrections
+) -> None:
+    """The feedback's training rows are trained on ``feedback_repeats`` times an epoch and are in the split the
+    epochs are chosen on, but not in the one the shipped component and the ensemble weight are chosen on."""
+    from slm.api.updating import _feedback_dataset
+    from slm.bundle.manifest import read_manifest
+    from slm.pipeline import recorded_splits
+    from slm.training.gate import UpdateOptions
+    from slm.training.update import _plan
+
+    manifest = read_manifest(parent)
+    plan = _plan(manifest, _feedback_dataset(corrections, None), None, UpdateOptions(feedback_repeats=3, seed=0))
+    original = recorded_splits(manifest, what="test")
+    fed = [t for t, label in zip(plan.train.texts, plan.train.labels, strict=True) if label in NEW_INTENTS]
+    assert len(fed) == 3 * 24 and all(fed.count(text) == 3 for text in fed)  # 16 a label, 4 held out: 12 x 2 x 3
+    assert plan.selection.texts == original.validation.texts
+    assert set(fed) <= set(plan.splits.validation.texts) and not set(fed) & set(plan.selection.texts)
+    assert not set(plan.held_out.texts) & set(plan.train.texts)
 
 
 def test_feedback_is_split_per_label_and_test_texts_never_train() -> None:

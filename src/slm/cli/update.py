@@ -13,6 +13,7 @@ from rich.table import Table
 
 from slm.cli._util import LabelColOpt, TextColOpt, command, load_api, out
 from slm.logs import attach_cli_handler
+from slm.training.gate import UpdateOptions
 
 
 @command(no_args_is_help=True)
@@ -50,15 +51,25 @@ def update(
     ] = None,
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Accuracy points the original test split may lose.")
-    ] = 0.5,
+    ] = UpdateOptions.tolerance,
     holdout: Annotated[
         float, typer.Option("--holdout", help="Share of each label's feedback held out to judge the update.")
-    ] = 0.25,
+    ] = UpdateOptions.holdout,
     rehearsal: Annotated[
         int, typer.Option("--rehearsal", help="Original training texts per known label replayed.")
-    ] = 20,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the update's training texts.")] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out slice, rehearsal and training.")] = 42,
+    ] = UpdateOptions.rehearsal,
+    feedback_repeats: Annotated[
+        int, typer.Option("--feedback-repeats", help="Times each feedback text is trained on per epoch.")
+    ] = UpdateOptions.feedback_repeats,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Passes over the update's training texts.")
+    ] = UpdateOptions.epochs,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help="Peak learning rate of the update.")
+    ] = UpdateOptions.learning_rate,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the held-out slice, rehearsal and training.")
+    ] = UpdateOptions.seed,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")] = False,
 ) -> None:
     """Learn from feedback: warm-start, rehearse, gate against the current bundle, promote.
@@ -71,9 +82,9 @@ def update(
     api = load_api()
     if quiet:  # no progress and no notes: only warnings and the outcome (or the one-line refusal)
         attach_cli_handler(logging.WARNING)
-    from slm.training.gate import UpdateOptions
-
-    options = UpdateOptions(tolerance=tolerance, holdout=holdout, rehearsal=rehearsal, epochs=epochs, seed=seed)
+    options = UpdateOptions(tolerance=tolerance, holdout=holdout, rehearsal=rehearsal,
+                            feedback_repeats=feedback_repeats, epochs=epochs, learning_rate=learning_rate,
+                            seed=seed)  # fmt: skip
     outcome = api.update(bundle, feedback=feedback, output=output, data=data, text_col=text_col,
                          label_col=label_col, model=model, options=options, show_progress=not quiet)  # fmt: skip
     c = outcome.comparison

@@ -166,7 +166,7 @@ def _default_component(ensemble: bool, score, val: dict[str, np.ndarray]) -> str
         return "transformer"
     if score(val["ensemble"]) > score(val["transformer"]) + 1e-9:
         return "ensemble"
-    log.warning(
+    log.info(  # a choice made, not a problem: --quiet leaves it out
         "note: the ensemble does not beat the transformer alone on validation; the transformer "
         "is the default (the ensemble stays in the bundle: --component ensemble)"
     )
