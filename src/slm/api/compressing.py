@@ -18,7 +18,7 @@ from slm.fileio import claim_output_folder
 if TYPE_CHECKING:
     from slm.bundle.schema import Manifest
 
-QUANTIZE_MODES = ("int8", "int8-static", "int4")
+QUANTIZE_MODES = ("int8", "int8-static", "int8-openvino", "int4")
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,10 @@ def _check_quantize_options(quantize: str | None, options: CompressOptions) -> N
             raise ConfigError(f"--block-size must be one of {sizes}, got {options.block_size}")
     elif options.block_size is not None:
         raise ConfigError("--block-size applies to --quantize int4 only")
+    if quantize == "int8-openvino" and options.per_channel is not None:
+        raise ConfigError(
+            "--per-channel/--per-tensor do not apply to --quantize int8-openvino (NNCF picks per channel)"
+        )
 
 
 def _check_private(
@@ -192,7 +196,8 @@ def _check_private(
     if not (bundle / "manifest.json").is_file() or read_manifest(bundle).privacy is None:
         return
     steps = {"--prune-layers": bool(prune_layers), "--trim-vocab": trim_vocab, "--static": static,
-             "--quantize int8-static": quantize == "int8-static"}  # fmt: skip
+             "--quantize int8-static": quantize == "int8-static",
+             "--quantize int8-openvino": quantize == "int8-openvino"}  # fmt: skip
     refused = [name for name, asked in steps.items() if asked]
     if refused:
         raise ConfigError(
@@ -215,8 +220,9 @@ def compress(
     """Make a smaller, faster variant of ``bundle``; every variant is gated on validation data first.
 
     ``trim_vocab`` keeps only the vocabulary the domain corpus uses, ``prune_layers`` keeps that many
-    transformer layers and recovers accuracy by distillation, ``quantize`` ("int8", "int8-static" or
-    "int4") writes an int8 or int4 ONNX bundle; they chain in that order. ``static`` builds the turbo tier on its own.
+    transformer layers and recovers accuracy by distillation, ``quantize`` ("int8", "int8-static", "int8-openvino"
+    or "int4") writes an int8 or int4 bundle (int8-openvino: NNCF int8 for ``backend="openvino"``, which
+    needs ``slm[openvino]``); they chain in that order. ``static`` builds the turbo tier on its own.
     A variant that loses more than ``options.gate`` points is refused and nothing is written.
     ``output`` defaults to ``BUNDLE-<steps>`` (e.g. ``BUNDLE-int8``).
     """
@@ -284,6 +290,9 @@ class _Chain:
         self.current = out
 
     def quantize(self, mode: str) -> None:
+        if mode == "int8-openvino":
+            self._quantize_openvino()
+            return
         from slm.compression.int4 import DEFAULT_BLOCK_SIZE
         from slm.compression.quantize import quantize_bundle
 
@@ -294,4 +303,14 @@ class _Chain:
             validation=_source(o.validation, o.text_col, o.label_col),
             calibration_size=o.calibration_size or 256, fallback=o.fallback, trim_vocabulary=o.trim_unreachable,
             threads=o.threads, export_texts=self.given_texts, block_size=o.block_size or DEFAULT_BLOCK_SIZE,
+        )  # fmt: skip
+
+    def _quantize_openvino(self) -> None:
+        """NNCF int8 for OpenVINO (slm.compression.openvino), with the same gate and calibration texts."""
+        from slm.compression.openvino import quantize_openvino_bundle
+
+        o = self.options
+        self.manifest = quantize_openvino_bundle(
+            self.current, self.target, gate_points=o.gate, validation=_source(o.validation, o.text_col, o.label_col),
+            calibration_size=o.calibration_size or 300, threads=o.threads, export_texts=self.given_texts,
         )  # fmt: skip

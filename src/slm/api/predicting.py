@@ -62,6 +62,7 @@ def predict_file(
     batch_size: int = 64,
     raw_csv: bool = False,
     on_rows: Callable[[int, int], None] | None = None,
+    backend: str | None = None,
 ) -> PredictionRun:
     """Label every text of ``input`` with ``bundle`` and write rows to ``output`` (None or '-': stdout).
 
@@ -71,6 +72,7 @@ def predict_file(
     :func:`result_columns`); ``output``'s extension sets its format. CSV/TSV cells a spreadsheet would
     run as formulas are neutralised unless ``raw_csv``. ``on_rows(done, total)`` is called after each
     chunk, and once with ``done=0`` when the input is checked and the model loaded (``total`` is 0 for a stream).
+    ``backend`` ("onnx", "openvino", "torch"; None: the bundle's default) is the engine a path is loaded with.
     """
     from slm.data.stream import open_stdin, open_table, writing
 
@@ -79,7 +81,7 @@ def predict_file(
         raise ConfigError("--raw-csv applies to CSV and TSV output only (-o FILE.csv or FILE.tsv)")
     is_path = isinstance(input, str | Path) and str(input) != "-"
     table = open_table(Path(str(input)), text_col) if is_path else None
-    model = bundle if isinstance(bundle, Bundle) else load(bundle)
+    model = bundle if isinstance(bundle, Bundle) else load(bundle, backend=backend)
     if table is None:
         import sys
 

@@ -246,6 +246,7 @@ def _build_variants(
     optimum_venv: str | Path | None,
     show_progress: bool,
     baseline_bundle: Path | None = None,
+    backend: str | None = None,
 ) -> tuple[list[Variant], dict]:
     """The variants to measure: each bundle, then the PyTorch baselines and the Optimum model built from
     ``baseline_bundle`` (default: the first bundle with PyTorch weights); and the Optimum setup's record."""
@@ -261,7 +262,7 @@ def _build_variants(
         manifest = read_manifest(bundle)
         if torch_source is None and _torch_weights(bundle, manifest):
             torch_source = (bundle, manifest)
-        variants.append(_bundle_variant(bundle, manifest, len(variants), names, threads))
+        variants.append(_bundle_variant(bundle, manifest, len(variants), names, threads, backend))
     if torch_source is None:
         if (baselines or optimum) and show_progress:
             log.warning("warning: no bundle has PyTorch weights (model/): baselines and Optimum are skipped")
@@ -282,14 +283,23 @@ def _slm_worker() -> list[str]:
     return [sys.executable, "-m", "slm.benchmark.worker"]
 
 
-def _bundle_variant(bundle: Path, manifest: Manifest, index: int, names: set[str], threads: int) -> Variant:
-    """A bundle run through slm's runtime, as it would serve."""
+def _bundle_variant(
+    bundle: Path, manifest: Manifest, index: int, names: set[str], threads: int, backend: str | None = None
+) -> Variant:
+    """A bundle run through slm's runtime, as it would serve (on ``backend``, else the bundle's default engine)."""
     return Variant(
         key=f"bundle{index}",
         name=_unique(bundle.name or str(bundle), names),
         role=ROLE_BUNDLE,
         source=str(bundle),
-        command=[*_slm_worker(), "runtime", str(bundle), "--threads", str(threads)],
+        command=[
+            *_slm_worker(),
+            "runtime",
+            str(bundle),
+            "--threads",
+            str(threads),
+            *(["--backend", backend] if backend else []),
+        ],
         weights=_bundle_weights(bundle, manifest),
         setup={"default_component": manifest.default_component, "lineage": manifest.to_json().get("lineage")},
     )
@@ -550,6 +560,7 @@ def run_benchmark(
     baseline_bundle: str | Path | None = None,
     show_progress: bool = True,
     force: bool = False,
+    backend: str | None = None,
 ) -> dict:
     """Benchmark ``bundles`` (and the baselines) side by side; write ``OUTPUT/NAME.{json,md,png}``.
 
@@ -566,7 +577,7 @@ def run_benchmark(
     ``~/.cache/slm/optimum-venv``), created on first use. A variant that fails is reported as failed
     (one line) while the others go on; setting up Optimum failing stops the run (OptimumError).
     Files of those names in ``output`` that slm did not write are refused before any work, or with
-    ``force`` moved aside.
+    ``force`` moved aside. ``backend`` runs every bundle on that engine ("onnx", "openvino", "torch").
     """
     paths = _check_settings(bundles, threads, rounds, latency_texts, throughput_texts, batch_size)
     output = Path(output)
@@ -585,6 +596,7 @@ def run_benchmark(
         optimum_venv=optimum_venv,
         show_progress=show_progress,
         baseline_bundle=Path(baseline_bundle) if baseline_bundle is not None else None,
+        backend=backend,
     )
     _measure_all(variants, threads, rounds, load_rounds, inputs, batch_size, show_progress)
     environment = _environment(load_start, optimum_meta)  # after the run: its load average is the end's

@@ -40,11 +40,11 @@ def _tokenizer_padding(model) -> object:
     return "unknown"
 
 
-def load_runtime(path: Path, threads: int):
+def load_runtime(path: Path, threads: int, backend: str | None = None):
     from slm.runtime import load
 
     started = time.perf_counter()
-    model = load(path, threads=threads)
+    model = load(path, threads=threads, backend=backend)
 
     def predict(texts, batch_size):
         return model.predict_proba(texts, batch_size=batch_size)
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default=None, help="runtime: onnx, openvino or torch (default: the bundle's)")
     parser.add_argument("--spawned-at", type=float, default=None)
     parser.add_argument("--load-only", action="store_true")
     args = parser.parse_args(argv)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def load():
         if args.kind == "runtime":
-            return load_runtime(args.bundle, args.threads)
+            return load_runtime(args.bundle, args.threads, args.backend)
         return load_torch(args.bundle, args.threads, quantize=args.kind == "torch-int8")
 
     return serve(load, args.spawned_at, args.load_only)

@@ -38,7 +38,7 @@ CLASSIFIER_TASKS = ("single_label", "multi_label")
 # Component spec keys that name a file or folder. In a spec with a "dir", the others are relative to it
 # (the static tier: dir "static", tokenizer "tokenizer.json"); otherwise relative to the bundle folder.
 DIR_KEY = "dir"
-FILE_KEYS = ("file", "tokenizer", "config", "weights", "embeddings", "head")
+FILE_KEYS = ("file", "tokenizer", "config", "weights", "embeddings", "head", "openvino_ir")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Top-level fields with checks of their own, which run before the type check of the others (their
 # messages say more); the format fields are checked by slm.bundle.manifest before this check runs.
@@ -230,6 +230,11 @@ class OnnxSpec(ComponentSpec):
     parity: dict[str, Any] | None = None  # the export's check against PyTorch
     vocabulary: dict[str, Any] | None = None  # unreachable vocabulary rows removed
     trim_vocab: dict[str, Any] | None = None
+    # The engine the model was quantized for: None for ONNX Runtime, "openvino" for `slm compress --quantize
+    # int8-openvino`, whose NNCF int8 model is ``openvino_ir`` (OpenVINO IR: the .xml, its weights in the .bin
+    # beside it) next to the fp32 ``file``, which ONNX Runtime runs when OpenVINO is not installed.
+    engine: str | None = None
+    openvino_ir: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -258,3 +259,22 @@ def split_cols(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [c.strip() for c in value.split(",") if c.strip()]
+
+
+class Backend(StrEnum):
+    """The engine that runs a bundle's transformer (``--backend``)."""
+
+    onnx = "onnx"
+    openvino = "openvino"
+    torch = "torch"
+
+
+BackendOpt = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help="Engine for the transformer (default: the bundle's). onnx: ONNX Runtime, fastest at batch 1; "
+        "openvino: OpenVINO (pip install 'slm[openvino]'), highest batch throughput with a bundle from "
+        "'slm compress --quantize int8-openvino'; torch: the PyTorch weights (slm[train]), for debugging.",
+    ),
+]

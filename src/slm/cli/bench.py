@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from slm.cli._util import command, out
+from slm.cli._util import BackendOpt, command, out
 from slm.fileio import FORCE_HELP
 
 
@@ -45,6 +45,7 @@ def bench(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Benchmark bundles side by side: size, load time, memory, latency, throughput, accuracy.
 
@@ -57,6 +58,7 @@ def bench(
     results = run_bench(
         bundles, output, data=data, text_col=text_col, label_col=label_col, threads=threads, rounds=rounds,
         baselines=baselines, optimum=optimum, max_eval=max_eval, show_progress=not quiet, force=force,
+        backend=backend.value if backend else None,
     )  # fmt: skip
     out.print(results_table(results))
     out.print(f"\nwritten: {escape(str(output / 'benchmark.json'))}, benchmark.md, benchmark.png")

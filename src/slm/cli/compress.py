@@ -17,6 +17,7 @@ from slm.extras import require_extra
 class Quantize(StrEnum):
     int8 = "int8"
     int8_static = "int8-static"
+    int8_openvino = "int8-openvino"
     int4 = "int4"
 
 
@@ -153,6 +154,7 @@ QuantizeOpt = Annotated[
     typer.Option(
         "--quantize",
         help="int8: dynamic int8 weights (fastest on a CPU); int8-static: also int8 activations, calibrated; "
+        "int8-openvino: NNCF int8 for --backend openvino (batch throughput; needs slm[openvino]); "
         "int4: 4-bit block weights and embeddings (smallest file, slower than int8 on a CPU).",
     ),
 ]
@@ -198,7 +200,12 @@ FallbackOpt = Annotated[
     Fallback, typer.Option("--fallback", help="What to ship when no int8/int4 recipe passes: nothing, or fp32.")
 ]
 CalibrationSizeOpt = Annotated[
-    int | None, typer.Option("--calibration-size", min=1, help="Texts for int8-static calibration (default 256).")
+    int | None,
+    typer.Option(
+        "--calibration-size",
+        min=1,
+        help="Texts for int8-static (default 256) or int8-openvino (default 300) calibration.",
+    ),
 ]
 PruneLayersOpt = Annotated[
     int | None, typer.Option("--prune-layers", min=1, help="Keep this many transformer layers, then distil.")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from slm.cli._util import ForceOpt, TextColOpt, command, err
+from slm.cli._util import BackendOpt, ForceOpt, TextColOpt, command, err
 from slm.errors import ConfigError, DataError
 
 
@@ -138,6 +138,7 @@ def predict(
     shard_format: ShardFormatOpt = None,
     force: ForceOpt = False,
     raw_csv: RawCsvOpt = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Label new texts with a trained bundle.
 
@@ -163,6 +164,8 @@ def predict(
         slm predict runs/model-int8 texts/ -o labelled.parquet --engine ray --address auto
     """
     if engine is Engine.ray:
+        if backend is not None:
+            raise ConfigError("--backend is for --engine local only")
         _predict_on_ray(
             bundle, input, output, text_col=text_col, component=component, batch_size=batch_size, quiet=quiet,
             address=address, actors=actors, threads=threads, shard_format=shard_format, force=force, raw_csv=raw_csv,
@@ -184,7 +187,7 @@ def predict(
         run = predict_file(
             bundle, _stdin() if input == "-" else input, output, text_col=text_col,
             component=component.value if component else None, batch_size=batch_size or 64, raw_csv=raw_csv,
-            on_rows=advance,
+            on_rows=advance, backend=backend.value if backend else None,
         )  # fmt: skip
     if to_file and not quiet:
         err.print(f"Wrote {run.rows} predictions to {escape(str(output))}")

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from slm.cli._util import command
+from slm.cli._util import BackendOpt, command
 from slm.errors import ConfigError
 from slm.serving.config import DriftSettings, ServeConfig
 from slm.serving.options import serve_option as _opt
@@ -185,6 +185,7 @@ def serve(
     max_queue: MaxQueueOpt = DEFAULTS.max_queue,
     workers: WorkersOpt = None,
     threads: ThreadsOpt = DEFAULTS.threads,
+    backend: BackendOpt = None,
     max_texts: MaxTextsOpt = DEFAULTS.max_texts,
     max_chars: MaxCharsOpt = DEFAULTS.max_chars,
     long_texts: LongTextsOpt = LongTexts.truncate,
@@ -242,7 +243,8 @@ def serve(
     config = server.config(
         max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
         workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
-        max_chars=max_chars, long_texts=long_texts.value, top_k=top_k, watch=watch, watch_interval=watch_interval,
+        backend=backend.value if backend else None, max_chars=max_chars, long_texts=long_texts.value,
+        top_k=top_k, watch=watch, watch_interval=watch_interval,
         support_db=support_db, feedback=feedback, feedback_db=feedback_db,
         support_retention=parse_duration(support_retention, bare_unit="d", what="--support-retention"),
         feedback_retention=parse_duration(feedback_retention, bare_unit="d", what="--feedback-retention"),

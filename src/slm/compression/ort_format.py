@@ -95,6 +95,10 @@ def export_ort_bundle(
         raise BundleError(f"{bundle} has no ONNX model: run 'slm export {bundle}' first (then --target ort on that)")
     if spec.file.endswith(".ort"):
         raise ConfigError(f"{bundle} is already in ORT format ({spec.file})")
+    if spec.engine == "openvino":  # its int8 model is an OpenVINO IR; its ONNX file is the fp32 model
+        raise ConfigError(
+            f"{bundle} is quantized for OpenVINO (int8-openvino), which ONNX Runtime cannot run: export the int8 bundle"
+        )
     if spec.precision == "int4":  # measured with onnxruntime 1.32: its ORT format has no 4-bit tensor type
         raise ConfigError(
             f"{bundle} holds 4-bit weights, which ONNX Runtime's ORT format cannot store: export an int8 or fp32 bundle"

@@ -260,14 +260,14 @@ def quantize_bundle(
             manifest = read_manifest(source_bundle)
         else:
             source_bundle = bundle
-        spec = _onnx_spec(source_bundle, manifest)
+        spec = onnx_spec(source_bundle, manifest)
         if (spec.precision or "fp32") != "fp32":
             raise ConfigError(f"{bundle} is already quantized ({spec.precision}): quantize its fp32 parent")
         evaluation = evaluation_set(manifest, validation)
         if trim_vocabulary and trim_unreachable(source_bundle, work / "trimmed", evaluation.texts[:256]):
             source_bundle = work / "trimmed"
             manifest = read_manifest(source_bundle)
-            spec = _onnx_spec(source_bundle, manifest)
+            spec = onnx_spec(source_bundle, manifest)
         trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
         log.info(f"quantizing {bundle} to {label}: gate {gate_points:.2f} points on {len(trials.evaluation)} "
                  "validation texts")  # fmt: skip
@@ -312,7 +312,7 @@ def _first_accepted(trials: _Trials, tiers: list[list[Recipe]], work: Path, gate
     return None
 
 
-def _onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
+def onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
     if manifest.components.onnx is None:
         raise BundleError(f"{bundle} has no ONNX model")
     return manifest.components.onnx
@@ -339,7 +339,7 @@ class _Trials:
         self.source_bundle = source_bundle
         self.manifest = manifest
         self.calibration_size = calibration_size
-        self.spec = _onnx_spec(source_bundle, manifest)
+        self.spec = onnx_spec(source_bundle, manifest)
         self.task = manifest.task
         self.evaluation = evaluation
         self.targets = evaluation.targets(list(manifest.labels or []))
@@ -355,7 +355,7 @@ class _Trials:
     @cached_property
     def calibration_texts(self) -> list[str]:
         """Read only when a static recipe is tried: training texts, else the validation texts."""
-        return _calibration_texts(self.manifest, self.evaluation.texts, self.calibration_size)
+        return calibration_texts(self.manifest, self.evaluation.texts, self.calibration_size)
 
     def _proba(self, component: OnnxComponent, texts: list[str] | None = None) -> np.ndarray:
         texts = self.evaluation.texts if texts is None else texts
@@ -423,7 +423,7 @@ def _pick(accepted: list[_Candidate]) -> _Candidate:
     return max(near, key=lambda c: (c.result.candidate, c.result.agreement, c.speedup))
 
 
-def _calibration_texts(manifest: Manifest, fallback: list[str], n: int) -> list[str]:
+def calibration_texts(manifest: Manifest, fallback: list[str], n: int) -> list[str]:
     """Calibration texts from the training data when it is available, else from the validation texts."""
     from slm.compression.export import sample_texts
 

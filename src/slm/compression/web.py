@@ -169,6 +169,11 @@ def _onnx_plan(bundle: Bundle, settings: dict[str, Any]) -> _Plan:
     manifest = bundle.manifest
     spec = manifest.components.onnx
     assert spec is not None  # _plan checked
+    if spec.engine == "openvino":  # its int8 model is an OpenVINO IR; its ONNX file is the fp32 model
+        raise ConfigError(
+            f"{bundle.path} is quantized for OpenVINO (int8-openvino), which the browser cannot run: export the "
+            "int8 bundle"
+        )
     tokenizer_dir = bundle_path(bundle.path, manifest, spec.tokenizer)
     tokenizer_file = tokenizer_dir / "tokenizer.json" if tokenizer_dir.is_dir() else tokenizer_dir
     tokenizer = load_tokenizer(tokenizer_file, spec.max_length)

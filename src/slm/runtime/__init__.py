@@ -21,9 +21,14 @@ from slm.runtime.bundle import Bundle
 __all__ = ["Bundle", "decode", "load"]
 
 
-def load(path: str | Path, *, threads: int | None = None, verify: bool = True) -> Bundle:
-    """Open an exported bundle for torch-free prediction; BundleError if it would need PyTorch."""
-    bundle = Bundle(path, verify=verify, threads=threads)
-    if bundle.default_component in ("transformer", "ensemble") and bundle.backend != "onnx":
+def load(path: str | Path, *, threads: int | None = None, verify: bool = True, backend: str | None = None) -> Bundle:
+    """Open an exported bundle for torch-free prediction; BundleError if it would need PyTorch unasked.
+
+    ``backend``: "onnx" (ONNX Runtime), "openvino" (slm[openvino]) or "torch" (asked for explicitly);
+    None picks as :class:`Bundle` does.
+    """
+    bundle = Bundle(path, verify=verify, threads=threads, backend=backend)
+    needs_torch = bundle.backend not in ("onnx", "openvino") and backend is None
+    if bundle.default_component in ("transformer", "ensemble") and needs_torch:
         raise BundleError(f"{path} has no ONNX model: run `slm export {path}` first")
     return bundle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,18 +14,25 @@ from slm.bundle.predictions import decode
 from slm.bundle.schema import ComponentSpec, Manifest
 from slm.bundle.textlimit import cut_texts, text_limit
 from slm.errors import BundleError, ConfigError
+from slm.extras import is_installed
 from slm.models.ensemble import ensemble_probabilities, probabilities
 
 if TYPE_CHECKING:
     from slm.runtime.ngram import NgramPredictor
     from slm.runtime.onnx import OnnxComponent
+    from slm.runtime.openvino import OpenVinoComponent
     from slm.runtime.static import StaticComponent
     from slm.training.component import TransformerComponent
 
 COMPONENTS = ("ensemble", "transformer", "ngram", "static")
-BACKENDS = ("onnx", "torch")
+# onnx: ONNX Runtime; openvino: OpenVINO on the same ONNX file (slm[openvino]); torch: the PyTorch weights.
+BACKENDS = ("onnx", "openvino", "torch")
+ONNX_BACKENDS = ("onnx", "openvino")
 SpecT = TypeVar("SpecT", bound=ComponentSpec)
 
+
+log = logging.getLogger(__name__)
+_told: set[str] = set()  # bundles whose OpenVINO default was logged (once per process)
 
 OTHER_COMMANDS = {"recommendation": ": use 'slm app recommend rank|evaluate' or 'slm serve' with it"}
 
@@ -36,7 +44,9 @@ class Bundle:
     component's files are opened only through :func:`~slm.bundle.manifest.bundle_path`. Each
     component checks, when first loaded, that its output width is the number of labels. The
     transformer runs with ONNX Runtime when the bundle has an ONNX model (no PyTorch import), else
-    with PyTorch; ``backend`` forces one. ``threads`` sets ONNX Runtime's intra-op threads.
+    with PyTorch; ``backend`` forces one ("onnx", "openvino" or "torch"). A graph quantized for OpenVINO
+    (``slm compress --quantize int8-openvino``) runs on OpenVINO by default when it is installed. ``threads``
+    sets the engine's CPU threads.
     """
 
     def __init__(
@@ -51,12 +61,12 @@ class Bundle:
         self.task: str = self.manifest.task
         components = self.manifest.components
         if backend is None:
-            backend = "onnx" if "onnx" in components else "torch"
+            backend = default_backend(self.path, self.manifest)
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{backend}': choose from {', '.join(BACKENDS)}")
-        needed = components.onnx if backend == "onnx" else components.transformer
+        needed = components.onnx if backend in ONNX_BACKENDS else components.transformer
         if needed is None and (components.transformer is not None or components.onnx is not None):
-            raise BundleError(f"{self.path} has no {'ONNX' if backend == 'onnx' else 'PyTorch'} transformer")
+            raise BundleError(f"{self.path} has no {'ONNX' if backend in ONNX_BACKENDS else 'PyTorch'} transformer")
         self.backend = backend
         self.threads = threads
 
@@ -73,12 +83,14 @@ class Bundle:
 
     # -- components, loaded on first use --------------------------------------------------
     @cached_property
-    def _transformer(self) -> OnnxComponent | TransformerComponent:
-        if self.backend == "onnx":
+    def _transformer(self) -> OnnxComponent | OpenVinoComponent | TransformerComponent:
+        if self.backend in ONNX_BACKENDS:
             from slm.runtime.onnx import OnnxComponent
+            from slm.runtime.openvino import OpenVinoComponent
 
+            engine = OpenVinoComponent if self.backend == "openvino" else OnnxComponent
             onnx_spec = self._spec(self.manifest.components.onnx, "onnx")
-            onnx = OnnxComponent(self.path, onnx_spec, threads=self.threads, manifest=self.manifest)
+            onnx = engine(self.path, onnx_spec, threads=self.threads, manifest=self.manifest)
             self._check_width("ONNX model", onnx.output_widths.get("logits"))
             return onnx
         from slm.training.component import TransformerComponent
@@ -219,6 +231,24 @@ class Bundle:
         """One dict per text: ``label`` (``list`` for multi-label), ``score`` and ``probabilities``."""
         proba = self.predict_proba(texts, component=component, batch_size=batch_size, show_progress=show_progress)
         return decode(proba, self.labels, self.thresholds(component) if self.multi_label else None)
+
+
+def default_backend(path: Path, manifest: Manifest) -> str:
+    """The engine a bundle runs on when none is asked for.
+
+    ONNX Runtime for an ONNX model, except one quantized for OpenVINO (``--quantize int8-openvino``): its int8
+    IR runs on OpenVINO when that is installed (NNCF int8 on OpenVINO was 1.5x ONNX Runtime's int8 at batch 32
+    here), and otherwise its fp32 ONNX file runs on ONNX Runtime. PyTorch for a bundle without ONNX.
+    """
+    onnx = manifest.components.onnx
+    if onnx is None:
+        return "torch"
+    if onnx.engine != "openvino" or not is_installed("openvino"):
+        return "onnx"
+    if str(path) not in _told:
+        _told.add(str(path))
+        log.debug(f"{path}: quantized for OpenVINO, running it on OpenVINO (--backend onnx for ONNX Runtime)")
+    return "openvino"
 
 
 def load(path: str | Path, *, backend: str | None = None, threads: int | None = None) -> Bundle:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,8 +90,6 @@ class OnnxComponent:
         """With ``manifest`` (a loaded bundle's) files are opened only through ``bundle_path``; without it
         (export, quantization and build steps on their own staging files) paths are joined to ``root`` as given.
         ``output_widths`` holds each output's last dimension where the graph declares it (else None)."""
-        import onnxruntime as ort
-
         from slm.bundle.manifest import bundle_path
 
         root = Path(root)
@@ -102,6 +100,18 @@ class OnnxComponent:
         self.max_length = int(spec.max_length)
         self.tokenizer = load_tokenizer(locate(spec.tokenizer), self.max_length)
         self.pad_id = pad_id(self.tokenizer)
+        self.input_names: set[str] = set()
+        self.output_widths: dict[str, int | None] = {}
+        self.open_model(root, spec, locate, threads)
+
+    def open_model(
+        self, root: Path, spec: OnnxSpec | EncoderSpec, locate: Callable[[str], Path], threads: int | None
+    ) -> None:
+        """Load the graph and fill ``input_names`` and ``output_widths``: the one step another engine
+        (slm.runtime.openvino) replaces, with :meth:`run_feeds`; tokenizing and batching stay shared.
+        ``locate`` turns a bundle-relative name into a path (through ``bundle_path`` for a loaded bundle)."""
+        import onnxruntime as ort
+
         try:
             self.session = ort.InferenceSession(
                 str(locate(spec.file)), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -150,7 +160,11 @@ class OnnxComponent:
 
     def run(self, ids: list[list[int]], outputs: tuple[str, ...] = ("logits",)) -> list[np.ndarray]:
         """The named outputs (default: logits) for one batch of token id lists."""
-        values: list[np.ndarray] = self.session.run(list(outputs), self.feeds(ids))
+        return self.run_feeds(self.feeds(ids), outputs)
+
+    def run_feeds(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
+        """The named outputs for ready-made inputs (ONNX Runtime's session is safe to share between threads)."""
+        values: list[np.ndarray] = self.session.run(list(outputs), feeds)
         return values
 
     def logits(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:

@@ -80,6 +80,7 @@ class ServeConfig:
     max_queue: int = 128
     workers: int = field(default_factory=default_workers)
     threads: int = 1
+    backend: str | None = None  # the transformer's engine: "onnx", "openvino", "torch"; None: each bundle's default
     max_body_bytes: int = 1_048_576
     max_texts: int = 64
     max_chars: int = 2_000

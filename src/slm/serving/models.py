@@ -59,10 +59,10 @@ def manifest_signature(path: Path) -> tuple[int, int, int] | None:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def load_bundle(path: Path, *, threads: int, max_batch: int) -> LoadedBundle:
+def load_bundle(path: Path, *, threads: int, max_batch: int, backend: str | None = None) -> LoadedBundle:
     """Open and verify ``path`` for torch-free serving and run it once, so load errors surface now."""
     signature = manifest_signature(path)
-    bundle = load_runtime(path, threads=threads)
+    bundle = load_runtime(path, threads=threads, backend=backend)
     loaded = LoadedBundle(bundle, signature)
     warm_up(loaded, max_batch)
     _ = loaded.version  # now, while the folder holds this version (a version-1 bundle reads its manifest file)

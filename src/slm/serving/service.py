@@ -61,7 +61,9 @@ class ServedModel:
         return summary(self.name, self.current)
 
     def load_version(self) -> LoadedBundle:
-        return load_bundle(self.path, threads=self.config.threads, max_batch=self.config.max_batch)
+        return load_bundle(
+            self.path, threads=self.config.threads, max_batch=self.config.max_batch, backend=self.config.backend
+        )
 
     def info_labels(self, loaded: LoadedBundle) -> tuple[str, str, str, str, str]:
         return _info_labels(self.name, loaded)
@@ -109,7 +111,9 @@ class ModelService:
             if app is not None:
                 self.groups[app].load(name, path)  # the group logs its own event
                 return
-            bundle = load_bundle(path, threads=self.config.threads, max_batch=self.config.max_batch)
+            bundle = load_bundle(
+                path, threads=self.config.threads, max_batch=self.config.max_batch, backend=self.config.backend
+            )
         except SlmError as exc:
             raise type(exc)(f"cannot serve '{name}': {exc}") from None
         self.models[name] = ServedModel(name, path, bundle, self.config, self.executor, self.metrics)
