@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from slm.bundle.derive import derive_bundle, drop_components, replace_metrics
+from slm.bundle.derive import derive_bundle, drop_components
 from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
 from slm.compression.default import DefaultChoice, choose_default
 from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateResult, enforce, measure
-from slm.compression.quantize import calibration_texts, onnx_spec, speed_ratio
+from slm.compression.quantize import calibration_texts, onnx_spec, record_quantization, speed_ratio
 from slm.errors import ConfigError
 from slm.extras import MissingExtra
 from slm.models.ensemble import probabilities
@@ -156,14 +156,6 @@ def _write(
         drop_components(staging, new, keep={"onnx", "ngram"})
         new.components.onnx = replace(spec, file=f"{ONNX_DIR}/{ONNX_FILE}", precision="int8", parity=None,
                                       engine="openvino", openvino_ir=f"{ONNX_DIR}/{IR_FILE}")  # fmt: skip
-        new.compression = {**(new.compression or {}), "quantization": quantization}
-        validation: dict[str, Any] = {"transformer": quantization["validation"]}
-        if default.ensemble is not None:
-            validation["ensemble"] = default.ensemble
-        if default.record:
-            new.compression["default_component"] = default.record
-        replace_metrics(new, validation)
-        new.default_component = default.component
-        return new
+        return record_quantization(new, quantization, quantization["validation"], default)
 
     return derive_bundle(source, output, change, drop=("model", ONNX_DIR, "report"), step="quantize")

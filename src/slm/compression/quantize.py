@@ -423,6 +423,22 @@ def _pick(accepted: list[_Candidate]) -> _Candidate:
     return max(near, key=lambda c: (c.result.candidate, c.result.agreement, c.speedup))
 
 
+def record_quantization(
+    new: Manifest, quantization: dict, transformer: dict | None, default: DefaultChoice
+) -> Manifest:
+    """A quantized bundle's records: ``compression.quantization``, the validation metrics (the transformer's gate
+    result, and the ensemble's when its weight was chosen again) and the component it now serves by default."""
+    new.compression = {**(new.compression or {}), "quantization": quantization}
+    validation: dict[str, object] = {"transformer": transformer} if transformer is not None else {}
+    if default.ensemble is not None:
+        validation["ensemble"] = default.ensemble
+    if default.record:
+        new.compression["default_component"] = default.record
+    replace_metrics(new, validation)
+    new.default_component = default.component
+    return new
+
+
 def calibration_texts(manifest: Manifest, fallback: list[str], n: int) -> list[str]:
     """Calibration texts from the training data when it is available, else from the validation texts."""
     from slm.compression.export import sample_texts
@@ -462,14 +478,6 @@ def _write(
                 quantization["precision_shares"] = chosen.entry["precision_shares"]
         drop_components(staging, new, keep={"onnx", "ngram"})
         new.components.onnx = replace(spec, file=f"{ONNX_DIR}/{ONNX_FILE}", precision=precision, parity=None)
-        new.compression = {**(new.compression or {}), "quantization": quantization}
-        validation = {"transformer": chosen.result.to_dict()} if chosen is not None else {}
-        if default.ensemble is not None:
-            validation["ensemble"] = default.ensemble
-        if default.record:
-            new.compression["default_component"] = default.record
-        replace_metrics(new, validation)
-        new.default_component = default.component
-        return new
+        return record_quantization(new, quantization, chosen.result.to_dict() if chosen is not None else None, default)
 
     return derive_bundle(source_bundle, output, change, drop=("model", ONNX_DIR, "report"), step="quantize")

@@ -23,7 +23,7 @@ from slm.extras import MissingExtra
 from slm.runtime.onnx import DEFAULT_THREADS, OnnxComponent
 
 if TYPE_CHECKING:
-    from slm.bundle.schema import EncoderSpec, Manifest, OnnxSpec
+    from slm.bundle.schema import EncoderSpec, OnnxSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,13 @@ class OpenVinoComponent(OnnxComponent):
     request with a fixed thread count is also what was measured fastest here.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        spec: OnnxSpec | EncoderSpec,
-        *,
-        threads: int | None = None,
-        manifest: Manifest | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        super().__init__(root, spec, threads=threads, manifest=manifest)
-
     def open_model(
         self, root: Path, spec: OnnxSpec | EncoderSpec, locate: Callable[[str], Path], threads: int | None
     ) -> None:
         """Read the spec's OpenVINO IR when it has one (an int8-openvino bundle), else its ONNX file with
         OpenVINO's ONNX frontend, and compile it for the CPU. Both IR files are opened through ``locate``."""
         ov = import_openvino()
+        self._lock = threading.Lock()  # see the class docstring
         core = ov.Core()
         ir = getattr(spec, "openvino_ir", None)
         try:
