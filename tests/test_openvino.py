@@ -87,6 +87,16 @@ def test_missing_openvino_names_the_extra(exported, monkeypatch) -> None:
     assert "pip install 'slm[openvino]'" in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_missing_nncf_names_the_compress_extra(monkeypatch) -> None:
+    """Running a bundle needs slm[openvino] only; quantizing for it needs NNCF too, a heavier extra."""
+    from slm.compression.openvino import _import_nncf
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(MissingExtra) as caught:
+        _import_nncf()
+    assert "pip install 'slm[openvino-compress]'" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_unknown_backend_is_refused(exported) -> None:
     with pytest.raises(ConfigError, match="choose from onnx, openvino, torch"):
         Bundle(exported, backend="tensorrt")

@@ -52,7 +52,7 @@ EXTRA_OF_MODULE = {
     "ray": "ray",
     "opacus": "privacy",
     "openvino": "openvino",
-    "nncf": "openvino",
+    "nncf": "openvino-compress",
 }
 
 
@@ -69,6 +69,7 @@ INCLUDES = {
     "distributed": ("train",),
     "privacy": ("train",),
     "openvino": ("runtime",),
+    "openvino-compress": ("train", "openvino"),
 }
 
 

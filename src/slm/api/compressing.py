@@ -222,7 +222,7 @@ def compress(
     ``trim_vocab`` keeps only the vocabulary the domain corpus uses, ``prune_layers`` keeps that many
     transformer layers and recovers accuracy by distillation, ``quantize`` ("int8", "int8-static", "int8-openvino"
     or "int4") writes an int8 or int4 bundle (int8-openvino: NNCF int8 for ``backend="openvino"``, which
-    needs ``slm[openvino]``); they chain in that order. ``static`` builds the turbo tier on its own.
+    needs ``slm[openvino-compress]``); they chain in that order. ``static`` builds the turbo tier on its own.
     A variant that loses more than ``options.gate`` points is refused and nothing is written.
     ``output`` defaults to ``BUNDLE-<steps>`` (e.g. ``BUNDLE-int8``).
     """

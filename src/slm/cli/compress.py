@@ -154,7 +154,7 @@ QuantizeOpt = Annotated[
     typer.Option(
         "--quantize",
         help="int8: dynamic int8 weights (fastest on a CPU); int8-static: also int8 activations, calibrated; "
-        "int8-openvino: NNCF int8 for --backend openvino (batch throughput; needs slm[openvino]); "
+        "int8-openvino: NNCF int8 for --backend openvino (batch throughput; needs slm[openvino-compress]); "
         "int4: 4-bit block weights and embeddings (smallest file, slower than int8 on a CPU).",
     ),
 ]

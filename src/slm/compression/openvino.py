@@ -36,11 +36,12 @@ from slm.extras import MissingExtra
 from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
 from slm.runtime.onnx import OnnxComponent
-from slm.runtime.openvino import EXTRA, OpenVinoComponent, import_openvino, weights_of
+from slm.runtime.openvino import OpenVinoComponent, import_openvino, weights_of
 
 log = logging.getLogger(__name__)
 
 MODE = "int8-openvino"
+COMPRESS_EXTRA = "openvino-compress"  # NNCF, apart from slm[openvino] (which only runs bundles)
 IR_FILE = "model.int8-openvino.xml"
 RECIPE = "nncf-int8-transformer"
 
@@ -107,7 +108,7 @@ def _import_nncf() -> Any:
     try:
         import nncf
     except ImportError:
-        raise MissingExtra("nncf", EXTRA, what=f"--quantize {MODE}") from None
+        raise MissingExtra("nncf", COMPRESS_EXTRA, what=f"--quantize {MODE}") from None
     return nncf
 
 
