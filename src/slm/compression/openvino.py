@@ -22,18 +22,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from slm.bundle.derive import derive_bundle, drop_components
 from slm.bundle.manifest import read_manifest
 from slm.bundle.schema import Manifest, OnnxSpec
 from slm.compression.default import DefaultChoice, choose_default
-from slm.compression.export import ONNX_DIR, ONNX_FILE, export_bundle
+from slm.compression.export import ONNX_DIR, ONNX_FILE
 from slm.compression.gate import DEFAULT_GATE_POINTS, GateResult, enforce, measure
-from slm.compression.quantize import calibration_texts, onnx_spec, record_quantization, speed_ratio
+from slm.compression.quantize import Trials, fp32_source, record_quantization, speed_ratio
 from slm.errors import ConfigError
 from slm.extras import MissingExtra
-from slm.models.ensemble import probabilities
 from slm.pipeline import DataSource, evaluation_set
 from slm.runtime.onnx import OnnxComponent
 from slm.runtime.openvino import OpenVinoComponent, import_openvino, weights_of
@@ -70,34 +67,23 @@ def quantize_openvino_bundle(
     manifest = read_manifest(bundle)
     with tempfile.TemporaryDirectory(prefix="slm-openvino-") as tmp:
         work = Path(tmp)
-        source = bundle
-        if manifest.components.onnx is None:
-            export_bundle(bundle, work / "exported", texts=export_texts)
-            source, manifest = work / "exported", read_manifest(work / "exported")
-        spec = onnx_spec(source, manifest)
-        if (spec.precision or "fp32") != "fp32":
-            raise ConfigError(f"{bundle} is already quantized ({spec.precision}): quantize its fp32 parent")
+        source, manifest, spec = fp32_source(bundle, manifest, work, export_texts)
         evaluation = evaluation_set(manifest, validation)
-        targets = evaluation.targets(list(manifest.labels or []))
-        reference = OnnxComponent(source, spec, threads=threads)
-        multi = manifest.task == "multi_label"
-        reference_proba = probabilities(reference.logits(evaluation.texts), multi)
-        texts = calibration_texts(manifest, evaluation.texts, calibration_size)
+        trials = Trials(source, manifest, evaluation, threads, calibration_size)
+        texts = trials.calibration_texts
         log.info(f"quantizing {bundle} to {MODE}: NNCF on {len(texts)} calibration texts, gate {gate_points:.2f} "
                  f"points on {len(evaluation)} validation texts")  # fmt: skip
         started = time.perf_counter()
-        ir = quantize_ir(nncf, source / spec.file, reference, texts, work / IR_FILE)
+        ir = quantize_ir(nncf, source / spec.file, trials.reference, texts, work / IR_FILE)
         seconds = time.perf_counter() - started
         candidate = OpenVinoComponent(source, replace(spec, openvino_ir=str(ir)), threads=threads)
-        proba = probabilities(candidate.logits(evaluation.texts), multi)
-        thresholds = (manifest.thresholds or {}).get("transformer")
-        result = measure(reference_proba, proba, targets, manifest.task,
-                         None if thresholds is None else np.asarray(thresholds, dtype=np.float32))  # fmt: skip
+        proba = trials.proba(candidate)
+        result = measure(trials.reference_proba, proba, trials.targets, manifest.task, trials.thresholds)
         enforce(result, gate_points, RECIPE)
-        speedup = speed_ratio(reference, candidate, evaluation.texts)  # fp32 on ONNX Runtime, batches of 32
+        speedup = speed_ratio(trials.reference, candidate, evaluation.texts)  # fp32 on ONNX Runtime, batches of 32
         log.info(f"  {RECIPE}: acceptable ({result.drop_points:+.2f} points, {speedup:.2f}x fp32 on ONNX Runtime)")
         quantization = _record(gate_points, len(evaluation), len(texts), seconds, result, speedup)
-        default = choose_default(source, manifest, evaluation.texts, targets, parent=reference_proba,
+        default = choose_default(source, manifest, evaluation.texts, trials.targets, parent=trials.reference_proba,
                                  derived=proba, step="int8")  # fmt: skip
         return _write(source, output, spec, ir, quantization, default)
 

@@ -254,21 +254,13 @@ def quantize_bundle(
     label = "int4" if mode == "int4" else "int8"
     with tempfile.TemporaryDirectory(prefix="slm-quantize-") as tmp:
         work = Path(tmp)
-        if manifest.components.onnx is None:
-            export_bundle(bundle, work / "exported", texts=export_texts)
-            source_bundle = work / "exported"
-            manifest = read_manifest(source_bundle)
-        else:
-            source_bundle = bundle
-        spec = onnx_spec(source_bundle, manifest)
-        if (spec.precision or "fp32") != "fp32":
-            raise ConfigError(f"{bundle} is already quantized ({spec.precision}): quantize its fp32 parent")
+        source_bundle, manifest, spec = fp32_source(bundle, manifest, work, export_texts)
         evaluation = evaluation_set(manifest, validation)
         if trim_vocabulary and trim_unreachable(source_bundle, work / "trimmed", evaluation.texts[:256]):
             source_bundle = work / "trimmed"
             manifest = read_manifest(source_bundle)
             spec = onnx_spec(source_bundle, manifest)
-        trials = _Trials(source_bundle, manifest, evaluation, threads, calibration_size)
+        trials = Trials(source_bundle, manifest, evaluation, threads, calibration_size)
         log.info(f"quantizing {bundle} to {label}: gate {gate_points:.2f} points on {len(trials.evaluation)} "
                  "validation texts")  # fmt: skip
         if recipes:
@@ -300,7 +292,7 @@ def _mode_name(mode: str) -> str:
     return {"dynamic": "int8", "static": "int8-static"}.get(mode, mode)
 
 
-def _first_accepted(trials: _Trials, tiers: list[list[Recipe]], work: Path, gate_points: float) -> _Candidate | None:
+def _first_accepted(trials: Trials, tiers: list[list[Recipe]], work: Path, gate_points: float) -> _Candidate | None:
     """Measure tier after tier; the best acceptable recipe of the first tier that has one (None if none has)."""
     for tier in tiers:
         accepted = [trial for trial in (trials.run(recipe, work, gate_points) for recipe in tier) if trial]
@@ -310,6 +302,21 @@ def _first_accepted(trials: _Trials, tiers: list[list[Recipe]], work: Path, gate
             log.info(f"  shipping {chosen.recipe.name}")
             return chosen
     return None
+
+
+def fp32_source(
+    bundle: Path, manifest: Manifest, work: Path, export_texts: list[str] | None
+) -> tuple[Path, Manifest, OnnxSpec]:
+    """The bundle to quantize from and its ONNX spec: ``bundle``, or its fp32 export written into ``work`` when it
+    has no ONNX model. A bundle whose ONNX model is already quantized is refused (quantize its fp32 parent)."""
+    source = bundle
+    if manifest.components.onnx is None:
+        export_bundle(bundle, work / "exported", texts=export_texts)
+        source, manifest = work / "exported", read_manifest(work / "exported")
+    spec = onnx_spec(source, manifest)
+    if (spec.precision or "fp32") != "fp32":
+        raise ConfigError(f"{bundle} is already quantized ({spec.precision}): quantize its fp32 parent")
+    return source, manifest, spec
 
 
 def onnx_spec(bundle: Path, manifest: Manifest) -> OnnxSpec:
@@ -330,8 +337,12 @@ class _Candidate:
     proba: np.ndarray  # on the validation texts: the ensemble's default is chosen again with them
 
 
-class _Trials:
-    """Quantize with one recipe after another and measure each against the fp32 reference."""
+class Trials:
+    """Quantize with one recipe after another and measure each against the fp32 reference.
+
+    Its reference (the fp32 model on the validation texts, their targets and thresholds, the calibration
+    texts) also serves ``--quantize int8-openvino`` (slm.compression.openvino), which quantizes with NNCF.
+    """
 
     def __init__(
         self, source_bundle: Path, manifest: Manifest, evaluation, threads: int | None, calibration_size: int
@@ -347,7 +358,7 @@ class _Trials:
         thresholds = (manifest.thresholds or {}).get("transformer")
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
         self.reference = OnnxComponent(source_bundle, self.spec, threads=threads)
-        self.reference_proba = self._proba(self.reference)
+        self.reference_proba = self.proba(self.reference)
         self.tried: list[dict] = []
         self.rejection: GateRejected | None = None
         self._rewritten: dict[tuple[bool, str], tuple[Path, dict]] = {}
@@ -357,7 +368,7 @@ class _Trials:
         """Read only when a static recipe is tried: training texts, else the validation texts."""
         return calibration_texts(self.manifest, self.evaluation.texts, self.calibration_size)
 
-    def _proba(self, component: OnnxComponent, texts: list[str] | None = None) -> np.ndarray:
+    def proba(self, component: OnnxComponent, texts: list[str] | None = None) -> np.ndarray:
         texts = self.evaluation.texts if texts is None else texts
         return probabilities(component.logits(texts), self.task == "multi_label")
 
@@ -374,7 +385,7 @@ class _Trials:
             calibration = _Calibration(self.reference, self.calibration_texts) if recipe.static else None
             quantize_graph(self.source_bundle / self.spec.file, target, recipe, calibration)
         candidate = OnnxComponent(self.source_bundle, replace(self.spec, file=str(target)), threads=self.threads)
-        proba = self._proba(candidate)
+        proba = self.proba(candidate)
         result = measure(self.reference_proba, proba, self.targets, self.task, self.thresholds)
         speedup = speed_ratio(self.reference, candidate, self.evaluation.texts)
         entry.update(gate=result.to_dict(), speedup_vs_fp32=round(speedup, 3),
@@ -405,7 +416,7 @@ class _Trials:
             if record["attention_unfused"] or record["embeddings_unfused"]:
                 texts = self.evaluation.texts[:256]
                 component = OnnxComponent(self.source_bundle, replace(self.spec, file=str(path)), threads=self.threads)
-                diff = float(np.abs(self._proba(component, texts) - self.reference_proba[: len(texts)]).max())
+                diff = float(np.abs(self.proba(component, texts) - self.reference_proba[: len(texts)]).max())
                 if not diff <= UNFUSE_TOLERANCE:
                     raise ModelError(
                         f"unfusing the ONNX graph for int4 changed its probabilities by up to {diff:.1e} "
