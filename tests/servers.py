@@ -15,7 +15,8 @@ import pytest
 import uvicorn
 
 from slm.serving import ModelService, ServeConfig, create_app
-from slm.serving.server import bind
+from slm.serving.admission import Admission
+from slm.serving.server import bind, make_server
 
 KEY = "k" * 8 + "-test-api-key-0123"
 # The engines a server test runs on. Ray is left out of the fast lane (``pytest -m "not slow"``): starting
@@ -25,14 +26,21 @@ ENGINES = ["uvicorn", pytest.param("ray", marks=pytest.mark.slow(reason="starts 
 
 @contextlib.contextmanager
 def running(
-    specs: list[tuple[str, Path]], monitor=None, recommender=None, *, ray: RayCluster | None = None, **settings
+    specs: list[tuple[str, Path]],
+    monitor=None,
+    recommender=None,
+    *,
+    ray: RayCluster | None = None,
+    slm_protocol: bool = False,
+    **settings,
 ) -> Iterator[tuple[str, ModelService | None]]:
     """A real Uvicorn server on 127.0.0.1 in a background thread; yields its base URL and service.
 
     ``monitor`` (a :class:`slm.apps.monitor.Monitor`) is served at /v1/monitor/* and /monitor,
     ``recommender`` (a :class:`slm.apps.recommend.Recommender`) at /v1/recommend/*. With ``ray``
     (the ``ray_cluster`` fixture), the same app runs as two Ray Serve replicas instead, and the
-    service, which lives in the replicas, is None.
+    service, which lives in the replicas, is None. ``slm_protocol``: Uvicorn as ``slm serve`` runs it
+    (:func:`slm.serving.server.make_server`: slm's HTTP protocol with its limits and early refusals).
     """
     if ray is not None:
         assert monitor is None and recommender is None, "the monitor and recommenders are not served on Ray"
@@ -43,8 +51,11 @@ def running(
     service = ModelService.load(specs, config)
     sock = bind("127.0.0.1", 0)
     app = create_app(service, monitor=monitor, recommender=recommender)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
-                                           timeout_graceful_shutdown=5))  # fmt: skip
+    if slm_protocol:
+        server = make_server(app, config, early_checks=(Admission(service),))
+    else:
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                               timeout_graceful_shutdown=5))  # fmt: skip
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -184,6 +184,86 @@ def test_overload_gets_fast_503s_and_recovers(untrained_exported) -> None:
         assert _metric(metrics, 'slm_rejected_requests_total{model="tiny",reason="queue_full"}') == codes.count(503)
 
 
+def _hold_the_worker(service) -> threading.Event:
+    """Occupy the service's only batch thread until the returned event is set: batches then wait in line."""
+    release = threading.Event()
+    service.executor.submit(release.wait, 30)
+    return release
+
+
+def test_a_full_queue_is_refused_before_the_app_and_the_connection_stays_open(untrained_exported) -> None:
+    settings = {"workers": 1, "max_batch": 4, "max_queue": 4, "max_texts": 4}
+    with running([("tiny", untrained_exported)], slm_protocol=True, **settings) as (url, service):
+        predict = url + "/v1/models/tiny/predict"
+        release = _hold_the_worker(service)
+        with ThreadPoolExecutor(2) as pool, httpx.Client() as client:
+            waiting = [pool.submit(httpx.post, predict, json={"texts": ["change my pin"] * 4}, timeout=60)
+                       for _ in range(2)]  # fmt: skip
+            deadline = time.monotonic() + 10
+            while not service.models["tiny"].batcher.full:  # one batch dispatched (held), one queued: 4 texts
+                assert time.monotonic() < deadline, "the queue never filled"
+                time.sleep(0.01)
+            busy = client.post(predict, json={"text": "where is my card"})
+            assert error_of(busy, 503)["code"] == "overloaded" and int(busy.headers["retry-after"]) >= 1
+            assert "x-request-id" not in busy.headers  # answered by the protocol: the app never saw it
+            release.set()
+            assert [f.result().status_code for f in waiting] == [200, 200]
+            again = client.post(predict, json={"text": "where is my card"})  # the same kept-alive connection
+            assert again.status_code == 200 and again.json()["predictions"][0]["label"]
+            assert client.get(url + "/healthz").status_code == 200
+        metrics = httpx.get(url + "/metrics").text
+        assert _metric(metrics, 'slm_rejected_requests_total{model="tiny",reason="queue_full"}') == 1
+        assert _metric(metrics, 'slm_http_requests_total{method="POST",route="/v1/models/{name}/predict",'
+                                'status="503"}') == 1  # fmt: skip
+
+
+def test_admission_refuses_only_what_the_app_would_refuse_the_same_way(untrained_exported) -> None:
+    from slm.serving import ModelService, ServeConfig
+    from slm.serving.admission import Admission
+    from tests.servers import KEY
+
+    config = ServeConfig(api_keys=(KEY,), workers=1, max_queue=4, max_texts=4).validated()
+    service = ModelService.load([("tiny", untrained_exported)], config)
+    try:
+        admission = Admission(service)
+
+        def scope(path: str, method: str = "POST", key: str | None = KEY) -> dict:
+            headers = [(b"x-api-key", key.encode())] if key else []
+            return {"type": "http", "method": method, "path": path, "headers": headers}
+
+        assert admission(scope("/v1/models/tiny/predict")) is None  # the queue is empty
+        service.models["tiny"].batcher._queued = 4  # full, as if four texts waited
+        refusal = admission(scope("/v1/models/tiny/predict"))
+        assert refusal is not None and (refusal.status, refusal.code) == (503, "overloaded")
+        assert dict(refusal.headers)[b"retry-after"] == b"1"
+        assert admission(scope("/v1/models/tiny/predict", key=None)) is None  # the app answers 401
+        assert admission(scope("/v1/models/tiny/predict", key="wrong-" + KEY)) is None
+        assert admission(scope("/v1/models/other/predict")) is None  # the app answers 404
+        assert admission(scope("/v1/models/tiny/feedback")) is None
+        assert admission(scope("/v1/models/tiny/predict", method="GET")) is None
+    finally:
+        service.executor.shutdown()
+
+
+def test_batch_threads_yield_to_the_event_loop(untrained_exported) -> None:
+    with running([("tiny", untrained_exported)], workers=2, batch_nice=7) as (url, service):
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        niceness = {service.executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result() for _ in range(4)}
+        assert niceness == {min(base + 7, 19)}
+        assert httpx.post(url + "/v1/models/tiny/predict", json={"text": "change my pin"}).status_code == 200
+    with running([("tiny", untrained_exported)], workers=1, batch_nice=0) as (_, service):
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert service.executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result() == base
+
+
+def test_batch_nice_out_of_range_is_one_line() -> None:
+    from slm.errors import ConfigError
+    from slm.serving import ServeConfig
+
+    with pytest.raises(ConfigError, match=r"--batch-nice must be between 0 and 19 \(got 20\)"):
+        ServeConfig(batch_nice=20).validated()
+
+
 # ---------------------------------------------------------------- hot reload
 
 

@@ -60,6 +60,14 @@ MaxWaitMsOpt = Annotated[
 MaxQueueOpt = Annotated[int, _opt("max_queue", "Texts queued per model before requests get 503.")]
 WorkersOpt = Annotated[int | None, _opt("workers", "Batches run at once (default: one per core, plus one).")]
 ThreadsOpt = Annotated[int, _opt("threads", "ONNX Runtime threads per batch.")]
+BatchNiceOpt = Annotated[
+    int,
+    _opt(
+        "batch_nice",
+        "Niceness of the batch threads, so the event loop keeps answering (and refusing) under "
+        "overload (0-19; 0: off, e.g. when the server must not yield to other work on the machine).",
+    ),
+]
 MaxTextsOpt = Annotated[int, _opt("max_texts", "Most texts in one request.")]
 MaxCharsOpt = Annotated[int, _opt("max_chars", "Longest text, in characters.")]
 LongTextsOpt = Annotated[LongTexts, _opt("long_texts", "Texts over --max-chars: cut or refuse.")]
@@ -185,6 +193,7 @@ def serve(
     max_queue: MaxQueueOpt = DEFAULTS.max_queue,
     workers: WorkersOpt = None,
     threads: ThreadsOpt = DEFAULTS.threads,
+    batch_nice: BatchNiceOpt = DEFAULTS.batch_nice,
     backend: BackendOpt = None,
     max_texts: MaxTextsOpt = DEFAULTS.max_texts,
     max_chars: MaxCharsOpt = DEFAULTS.max_chars,
@@ -243,7 +252,8 @@ def serve(
     config = server.config(
         max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
         workers=workers or _default_workers(engine, replica_cpus), threads=threads, max_texts=max_texts,
-        backend=backend.value if backend else None, max_chars=max_chars, long_texts=long_texts.value,
+        batch_nice=batch_nice, backend=backend.value if backend else None, max_chars=max_chars,
+        long_texts=long_texts.value,
         top_k=top_k, watch=watch, watch_interval=watch_interval,
         support_db=support_db, feedback=feedback, feedback_db=feedback_db,
         support_retention=parse_duration(support_retention, bare_unit="d", what="--support-retention"),

@@ -80,6 +80,12 @@ class ServeConfig:
     max_queue: int = 128
     workers: int = field(default_factory=default_workers)
     threads: int = 1
+    # Niceness of the batch threads (0: as the event loop). The event loop parses, admits and answers every
+    # request; when the batches hold both cores it falls behind and even a 503 waits. Measured at 4x overload on
+    # 2 cores (bench/results/serving.md): 503 p50 56 ms and p99 1.3 s at 0; 0.8 ms and 99 ms at 10, with more
+    # requests answered 200 (550 against 489 a second). The price: on a machine busy with other work, the
+    # batches also yield to that work.
+    batch_nice: int = 10
     backend: str | None = None  # the transformer's engine: "onnx", "openvino", "torch"; None: each bundle's default
     max_body_bytes: int = 1_048_576
     max_texts: int = 64
@@ -126,6 +132,8 @@ class ServeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535 (got {self.port})")
+        if not 0 <= self.batch_nice <= 19:
+            raise ConfigError(f"--batch-nice must be between 0 and 19 (got {self.batch_nice})")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms cannot be negative (got {self.max_wait_ms})")
         if self.watch_interval <= 0:

@@ -110,7 +110,7 @@ class ApiKeys:
             or not self.config.api_keys
             or scope["path"] in PUBLIC_PATHS
             or scope["method"] == "OPTIONS"
-            or self.config.key_is_valid(self._presented(scope))
+            or self.config.key_is_valid(self.presented(scope))
         ):
             await self.app(scope, receive, send)
             return
@@ -119,7 +119,8 @@ class ApiKeys:
                          [(b"www-authenticate", challenge)])  # fmt: skip
 
     @staticmethod
-    def _presented(scope: Scope) -> str | None:
+    def presented(scope: Scope) -> str | None:
+        """The API key the request carries, from any of the three headers; None when it has none."""
         key = _header(scope, b"x-api-key")
         if key:
             return key.strip()

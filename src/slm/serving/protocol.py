@@ -15,6 +15,8 @@ the server's RSS from 162 to 674 MB before any API-key check could run. So, per 
 - ``--max-connections`` is checked here rather than by Uvicorn (``limit_concurrency``, same rule): a request
   past it gets the usual JSON error body (Uvicorn's is plain text), and ``/healthz`` is answered even then: a
   liveness probe must not fail because the server is busy.
+- ``early_checks`` run before the app: a predict request for a full queue is refused here
+  (:mod:`slm.serving.admission`), without the cost of the app's middleware, and the connection stays open.
 
 The body's own timeout is in the ASGI app (:class:`slm.serving.middleware.BodyLimit`), so it holds on Ray
 Serve too; the limits here apply only where ``slm serve`` runs Uvicorn itself.
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,6 +40,20 @@ from slm.serving.middleware import Receive, Scope, Send, send_error
 # the client reads it (nginx's lingering close does the same).
 LINGER_SECONDS = 2.0
 ALWAYS_ANSWERED = frozenset({"/healthz"})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer given instead of running the app: a JSON error body, the connection kept open."""
+
+    status: int
+    code: str
+    message: str
+    headers: list[tuple[bytes, bytes]]
+
+
+# Called with a request's scope before the app runs: None lets the request through (slm.serving.admission).
+EarlyCheck = Callable[[Scope], Refusal | None]
 
 
 def raw_error(status: int, reason: str, code: str, message: str) -> bytes:
@@ -53,6 +71,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     body_timeout: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 16_384
     max_connections: ClassVar[int | None] = None
+    early_checks: ClassVar[tuple[EarlyCheck, ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -127,7 +146,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     # ------------------------------------------------------------ answers Uvicorn would give in plain text
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, or 503 past ``max_connections`` (Uvicorn's rule; this request's own task is counted here)."""
+        """The app, or 503 past ``max_connections`` (Uvicorn's rule; this request's own task is counted here),
+        or the first refusal of ``early_checks`` (a full queue), kept alive: the refused client may send its next
+        request on the same connection."""
         limit = self.max_connections
         if (
             limit is not None
@@ -138,6 +159,11 @@ class GuardedHttpTools(HttpToolsProtocol):
                              f"the server has its limit of {limit:,} open connections: retry shortly",
                              [(b"retry-after", b"1"), (b"connection", b"close")])  # fmt: skip
             return
+        for check in self.early_checks:
+            refusal = check(scope)
+            if refusal is not None:
+                await send_error(send, refusal.status, refusal.code, refusal.message, refusal.headers)
+                return
         await self._app(scope, receive, send)
 
     def send_400_response(self, msg: str) -> None:
@@ -191,9 +217,15 @@ class GuardedHttpTools(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    *, header_timeout: float, body_timeout: float, max_header_bytes: int, max_connections: int | None
+    *,
+    header_timeout: float,
+    body_timeout: float,
+    max_header_bytes: int,
+    max_connections: int | None,
+    early_checks: tuple[EarlyCheck, ...] = (),
 ) -> type[GuardedHttpTools]:
-    """The protocol class Uvicorn instantiates per connection, with these limits."""
+    """The protocol class Uvicorn instantiates per connection, with these limits and early refusals."""
     limits = {"header_timeout": header_timeout, "body_timeout": body_timeout,
-              "max_header_bytes": max_header_bytes, "max_connections": max_connections}  # fmt: skip
+              "max_header_bytes": max_header_bytes, "max_connections": max_connections,
+              "early_checks": early_checks}  # fmt: skip
     return type("SlmHttpProtocol", (GuardedHttpTools,), limits)

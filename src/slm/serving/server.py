@@ -17,10 +17,11 @@ import uvicorn
 
 from slm.errors import ConfigError
 from slm.serving import log
+from slm.serving.admission import Admission
 from slm.serving.app import create_app
 from slm.serving.config import ServeConfig, check_exposure, is_loopback
 from slm.serving.extensions import option_servers
-from slm.serving.protocol import guarded_protocol
+from slm.serving.protocol import EarlyCheck, guarded_protocol
 from slm.serving.service import ModelService
 
 
@@ -51,13 +52,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, config: ServeConfig, *, log_level: str = "info") -> uvicorn.Server:
-    """The Uvicorn server for ``app`` with every limit of ``config`` (run it with ``server.run(sockets=[sock])``)."""
+def make_server(
+    app: Any, config: ServeConfig, *, log_level: str = "info", early_checks: tuple[EarlyCheck, ...] = ()
+) -> uvicorn.Server:
+    """The Uvicorn server for ``app`` with every limit of ``config`` (run it with ``server.run(sockets=[sock])``).
+
+    ``early_checks``: refuse requests before the app runs (:class:`~slm.serving.admission.Admission`).
+    """
     protocol = guarded_protocol(
         header_timeout=config.header_timeout,
         body_timeout=config.body_timeout,
         max_header_bytes=config.max_header_bytes,
         max_connections=config.max_connections,
+        early_checks=early_checks,
     )
     return _Server(
         uvicorn.Config(
@@ -92,7 +99,8 @@ def serve(specs: list[tuple[str, Path]], config: ServeConfig, *, log_level: str 
     try:
         service = ModelService.load(specs, config)
         attached = {option: servers[option].open(value, config) for option, value in given.items()}
-        server = make_server(create_app(service, **attached), config, log_level=log_level)
+        app = create_app(service, **attached)
+        server = make_server(app, config, log_level=log_level, early_checks=(Admission(service),))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         log.event("listening", url=f"http://{shown}:{port}", models=service.names,

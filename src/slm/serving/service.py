@@ -8,6 +8,11 @@ workers, limits, reload and metrics; this module knows no app (:mod:`slm.serving
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import os
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,7 +81,10 @@ class ModelService:
         """An empty service (:meth:`load` fills it): its metrics, its workers, no model yet."""
         self.config = config
         self.metrics = ServiceMetrics()
-        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="slm-batch")
+        self.executor = ThreadPoolExecutor(
+            max_workers=config.workers, thread_name_prefix="slm-batch", initializer=lower_priority,
+            initargs=(config.batch_nice,),
+        )  # fmt: skip
         self.models: dict[str, ServedModel] = {}
         self.groups: dict[str, BundleGroup] = {}  # by app name: the bundles each app serves here
         self.observers = ObserverList()  # drift signals, recall of recent predictions by request id
@@ -151,6 +159,12 @@ class ModelService:
             model.batcher.start()
         if self.config.watch:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        # Keep everything loaded so far (libraries, bundles, the app) out of the cyclic collector's full passes.
+        # Each full pass walked all of it and held the event loop: at 4x overload on 2 cores, 503 answers slowed to
+        # 50-170 ms in bursts every ~2.5 s, which was the p99. Frozen: p99 34 ms. (Reference counting still frees
+        # frozen objects; only cycles among them would stay.)
+        gc.collect()
+        gc.freeze()
         self.ready = True
         self.metrics.ready.set(1)
 
@@ -219,3 +233,17 @@ class ModelService:
 def _info_labels(name: str, loaded: LoadedBundle) -> tuple[str, str, str, str, str]:
     facts = summary(name, loaded)
     return name, facts["task"], str(facts["num_labels"]), str(facts["backend"]), str(facts["base_model"])
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (a batch thread, at its start: see ``ServeConfig.batch_nice``).
+
+    Linux sets niceness per thread; elsewhere it is per process, which would slow the event loop too, so
+    nothing is done there. ONNX Runtime runs a one-thread session in the calling thread, so this covers it.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    except OSError as exc:  # e.g. a sandbox that forbids it: the server runs, only without the priority
+        log.event("batch_nice_failed", level=logging.WARNING, error=str(exc))
