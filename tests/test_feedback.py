@@ -287,10 +287,24 @@ def test_recall_is_bounded_by_size_and_by_age():
         now[0] = float(i)
         recent.predicted("tiny", "v1", f"r{i}", [text], one)
     assert recent.bytes <= 10 * size and 10 <= len(recent) < 40
-    assert recent.recall("tiny", "r0") is None and recent.recall("tiny", "r39").texts == [texts[39]]
+    assert recent.recall("tiny", "r0") is None and recent.recall("tiny", "r39").texts == (texts[39],)
     assert recent.recall("other", "r39") is None
     now[0] = 39 + 61.0
     assert recent.recall("tiny", "r39") is None and len(recent) == 0 and recent.bytes == 0
+
+
+def test_remembered_requests_are_left_alone_by_the_cyclic_collector():
+    """Tens of thousands of entries must not lengthen every full collection (they held the event loop)."""
+    import gc
+
+    recent = RecentPredictions(max_bytes=10**8, max_age_s=3600)
+    for i, (text, label) in enumerate(banking_rows(200)):
+        recent.predicted("tiny", "v1", f"r{i}", [text, text.upper()], [{"label": label}, {"score": 0.5}])
+    gc.collect()
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in recent._entries.values())
+    recalled = recent.recall("tiny", "r7")
+    assert recalled is not None and recalled.labels[1] is None and recalled.texts[1] == recalled.texts[0].upper()
 
 
 # ---------------------------------------------------------------- files and the CLI

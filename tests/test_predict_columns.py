@@ -154,3 +154,37 @@ def test_small_batches_tokenize_one_by_one_to_the_same_ids(untrained_exported):
     texts = [EDGE_TEXTS[i % len(EDGE_TEXTS)] + " word" * (i % 300) for i in range(POOL_TEXTS + 5)]
     for batch in (texts[:1], texts[:32], texts):
         assert onnx.encode(batch) == [e.ids for e in onnx.tokenizer.encode_batch(batch)]
+
+
+def test_background_writes_keep_order_and_surface_a_failed_write() -> None:
+    import threading
+
+    from slm.api.predicting import _BackgroundWrites
+
+    written: list[int] = []
+    with _BackgroundWrites() as behind:
+        for n in range(5):
+            behind.submit(written.append, n)
+    assert written == [0, 1, 2, 3, 4]  # all done, in order, when the block ends
+
+    def fail(_: int) -> None:
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"), _BackgroundWrites() as behind:
+        behind.submit(fail, 0)
+        behind.submit(written.append, 5)  # the failure surfaces here, before this write is queued
+    assert written[-1] == 4
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(_: int) -> None:
+        started.set()
+        release.wait(5)
+        written.append(6)
+
+    with pytest.raises(KeyboardInterrupt), _BackgroundWrites() as behind:
+        behind.submit(slow, 0)
+        started.wait(5)
+        threading.Timer(0.2, release.set).start()
+        raise KeyboardInterrupt  # Ctrl-C while a write runs: the block still waits for it to end
+    assert written[-1] == 6

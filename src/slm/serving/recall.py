@@ -26,21 +26,28 @@ class Recalled:
 
     at: float
     version: str
-    texts: list[str]
-    labels: list[str | None]
+    texts: tuple[str, ...]
+    labels: tuple[str | None, ...]
     size: int
+
+
+# What is stored per request: (at, version, texts, labels, size), a plain tuple of strings and numbers, which
+# Python's cyclic collector stops tracking after it has seen it once. Stored as Recalled objects (a dataclass and
+# two lists each, always tracked), 50 s of 32 clients left ~26,000 entries that every full collection walked
+# while holding the event loop: 503 p99 at 4x overload 124 ms, against 38 ms with recall off.
+_Entry = tuple[float, str, tuple[str, ...], tuple[str | None, ...], int]
 
 
 class RecentPredictions:
     """A :class:`~slm.serving.observers.PredictionObserver` that remembers recent requests by (model, request id).
 
-    ``predicted`` runs in the event loop after every answer: it stores references to the request's own
-    text list (no copy) and drops expired entries from the old end, a few microseconds per request.
+    ``predicted`` runs in the event loop after every answer: it stores the request's own texts (a tuple of
+    references, no copy of a text) and drops expired entries from the old end, a few microseconds per request.
     """
 
     def __init__(self, *, max_bytes: int, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes, self.max_age_s, self.clock = max_bytes, max_age_s, clock
-        self._entries: OrderedDict[tuple[str, str], Recalled] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()  # the event loop writes; a Ray replica's threads could read
 
@@ -56,14 +63,14 @@ class RecentPredictions:
     ) -> None:
         if self.max_bytes <= 0:
             return
-        labels = [p.get("label") if isinstance(p.get("label"), str) else None for p in predictions]
+        labels = tuple(p.get("label") if isinstance(p.get("label"), str) else None for p in predictions)
         size = ENTRY_OVERHEAD + sum(sys.getsizeof(text) for text in texts)  # a str's real size, at O(1) each
         now = self.clock()
         with self._lock:
             old = self._entries.pop((model, request_id), None)  # a client may reuse its X-Request-ID
             if old is not None:
-                self._bytes -= old.size
-            self._entries[(model, request_id)] = Recalled(now, version, texts, labels, size)
+                self._bytes -= old[4]
+            self._entries[(model, request_id)] = (now, version, tuple(texts), labels, size)
             self._bytes += size
             self._expire(now)
 
@@ -74,13 +81,14 @@ class RecentPredictions:
         """The request ``request_id`` to ``model`` if still remembered."""
         with self._lock:
             self._expire(self.clock())
-            return self._entries.get((model, request_id))
+            entry = self._entries.get((model, request_id))
+        return None if entry is None else Recalled(*entry)
 
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            oldest = next(iter(entries.values()))
-            if self._bytes <= self.max_bytes and now - oldest.at <= self.max_age_s:
+            at, *_, size = next(iter(entries.values()))
+            if self._bytes <= self.max_bytes and now - at <= self.max_age_s:
                 return
             entries.popitem(last=False)
-            self._bytes -= oldest.size
+            self._bytes -= size
