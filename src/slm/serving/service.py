@@ -8,7 +8,6 @@ workers, limits, reload and metrics; this module knows no app (:mod:`slm.serving
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -159,12 +158,6 @@ class ModelService:
             model.batcher.start()
         if self.config.watch:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        # Keep everything loaded so far (libraries, bundles, the app) out of the cyclic collector's full passes.
-        # Each full pass walked all of it and held the event loop: at 4x overload on 2 cores, 503 answers slowed to
-        # 50-170 ms in bursts every ~2.5 s, which was the p99. Frozen: p99 34 ms. (Reference counting still frees
-        # frozen objects; only cycles among them would stay.)
-        gc.collect()
-        gc.freeze()
         self.ready = True
         self.metrics.ready.set(1)
 
