@@ -21,8 +21,10 @@ import time
 from typing import Any
 
 from slm.serving import log
+from slm.serving.batching import QueueFull
 from slm.serving.middleware import ApiKeys, Scope
 from slm.serving.protocol import Refusal
+from slm.serving.responses import overloaded
 from slm.serving.service import ModelService
 
 PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/predict$")
@@ -48,13 +50,13 @@ class Admission:
         model = self.service.get(name)
         if model is None or not model.batcher.full or not self._authorized(scope):
             return None
-        metrics = self.service.metrics
-        metrics.rejected.labels(name, "queue_full").inc()
-        metrics.requests.labels(PREDICT_TEMPLATE, "POST", "503").inc()
+        error = overloaded(self.service.metrics, name, QueueFull(model.batcher.retry_after()))  # the app's answer
+        self.service.metrics.requests.labels(PREDICT_TEMPLATE, "POST", str(error.status)).inc()  # AccessLog's count
         self._count(name)
-        retry = model.batcher.retry_after()
-        message = f"the request queue is full; retry in {retry} s"
-        return Refusal(503, "overloaded", message, [(b"retry-after", str(retry).encode())])
+        headers = [
+            (key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in (error.headers or {}).items()
+        ]
+        return Refusal(error.status, error.code, error.message, headers)
 
     def _authorized(self, scope: Scope) -> bool:
         keys = self.service.config.api_keys

@@ -81,10 +81,10 @@ class ServeConfig:
     workers: int = field(default_factory=default_workers)
     threads: int = 1
     # Niceness of the batch threads (0: as the event loop). The event loop parses, admits and answers every
-    # request; when the batches hold both cores it falls behind and even a 503 waits. Measured at 4x overload on
-    # 2 cores (bench/results/serving.md): 503 p50 56 ms and p99 1.3 s at 0; 0.8 ms and 99 ms at 10, with more
-    # requests answered 200 (550 against 489 a second). The price: on a machine busy with other work, the
-    # batches also yield to that work.
+    # request; when the batches hold both cores it falls behind and even a 503 waits. Measured in scratch runs of
+    # bench/serving_client.py's open loop at 4x overload on 2 cores: 503 p50 56-72 ms and p99 0.3-1.3 s at 0;
+    # 0.8-0.9 ms and 47-99 ms at 10, with more requests answered 200 (511-550 against 460-489 a second). The price:
+    # on a machine busy with other work, the batches also yield to that work.
     batch_nice: int = 10
     backend: str | None = None  # the transformer's engine: "onnx", "openvino", "torch"; None: each bundle's default
     max_body_bytes: int = 1_048_576
