@@ -59,6 +59,7 @@ SLOW_FIXTURES = {
     "test_fewshot::head_bundle": TRAINS,
     "test_multilabel::multilabel_bundle": TRAINS,
     "test_multilingual::zh_bundle": TRAINS,
+    "test_pretrain::pretrained": TRAINS,
     "test_recommend::bundle": TRAINS,
     "test_self_training::self_trained": TRAINS,
     "test_tune::tuned": TRAINS,

@@ -4,8 +4,9 @@
 can load the bundle), ``export``, ``export_ort`` (ONNX Runtime's mobile format), ``compress`` and ``suggest``
 (training extra), ``export_web`` (a static web folder: the runtime extra, node and npm; no PyTorch), ``bench``
 and ``serve`` (serve extra), ``import_feedback`` and ``export_feedback`` (serve extra), ``update`` (training
-extra: learn from feedback), ``audit_privacy`` (training extra; no PyTorch for an exported bundle), ``promote``,
-``rollback`` and ``redact_file`` (core install). Each is imported on first use from its own module, so
+extra: learn from feedback), ``pretrain`` (training extra: domain-adaptive pre-training), ``audit_privacy``
+(training extra; no PyTorch for an exported bundle), ``promote``, ``rollback`` and ``redact_file`` (core
+install). Each is imported on first use from its own module, so
 ``import slm.api`` stays cheap and an install without PyTorch can still call ``predict_file`` or ``serve``.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from slm.api.compressing import compress, export, export_ort
     from slm.api.feedback import export_feedback, import_feedback
     from slm.api.predicting import PredictionRun, predict_file
+    from slm.api.pretraining import pretrain
     from slm.api.redacting import RedactionRun, redact_file
     from slm.api.rollout import Rollout, promote, rollback
     from slm.api.serving import serve
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Bundle", "PredictionRun", "RedactionRun", "Rollout", "SuggestRun", "UpdateOutcome", "audit_privacy", "bench",
     "compress", "evaluate", "export", "export_feedback", "export_ort", "export_web", "import_feedback", "load",
-    "predict_file", "promote", "redact_file", "rollback", "serve", "suggest", "train", "tune", "update",
+    "predict_file", "pretrain", "promote", "redact_file", "rollback", "serve", "suggest", "train", "tune", "update",
 ]  # fmt: skip
 
 _HOMES = {
@@ -42,7 +44,7 @@ _HOMES = {
     "bench": "benchmarking", "serve": "serving", "import_feedback": "feedback", "export_feedback": "feedback",
     "Rollout": "rollout", "promote": "rollout", "rollback": "rollout", "suggest": "suggesting",
     "export_ort": "compressing", "SuggestRun": "suggesting", "redact_file": "redacting", "RedactionRun": "redacting",
-    "export_web": "web",
+    "export_web": "web", "pretrain": "pretraining",
 }  # fmt: skip
 
 

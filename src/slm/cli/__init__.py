@@ -13,8 +13,8 @@ import importlib
 from slm.cli._util import app
 
 COMMAND_MODULES = (
-    "train", "tune", "evaluate", "predict", "suggest", "info", "quickstart", "compress", "serve", "feedback",
-    "update", "rollout", "redact", "audit", "apps", "bench",
+    "train", "pretrain", "tune", "evaluate", "predict", "suggest", "info", "quickstart", "compress", "serve",
+    "feedback", "update", "rollout", "redact", "audit", "apps", "bench",
 )  # fmt: skip
 
 for _module in COMMAND_MODULES:
