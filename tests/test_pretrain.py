@@ -157,3 +157,28 @@ def test_sample_refuses_an_empty_list() -> None:
 
     with pytest.raises(DataError, match="no corpus"):
         pretrain([], output="unused")
+
+
+def test_schedule_refitted_to_the_budget_reaches_zero_in_time() -> None:
+    import torch
+
+    from slm.training.pretrain import _fit_plan, _Plan, _schedule
+
+    plan = _Plan(total=1000, head_only=100, warmup=54)
+    config = PretrainConfig()
+    _fit_plan(plan, done=10, elapsed=10.0, budget=100.0, config=config)  # 1 s a step: ~97 steps fit, not 1000
+    assert 90 <= plan.total <= 100 and plan.head_only == 10  # the head-only phase keeps its share
+    _fit_plan(plan, done=50, elapsed=60.0, budget=100.0, config=config)  # slower than the first steps promised
+    assert 50 < plan.total < 90
+    encoder, head = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [encoder], "lr": 1.0}, {"params": [head], "lr": 1.0}])
+    scheduler = _schedule(optimizer, plan)
+    rates = []
+    for _ in range(plan.total):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0][0] == 0.0 and rates[plan.head_only][0] > 0  # the encoder waits for the head
+    assert [group["lr"] for group in optimizer.param_groups] == [0.0, 0.0]  # both at zero once the plan ends
+    _fit_plan(plan, done=60, elapsed=1.0, budget=100.0, config=config)  # faster now: never lengthened
+    assert plan.total < 90
