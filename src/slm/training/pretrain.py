@@ -103,8 +103,8 @@ class _MaskedLM(_Objective):
             hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         hidden = hidden.last_hidden_state
         masked = batch["labels"] != -100
-        if not bool(masked.any()):
-            return hidden.sum() * 0.0
+        if not bool(masked.any()):  # possible with a few very short texts: nothing to learn from
+            return torch.zeros(())
         logits = self.head(hidden[masked])
         return nn.functional.cross_entropy(logits, batch["labels"][masked])
 
@@ -282,9 +282,10 @@ def _train(
                     return step, time.perf_counter() - started, True
                 objective.head_only = step < plan.head_only
                 loss = objective.loss([train.ids[i] for i in batch])
-                loss.backward()
-                nn.utils.clip_grad_norm_(objective.model.parameters(), 1.0)
-                optimizer.step()
+                if loss.requires_grad:
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(objective.model.parameters(), 1.0)
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
