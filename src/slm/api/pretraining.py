@@ -42,9 +42,8 @@ def sample_corpus(
     seen = 0
     for path in paths:
         table = open_table(path, text_col)
-        for chunk in table.chunks():
-            for text in chunk.texts:
-                text = text.strip()[:TEXT_CHARS]
+        try:
+            for text in (t.strip()[:TEXT_CHARS] for chunk in table.chunks() for t in chunk.texts):
                 if not text:
                     continue
                 seen += 1
@@ -52,6 +51,8 @@ def sample_corpus(
                     kept.append(text)
                 elif (slot := rng.randrange(seen)) < limit:
                     kept[slot] = text
+        finally:
+            table.close()
     if len(kept) < 20:
         names = ", ".join(str(p) for p in paths)
         raise DataError(f"{names}: {len(kept)} non-blank texts; pre-training needs at least 20 (thousands help)")
