@@ -70,6 +70,12 @@ def merge_term_embedding(encoder: Encoder) -> None:
         encoder.set_input_embeddings(table.base)
 
 
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``hidden`` ``(batch, tokens, dim)`` over the tokens ``attention_mask`` keeps: ``(batch, dim)``."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class EncoderClassifier(nn.Module):
     """Encoder → masked mean pooling → (L2 normalisation) → dropout → linear head.
 
@@ -100,8 +106,7 @@ class EncoderClassifier(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled sentence embeddings ``(batch, hidden)`` (unit length when ``normalize``)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled = masked_mean(hidden, attention_mask)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
     @property

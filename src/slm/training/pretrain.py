@@ -13,8 +13,8 @@ Two objectives, both written as a base-model directory that ``slm train --base-m
   mean-pooled as :class:`slm.models.encoder.EncoderClassifier` pools, and the two views are pulled together
   against the batch's other texts. It needs no head, so it suits any encoder.
 
-The run is time-boxed (``max_minutes``): the learning-rate schedule is fitted to the steps that fit in the
-budget once the first steps are timed. A held-out slice of the corpus is scored with the objective
+The run is time-boxed (``max_minutes``): the learning-rate schedule is refitted to the steps that fit in the
+budget as the steps are timed. A held-out slice of the corpus is scored with the objective
 before and after, so the record says whether the model learned anything.
 """
 
@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from slm.errors import ConfigError
+from slm.models.encoder import masked_mean
 from slm.training.batching import (
     Encoded,
     collate,
@@ -61,6 +62,8 @@ class _Objective:
     head_initialised = False
     # Set while a fresh head trains alone: the encoder then runs without building its backward graph.
     head_only = False
+    # Whether the held-out score needs dropout on (SimCSE's two views differ only by dropout).
+    scored_in_train_mode = False
 
     def loss(self, ids: list[list[int]]) -> torch.Tensor:
         raise NotImplementedError
@@ -80,17 +83,15 @@ class _MaskedLM(_Objective):
             base_path, attn_implementation="sdpa", output_loading_info=True
         )
         self.model = model
-        head = next(
-            (getattr(model, n) for n in ("cls", "lm_head") if isinstance(getattr(model, n, None), nn.Module)), None
-        )
-        if head is None:
+        children = dict(model.named_children())
+        name = next((n for n in ("cls", "lm_head") if n in children), None)  # BERT's head, RoBERTa's head
+        if name is None:
             raise ConfigError(
                 f"--objective mlm supports BERT- and RoBERTa-style encoders, not {model.config.model_type}; "
                 "use --objective simcse"
             )
-        self.head: nn.Module = head
-        head_names = [n for n in ("cls.", "lm_head.") if n.rstrip(".") in dict(model.named_children())]
-        self.head_initialised = any(k.startswith(tuple(head_names)) for k in info["missing_keys"])
+        self.head: nn.Module = children[name]
+        self.head_initialised = any(key.startswith(f"{name}.") for key in info["missing_keys"])
         model.get_input_embeddings().weight.requires_grad_(False)  # tied to the projection: both stay frozen
         self.encoder = model.base_model
         self.collator = DataCollatorForLanguageModeling(
@@ -116,6 +117,8 @@ class _MaskedLM(_Objective):
 
 
 class _SimCSE(_Objective):
+    scored_in_train_mode = True
+
     def __init__(self, base_path: Path, pad_id: int, config: PretrainConfig) -> None:
         from transformers import AutoModel
 
@@ -126,9 +129,7 @@ class _SimCSE(_Objective):
 
     def _pooled(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return nn.functional.normalize(pooled, dim=-1)
+        return nn.functional.normalize(masked_mean(hidden, mask), dim=-1)
 
     def loss(self, ids: list[list[int]]) -> torch.Tensor:
         input_ids, mask = collate(ids, self.pad_id)
@@ -157,7 +158,7 @@ def _held_out_loss(objective: _Objective, encoded: Encoded, batch_size: int, see
     torch.manual_seed(seed)
     lengths = np.array([len(row) for row in encoded.ids])
     total, count = 0.0, 0
-    objective.model.train(objective.__class__ is _SimCSE)  # SimCSE's views differ only by dropout
+    objective.model.train(objective.scored_in_train_mode)
     with torch.no_grad():
         for batch in inference_batches(lengths, batch_size):
             if len(batch) < 2:
