@@ -113,3 +113,20 @@ def test_markdown_shows_a_failed_variant_as_one_row(results) -> None:
     md = markdown(result)
     failed = [line for line in md.splitlines() if "failed:" in line]
     assert len(failed) == 1 and failed[0].startswith("| tiny")
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "preset"),
+    [
+        ({"avx2", "fma", "avx512f", "avx512_vnni"}, "x86_64", "avx512_vnni"),
+        ({"avx2", "avx512f"}, "x86_64", "avx512"),
+        ({"avx2", "fma"}, "x86_64", "avx2"),
+        (set(), "aarch64", "arm64"),
+    ],
+)
+def test_optimum_recipe_matches_the_cpu(flags: set[str], machine: str, preset: str) -> None:
+    """The Optimum peer is quantized with the preset its guide gives for the CPU the bench runs on."""
+    from slm.benchmark.optimum_env import quantization_recipe
+
+    recipe = quantization_recipe(frozenset(flags), machine)
+    assert recipe == {"preset": preset, "is_static": False, "per_channel": False}

@@ -15,9 +15,10 @@ def mean_pool(encoder, ids, mask):
     """Unit-length masked mean of ``encoder``'s last hidden states (the sentence-transformers recipe)."""
     import torch
 
+    from slm.models.encoder import masked_mean
+
     hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+    return torch.nn.functional.normalize(masked_mean(hidden, mask), dim=-1)
 
 
 def embed_with_torch(encoder, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:

@@ -29,6 +29,8 @@ def _graphs():
     import torch
     from torch import nn
 
+    from slm.models.encoder import masked_mean
+
     class IntentGraph(nn.Module):
         """Classifier → (logits, pooled sentence embedding)."""
 
@@ -49,9 +51,7 @@ def _graphs():
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            return nn.functional.normalize(pooled, dim=-1)
+            return nn.functional.normalize(masked_mean(hidden, attention_mask), dim=-1)
 
     return IntentGraph, EmbeddingGraph
 
