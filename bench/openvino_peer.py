@@ -144,10 +144,10 @@ def variants(specs: list[str]) -> list[tuple[str, Path]]:
 
 def optimum_int8(fp32: Path) -> dict:
     """Optimum's int8 graph of the fp32 bundle's weights (its own venv, built once) and a runner for it."""
-    from slm.benchmark.optimum_env import default_venv_dir, ensure_venv, prepare_optimum_model
+    from slm.benchmark.optimum_env import ensure_venv, models_dir, prepare_optimum_model
 
     python, _ = ensure_venv(log=lambda message: print(message, file=sys.stderr))
-    info = prepare_optimum_model(fp32, default_venv_dir().parent / "optimum-models", python)
+    info = prepare_optimum_model(fp32, models_dir(), python)
     return {**info, "runner": onnxruntime_runner(str(Path(info["dir"]) / info["file_name"]))}
 
 
@@ -308,13 +308,17 @@ def _fastest(shipped: dict[str, dict], peer_accuracy: float, speed: Callable[[di
     return max(pool, key=lambda n: speed(pool[n]))
 
 
+def _ratios(ours: list[float], peer: list[float]) -> list[float]:
+    """Round by round: both rows ran in the same round."""
+    return [a / b for a, b in zip(ours, peer, strict=True)]
+
+
 def _median_ratio(ours: list[float], peer: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(ours, peer, strict=True))
+    return statistics.median(_ratios(ours, peer))
 
 
 def _paired(rows: dict[str, dict], ours: str, peer: str, key: str) -> str:
-    ratios = [a / b for a, b in zip(rows[ours][key], rows[peer][key], strict=True)]
-    return f"rounds {', '.join(f'{r:.2f}' for r in ratios)}"
+    return f"rounds {', '.join(f'{r:.2f}' for r in _ratios(rows[ours][key], rows[peer][key]))}"
 
 
 def _points(rows: dict[str, dict], ours: str, peer: str) -> str:

@@ -328,13 +328,12 @@ def _optimum_variant(
     bundle: Path, names: set[str], threads: int, optimum_venv: str | Path | None, show_progress: bool
 ) -> tuple[Variant, dict]:
     """Optimum's ONNX Runtime dynamic int8 model of ``bundle``, in its own venv (built once), and its record."""
-    from slm.benchmark.optimum_env import WORKER_SCRIPT, default_venv_dir, ensure_venv, prepare_optimum_model
+    from slm.benchmark.optimum_env import WORKER_SCRIPT, ensure_venv, models_dir, prepare_optimum_model
 
     say = progress_lines(log, show_progress)
     python, marker = ensure_venv(optimum_venv, log=say)
     say(f"preparing the Optimum int8 model from {bundle} (ONNX export + ORTQuantizer)")
-    cache = (Path(optimum_venv) if optimum_venv else default_venv_dir()).parent / "optimum-models"
-    prepared = prepare_optimum_model(bundle, cache, python)
+    prepared = prepare_optimum_model(bundle, models_dir(optimum_venv), python)
     optimum_meta = {"venv": str(python.parent.parent), "requirements": marker["requirements"],
                     "freeze": marker["freeze"], "model": prepared}  # fmt: skip
     variant = Variant(

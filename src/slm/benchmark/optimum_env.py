@@ -94,6 +94,11 @@ def default_venv_dir() -> Path:
     return base / "optimum-venv"
 
 
+def models_dir(venv: str | Path | None = None) -> Path:
+    """Where Optimum's int8 models are cached, beside its venv: ``slm bench`` and the benchmark scripts share it."""
+    return (Path(venv) if venv else default_venv_dir()).parent / "optimum-models"
+
+
 def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
