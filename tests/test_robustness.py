@@ -28,7 +28,13 @@ from slm.reports.perturbations import (
     perturbations_for,
     text_script,
 )
-from slm.reports.robustness import frequency_buckets, length_buckets, robustness_report, summary
+from slm.reports.robustness import (
+    frequency_buckets,
+    length_buckets,
+    robustness_report,
+    summary,
+    token_limit_buckets,
+)
 from tests.conftest import DATA, require
 
 
@@ -201,6 +207,45 @@ def test_robustness_report_on_a_known_input():
     assert summary(report) == {"metric": "accuracy", "sample": 6, "rule": {"name": "lowercase", "drop_points": 33.33}}
 
 
+def test_texts_over_the_token_limit_are_a_slice_of_their_own():
+    texts = ["Card", "Card lost", "my Card is gone", "hello", "Card declined again", "nothing here at all"]
+    targets = np.array([1, 1, 1, 0, 0, 0])  # the rule misses only "Card declined again"
+    over = np.array([False, False, True, False, True, True])
+    report = robustness_report(
+        texts, targets, _rule(texts), _rule, task="single_label", labels=["other", "card"], seed=0,
+        over_limit=over, token_limit=3,
+    )  # fmt: skip
+    within, beyond = report["models"]["rule"]["slices"]["tokens"]
+    assert (within["name"], within["n"], within["score"]) == ("at most 3 tokens (read whole)", 3, 1.0)
+    assert (beyond["name"], beyond["n"]) == ("over 3 tokens (cut to the first 3)", 3)
+    assert beyond["score"] == pytest.approx(2 / 3) and beyond["gap_points"] == pytest.approx(-16.67, abs=0.01)
+    # no text over the limit (or no limit known): no such slices, the other kinds unchanged
+    for mask, limit in ((np.zeros(6, dtype=bool), 3), (over, None), (None, 3)):
+        assert token_limit_buckets(mask, limit) == []
+        plain = robustness_report(
+            texts, targets, _rule(texts), _rule, task="single_label", labels=["other", "card"], seed=0,
+            over_limit=mask, token_limit=limit,
+        )  # fmt: skip
+        assert set(plain["models"]["rule"]["slices"]) == {"length", "label_frequency"}
+
+
+def test_the_runtime_and_training_tokenizers_mark_the_same_texts_over_the_limit(untrained_exported: Path):
+    """The evaluation (tokenizers, no PyTorch) and the training run (transformers) cut at the same text."""
+    from slm.bundle.manifest import read_manifest
+    from slm.training.batching import load_tokenizer
+    from slm.training.robustness import over_token_limit
+
+    model = slm.load(untrained_exported)
+    manifest = read_manifest(untrained_exported)
+    limit = manifest.components.onnx.max_length
+    # [CLS] + one token a word + [SEP]: limit - 2 words fill the limit exactly, one more word is cut
+    texts = ["hello", "card " * (limit - 2), "card " * (limit - 1), "card " * 5000]
+    over, found = model.over_token_limit(texts)
+    assert found == limit and over.tolist() == [False, False, True, True]
+    tokenizer, _ = load_tokenizer(untrained_exported / manifest.components.transformer.tokenizer)
+    assert over_token_limit(tokenizer, texts, limit).tolist() == over.tolist()
+
+
 def test_multi_label_robustness_uses_micro_f1():
     texts = ["Card and PIN", "PIN", "Card", "nothing"]
     targets = np.array([[1, 1], [0, 1], [1, 0], [0, 0]])
@@ -243,6 +288,18 @@ def test_evaluation_report_has_the_robustness_section(untrained_exported: Path, 
     )
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "<h2>Robustness</h2>" in html and "<h3>Worst slices</h3>" in html and "Length: " in html
+
+    # texts longer than the transformer reads (this bundle: 48 tokens) get their own slices, in the files too
+    frame = pd.read_csv(banking_test_csv)
+    frame.loc[::3, "text"] = frame.loc[::3, "text"] * 10
+    long_csv = tmp_path / "long.csv"
+    frame.to_csv(long_csv, index=False)
+    long = slm.evaluate(untrained_exported, long_csv, output=tmp_path / "eval-long")["robustness"]
+    within, cut = long["models"]["ngram_baseline"]["slices"]["tokens"]
+    over, limit = slm.load(untrained_exported).over_token_limit(frame["text"].tolist())
+    assert cut["name"] == f"over {limit} tokens (cut to the first {limit})"
+    assert cut["n"] == over.sum() >= len(frame.loc[::3]) and within["n"] + cut["n"] == len(frame)
+    assert "| Transformer input: over 48 tokens" in (tmp_path / "eval-long" / "report.md").read_text()
 
     plain = slm.evaluate(untrained_exported, banking_test_csv, robustness=False)
     assert "robustness" not in plain

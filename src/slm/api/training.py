@@ -309,6 +309,8 @@ def _robustness(
     reference = model.manifest.drift_reference
     seed = ((model.manifest.training or {}).get("config") or {}).get("seed", DEFAULT_SEED)
 
+    limits = model.over_token_limit(texts)
+
     def predict(batch: list[str]) -> dict[str, np.ndarray]:
         perturbed = model.component_probas(batch)
         return {MODEL_NAMES[c]: perturbed[c] for c in components}
@@ -324,4 +326,6 @@ def _robustness(
         label_counts=None if reference is None else reference.label_counts,
         label_counts_source="training (drift reference)",
         seed=seed if isinstance(seed, int) else DEFAULT_SEED,
+        over_limit=None if limits is None else limits[0],
+        token_limit=None if limits is None else limits[1],
     )

@@ -8,7 +8,8 @@ reported (the shipped one and the n-gram baseline, side by side), this measures:
   (:mod:`slm.reports.perturbations`), with the drop in points;
 - the primary metric on slices of the whole evaluation set: text-length quartiles (characters, so that every
   model is sliced the same way whatever its tokenizer) and label-frequency buckets (head / middle / tail
-  thirds of the labels by training count), each with its gap to the overall figure;
+  thirds of the labels by training count), each with its gap to the overall figure; where some texts are longer
+  than the transformer reads (its ``max_length`` in tokens), those texts and the others as two more slices;
 - the worst slices (at least :data:`MIN_SLICE` texts, below the overall figure).
 
 The caller supplies the clean probabilities (already computed for the main metrics) and a function that
@@ -130,17 +131,32 @@ def frequency_buckets(label_counts: Mapping[str, int], labels: Sequence[str]) ->
     return out
 
 
+def token_limit_buckets(over_limit: np.ndarray | None, limit: int | None) -> list[tuple[str, np.ndarray]]:
+    """``[(name, indices)]``: the texts the transformer reads whole and those longer than its ``limit`` tokens
+    (it reads their first ``limit``); empty when no text is over it. Measured on finance tweets: 16% of the
+    test texts were over 128 tokens and scored 67% against 85% for the rest, which quartiles of characters
+    blurred into one 72% bucket."""
+    if over_limit is None or limit is None or not np.any(over_limit):
+        return []
+    over = np.asarray(over_limit, dtype=bool)
+    return [(f"at most {limit} tokens (read whole)", np.flatnonzero(~over)),
+            (f"over {limit} tokens (cut to the first {limit})", np.flatnonzero(over))]  # fmt: skip
+
+
 def _slice_rows(
     outcome: _Outcomes,
     overall: float,
-    lengths: list[tuple[str, np.ndarray]],
+    by_text: dict[str, list[tuple[str, np.ndarray]]],
     frequencies: list[tuple[str, list[int]]],
     targets: np.ndarray,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Each slice's score and gap: ``by_text`` holds slices of texts by kind, ``frequencies`` of labels."""
+
     def row(name: str, n: int, score: float) -> dict[str, Any]:
         return {"name": name, "n": n, "score": score, "gap_points": _points(score - overall)}
 
-    by_length = [row(name, int(rows.size), outcome.score(rows=rows)) for name, rows in lengths]
+    out = {kind: [row(name, int(rows.size), outcome.score(rows=rows)) for name, rows in slices]
+           for kind, slices in by_text.items() if slices or kind == "length"}  # fmt: skip
     by_frequency = []
     for name, members in frequencies:
         if outcome.task == "multi_label":  # micro-F1 over the bucket's label columns, every text
@@ -150,7 +166,8 @@ def _slice_rows(
             rows = np.flatnonzero(np.isin(np.asarray(targets).astype(int), members))
             if rows.size:
                 by_frequency.append(row(name, int(rows.size), outcome.score(rows=rows)))
-    return {"length": by_length, "label_frequency": by_frequency}
+    out["label_frequency"] = by_frequency
+    return out
 
 
 def _worst(slices: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -201,13 +218,16 @@ def robustness_report(
     seed: int = DEFAULT_SEED,
     sample_size: int = SAMPLE_SIZE,
     perturbations: Sequence[str] | None = None,
+    over_limit: np.ndarray | None = None,
+    token_limit: int | None = None,
 ) -> dict[str, Any]:
     """The report's ``robustness`` section for the models in ``clean`` (report name -> probabilities on
     ``texts``); ``predict`` gives the same models' probabilities on perturbed texts.
 
     ``label_counts``: training texts per label (the label-frequency slices); without them the evaluation
     set's own counts are used. Drops are clean minus perturbed, gaps slice minus overall, both in points.
-    ``perturbations``: only these (of those that fit the texts' script); default all.
+    ``perturbations``: only these (of those that fit the texts' script); default all. ``over_limit`` (one bool
+    per text) marks the texts longer than the transformer's ``token_limit`` tokens: they become two more slices.
     """
     started = time.perf_counter()
     texts, targets = list(texts), np.asarray(targets)
@@ -220,13 +240,14 @@ def robustness_report(
     outcomes = {m: _outcomes(task, targets, p, thresholds.get(m)) for m, p in clean.items()}
     if label_counts is None:
         label_counts, label_counts_source = count_labels(task, targets, labels), "evaluation set"
-    lengths, frequencies = length_buckets(texts), frequency_buckets(label_counts, labels)
+    by_text = {"length": length_buckets(texts), "tokens": token_limit_buckets(over_limit, token_limit)}
+    frequencies = frequency_buckets(label_counts, labels)
     if not frequencies:
         notes.append(f"label-frequency slices left out: every label has the same count ({label_counts_source})")
     models: dict[str, dict[str, Any]] = {}
     for model, outcome in outcomes.items():
         overall = outcome.score()
-        slices = _slice_rows(outcome, overall, lengths, frequencies, targets)
+        slices = _slice_rows(outcome, overall, by_text, frequencies, targets)
         models[model] = {"overall": overall, "clean": outcome.score(rows=rows), "perturbations": {}}
         models[model].update(slices=slices, worst_slices=_worst(slices))
     changed = {}

@@ -339,7 +339,7 @@ def _signed(v: Any) -> str:
     return "0.0" if float(v) == 0 else f"{float(v):+.{digits}f}".replace("-", "\u2212")
 
 
-_SLICE_KINDS = {"length": "Length", "label_frequency": "Label frequency"}
+_SLICE_KINDS = {"length": "Length", "tokens": "Transformer input", "label_frequency": "Label frequency"}
 
 
 def _robustness_intro(rob: dict, metric: str) -> Para:

@@ -214,6 +214,25 @@ class Bundle:
             ngram = self._ngram.predict_proba(texts)
         return ensemble_probabilities(transformer, ngram, weight, ensemble.log_prior_shift)
 
+    def over_token_limit(self, texts: list[str], chunk: int = 1024) -> tuple[np.ndarray, int] | None:
+        """Which texts are longer than the transformer reads (its ``max_length`` in tokens), and that limit;
+        None without a transformer. The evaluation report slices by it: the transformer sees only the first
+        ``max_length`` tokens of those texts."""
+        have = self.manifest.components
+        spec = have.onnx if have.onnx is not None else have.transformer
+        if spec is None or spec.token_limit() <= 0:
+            return None
+        from slm.runtime.onnx import load_tokenizer
+
+        limit = spec.token_limit()
+        tokenizer = load_tokenizer(bundle_path(self.path, self.manifest, spec.tokenizer), limit + 1)
+        texts = cut_texts(texts, self.text_limit)
+        over = np.zeros(len(texts), dtype=bool)
+        for start in range(0, len(texts), chunk):
+            batch = tokenizer.encode_batch(texts[start : start + chunk])
+            over[start : start + len(batch)] = [len(encoding.ids) > limit for encoding in batch]
+        return over, limit
+
     def thresholds(self, component: str | None = None) -> np.ndarray:
         """Per-label decision thresholds (multi-label only)."""
         component = self._check_component(component)

@@ -70,4 +70,13 @@ def training_robustness(
         label_counts=count_labels(task, train_targets, labels),
         label_counts_source="training",
         seed=seed,
+        over_limit=over_token_limit(tokenizer, texts, max_length),
+        token_limit=max_length,
     )
+
+
+def over_token_limit(tokenizer: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """Which texts the transformer reads only in part: tokenised to one token past ``max_length``, any text
+    that reaches it was cut."""
+    encoded = encode_texts(tokenizer, list(texts), max_length + 1)
+    return np.array([len(ids) > max_length for ids in encoded.ids], dtype=bool)
