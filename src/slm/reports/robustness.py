@@ -133,9 +133,9 @@ def frequency_buckets(label_counts: Mapping[str, int], labels: Sequence[str]) ->
 
 def token_limit_buckets(over_limit: np.ndarray | None, limit: int | None) -> list[tuple[str, np.ndarray]]:
     """``[(name, indices)]``: the texts the transformer reads whole and those longer than its ``limit`` tokens
-    (it reads their first ``limit``); empty when no text is over it. Measured on finance tweets: 16% of the
-    test texts were over 128 tokens and scored 67% against 85% for the rest, which quartiles of characters
-    blurred into one 72% bucket."""
+    (it reads their first ``limit``); empty when no text is over it. Measured on finance tweets: 334 of 2,243
+    test texts were over 128 tokens and the shipped model scored 66.5% on them against 84.9% on the rest,
+    which the longest character quartile (tweets included) blurred into 72.1%."""
     if over_limit is None or limit is None or not np.any(over_limit):
         return []
     over = np.asarray(over_limit, dtype=bool)
