@@ -309,7 +309,7 @@ def _robustness(
     reference = model.manifest.drift_reference
     seed = ((model.manifest.training or {}).get("config") or {}).get("seed", DEFAULT_SEED)
 
-    limits = model.over_token_limit(texts)
+    over_limit, token_limit = model.over_token_limit(texts) or (None, None)
 
     def predict(batch: list[str]) -> dict[str, np.ndarray]:
         perturbed = model.component_probas(batch)
@@ -326,6 +326,6 @@ def _robustness(
         label_counts=None if reference is None else reference.label_counts,
         label_counts_source="training (drift reference)",
         seed=seed if isinstance(seed, int) else DEFAULT_SEED,
-        over_limit=None if limits is None else limits[0],
-        token_limit=None if limits is None else limits[1],
+        over_limit=over_limit,
+        token_limit=token_limit,
     )

@@ -156,7 +156,7 @@ def _slice_rows(
         return {"name": name, "n": n, "score": score, "gap_points": _points(score - overall)}
 
     out = {kind: [row(name, int(rows.size), outcome.score(rows=rows)) for name, rows in slices]
-           for kind, slices in by_text.items() if slices or kind == "length"}  # fmt: skip
+           for kind, slices in by_text.items()}  # fmt: skip
     by_frequency = []
     for name, members in frequencies:
         if outcome.task == "multi_label":  # micro-F1 over the bucket's label columns, every text
@@ -240,7 +240,9 @@ def robustness_report(
     outcomes = {m: _outcomes(task, targets, p, thresholds.get(m)) for m, p in clean.items()}
     if label_counts is None:
         label_counts, label_counts_source = count_labels(task, targets, labels), "evaluation set"
-    by_text = {"length": length_buckets(texts), "tokens": token_limit_buckets(over_limit, token_limit)}
+    by_text = {"length": length_buckets(texts)}
+    if tokens := token_limit_buckets(over_limit, token_limit):
+        by_text["tokens"] = tokens
     frequencies = frequency_buckets(label_counts, labels)
     if not frequencies:
         notes.append(f"label-frequency slices left out: every label has the same count ({label_counts_source})")
